@@ -1,0 +1,211 @@
+//! Domain types shared by every layer.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// Defines a string-backed enum with `as_str`, `parse` and the list of allowed values.
+macro_rules! string_enum {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+        #[serde(rename_all = "snake_case")]
+        pub enum $name { $($(#[$vmeta])* $variant),+ }
+
+        impl $name {
+            /// Every allowed value, in declaration order.
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            /// The wire and database spelling.
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+
+            /// Parses the wire spelling; `None` for anything else.
+            pub fn parse(s: &str) -> Option<Self> {
+                match s { $($text => Some($name::$variant),)+ _ => None }
+            }
+
+            /// The allowed spellings joined by ", " (for error messages).
+            pub fn allowed() -> String {
+                Self::ALL.iter().map(|v| v.as_str()).collect::<Vec<_>>().join(", ")
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+string_enum! {
+    /// Where a case stands.
+    CaseStatus { Open => "open", Pending => "pending", Resolved => "resolved", Closed => "closed" }
+}
+
+impl CaseStatus {
+    /// Open and pending cases take new messages without being re-opened.
+    pub fn is_active(self) -> bool {
+        matches!(self, CaseStatus::Open | CaseStatus::Pending)
+    }
+}
+
+string_enum! {
+    /// How urgent a case is.
+    Priority { Low => "low", Normal => "normal", High => "high", Urgent => "urgent" }
+}
+
+string_enum! {
+    /// Whether a message came from the customer or went to them.
+    Direction { In => "in", Out => "out" }
+}
+
+string_enum! {
+    /// The path a message took.
+    Channel {
+        Api => "api", Email => "email", Sms => "sms", Whatsapp => "whatsapp",
+        Telegram => "telegram", Messenger => "messenger", Instagram => "instagram",
+        Webchat => "webchat", Portal => "portal", Phone => "phone", Letter => "letter",
+        /// Internal notes never leave the house.
+        Note => "note"
+    }
+}
+
+string_enum! {
+    /// Delivery state of an outbound message.
+    DeliveryState { Queued => "queued", Sent => "sent", Delivered => "delivered", Read => "read", Failed => "failed" }
+}
+
+string_enum! {
+    /// What a staff user or API token may do.
+    Role { Admin => "admin", Agent => "agent" }
+}
+
+/// A person or organisation the company talks with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Customer {
+    pub id: i64,
+    pub name: Option<String>,
+    pub language: Option<String>,
+    /// Set when this customer was merged into another one.
+    pub merged_into: Option<i64>,
+    pub created_at: String,
+    pub updated_at: String,
+    pub identities: Vec<Identity>,
+}
+
+/// One address by which a customer can be reached or recognised.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Identity {
+    pub id: i64,
+    pub customer_id: i64,
+    pub kind: IdentityKind,
+    /// Normalised: e-mail lower-cased, phone in E.164, provider ids as given.
+    pub address: String,
+    pub created_at: String,
+}
+
+pub use crate::identity::IdentityKind;
+
+/// A matter ("Vorgang") in which messages with one customer are threaded.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Case {
+    pub id: i64,
+    pub customer_id: i64,
+    pub subject: Option<String>,
+    pub status: CaseStatus,
+    pub priority: Priority,
+    pub assignee_id: Option<i64>,
+    pub team_id: Option<i64>,
+    pub tags: Vec<String>,
+    /// Channel of the message that opened the case.
+    pub channel: Channel,
+    pub created_at: String,
+    pub updated_at: String,
+    pub first_response_at: Option<String>,
+    pub resolved_at: Option<String>,
+    pub last_message_at: Option<String>,
+    /// Id of the newest event that touched this case (a view is current if it saw this).
+    pub last_event_id: i64,
+}
+
+/// A file attached to a message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Attachment {
+    pub filename: String,
+    pub content_type: String,
+    pub size: i64,
+    /// Where the bytes live (object store key or provider URL).
+    pub url: Option<String>,
+}
+
+/// One message in a case, in either direction, or an internal note.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Message {
+    pub id: i64,
+    pub case_id: i64,
+    pub customer_id: i64,
+    pub direction: Direction,
+    /// True for internal notes, which customers never see.
+    pub internal: bool,
+    pub channel: Channel,
+    pub subject: Option<String>,
+    pub text: String,
+    pub html: Option<String>,
+    pub attachments: Vec<Attachment>,
+    pub provider_message_id: Option<String>,
+    /// Staff user who wrote an outbound message or note.
+    pub author_id: Option<i64>,
+    pub delivery_state: Option<DeliveryState>,
+    pub delivery_error: Option<String>,
+    pub created_at: String,
+}
+
+/// A group of staff users that cases can be routed to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Team {
+    pub id: i64,
+    pub name: String,
+}
+
+/// A person working in Kontor.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct StaffUser {
+    pub id: i64,
+    pub email: String,
+    pub name: String,
+    pub role: Role,
+    pub created_at: String,
+}
+
+/// One row of the append-only event log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Event {
+    pub id: i64,
+    /// Dotted type such as `message.received` or `case.updated`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub case_id: Option<i64>,
+    pub customer_id: Option<i64>,
+    #[schema(value_type = Object)]
+    pub payload: serde_json::Value,
+    pub created_at: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn enums_round_trip_their_wire_spelling() {
+        for s in CaseStatus::ALL {
+            assert_eq!(CaseStatus::parse(s.as_str()), Some(*s));
+        }
+        for s in DeliveryState::ALL {
+            assert_eq!(DeliveryState::parse(s.as_str()), Some(*s));
+        }
+        assert_eq!(CaseStatus::parse("sleeping"), None);
+        assert_eq!(Role::allowed(), "admin, agent");
+    }
+}

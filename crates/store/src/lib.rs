@@ -1,0 +1,203 @@
+//! Kontor's store: one API over two backends (SQLite, the embedded default, and PostgreSQL
+//! for several nodes), with the append-only event log, durable jobs and full-text search.
+//!
+//! Every mutation runs on a single writer thread per node that commits concurrent requests
+//! together (group commit) and answers each one only after the commit. Reads use a
+//! connection pool. This crate knows nothing of HTTP.
+
+pub mod db;
+mod error;
+mod ops;
+pub mod schema;
+mod writer;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+pub use db::{Backend, Conn, Row, Val};
+pub use error::StoreError;
+pub use ops::*;
+pub use writer::Tx;
+
+use tokio::sync::watch;
+
+/// Microseconds since the Unix epoch.
+pub fn now_us() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0)
+}
+
+/// Formats microseconds since the epoch as RFC 3339 (UTC, milliseconds).
+pub fn format_ts(us: i64) -> String {
+    chrono::DateTime::from_timestamp_micros(us)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_default()
+}
+
+/// Tunables the store needs for its rules.
+#[derive(Debug, Clone)]
+pub struct StoreSettings {
+    /// A resolved case takes new inbound messages (and re-opens) for this long.
+    pub reopen_window: Duration,
+    /// Region used to read phone numbers written without a country code.
+    pub default_region: String,
+    /// Read connections in the pool.
+    pub read_pool_size: u32,
+    /// Most operations committed together in one transaction.
+    pub max_batch: usize,
+}
+
+impl Default for StoreSettings {
+    fn default() -> Self {
+        StoreSettings {
+            reopen_window: Duration::from_secs(7 * 24 * 3600),
+            default_region: "DE".into(),
+            read_pool_size: 8,
+            max_batch: 512,
+        }
+    }
+}
+
+/// Which backend a database URL names.
+pub fn backend_for(url: &str) -> Result<Backend, StoreError> {
+    if url.starts_with("sqlite:") {
+        Ok(Backend::Sqlite)
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Backend::Postgres)
+    } else {
+        Err(StoreError::Config(format!(
+            "unsupported database URL {url:?}: use sqlite:PATH or postgres://..."
+        )))
+    }
+}
+
+struct ConnManager {
+    backend: Backend,
+    url: String,
+}
+
+impl r2d2::ManageConnection for ConnManager {
+    type Connection = Conn;
+    type Error = StoreError;
+    fn connect(&self) -> Result<Conn, StoreError> {
+        Conn::open(self.backend, &self.url)
+    }
+    fn is_valid(&self, conn: &mut Conn) -> Result<(), StoreError> {
+        if conn.is_broken() {
+            return Err(StoreError::Unavailable("connection closed".into()));
+        }
+        Ok(())
+    }
+    fn has_broken(&self, conn: &mut Conn) -> bool {
+        conn.is_broken()
+    }
+}
+
+struct Inner {
+    backend: Backend,
+    readers: r2d2::Pool<ConnManager>,
+    writer: crossbeam_channel::Sender<Box<dyn writer::WriteOp>>,
+    latest_event: watch::Sender<i64>,
+    settings: StoreSettings,
+    alive: Arc<()>,
+}
+
+/// Handle to the store; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+impl Store {
+    /// Opens the database at `url`, applies migrations, and starts the writer thread (and,
+    /// on PostgreSQL, the LISTEN thread that learns of other nodes' events).
+    pub fn open(url: &str, settings: StoreSettings) -> Result<Store, StoreError> {
+        let backend = backend_for(url)?;
+        if backend == Backend::Sqlite {
+            let path = url.trim_start_matches("sqlite://").trim_start_matches("sqlite:");
+            if let Some(parent) = std::path::Path::new(path).parent() {
+                if !parent.as_os_str().is_empty() {
+                    std::fs::create_dir_all(parent)
+                        .map_err(|e| StoreError::Config(format!("cannot create {}: {e}", parent.display())))?;
+                }
+            }
+        }
+        let mut conn = Conn::open(backend, url)?;
+        schema::migrate(&mut conn)?;
+        let latest = conn.query_opt("SELECT COALESCE(MAX(id), 0) FROM events", &[])?.map(|r| r.i64(0)).unwrap_or(0);
+        let readers = r2d2::Pool::builder()
+            .max_size(settings.read_pool_size.max(1))
+            .min_idle(Some(0))
+            .connection_timeout(Duration::from_secs(3))
+            .build_unchecked(ConnManager { backend, url: url.to_string() });
+        let (latest_event, _) = watch::channel(latest);
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let store = Store {
+            inner: Arc::new(Inner { backend, readers, writer: tx, latest_event, settings, alive: Arc::new(()) }),
+        };
+        writer::spawn(backend, url.to_string(), conn, rx, store.inner.latest_event.clone(), store.inner.settings.max_batch)?;
+        if backend == Backend::Postgres {
+            writer::spawn_listener(url.to_string(), store.inner.latest_event.clone(), Arc::downgrade(&store.inner.alive))?;
+        }
+        Ok(store)
+    }
+
+    /// The backend in use.
+    pub fn backend(&self) -> Backend {
+        self.inner.backend
+    }
+
+    /// The store's settings.
+    pub fn settings(&self) -> &StoreSettings {
+        &self.inner.settings
+    }
+
+    /// Runs `f` inside the next group-commit transaction; resolves after the commit.
+    pub async fn write<R, F>(&self, f: F) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut Tx<'_>) -> Result<R, StoreError> + Send + 'static,
+    {
+        let (op, rx) = writer::Op::new(f);
+        self.inner
+            .writer
+            .send(Box::new(op))
+            .map_err(|_| StoreError::Unavailable("writer stopped".into()))?;
+        rx.await.map_err(|_| StoreError::Unavailable("writer stopped".into()))?
+    }
+
+    /// Runs `f` with a pooled read connection on a blocking thread.
+    pub async fn read<R, F>(&self, f: F) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut Conn) -> Result<R, StoreError> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = inner.readers.get()?;
+            f(&mut conn)
+        })
+        .await
+        .map_err(|e| StoreError::Database(format!("read task failed: {e}")))?
+    }
+
+    /// Runs `f` with a read connection on the current thread (for CLI use outside tokio).
+    pub fn read_blocking<R>(&self, f: impl FnOnce(&mut Conn) -> Result<R, StoreError>) -> Result<R, StoreError> {
+        let mut conn = self.inner.readers.get()?;
+        f(&mut conn)
+    }
+
+    /// Succeeds if the database answers.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.read(|c| c.query("SELECT 1", &[]).map(|_| ())).await
+    }
+
+    /// Watches the newest committed event id this node knows of.
+    pub fn subscribe(&self) -> watch::Receiver<i64> {
+        self.inner.latest_event.subscribe()
+    }
+
+    /// The newest committed event id this node knows of.
+    pub fn latest_event_id(&self) -> i64 {
+        *self.inner.latest_event.borrow()
+    }
+}

@@ -1,0 +1,143 @@
+//! Staff users (Argon2id passwords) and API tokens (stored as SHA-256 hashes).
+
+use argon2::password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use kontor_core::{Role, StaffUser};
+use rand::RngCore;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use crate::db::Row;
+use crate::{format_ts, params, Store, StoreError};
+
+/// Hashes an API token for storage and lookup.
+pub fn token_hash(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+fn user_from_row(r: &Row) -> StaffUser {
+    StaffUser {
+        id: r.i64(0),
+        email: r.text(1),
+        name: r.text(2),
+        role: Role::parse(&r.text(3)).unwrap_or(Role::Agent),
+        created_at: format_ts(r.i64(4)),
+    }
+}
+
+/// An API token as listed (never the secret itself).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ApiToken {
+    pub id: i64,
+    pub name: String,
+    pub role: Role,
+    pub created_at: String,
+}
+
+impl Store {
+    /// Creates a staff user with an Argon2id password hash.
+    pub async fn create_user(&self, email: String, name: String, role: Role, password: String) -> Result<StaffUser, StoreError> {
+        let email = email.trim().to_lowercase();
+        if kontor_core::normalise_identity(kontor_core::IdentityKind::Email, &email, "DE").is_err() {
+            return Err(StoreError::invalid("email", "not a valid e-mail address"));
+        }
+        if name.trim().is_empty() {
+            return Err(StoreError::invalid("name", "must not be empty"));
+        }
+        if password.chars().count() < 8 {
+            return Err(StoreError::invalid("password", "must have at least 8 characters"));
+        }
+        let hash = tokio::task::spawn_blocking(move || {
+            let salt = SaltString::generate(&mut OsRng);
+            Argon2::default().hash_password(password.as_bytes(), &salt).map(|h| h.to_string())
+        })
+        .await
+        .map_err(|e| StoreError::Database(e.to_string()))?
+        .map_err(|e| StoreError::Database(format!("password hashing failed: {e}")))?;
+        self.write(move |tx| {
+            if tx.conn.query_opt("SELECT 1 FROM users WHERE email = ?", &params![email.as_str()])?.is_some() {
+                return Err(StoreError::Conflict(format!("a user with e-mail {email} exists")));
+            }
+            let r = tx
+                .conn
+                .query_opt(
+                    "INSERT INTO users (email, name, role, password_hash, created_at) VALUES (?, ?, ?, ?, ?) \
+                     RETURNING id, email, name, role, created_at",
+                    &params![email.as_str(), name.trim(), role.as_str(), hash, tx.now],
+                )?
+                .ok_or_else(|| StoreError::Database("user insert returned no id".into()))?;
+            let user = user_from_row(&r);
+            tx.event("user.created", None, None, &json!({ "user": user }))?;
+            Ok(user)
+        })
+        .await
+    }
+
+    /// All staff users by e-mail.
+    pub async fn list_users(&self) -> Result<Vec<StaffUser>, StoreError> {
+        self.read(|c| {
+            Ok(c.query("SELECT id, email, name, role, created_at FROM users ORDER BY email", &[])?
+                .iter()
+                .map(user_from_row)
+                .collect())
+        })
+        .await
+    }
+
+    /// The user if e-mail and password match (Argon2id verification).
+    pub async fn verify_password(&self, email: String, password: String) -> Result<Option<StaffUser>, StoreError> {
+        let email = email.trim().to_lowercase();
+        let row = self
+            .read(move |c| {
+                c.query_opt(
+                    "SELECT id, email, name, role, created_at, password_hash FROM users WHERE email = ?",
+                    &params![email.as_str()],
+                )
+            })
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        let stored = row.text(5);
+        let ok = tokio::task::spawn_blocking(move || {
+            PasswordHash::new(&stored).map(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok()).unwrap_or(false)
+        })
+        .await
+        .unwrap_or(false);
+        Ok(ok.then(|| user_from_row(&row)))
+    }
+
+    /// Creates an API token; returns the secret, which is shown once and stored only hashed.
+    pub async fn create_token(&self, name: String, role: Role) -> Result<(ApiToken, String), StoreError> {
+        if name.trim().is_empty() {
+            return Err(StoreError::invalid("name", "must not be empty"));
+        }
+        let mut raw = [0u8; 32];
+        rand::thread_rng().fill_bytes(&mut raw);
+        let secret = format!("kt_{}", hex::encode(raw));
+        let hash = token_hash(&secret);
+        let token = self
+            .write(move |tx| {
+                let r = tx
+                    .conn
+                    .query_opt(
+                        "INSERT INTO api_tokens (name, role, token_hash, created_at) VALUES (?, ?, ?, ?) RETURNING id",
+                        &params![name.trim(), role.as_str(), hash, tx.now],
+                    )?
+                    .ok_or_else(|| StoreError::Database("token insert returned no id".into()))?;
+                let t = ApiToken { id: r.i64(0), name: name.trim().to_string(), role, created_at: format_ts(tx.now) };
+                tx.event("token.created", None, None, &json!({ "token": t }))?;
+                Ok(t)
+            })
+            .await?;
+        Ok((token, secret))
+    }
+
+    /// The role of a token, if it is known.
+    pub async fn authenticate_token(&self, token: &str) -> Result<Option<(i64, Role)>, StoreError> {
+        let hash = token_hash(token);
+        self.read(move |c| {
+            Ok(c.query_opt("SELECT id, role FROM api_tokens WHERE token_hash = ?", &params![hash])?
+                .map(|r| (r.i64(0), Role::parse(&r.text(1)).unwrap_or(Role::Agent))))
+        })
+        .await
+    }
+}

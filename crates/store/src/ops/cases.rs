@@ -1,0 +1,349 @@
+//! Cases: listing, details, changes, internal notes and replies with collision control.
+
+use kontor_core::{Case, CaseStatus, Channel, Customer, Direction, Event, Message, Priority, Team};
+use serde_json::json;
+
+use super::customers::load_customer;
+use super::events::events_from_rows;
+use super::ingest::{insert_message, MessageRow};
+use super::jobs::enqueue;
+use super::{case_from_row, load_case, load_message, message_from_row, Page, CASE_COLS, MESSAGE_COLS};
+use crate::writer::Tx;
+use crate::{params, Store, StoreError, Val};
+
+/// A case with its customer and all its messages in order.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct CaseDetail {
+    #[serde(flatten)]
+    pub case: Case,
+    pub customer: Customer,
+    pub messages: Vec<Message>,
+}
+
+/// Filters for listing cases; all optional.
+#[derive(Debug, Clone, Default)]
+pub struct CaseFilter {
+    pub status: Option<CaseStatus>,
+    pub assignee_id: Option<i64>,
+    pub team_id: Option<i64>,
+    /// Cases with at least one message on this channel.
+    pub channel: Option<Channel>,
+    pub customer_id: Option<i64>,
+    /// Opaque cursor from a previous page.
+    pub cursor: Option<String>,
+    pub limit: i64,
+}
+
+/// Changes to a case; `None` leaves a field as it is. `Some(None)` clears a nullable field.
+#[derive(Debug, Clone, Default)]
+pub struct CasePatch {
+    pub status: Option<CaseStatus>,
+    pub priority: Option<Priority>,
+    pub assignee_id: Option<Option<i64>>,
+    pub team_id: Option<Option<i64>>,
+    pub tags: Option<Vec<String>>,
+    pub subject: Option<String>,
+}
+
+/// A reply written by an agent.
+#[derive(Debug, Clone)]
+pub struct NewReply {
+    pub text: String,
+    /// The newest event the agent had seen when writing.
+    pub based_on_event_id: i64,
+    /// Send even if the case changed since `based_on_event_id`.
+    pub force: bool,
+    /// Channel to answer on; default: the channel of the customer's latest message.
+    pub channel: Option<Channel>,
+    pub author_id: Option<i64>,
+}
+
+/// What became of a reply.
+#[derive(Debug, Clone)]
+pub enum ReplyOutcome {
+    /// Stored and queued for delivery.
+    Queued { message_id: i64, event_id: i64, job_id: i64, channel: Channel },
+    /// The case changed since the agent's view; nothing was stored.
+    Stale { events: Vec<Event>, messages: Vec<Message> },
+}
+
+/// Event kinds that make a reply written earlier stale.
+const CONVERSATION_EVENTS: &str = "('message.received', 'message.created', 'note.added')";
+
+fn decode_cursor(cursor: &str) -> Option<(i64, i64)> {
+    let (a, b) = cursor.split_once('_')?;
+    Some((a.parse().ok()?, b.parse().ok()?))
+}
+
+impl Store {
+    /// One case with customer and messages (internal notes included, in order).
+    pub async fn case_detail(&self, id: i64) -> Result<CaseDetail, StoreError> {
+        self.read(move |c| {
+            let case = load_case(c, id)?;
+            let customer = load_customer(c, case.customer_id)?;
+            let messages = c
+                .query(&format!("SELECT {MESSAGE_COLS} FROM messages WHERE case_id = ? ORDER BY id"), &params![id])?
+                .iter()
+                .map(message_from_row)
+                .collect();
+            Ok(CaseDetail { case, customer, messages })
+        })
+        .await
+    }
+
+    /// Cases, most recently changed first.
+    pub async fn list_cases(&self, f: CaseFilter) -> Result<Page<Case>, StoreError> {
+        let cursor = match f.cursor.as_deref() {
+            Some(s) => Some(decode_cursor(s).ok_or_else(|| StoreError::invalid("cursor", "not a cursor from this API"))?),
+            None => None,
+        };
+        self.read(move |c| {
+            let limit = f.limit.clamp(1, 200);
+            let mut sql = format!("SELECT {CASE_COLS} FROM cases WHERE 1 = 1");
+            let mut p: Vec<Val> = Vec::new();
+            if let Some(s) = f.status {
+                sql.push_str(" AND status = ?");
+                p.push(s.as_str().into());
+            }
+            if let Some(a) = f.assignee_id {
+                sql.push_str(" AND assignee_id = ?");
+                p.push(a.into());
+            }
+            if let Some(t) = f.team_id {
+                sql.push_str(" AND team_id = ?");
+                p.push(t.into());
+            }
+            if let Some(cu) = f.customer_id {
+                sql.push_str(" AND customer_id = ?");
+                p.push(cu.into());
+            }
+            if let Some(ch) = f.channel {
+                sql.push_str(" AND EXISTS (SELECT 1 FROM messages m WHERE m.case_id = cases.id AND m.channel = ?)");
+                p.push(ch.as_str().into());
+            }
+            if let Some((u, id)) = cursor {
+                sql.push_str(" AND (updated_at < ? OR (updated_at = ? AND id < ?))");
+                p.extend([u.into(), u.into(), id.into()]);
+            }
+            sql.push_str(" ORDER BY updated_at DESC, id DESC LIMIT ?");
+            p.push((limit + 1).into());
+            let rows = c.query(&sql, &p)?;
+            let more = rows.len() as i64 > limit;
+            let page: Vec<_> = rows.iter().take(limit as usize).collect();
+            let next_cursor = if more { page.last().map(|r| format!("{}_{}", r.i64(10), r.i64(0))) } else { None };
+            Ok(Page { items: page.into_iter().map(case_from_row).collect(), next_cursor })
+        })
+        .await
+    }
+
+    /// Changes status, priority, assignment, team, tags or subject; appends `case.updated`.
+    pub async fn patch_case(&self, id: i64, patch: CasePatch) -> Result<Case, StoreError> {
+        self.write(move |tx| patch_case_in(tx, id, &patch)).await
+    }
+
+    /// Adds an internal note to a case.
+    pub async fn add_note(&self, case_id: i64, text: String, author_id: Option<i64>) -> Result<(Message, i64), StoreError> {
+        self.write(move |tx| {
+            let case = load_case(tx.conn, case_id)?;
+            let id = insert_message(
+                tx,
+                &MessageRow {
+                    case_id,
+                    customer_id: case.customer_id,
+                    direction: Direction::Out,
+                    internal: true,
+                    channel: Channel::Note,
+                    subject: None,
+                    text: &text,
+                    html: None,
+                    attachments: &[],
+                    provider_message_id: None,
+                    author_id,
+                    delivery_state: None,
+                },
+            )?;
+            let message = load_message(tx.conn, id)?;
+            let ev = tx.event("note.added", Some(case_id), Some(case.customer_id), &json!({ "message": message }))?;
+            tx.conn.execute("UPDATE cases SET updated_at = ?, last_event_id = ? WHERE id = ?", &params![tx.now, ev, case_id])?;
+            Ok((message, ev))
+        })
+        .await
+    }
+
+    /// Stores a reply and queues its delivery, unless the case changed since the agent's
+    /// view (`based_on_event_id`) and `force` is false. `deliverable` lists the channels
+    /// that have an outbound adapter.
+    pub async fn reply(&self, case_id: i64, r: NewReply, deliverable: Vec<Channel>) -> Result<ReplyOutcome, StoreError> {
+        self.write(move |tx| reply_in(tx, case_id, &r, &deliverable)).await
+    }
+
+    /// Creates a team.
+    pub async fn create_team(&self, name: String) -> Result<Team, StoreError> {
+        self.write(move |tx| {
+            let id = tx
+                .conn
+                .query_opt("INSERT INTO teams (name, created_at) VALUES (?, ?) RETURNING id", &params![name.as_str(), tx.now])?
+                .map(|r| r.i64(0))
+                .ok_or_else(|| StoreError::Database("team insert returned no id".into()))?;
+            tx.event("team.created", None, None, &json!({ "team": { "id": id, "name": name } }))?;
+            Ok(Team { id, name })
+        })
+        .await
+    }
+
+    /// All teams by name.
+    pub async fn list_teams(&self) -> Result<Vec<Team>, StoreError> {
+        self.read(|c| {
+            Ok(c.query("SELECT id, name FROM teams ORDER BY name", &[])?
+                .iter()
+                .map(|r| Team { id: r.i64(0), name: r.text(1) })
+                .collect())
+        })
+        .await
+    }
+}
+
+fn patch_case_in(tx: &mut Tx<'_>, id: i64, p: &CasePatch) -> Result<Case, StoreError> {
+    let before = load_case(tx.conn, id)?;
+    let mut changes = serde_json::Map::new();
+    let mut sets: Vec<&str> = Vec::new();
+    let mut vals: Vec<Val> = Vec::new();
+    if let Some(s) = p.status {
+        if s != before.status {
+            sets.push("status = ?");
+            vals.push(s.as_str().into());
+            sets.push("resolved_at = ?");
+            vals.push(if matches!(s, CaseStatus::Resolved | CaseStatus::Closed) { Val::Int(tx.now) } else { Val::Null });
+            changes.insert("status".into(), json!(s));
+        }
+    }
+    if let Some(pr) = p.priority {
+        if pr != before.priority {
+            sets.push("priority = ?");
+            vals.push(pr.as_str().into());
+            changes.insert("priority".into(), json!(pr));
+        }
+    }
+    if let Some(a) = p.assignee_id {
+        if let Some(uid) = a {
+            if tx.conn.query_opt("SELECT 1 FROM users WHERE id = ?", &params![uid])?.is_none() {
+                return Err(StoreError::invalid("assignee_id", format!("no staff user {uid}")));
+            }
+        }
+        if a != before.assignee_id {
+            sets.push("assignee_id = ?");
+            vals.push(a.into());
+            changes.insert("assignee_id".into(), json!(a));
+        }
+    }
+    if let Some(t) = p.team_id {
+        if let Some(tid) = t {
+            if tx.conn.query_opt("SELECT 1 FROM teams WHERE id = ?", &params![tid])?.is_none() {
+                return Err(StoreError::invalid("team_id", format!("no team {tid}")));
+            }
+        }
+        if t != before.team_id {
+            sets.push("team_id = ?");
+            vals.push(t.into());
+            changes.insert("team_id".into(), json!(t));
+        }
+    }
+    if let Some(tags) = &p.tags {
+        let mut tags: Vec<String> = tags.iter().map(|t| t.trim().to_string()).filter(|t| !t.is_empty()).collect();
+        tags.sort();
+        tags.dedup();
+        if tags != before.tags {
+            sets.push("tags = ?");
+            vals.push(serde_json::to_string(&tags).unwrap_or_else(|_| "[]".into()).into());
+            changes.insert("tags".into(), json!(tags));
+        }
+    }
+    if let Some(s) = &p.subject {
+        if Some(s) != before.subject.as_ref() {
+            sets.push("subject = ?");
+            vals.push(s.into());
+            changes.insert("subject".into(), json!(s));
+        }
+    }
+    if changes.is_empty() {
+        return Ok(before);
+    }
+    sets.push("updated_at = ?");
+    vals.push(tx.now.into());
+    vals.push(id.into());
+    tx.conn.execute(&format!("UPDATE cases SET {} WHERE id = ?", sets.join(", ")), &vals)?;
+    let ev = tx.event("case.updated", Some(id), Some(before.customer_id), &json!({ "case_id": id, "changes": changes }))?;
+    tx.conn.execute("UPDATE cases SET last_event_id = ? WHERE id = ?", &params![ev, id])?;
+    load_case(tx.conn, id)
+}
+
+fn reply_in(tx: &mut Tx<'_>, case_id: i64, r: &NewReply, deliverable: &[Channel]) -> Result<ReplyOutcome, StoreError> {
+    let case = load_case(tx.conn, case_id)?;
+    if !r.force {
+        let rows = tx.conn.query(
+            &format!(
+                "SELECT id, kind, case_id, customer_id, payload, created_at FROM events \
+                 WHERE case_id = ? AND id > ? AND kind IN {CONVERSATION_EVENTS} ORDER BY id"
+            ),
+            &params![case_id, r.based_on_event_id],
+        )?;
+        if !rows.is_empty() {
+            let events = events_from_rows(&rows);
+            let mut messages = Vec::new();
+            for e in &events {
+                if let Some(mid) = e.payload.get("message").and_then(|m| m.get("id")).and_then(|v| v.as_i64()) {
+                    if let Ok(m) = load_message(tx.conn, mid) {
+                        messages.push(m);
+                    }
+                }
+            }
+            return Ok(ReplyOutcome::Stale { events, messages });
+        }
+    }
+    let channel = match r.channel {
+        Some(ch) => ch,
+        None => tx
+            .conn
+            .query_opt(
+                "SELECT channel FROM messages WHERE case_id = ? AND direction = 'in' ORDER BY id DESC LIMIT 1",
+                &params![case_id],
+            )?
+            .and_then(|row| Channel::parse(&row.text(0)))
+            .unwrap_or(case.channel),
+    };
+    if !deliverable.contains(&channel) {
+        return Err(StoreError::invalid(
+            "channel",
+            format!(
+                "no outbound adapter for channel {channel}; available: {}",
+                deliverable.iter().map(|c| c.as_str()).collect::<Vec<_>>().join(", ")
+            ),
+        ));
+    }
+    let message_id = insert_message(
+        tx,
+        &MessageRow {
+            case_id,
+            customer_id: case.customer_id,
+            direction: Direction::Out,
+            internal: false,
+            channel,
+            subject: case.subject.as_deref(),
+            text: &r.text,
+            html: None,
+            attachments: &[],
+            provider_message_id: None,
+            author_id: r.author_id,
+            delivery_state: Some("queued"),
+        },
+    )?;
+    let message = load_message(tx.conn, message_id)?;
+    let event_id = tx.event("message.created", Some(case_id), Some(case.customer_id), &json!({ "message": message }))?;
+    let now = tx.now;
+    tx.conn.execute(
+        "UPDATE cases SET updated_at = ?, last_message_at = ?, last_event_id = ?, first_response_at = COALESCE(first_response_at, ?) WHERE id = ?",
+        &params![now, now, event_id, now, case_id],
+    )?;
+    let job_id = enqueue(tx, "outbound", "deliver_message", &json!({ "message_id": message_id }), 8, 0)?;
+    Ok(ReplyOutcome::Queued { message_id, event_id, job_id, channel })
+}

@@ -1,0 +1,237 @@
+//! Customers and their identities, including merging two customers.
+
+use kontor_core::{Customer, Identity, IdentityKind};
+use serde_json::json;
+
+use super::Page;
+use crate::db::{Conn, Row};
+use crate::writer::Tx;
+use crate::{format_ts, params, Backend, Store, StoreError};
+
+/// Changes to a customer; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct CustomerPatch {
+    pub name: Option<String>,
+    pub language: Option<String>,
+}
+
+fn identity_from_row(r: &Row) -> Identity {
+    Identity {
+        id: r.i64(0),
+        customer_id: r.i64(1),
+        kind: IdentityKind::parse(&r.text(2)).unwrap_or(IdentityKind::ExternalId),
+        address: r.text(3),
+        created_at: format_ts(r.i64(4)),
+    }
+}
+
+/// Loads a customer with identities.
+pub(crate) fn load_customer(c: &mut Conn, id: i64) -> Result<Customer, StoreError> {
+    let r = c
+        .query_opt(
+            "SELECT id, name, language, merged_into, created_at, updated_at FROM customers WHERE id = ?",
+            &params![id],
+        )?
+        .ok_or_else(|| StoreError::NotFound(format!("customer {id}")))?;
+    let identities = c
+        .query(
+            "SELECT id, customer_id, kind, address, created_at FROM identities WHERE customer_id = ? ORDER BY id",
+            &params![id],
+        )?
+        .iter()
+        .map(identity_from_row)
+        .collect();
+    Ok(Customer {
+        id: r.i64(0),
+        name: r.opt_text(1),
+        language: r.opt_text(2),
+        merged_into: r.opt_i64(3),
+        created_at: format_ts(r.i64(4)),
+        updated_at: format_ts(r.i64(5)),
+        identities,
+    })
+}
+
+/// Finds the customer owning an identity, or creates both. Returns (id, created).
+pub(crate) fn find_or_create_customer(
+    tx: &mut Tx<'_>,
+    kind: IdentityKind,
+    address: &str,
+    name: Option<&str>,
+) -> Result<(i64, bool), StoreError> {
+    if let Some(r) = tx.conn.query_opt(
+        "SELECT i.customer_id, c.name FROM identities i JOIN customers c ON c.id = i.customer_id WHERE i.kind = ? AND i.address = ?",
+        &params![kind.as_str(), address],
+    )? {
+        let id = r.i64(0);
+        if r.opt_text(1).is_none() {
+            if let Some(name) = name {
+                tx.conn.execute("UPDATE customers SET name = ?, updated_at = ? WHERE id = ?", &params![name, tx.now, id])?;
+                refresh_customer_search(tx, id)?;
+            }
+        }
+        return Ok((id, false));
+    }
+    let now = tx.now;
+    let id = tx
+        .conn
+        .query_opt(
+            "INSERT INTO customers (name, created_at, updated_at) VALUES (?, ?, ?) RETURNING id",
+            &params![name, now, now],
+        )?
+        .map(|r| r.i64(0))
+        .ok_or_else(|| StoreError::Database("customer insert returned no id".into()))?;
+    tx.conn.execute(
+        "INSERT INTO identities (customer_id, kind, address, created_at) VALUES (?, ?, ?, ?)",
+        &params![id, kind.as_str(), address, now],
+    )?;
+    refresh_customer_search(tx, id)?;
+    let customer = load_customer(tx.conn, id)?;
+    tx.event("customer.created", None, Some(id), &json!({ "customer": customer }))?;
+    Ok((id, true))
+}
+
+/// Recomputes the text by which a customer is found (name and addresses).
+pub(crate) fn refresh_customer_search(tx: &mut Tx<'_>, id: i64) -> Result<(), StoreError> {
+    let name = tx
+        .conn
+        .query_opt("SELECT name FROM customers WHERE id = ?", &params![id])?
+        .and_then(|r| r.opt_text(0))
+        .unwrap_or_default();
+    let addresses: Vec<String> = tx
+        .conn
+        .query("SELECT address FROM identities WHERE customer_id = ? ORDER BY id", &params![id])?
+        .iter()
+        .map(|r| r.text(0))
+        .collect();
+    let text = format!("{} {}", name, addresses.join(" ")).trim().to_string();
+    tx.conn.execute("UPDATE customers SET search_text = ? WHERE id = ?", &params![text.as_str(), id])?;
+    if tx.backend() == Backend::Sqlite {
+        tx.conn.execute("DELETE FROM customers_fts WHERE rowid = ?", &params![id])?;
+        tx.conn.execute("INSERT INTO customers_fts (rowid, search_text) VALUES (?, ?)", &params![id, text])?;
+    }
+    Ok(())
+}
+
+impl Store {
+    /// One customer with identities.
+    pub async fn customer(&self, id: i64) -> Result<Customer, StoreError> {
+        self.read(move |c| load_customer(c, id)).await
+    }
+
+    /// Customers, newest first, `limit` per page.
+    pub async fn list_customers(&self, cursor: Option<i64>, limit: i64) -> Result<Page<Customer>, StoreError> {
+        self.read(move |c| {
+            let limit = limit.clamp(1, 200);
+            let ids: Vec<i64> = c
+                .query(
+                    "SELECT id FROM customers WHERE merged_into IS NULL AND id < ? ORDER BY id DESC LIMIT ?",
+                    &params![cursor.unwrap_or(i64::MAX), limit + 1],
+                )?
+                .iter()
+                .map(|r| r.i64(0))
+                .collect();
+            let more = ids.len() as i64 > limit;
+            let mut items = Vec::new();
+            for id in ids.iter().take(limit as usize) {
+                items.push(load_customer(c, *id)?);
+            }
+            let next_cursor = if more { items.last().map(|x| x.id.to_string()) } else { None };
+            Ok(Page { items, next_cursor })
+        })
+        .await
+    }
+
+    /// Changes a customer's name or language.
+    pub async fn patch_customer(&self, id: i64, patch: CustomerPatch) -> Result<Customer, StoreError> {
+        self.write(move |tx| {
+            let before = load_customer(tx.conn, id)?;
+            let now = tx.now;
+            tx.conn.execute(
+                "UPDATE customers SET name = COALESCE(?, name), language = COALESCE(?, language), updated_at = ? WHERE id = ?",
+                &params![patch.name.as_deref(), patch.language.as_deref(), now, id],
+            )?;
+            refresh_customer_search(tx, id)?;
+            let after = load_customer(tx.conn, id)?;
+            tx.event(
+                "customer.updated",
+                None,
+                Some(id),
+                &json!({ "customer": after, "before": { "name": before.name, "language": before.language } }),
+            )?;
+            Ok(after)
+        })
+        .await
+    }
+
+    /// Adds an identity (already normalised) to a customer. An address owned by another
+    /// customer is a conflict: merge the two customers instead.
+    pub async fn add_identity(&self, customer_id: i64, kind: IdentityKind, address: String) -> Result<Customer, StoreError> {
+        self.write(move |tx| {
+            load_customer(tx.conn, customer_id)?;
+            if let Some(r) = tx.conn.query_opt(
+                "SELECT customer_id FROM identities WHERE kind = ? AND address = ?",
+                &params![kind.as_str(), address.as_str()],
+            )? {
+                let owner = r.i64(0);
+                if owner == customer_id {
+                    return load_customer(tx.conn, customer_id);
+                }
+                return Err(StoreError::Conflict(format!(
+                    "{} {address} belongs to customer {owner}; merge the customers instead",
+                    kind.as_str()
+                )));
+            }
+            tx.conn.execute(
+                "INSERT INTO identities (customer_id, kind, address, created_at) VALUES (?, ?, ?, ?)",
+                &params![customer_id, kind.as_str(), address.as_str(), tx.now],
+            )?;
+            refresh_customer_search(tx, customer_id)?;
+            let customer = load_customer(tx.conn, customer_id)?;
+            tx.event("customer.updated", None, Some(customer_id), &json!({ "customer": customer }))?;
+            Ok(customer)
+        })
+        .await
+    }
+
+    /// Merges `source` into `target`: identities, cases and messages move over with their
+    /// whole history; `source` remains as a tombstone pointing at `target`.
+    pub async fn merge_customers(&self, target: i64, source: i64) -> Result<Customer, StoreError> {
+        self.write(move |tx| {
+            if target == source {
+                return Err(StoreError::invalid("source_id", "cannot merge a customer into itself"));
+            }
+            let src = load_customer(tx.conn, source)?;
+            let dst = load_customer(tx.conn, target)?;
+            if src.merged_into.is_some() {
+                return Err(StoreError::Conflict(format!("customer {source} was already merged")));
+            }
+            if dst.merged_into.is_some() {
+                return Err(StoreError::Conflict(format!("customer {target} was merged into another customer")));
+            }
+            let now = tx.now;
+            tx.conn.execute("UPDATE identities SET customer_id = ? WHERE customer_id = ?", &params![target, source])?;
+            let moved_cases = tx.conn.execute("UPDATE cases SET customer_id = ?, updated_at = ? WHERE customer_id = ?", &params![target, now, source])?;
+            tx.conn.execute("UPDATE messages SET customer_id = ? WHERE customer_id = ?", &params![target, source])?;
+            tx.conn.execute(
+                "UPDATE customers SET merged_into = ?, updated_at = ?, name = COALESCE(name, ?) WHERE id = ?",
+                &params![target, now, src.name.as_deref(), source],
+            )?;
+            tx.conn.execute(
+                "UPDATE customers SET name = COALESCE(name, ?), updated_at = ? WHERE id = ?",
+                &params![src.name.as_deref(), now, target],
+            )?;
+            refresh_customer_search(tx, target)?;
+            refresh_customer_search(tx, source)?;
+            let merged = load_customer(tx.conn, target)?;
+            tx.event(
+                "customer.merged",
+                None,
+                Some(target),
+                &json!({ "customer": merged, "merged_customer_id": source, "moved_cases": moved_cases }),
+            )?;
+            Ok(merged)
+        })
+        .await
+    }
+}

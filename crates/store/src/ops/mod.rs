@@ -1,0 +1,88 @@
+//! The store's operations, grouped by domain object.
+
+mod auth;
+mod cases;
+mod customers;
+mod events;
+mod ingest;
+mod jobs;
+mod search;
+
+pub use auth::*;
+pub use cases::*;
+pub use customers::*;
+
+pub use ingest::*;
+pub use jobs::*;
+pub use search::*;
+
+use kontor_core::{Attachment, Case, CaseStatus, Channel, DeliveryState, Direction, Message, Priority};
+
+use crate::db::{Conn, Row};
+use crate::{format_ts, params, StoreError};
+
+pub(crate) const CASE_COLS: &str = "id, customer_id, subject, status, priority, assignee_id, team_id, tags, channel, \
+     created_at, updated_at, first_response_at, resolved_at, last_message_at, last_event_id";
+
+pub(crate) fn case_from_row(r: &Row) -> Case {
+    Case {
+        id: r.i64(0),
+        customer_id: r.i64(1),
+        subject: r.opt_text(2),
+        status: CaseStatus::parse(&r.text(3)).unwrap_or(CaseStatus::Open),
+        priority: Priority::parse(&r.text(4)).unwrap_or(Priority::Normal),
+        assignee_id: r.opt_i64(5),
+        team_id: r.opt_i64(6),
+        tags: serde_json::from_str(&r.text(7)).unwrap_or_default(),
+        channel: Channel::parse(&r.text(8)).unwrap_or(Channel::Api),
+        created_at: format_ts(r.i64(9)),
+        updated_at: format_ts(r.i64(10)),
+        first_response_at: r.opt_i64(11).map(format_ts),
+        resolved_at: r.opt_i64(12).map(format_ts),
+        last_message_at: r.opt_i64(13).map(format_ts),
+        last_event_id: r.i64(14),
+    }
+}
+
+pub(crate) const MESSAGE_COLS: &str = "id, case_id, customer_id, direction, internal, channel, subject, text, html, \
+     attachments, provider_message_id, author_id, delivery_state, delivery_error, created_at";
+
+pub(crate) fn message_from_row(r: &Row) -> Message {
+    Message {
+        id: r.i64(0),
+        case_id: r.i64(1),
+        customer_id: r.i64(2),
+        direction: Direction::parse(&r.text(3)).unwrap_or(Direction::In),
+        internal: r.i64(4) != 0,
+        channel: Channel::parse(&r.text(5)).unwrap_or(Channel::Api),
+        subject: r.opt_text(6),
+        text: r.text(7),
+        html: r.opt_text(8),
+        attachments: serde_json::from_str::<Vec<Attachment>>(&r.text(9)).unwrap_or_default(),
+        provider_message_id: r.opt_text(10),
+        author_id: r.opt_i64(11),
+        delivery_state: r.opt_text(12).and_then(|s| DeliveryState::parse(&s)),
+        delivery_error: r.opt_text(13),
+        created_at: format_ts(r.i64(14)),
+    }
+}
+
+pub(crate) fn load_case(c: &mut Conn, id: i64) -> Result<Case, StoreError> {
+    c.query_opt(&format!("SELECT {CASE_COLS} FROM cases WHERE id = ?"), &params![id])?
+        .map(|r| case_from_row(&r))
+        .ok_or_else(|| StoreError::NotFound(format!("case {id}")))
+}
+
+pub(crate) fn load_message(c: &mut Conn, id: i64) -> Result<Message, StoreError> {
+    c.query_opt(&format!("SELECT {MESSAGE_COLS} FROM messages WHERE id = ?"), &params![id])?
+        .map(|r| message_from_row(&r))
+        .ok_or_else(|| StoreError::NotFound(format!("message {id}")))
+}
+
+/// A page of results with an opaque cursor for the next one.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    /// Pass as `cursor` to get the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}

@@ -1,1 +1,234 @@
-fn main() {}
+//! `kontor`: the command-line face of Kontor (serve, migrate, users, tokens, benchmarks).
+
+mod bench;
+mod demo;
+
+use std::io::{IsTerminal, Read};
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use kontor_core::Role;
+use kontor_server::{AppState, Config};
+use kontor_store::Store;
+
+#[derive(Parser)]
+#[command(name = "kontor", version, about = "Kontor — omnichannel customer communication")]
+struct Cli {
+    #[command(flatten)]
+    store: StoreArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Where the data lives; every subcommand that touches the store takes these.
+#[derive(Args, Clone)]
+struct StoreArgs {
+    /// Data directory (the embedded SQLite database lives here).
+    #[arg(long, global = true, env = "KONTOR_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Database URL: sqlite:PATH or postgres://USER@HOST/DB (overrides --data-dir for the database).
+    #[arg(long, global = true, env = "KONTOR_DATABASE_URL")]
+    database_url: Option<String>,
+    /// TOML configuration file (default: ./kontor.toml if present).
+    #[arg(long, global = true, env = "KONTOR_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the HTTP server and job workers.
+    Serve {
+        /// Address to listen on (default 127.0.0.1:8080).
+        #[arg(long, env = "KONTOR_LISTEN")]
+        listen: Option<String>,
+        /// Load a small German/English demo data set if the store is empty.
+        #[arg(long)]
+        demo: bool,
+    },
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Manage staff users.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+    /// Manage API tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// Measure performance.
+    Bench {
+        #[command(subcommand)]
+        command: bench::BenchCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Add a staff user (asks for the password, or reads it from stdin when not a terminal).
+    Add {
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        name: String,
+        /// admin or agent
+        #[arg(long, default_value = "agent")]
+        role: String,
+        /// The password (prefer the prompt: command lines end up in shell history).
+        #[arg(long)]
+        password: Option<String>,
+    },
+    /// List staff users.
+    List,
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Create an API token; prints it once, alone on the last line.
+    Create {
+        #[arg(long)]
+        name: String,
+        /// admin or agent
+        #[arg(long, default_value = "agent")]
+        role: String,
+    },
+}
+
+fn load_config(args: &StoreArgs) -> Result<Config> {
+    let mut cfg = Config::load(args.config.as_deref()).map_err(anyhow::Error::msg)?;
+    if let Some(d) = &args.data_dir {
+        cfg.data_dir = d.clone();
+    }
+    if let Some(u) = &args.database_url {
+        cfg.database_url = Some(u.clone());
+    }
+    Ok(cfg)
+}
+
+fn open_store(cfg: &Config) -> Result<Store> {
+    let url = cfg.database_url();
+    Store::open(&url, cfg.store_settings())
+        .with_context(|| format!("cannot open the store at {}", kontor_server::config::redact_url(&url)))
+}
+
+fn parse_role(s: &str) -> Result<Role> {
+    Role::parse(s).with_context(|| format!("unknown role {s:?}; allowed: {}", Role::allowed()))
+}
+
+fn read_password() -> Result<String> {
+    if std::io::stdin().is_terminal() {
+        let p = rpassword::prompt_password("Password: ")?;
+        let again = rpassword::prompt_password("Repeat password: ")?;
+        if p != again {
+            bail!("the passwords differ");
+        }
+        Ok(p)
+    } else {
+        let mut s = String::new();
+        std::io::stdin().read_to_string(&mut s)?;
+        Ok(s.lines().next().unwrap_or("").to_string())
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("KONTOR_LOG").unwrap_or_else(|_| "info,tower_http=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    if let Err(e) = run(Cli::parse()).await {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Serve { listen, demo } => {
+            let mut cfg = load_config(&cli.store)?;
+            if let Some(l) = listen {
+                cfg.listen = l;
+            }
+            serve(cfg, demo).await
+        }
+        Command::Migrate => {
+            let cfg = load_config(&cli.store)?;
+            open_store(&cfg)?;
+            println!("migrations applied to {}", kontor_server::config::redact_url(&cfg.database_url()));
+            Ok(())
+        }
+        Command::User { command } => {
+            let store = open_store(&load_config(&cli.store)?)?;
+            match command {
+                UserCommand::Add { email, name, role, password } => {
+                    let role = parse_role(&role)?;
+                    let password = match password {
+                        Some(p) => p,
+                        None => read_password()?,
+                    };
+                    let u = store.create_user(email, name, role, password).await?;
+                    println!("user {} created: {} <{}> ({})", u.id, u.name, u.email, u.role);
+                }
+                UserCommand::List => {
+                    let users = store.list_users().await?;
+                    if users.is_empty() {
+                        println!("no users yet — add one with: kontor user add --email E --name N --role admin");
+                    }
+                    for u in users {
+                        println!("{:>5}  {:<6}  {:<32}  {}", u.id, u.role.as_str(), u.email, u.name);
+                    }
+                }
+            }
+            Ok(())
+        }
+        Command::Token { command } => {
+            let store = open_store(&load_config(&cli.store)?)?;
+            match command {
+                TokenCommand::Create { name, role } => {
+                    let (t, secret) = store.create_token(name, parse_role(&role)?).await?;
+                    eprintln!("token {} \"{}\" ({}) created; it is shown only this once:", t.id, t.name, t.role);
+                    println!("{secret}");
+                }
+            }
+            Ok(())
+        }
+        Command::Bench { command } => bench::run(command, load_config(&cli.store)?).await,
+    }
+}
+
+async fn serve(cfg: Config, demo: bool) -> Result<()> {
+    std::fs::create_dir_all(&cfg.data_dir).with_context(|| format!("cannot create {}", cfg.data_dir.display()))?;
+    let store = open_store(&cfg)?;
+    if demo {
+        demo::load(&store).await?;
+    }
+    let listener = tokio::net::TcpListener::bind(&cfg.listen).await.with_context(|| format!("cannot listen on {}", cfg.listen))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, database = %kontor_server::config::redact_url(&cfg.database_url()), "Kontor is listening.");
+    let state = AppState::new(store, cfg);
+    kontor_server::serve(state, listener, shutdown_signal()).await?;
+    tracing::info!("Kontor stopped.");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}

@@ -110,7 +110,17 @@ pub struct Store {
 impl Store {
     /// Opens the database at `url`, applies migrations, and starts the writer thread (and,
     /// on PostgreSQL, the LISTEN thread that learns of other nodes' events).
+    /// Safe to call from inside an async runtime: the blocking set-up runs on its own thread.
     pub fn open(url: &str, settings: StoreSettings) -> Result<Store, StoreError> {
+        let url = url.to_string();
+        std::thread::scope(|s| {
+            s.spawn(move || Self::open_blocking(&url, settings))
+                .join()
+                .unwrap_or_else(|_| Err(StoreError::Database("store set-up panicked".into())))
+        })
+    }
+
+    fn open_blocking(url: &str, settings: StoreSettings) -> Result<Store, StoreError> {
         let backend = backend_for(url)?;
         if backend == Backend::Sqlite {
             let path = url.trim_start_matches("sqlite://").trim_start_matches("sqlite:");
@@ -178,12 +188,6 @@ impl Store {
         })
         .await
         .map_err(|e| StoreError::Database(format!("read task failed: {e}")))?
-    }
-
-    /// Runs `f` with a read connection on the current thread (for CLI use outside tokio).
-    pub fn read_blocking<R>(&self, f: impl FnOnce(&mut Conn) -> Result<R, StoreError>) -> Result<R, StoreError> {
-        let mut conn = self.inner.readers.get()?;
-        f(&mut conn)
     }
 
     /// Succeeds if the database answers.

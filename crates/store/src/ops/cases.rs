@@ -91,6 +91,11 @@ impl Store {
         .await
     }
 
+    /// One message.
+    pub async fn message(&self, id: i64) -> Result<Message, StoreError> {
+        self.read(move |c| load_message(c, id)).await
+    }
+
     /// Cases, most recently changed first.
     pub async fn list_cases(&self, f: CaseFilter) -> Result<Page<Case>, StoreError> {
         let cursor = match f.cursor.as_deref() {

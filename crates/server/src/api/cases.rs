@@ -1,0 +1,190 @@
+//! Cases: list, detail, change, internal notes, replies with collision control.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use kontor_core::{Case, CaseStatus, Channel, Priority};
+use kontor_store::{CaseDetail, CaseFilter, CasePatch, NewReply, Page, ReplyOutcome};
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::json;
+use utoipa::ToSchema;
+
+use super::{check_len, int_param, params, path_id, Params};
+use crate::auth::Caller;
+use crate::error::{ApiJson, AppError};
+use crate::AppState;
+
+fn parse_enum<T>(field: &str, raw: Option<&String>, parse: fn(&str) -> Option<T>, allowed: String) -> Result<Option<T>, AppError> {
+    match raw.map(|s| s.trim()).filter(|s| !s.is_empty()) {
+        None => Ok(None),
+        Some(s) => parse(s).map(Some).ok_or_else(|| AppError::invalid(field, format!("unknown value {s:?}; allowed: {allowed}"))),
+    }
+}
+
+/// Lists cases, most recently changed first.
+#[utoipa::path(get, path = "/api/v1/cases", tag = "cases",
+    params(("status" = Option<String>, Query, description = "open, pending, resolved, closed"),
+           ("assignee" = Option<i64>, Query), ("team" = Option<i64>, Query),
+           ("channel" = Option<String>, Query, description = "cases with a message on this channel"),
+           ("customer" = Option<i64>, Query), ("cursor" = Option<String>, Query), ("limit" = Option<i64>, Query)),
+    responses((status = 200, body = Page<Case>), (status = 422, description = "Invalid filter")),
+    security(("bearer" = [])))]
+pub async fn list(State(state): State<AppState>, _caller: Caller, q: Params) -> Result<Json<Page<Case>>, AppError> {
+    let p = params(q)?;
+    let filter = CaseFilter {
+        status: parse_enum("status", p.get("status"), CaseStatus::parse, CaseStatus::allowed())?,
+        assignee_id: int_param(&p, "assignee")?,
+        team_id: int_param(&p, "team")?,
+        channel: parse_enum("channel", p.get("channel"), Channel::parse, Channel::allowed())?,
+        customer_id: int_param(&p, "customer")?,
+        cursor: p.get("cursor").cloned().filter(|c| !c.is_empty()),
+        limit: int_param(&p, "limit")?.unwrap_or(50),
+    };
+    Ok(Json(state.store.list_cases(filter).await?))
+}
+
+/// One case with its customer and all messages in order.
+#[utoipa::path(get, path = "/api/v1/cases/{id}", tag = "cases", params(("id" = i64, Path)),
+    responses((status = 200, body = CaseDetail), (status = 404, description = "No such case")),
+    security(("bearer" = [])))]
+pub async fn detail(State(state): State<AppState>, _caller: Caller, Path(id): Path<String>) -> Result<Json<CaseDetail>, AppError> {
+    let id = path_id(&id, "case")?;
+    Ok(Json(state.store.case_detail(id).await?))
+}
+
+/// Distinguishes an absent field (None) from an explicit null (Some(None)).
+fn nullable<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+/// Changes to a case; absent fields stay as they are, `null` clears assignee or team.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CasePatchRequest {
+    pub status: Option<String>,
+    pub priority: Option<String>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<i64>)]
+    pub assignee_id: Option<Option<i64>>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<i64>)]
+    pub team_id: Option<Option<i64>>,
+    pub tags: Option<Vec<String>>,
+    pub subject: Option<String>,
+}
+
+/// Changes status, priority, assignee, team, tags or subject.
+#[utoipa::path(patch, path = "/api/v1/cases/{id}", tag = "cases", params(("id" = i64, Path)),
+    request_body = CasePatchRequest,
+    responses((status = 200, body = Case), (status = 404, description = "No such case"), (status = 422, description = "Invalid field")),
+    security(("bearer" = [])))]
+pub async fn patch(
+    State(state): State<AppState>,
+    _caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<CasePatchRequest>,
+) -> Result<Json<Case>, AppError> {
+    let id = path_id(&id, "case")?;
+    let status = parse_enum("status", req.status.as_ref(), CaseStatus::parse, CaseStatus::allowed())?;
+    let priority = parse_enum("priority", req.priority.as_ref(), Priority::parse, Priority::allowed())?;
+    if let Some(tags) = &req.tags {
+        if tags.len() > 50 || tags.iter().any(|t| t.chars().count() > 64) {
+            return Err(AppError::invalid("tags", "at most 50 tags of at most 64 characters"));
+        }
+    }
+    if let Some(s) = &req.subject {
+        check_len("subject", s, 998)?;
+    }
+    let patch = CasePatch { status, priority, assignee_id: req.assignee_id, team_id: req.team_id, tags: req.tags, subject: req.subject };
+    Ok(Json(state.store.patch_case(id, patch).await?))
+}
+
+/// An internal note.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NoteRequest {
+    pub text: String,
+}
+
+/// Adds an internal note (never sent to the customer).
+#[utoipa::path(post, path = "/api/v1/cases/{id}/notes", tag = "cases", params(("id" = i64, Path)),
+    request_body = NoteRequest, responses((status = 201, description = "Note stored")), security(("bearer" = [])))]
+pub async fn note(
+    State(state): State<AppState>,
+    _caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<NoteRequest>,
+) -> Result<Response, AppError> {
+    let id = path_id(&id, "case")?;
+    if req.text.trim().is_empty() {
+        return Err(AppError::invalid("text", "must not be empty"));
+    }
+    check_len("text", &req.text, 100_000)?;
+    let (message, event_id) = state.store.add_note(id, req.text, None).await?;
+    Ok((StatusCode::CREATED, Json(json!({ "message_id": message.id, "event_id": event_id, "message": message }))).into_response())
+}
+
+/// A reply to the customer.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReplyRequest {
+    pub text: String,
+    /// The newest event id the writer had seen in this case.
+    pub based_on_event_id: i64,
+    /// Send even if the case changed since `based_on_event_id`.
+    #[serde(default)]
+    pub force: bool,
+    /// Channel to answer on; default: that of the customer's latest message.
+    pub channel: Option<String>,
+}
+
+/// The answer to an accepted reply.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReplyAccepted {
+    pub message_id: i64,
+    pub case_id: i64,
+    pub event_id: i64,
+    pub channel: Channel,
+    pub delivery_state: &'static str,
+}
+
+/// Stores a reply and queues its delivery; 409 `stale` with the newer items if the case
+/// changed since the writer's view.
+#[utoipa::path(post, path = "/api/v1/cases/{id}/replies", tag = "cases", params(("id" = i64, Path)),
+    request_body = ReplyRequest,
+    responses((status = 202, body = ReplyAccepted),
+              (status = 409, description = "error.code = stale; error.details holds newer messages and events"),
+              (status = 404, description = "No such case"), (status = 422, description = "Invalid field")),
+    security(("bearer" = [])))]
+pub async fn reply(
+    State(state): State<AppState>,
+    _caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<ReplyRequest>,
+) -> Result<Response, AppError> {
+    let id = path_id(&id, "case")?;
+    if req.text.trim().is_empty() {
+        return Err(AppError::invalid("text", "must not be empty"));
+    }
+    check_len("text", &req.text, 100_000)?;
+    if req.based_on_event_id < 0 {
+        return Err(AppError::invalid("based_on_event_id", "must be ≥ 0"));
+    }
+    let channel = parse_enum("channel", req.channel.as_ref(), Channel::parse, Channel::allowed())?;
+    let r = NewReply { text: req.text, based_on_event_id: req.based_on_event_id, force: req.force, channel, author_id: None };
+    match state.store.reply(id, r, state.deliverable_channels()).await? {
+        ReplyOutcome::Queued { message_id, event_id, channel, .. } => {
+            state.jobs_ready.notify_one();
+            Ok((
+                StatusCode::ACCEPTED,
+                Json(ReplyAccepted { message_id, case_id: id, event_id, channel, delivery_state: "queued" }),
+            )
+                .into_response())
+        }
+        ReplyOutcome::Stale { events, messages } => {
+            let latest = events.last().map(|e| e.id).unwrap_or(req.based_on_event_id);
+            Err(AppError::Stale(json!({ "latest_event_id": latest, "newer_messages": messages, "newer_events": events })))
+        }
+    }
+}

@@ -1,0 +1,111 @@
+//! Customers: list, detail, change, identities, merge.
+
+use axum::extract::{Path, State};
+use axum::Json;
+use kontor_core::{normalise_identity, Customer, IdentityKind};
+use kontor_store::{CustomerPatch, Page};
+use serde::Deserialize;
+use utoipa::ToSchema;
+
+use super::{check_len, int_param, params, path_id, Params};
+use crate::auth::Caller;
+use crate::error::{ApiJson, AppError};
+use crate::AppState;
+
+/// Lists customers, newest first.
+#[utoipa::path(get, path = "/api/v1/customers", tag = "customers",
+    params(("cursor" = Option<i64>, Query), ("limit" = Option<i64>, Query)),
+    responses((status = 200, body = Page<Customer>)), security(("bearer" = [])))]
+pub async fn list(State(state): State<AppState>, _caller: Caller, q: Params) -> Result<Json<Page<Customer>>, AppError> {
+    let p = params(q)?;
+    let cursor = int_param(&p, "cursor")?;
+    let limit = int_param(&p, "limit")?.unwrap_or(50);
+    Ok(Json(state.store.list_customers(cursor, limit).await?))
+}
+
+/// One customer with identities.
+#[utoipa::path(get, path = "/api/v1/customers/{id}", tag = "customers", params(("id" = i64, Path)),
+    responses((status = 200, body = Customer), (status = 404, description = "No such customer")), security(("bearer" = [])))]
+pub async fn detail(State(state): State<AppState>, _caller: Caller, Path(id): Path<String>) -> Result<Json<Customer>, AppError> {
+    Ok(Json(state.store.customer(path_id(&id, "customer")?).await?))
+}
+
+/// Changes to a customer.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CustomerPatchRequest {
+    pub name: Option<String>,
+    /// Preferred language, e.g. `de` or `en`.
+    pub language: Option<String>,
+}
+
+/// Changes name or language.
+#[utoipa::path(patch, path = "/api/v1/customers/{id}", tag = "customers", params(("id" = i64, Path)),
+    request_body = CustomerPatchRequest, responses((status = 200, body = Customer)), security(("bearer" = [])))]
+pub async fn patch(
+    State(state): State<AppState>,
+    _caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<CustomerPatchRequest>,
+) -> Result<Json<Customer>, AppError> {
+    let id = path_id(&id, "customer")?;
+    if let Some(n) = &req.name {
+        if n.trim().is_empty() {
+            return Err(AppError::invalid("name", "must not be empty"));
+        }
+        check_len("name", n, 200)?;
+    }
+    if let Some(l) = &req.language {
+        if !(2..=8).contains(&l.len()) || !l.chars().all(|c| c.is_ascii_alphabetic() || c == '-') {
+            return Err(AppError::invalid("language", "must be a language tag such as de or en"));
+        }
+    }
+    let patch = CustomerPatch { name: req.name.map(|n| n.trim().to_string()), language: req.language.map(|l| l.to_lowercase()) };
+    Ok(Json(state.store.patch_customer(id, patch).await?))
+}
+
+/// A new identity.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityRequest {
+    /// email, phone, external_id, whatsapp_id, telegram_id, messenger_id, instagram_id
+    pub kind: String,
+    pub address: String,
+}
+
+/// Adds an address to a customer (409 if it belongs to another one: merge instead).
+#[utoipa::path(post, path = "/api/v1/customers/{id}/identities", tag = "customers", params(("id" = i64, Path)),
+    request_body = IdentityRequest, responses((status = 200, body = Customer), (status = 409, description = "Owned by another customer")),
+    security(("bearer" = [])))]
+pub async fn add_identity(
+    State(state): State<AppState>,
+    _caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<IdentityRequest>,
+) -> Result<Json<Customer>, AppError> {
+    let id = path_id(&id, "customer")?;
+    let kind = IdentityKind::parse(&req.kind).ok_or_else(|| AppError::invalid("kind", "unknown identity kind"))?;
+    let address = normalise_identity(kind, &req.address, &state.config.default_region)
+        .map_err(|e| AppError::invalid("address", e.to_string()))?;
+    Ok(Json(state.store.add_identity(id, kind, address).await?))
+}
+
+/// Which customer to merge into this one.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MergeRequest {
+    pub source_id: i64,
+}
+
+/// Merges `source_id` into this customer with all identities, cases and messages.
+#[utoipa::path(post, path = "/api/v1/customers/{id}/merge", tag = "customers", params(("id" = i64, Path)),
+    request_body = MergeRequest, responses((status = 200, body = Customer)), security(("bearer" = [])))]
+pub async fn merge(
+    State(state): State<AppState>,
+    _caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<MergeRequest>,
+) -> Result<Json<Customer>, AppError> {
+    let id = path_id(&id, "customer")?;
+    Ok(Json(state.store.merge_customers(id, req.source_id).await?))
+}

@@ -1,0 +1,109 @@
+//! The event log: paging (`GET /api/v1/events`) and the live stream (Server-Sent Events,
+//! resumable with `Last-Event-ID`: no gap, no duplicate).
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::Json;
+use futures::Stream;
+use kontor_core::Event;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::{int_param, params, Params};
+use crate::auth::Caller;
+use crate::error::AppError;
+use crate::AppState;
+
+/// A page of events.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventPage {
+    pub items: Vec<Event>,
+    /// Pass as `after` for the next page.
+    pub next_after: i64,
+}
+
+/// Events with id greater than `after`, oldest first.
+#[utoipa::path(get, path = "/api/v1/events", tag = "events",
+    params(("after" = Option<i64>, Query), ("limit" = Option<i64>, Query, description = "1..1000, default 100")),
+    responses((status = 200, body = EventPage)), security(("bearer" = [])))]
+pub async fn list(State(state): State<AppState>, _caller: Caller, q: Params) -> Result<Json<EventPage>, AppError> {
+    let p = params(q)?;
+    let after = int_param(&p, "after")?.unwrap_or(0);
+    let limit = int_param(&p, "limit")?.unwrap_or(100);
+    let items = state.store.events_after(after, limit).await?;
+    let next_after = items.last().map(|e| e.id).unwrap_or(after);
+    Ok(Json(EventPage { items, next_after }))
+}
+
+struct ClientGauge(prometheus::IntGauge);
+impl Drop for ClientGauge {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// Live events as Server-Sent Events. Starts after `Last-Event-ID` (header) or `after`
+/// (query); without either, with events from now on.
+#[utoipa::path(get, path = "/api/v1/events/stream", tag = "events",
+    params(("Last-Event-ID" = Option<i64>, Header), ("after" = Option<i64>, Query)),
+    responses((status = 200, description = "text/event-stream; each event has `id:` and JSON `data:`")),
+    security(("bearer" = [])))]
+pub async fn stream(
+    State(state): State<AppState>,
+    _caller: Caller,
+    headers: HeaderMap,
+    q: Params,
+) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, AppError> {
+    let p = params(q)?;
+    let from_header = match headers.get("last-event-id") {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .and_then(|s| s.trim().parse::<i64>().ok())
+                .ok_or_else(|| AppError::invalid("Last-Event-ID", "must be an event id"))?,
+        ),
+    };
+    let start = match from_header.or(int_param(&p, "after")?) {
+        Some(id) => id,
+        None => state.store.max_event_id().await?,
+    };
+    let mut latest = state.store.subscribe();
+    let store = state.store.clone();
+    let metrics = state.metrics.clone();
+    metrics.stream_clients.inc();
+    let gauge = ClientGauge(metrics.stream_clients.clone());
+    let s = async_stream::stream! {
+        let _gauge = gauge;
+        let mut cursor = start;
+        loop {
+            // Only go to the database when something newer is known (or now and then,
+            // in case a notification was missed).
+            if *latest.borrow_and_update() <= cursor {
+                let _ = tokio::time::timeout(Duration::from_secs(2), latest.changed()).await;
+            }
+            match store.events_after(cursor, 500).await {
+                Ok(events) => {
+                    let now = kontor_store::now_us();
+                    for e in events {
+                        cursor = e.id;
+                        if let Ok(t) = chrono::DateTime::parse_from_rfc3339(&e.created_at) {
+                            metrics.stream_lag.observe(((now - t.timestamp_micros()).max(0) as f64) / 1e6);
+                        }
+                        let data = serde_json::to_string(&e).unwrap_or_default();
+                        yield Ok(SseEvent::default().id(e.id.to_string()).data(data));
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "Event stream cannot read events; retrying.");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        }
+    };
+    Ok(Sse::new(s).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}

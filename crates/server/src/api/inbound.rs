@@ -1,0 +1,155 @@
+//! `POST /api/v1/inbound`: a message from any system.
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use kontor_core::{normalise_identity, Attachment, Channel, IdentityKind};
+use kontor_store::{InboundReceipt, NewInbound};
+use serde::Deserialize;
+use utoipa::ToSchema;
+
+use super::check_len;
+use crate::auth::Caller;
+use crate::error::{ApiJson, AppError};
+use crate::AppState;
+
+/// Who sent the message: exactly one of the three.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct From {
+    /// E-mail address (matched case-insensitively).
+    pub email: Option<String>,
+    /// Phone number; without country code it is read in the configured default region.
+    pub phone: Option<String>,
+    /// The customer's id in the sending system.
+    pub external_id: Option<String>,
+}
+
+/// A file attached to the message (stored by reference).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AttachmentIn {
+    pub filename: String,
+    pub content_type: String,
+    pub size: i64,
+    pub url: Option<String>,
+}
+
+/// An inbound message.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct InboundRequest {
+    pub from: Option<From>,
+    /// The sender's name, kept on a new customer.
+    pub name: Option<String>,
+    pub subject: Option<String>,
+    pub text: Option<String>,
+    pub html: Option<String>,
+    #[serde(default)]
+    pub attachments: Vec<AttachmentIn>,
+    /// The sending system's id for this message: the same id again is a duplicate.
+    pub provider_message_id: Option<String>,
+    /// Thread into this case instead of letting Kontor choose.
+    pub case_id: Option<i64>,
+}
+
+fn non_empty(s: Option<String>) -> Option<String> {
+    s.map(|v| v.trim().to_string()).filter(|v| !v.is_empty())
+}
+
+/// Validates the request into a store input.
+pub fn validate(req: InboundRequest, idempotency_key: Option<String>, region: &str) -> Result<NewInbound, AppError> {
+    let from = req.from.ok_or_else(|| AppError::invalid("from", "is required: {\"email\"}, {\"phone\"} or {\"external_id\"}"))?;
+    let given: Vec<(IdentityKind, String, &str)> = [
+        (IdentityKind::Email, from.email, "from.email"),
+        (IdentityKind::Phone, from.phone, "from.phone"),
+        (IdentityKind::ExternalId, from.external_id, "from.external_id"),
+    ]
+    .into_iter()
+    .filter_map(|(k, v, f)| v.map(|v| (k, v, f)))
+    .collect();
+    let (kind, raw, field) = match given.len() {
+        1 => given.into_iter().next().ok_or_else(|| AppError::invalid("from", "is required"))?,
+        0 => return Err(AppError::invalid("from", "needs one of email, phone or external_id")),
+        _ => return Err(AppError::invalid("from", "give only one of email, phone or external_id")),
+    };
+    let address = normalise_identity(kind, &raw, region).map_err(|e| AppError::invalid(field, e.to_string()))?;
+    let text = req.text.unwrap_or_default();
+    if text.trim().is_empty() && req.attachments.is_empty() {
+        return Err(AppError::invalid("text", "is required (or at least one attachment)"));
+    }
+    check_len("text", &text, 200_000)?;
+    if let Some(h) = &req.html {
+        check_len("html", h, 1_000_000)?;
+    }
+    let name = non_empty(req.name);
+    if let Some(n) = &name {
+        check_len("name", n, 200)?;
+    }
+    let subject = non_empty(req.subject);
+    if let Some(s) = &subject {
+        check_len("subject", s, 998)?;
+    }
+    let provider_message_id = non_empty(req.provider_message_id);
+    if let Some(p) = &provider_message_id {
+        check_len("provider_message_id", p, 256)?;
+    }
+    if req.case_id.is_some_and(|c| c <= 0) {
+        return Err(AppError::invalid("case_id", "must be a positive id"));
+    }
+    let mut attachments = Vec::new();
+    for (i, a) in req.attachments.into_iter().enumerate() {
+        if a.filename.trim().is_empty() || a.size < 0 {
+            return Err(AppError::invalid(&format!("attachments[{i}]"), "needs a filename and a size ≥ 0"));
+        }
+        attachments.push(Attachment { filename: a.filename, content_type: a.content_type, size: a.size, url: a.url });
+    }
+    Ok(NewInbound {
+        channel: Channel::Api,
+        from_kind: kind,
+        from_address: address,
+        name,
+        subject,
+        text,
+        html: req.html,
+        attachments,
+        provider_message_id,
+        idempotency_key,
+        case_id: req.case_id,
+    })
+}
+
+/// Takes a message from any system, threads it into a case, answers after commit.
+#[utoipa::path(post, path = "/api/v1/inbound", tag = "inbound",
+    request_body = InboundRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retry without provider_message_id a no-op")),
+    responses(
+        (status = 201, description = "Stored", body = InboundReceipt),
+        (status = 200, description = "Duplicate: the first message's ids", body = InboundReceipt),
+        (status = 400, description = "Malformed JSON"), (status = 401, description = "No valid token"),
+        (status = 413, description = "Body too large"), (status = 422, description = "Invalid field"),
+        (status = 503, description = "Database unavailable")),
+    security(("bearer" = [])))]
+pub async fn inbound(
+    State(state): State<AppState>,
+    _caller: Caller,
+    headers: HeaderMap,
+    ApiJson(req): ApiJson<InboundRequest>,
+) -> Result<Response, AppError> {
+    let key = match headers.get("idempotency-key") {
+        None => None,
+        Some(v) => {
+            let k = v.to_str().map_err(|_| AppError::invalid("Idempotency-Key", "must be visible ASCII"))?.trim().to_string();
+            if k.is_empty() || k.len() > 256 {
+                return Err(AppError::invalid("Idempotency-Key", "must have 1 to 256 characters"));
+            }
+            Some(k)
+        }
+    };
+    let msg = validate(req, key, &state.config.default_region)?;
+    let receipt = state.store.ingest(msg).await?;
+    let result = if receipt.created { "created" } else { "duplicate" };
+    state.metrics.ingested.with_label_values(&["api", result]).inc();
+    let status = if receipt.created { StatusCode::CREATED } else { StatusCode::OK };
+    Ok((status, Json(receipt)).into_response())
+}

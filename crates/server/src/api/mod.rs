@@ -1,0 +1,67 @@
+//! The JSON REST API under `/api/v1`.
+
+pub mod admin;
+pub mod cases;
+pub mod customers;
+pub mod events;
+pub mod inbound;
+pub mod search;
+
+use std::collections::HashMap;
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::Query;
+use axum::routing::{get, post};
+use axum::Router;
+
+use crate::error::AppError;
+use crate::AppState;
+
+/// Every API route.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/inbound", post(inbound::inbound))
+        .route("/api/v1/cases", get(cases::list))
+        .route("/api/v1/cases/{id}", get(cases::detail).patch(cases::patch))
+        .route("/api/v1/cases/{id}/notes", post(cases::note))
+        .route("/api/v1/cases/{id}/replies", post(cases::reply))
+        .route("/api/v1/customers", get(customers::list))
+        .route("/api/v1/customers/{id}", get(customers::detail).patch(customers::patch))
+        .route("/api/v1/customers/{id}/identities", post(customers::add_identity))
+        .route("/api/v1/customers/{id}/merge", post(customers::merge))
+        .route("/api/v1/events", get(events::list))
+        .route("/api/v1/events/stream", get(events::stream))
+        .route("/api/v1/search", get(search::search))
+        .route("/api/v1/teams", get(admin::list_teams).post(admin::create_team))
+        .route("/api/v1/users", get(admin::list_users))
+        .route("/api/v1/jobs", get(admin::job_stats))
+}
+
+/// Query parameters as a map; a query that cannot be decoded is a 400.
+pub type Params = Result<Query<HashMap<String, String>>, QueryRejection>;
+
+/// Unwraps query parameters.
+pub fn params(q: Params) -> Result<HashMap<String, String>, AppError> {
+    q.map(|Query(m)| m).map_err(|e| AppError::BadRequest(format!("query string: {e}")))
+}
+
+/// An id from the path: anything that is not an id of ours cannot exist (404).
+pub fn path_id(raw: &str, what: &str) -> Result<i64, AppError> {
+    raw.parse::<i64>().ok().filter(|v| *v > 0).ok_or_else(|| AppError::NotFound(format!("{what} {raw} not found")))
+}
+
+/// An optional integer query parameter (422 naming it if it is not one).
+pub fn int_param(p: &HashMap<String, String>, name: &str) -> Result<Option<i64>, AppError> {
+    match p.get(name).map(|s| s.trim()).filter(|s| !s.is_empty()) {
+        None => Ok(None),
+        Some(s) => s.parse().map(Some).map_err(|_| AppError::invalid(name, "must be an integer")),
+    }
+}
+
+/// Checks the length of a text field.
+pub fn check_len(field: &str, value: &str, max: usize) -> Result<(), AppError> {
+    if value.chars().count() > max {
+        return Err(AppError::invalid(field, format!("must be at most {max} characters")));
+    }
+    Ok(())
+}

@@ -1,0 +1,190 @@
+//! Configuration: defaults, then a TOML file, then `KONTOR_*` environment variables, then
+//! command-line flags (applied by the binary).
+
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+/// Everything a Kontor node can be configured with.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address to listen on.
+    pub listen: String,
+    /// Directory for the embedded database and local files.
+    pub data_dir: PathBuf,
+    /// `sqlite:PATH` or `postgres://...`; default: SQLite in `data_dir`.
+    pub database_url: Option<String>,
+    /// Region for phone numbers written without a country code.
+    pub default_region: String,
+    /// Hours during which a resolved case re-opens on a new inbound message.
+    pub reopen_window_hours: u64,
+    /// Largest accepted request body in bytes.
+    pub max_body_bytes: usize,
+    /// Name of this node in job leases and logs (default: host name and process id).
+    pub node_name: Option<String>,
+    /// The generic API channel.
+    pub api_channel: ApiChannelConfig,
+    /// Background jobs.
+    pub jobs: JobsConfig,
+}
+
+/// Where replies on the API channel are delivered.
+#[derive(Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiChannelConfig {
+    /// URL that receives outbound messages as signed JSON POSTs.
+    pub webhook_url: Option<String>,
+    /// Shared secret for the `X-Kontor-Signature` HMAC-SHA256 header.
+    pub webhook_secret: Option<String>,
+    /// Seconds before a webhook request counts as failed.
+    pub timeout_secs: u64,
+}
+
+impl std::fmt::Debug for ApiChannelConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiChannelConfig")
+            .field("webhook_url", &self.webhook_url)
+            .field("webhook_secret", &self.webhook_secret.as_ref().map(|_| "<hidden>"))
+            .field("timeout_secs", &self.timeout_secs)
+            .finish()
+    }
+}
+
+/// How jobs are run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JobsConfig {
+    /// Jobs run at the same time on this node.
+    pub concurrency: usize,
+    /// Attempts before a job goes to the dead letter.
+    pub max_attempts: i64,
+    /// Seconds a claimed job stays leased to this node.
+    pub lease_secs: i64,
+    /// First retry delay in milliseconds; doubles per attempt.
+    pub backoff_base_ms: u64,
+    /// Longest retry delay in milliseconds.
+    pub backoff_max_ms: u64,
+    /// Milliseconds between looks for due jobs when idle.
+    pub poll_ms: u64,
+}
+
+impl Default for JobsConfig {
+    fn default() -> Self {
+        JobsConfig { concurrency: 8, max_attempts: 8, lease_secs: 60, backoff_base_ms: 1000, backoff_max_ms: 600_000, poll_ms: 1000 }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: "127.0.0.1:8080".into(),
+            data_dir: PathBuf::from("kontor-data"),
+            database_url: None,
+            default_region: "DE".into(),
+            reopen_window_hours: 168,
+            max_body_bytes: 1024 * 1024,
+            node_name: None,
+            api_channel: ApiChannelConfig { timeout_secs: 10, ..Default::default() },
+            jobs: JobsConfig::default(),
+        }
+    }
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let db = self.database_url.as_deref().map(redact_url);
+        f.debug_struct("Config")
+            .field("listen", &self.listen)
+            .field("data_dir", &self.data_dir)
+            .field("database_url", &db)
+            .field("default_region", &self.default_region)
+            .field("reopen_window_hours", &self.reopen_window_hours)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("node_name", &self.node_name)
+            .field("api_channel", &self.api_channel)
+            .field("jobs", &self.jobs)
+            .finish()
+    }
+}
+
+/// Hides the password in a database URL.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+const TOP_KEYS: &[&str] = &[
+    "listen", "data_dir", "database_url", "default_region", "reopen_window_hours", "max_body_bytes", "node_name", "api_channel", "jobs",
+];
+
+impl Config {
+    /// Loads defaults, then `file` (if given, it must exist; else `kontor.toml` in the
+    /// working directory if present), then `KONTOR_*` variables (`__` separates nested
+    /// keys: `KONTOR_API_CHANNEL__WEBHOOK_URL`).
+    pub fn load(file: Option<&Path>) -> Result<Config, String> {
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        match file {
+            Some(p) if !p.exists() => return Err(format!("config file {} does not exist", p.display())),
+            Some(p) => fig = fig.merge(Toml::file(p)),
+            None if Path::new("kontor.toml").exists() => fig = fig.merge(Toml::file("kontor.toml")),
+            None => {}
+        }
+        fig = fig.merge(
+            Env::prefixed("KONTOR_")
+                .split("__")
+                .filter(|k| TOP_KEYS.iter().any(|t| k.as_str() == *t || k.as_str().starts_with(&format!("{t}.")))),
+        );
+        fig.extract().map_err(|e| format!("configuration: {e}"))
+    }
+
+    /// The database URL in effect.
+    pub fn database_url(&self) -> String {
+        self.database_url.clone().unwrap_or_else(|| format!("sqlite:{}", self.data_dir.join("kontor.db").display()))
+    }
+
+    /// The store settings derived from this configuration.
+    pub fn store_settings(&self) -> kontor_store::StoreSettings {
+        kontor_store::StoreSettings {
+            reopen_window: std::time::Duration::from_secs(self.reopen_window_hours * 3600),
+            default_region: self.default_region.clone(),
+            ..Default::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_passwords_are_redacted() {
+        assert_eq!(redact_url("postgres://kontor:geheim@db:5432/k"), "postgres://kontor:***@db:5432/k");
+        assert_eq!(redact_url("postgres://postgres@db/k"), "postgres://postgres@db/k");
+        assert_eq!(redact_url("sqlite:kontor-data/kontor.db"), "sqlite:kontor-data/kontor.db");
+    }
+
+    #[test]
+    fn toml_file_and_unknown_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("k.toml");
+        std::fs::write(&p, "listen = \"0.0.0.0:9000\"\n[api_channel]\nwebhook_url = \"http://x\"\n").unwrap();
+        let c = Config::load(Some(&p)).unwrap();
+        assert_eq!(c.listen, "0.0.0.0:9000");
+        assert_eq!(c.api_channel.webhook_url.as_deref(), Some("http://x"));
+        assert_eq!(c.jobs.max_attempts, 8);
+        std::fs::write(&p, "lisen = 1\n").unwrap();
+        assert!(Config::load(Some(&p)).unwrap_err().contains("lisen"));
+        assert!(Config::load(Some(&dir.path().join("missing.toml"))).is_err());
+    }
+}

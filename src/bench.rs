@@ -1,0 +1,372 @@
+//! `kontor bench ingest`: sustained ingest over HTTP with concurrent clients, ingest→stream
+//! latency at a fixed rate, and the raw insert rate of the same database for comparison.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::Subcommand;
+use futures::StreamExt;
+use hdrhistogram::Histogram;
+use indicatif::{ProgressBar, ProgressStyle};
+use kontor_core::Role;
+use kontor_server::{AppState, Config};
+use kontor_store::{Backend, Conn, Store};
+
+#[derive(Subcommand)]
+pub enum BenchCommand {
+    /// Drive POST /api/v1/inbound and report messages/s, latency and stream latency.
+    Ingest {
+        /// Concurrent HTTP clients.
+        #[arg(long, default_value_t = 64)]
+        clients: usize,
+        /// Seconds of sustained load (after warm-up).
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Seconds of warm-up load that are not counted.
+        #[arg(long, default_value_t = 2)]
+        warmup: u64,
+        /// Distinct customers the messages come from.
+        #[arg(long, default_value_t = 2000)]
+        customers: u64,
+        /// Rate (messages/s) for the ingest→stream latency phase; 0 skips it.
+        #[arg(long, default_value_t = 1000)]
+        stream_rate: u64,
+        /// Seconds of the stream latency phase.
+        #[arg(long, default_value_t = 10)]
+        stream_seconds: u64,
+        /// Skip the raw insert comparison.
+        #[arg(long)]
+        no_raw: bool,
+    },
+}
+
+pub async fn run(cmd: BenchCommand, mut cfg: Config) -> Result<()> {
+    let BenchCommand::Ingest { clients, seconds, warmup, customers, stream_rate, stream_seconds, no_raw } = cmd;
+    let tmp = tempdir_for(&cfg)?;
+    if cfg.database_url.is_none() {
+        cfg.data_dir = tmp.clone();
+    }
+    let url = cfg.database_url();
+    let backend = kontor_store::backend_for(&url)?;
+    eprintln!("Kontor ingest benchmark on {:?} ({})", backend, kontor_server::config::redact_url(&url));
+    let raw = if no_raw { None } else { Some(raw_insert(backend, &url).await?) };
+
+    // The server runs on its own runtime, as it would in its own process.
+    let store = Store::open(&url, cfg.store_settings())?;
+    let (_t, token) = store.create_token("bench".into(), Role::Agent).await?;
+    let state = AppState::new(store, cfg.clone());
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    listener.set_nonblocking(true)?;
+    let addr = listener.local_addr()?;
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build();
+        if let Ok(rt) = rt {
+            rt.block_on(async move {
+                if let Ok(l) = tokio::net::TcpListener::from_std(listener) {
+                    let _ = kontor_server::serve(state, l, std::future::pending()).await;
+                }
+            });
+        }
+    });
+    let base = format!("http://{addr}");
+    let client = reqwest::Client::builder().pool_max_idle_per_host(clients * 2).build()?;
+    wait_ready(&client, &base).await?;
+    let run_id = std::process::id() as u64 * 1_000_000 + (kontor_store::now_us() as u64 % 1_000_000);
+
+    // Phase 1: sustained throughput.
+    if warmup > 0 {
+        load(&client, &base, &token, clients, Duration::from_secs(warmup), customers, run_id, "warm-up").await?;
+    }
+    let (ok, errors, hist, elapsed) =
+        load(&client, &base, &token, clients, Duration::from_secs(seconds), customers, run_id + 1, "load").await?;
+    let rate = ok as f64 / elapsed.as_secs_f64();
+
+    // Phase 2: ingest→stream latency at a fixed rate.
+    let stream = if stream_rate > 0 {
+        Some(stream_latency(&client, &base, &token, stream_rate, Duration::from_secs(stream_seconds), run_id + 2).await?)
+    } else {
+        None
+    };
+
+    println!();
+    println!("## Ingest benchmark — {:?}", backend);
+    println!();
+    println!("| figure | value |");
+    println!("|---|---|");
+    println!("| clients | {clients} |");
+    println!("| accepted messages (201) | {ok} in {:.1} s |", elapsed.as_secs_f64());
+    println!("| errors | {errors} |");
+    println!("| **sustained ingest** | **{rate:.0} msg/s** |");
+    println!(
+        "| request latency p50 / p90 / p99 / max | {:.2} / {:.2} / {:.2} / {:.2} ms |",
+        ms(hist.value_at_quantile(0.5)),
+        ms(hist.value_at_quantile(0.9)),
+        ms(hist.value_at_quantile(0.99)),
+        ms(hist.max())
+    );
+    if let Some(s) = &stream {
+        println!("| stream phase | {} msg at {} msg/s target, {:.0} msg/s achieved, {} seen on stream |", s.sent, stream_rate, s.achieved, s.seen);
+        println!(
+            "| ingest→stream latency (after 201) p50 / p99 / max | {:.2} / {:.2} / {:.2} ms |",
+            ms(s.after_ack.value_at_quantile(0.5)),
+            ms(s.after_ack.value_at_quantile(0.99)),
+            ms(s.after_ack.max())
+        );
+        println!(
+            "| send→stream latency (incl. ingest) p50 / p99 / max | {:.2} / {:.2} / {:.2} ms |",
+            ms(s.from_send.value_at_quantile(0.5)),
+            ms(s.from_send.value_at_quantile(0.99)),
+            ms(s.from_send.max())
+        );
+    }
+    if let Some(r) = &raw {
+        println!("| raw insert, 1 row per commit (same durability) | {:.0} rows/s |", r.single);
+        println!("| raw insert, 100 rows per commit | {:.0} rows/s |", r.batched);
+        println!("| ingest / raw single-row commit rate | {:.2} |", rate / r.single);
+    }
+    if cfg.database_url.is_none() || url.starts_with("sqlite:") && url.contains(tmp.to_string_lossy().as_ref()) {
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    Ok(())
+}
+
+fn ms(us: u64) -> f64 {
+    us as f64 / 1000.0
+}
+
+fn tempdir_for(_cfg: &Config) -> Result<std::path::PathBuf> {
+    let p = std::env::temp_dir().join(format!("kontor-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&p)?;
+    Ok(p)
+}
+
+async fn wait_ready(client: &reqwest::Client, base: &str) -> Result<()> {
+    for _ in 0..100 {
+        if client.get(format!("{base}/healthz")).send().await.map(|r| r.status().is_success()).unwrap_or(false) {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    bail!("benchmark server did not start")
+}
+
+fn body(run: u64, n: u64, customers: u64) -> String {
+    let c = n % customers.max(1);
+    serde_json::json!({
+        "from": { "email": format!("kunde{c}@bench.example.de") },
+        "name": format!("Kunde {c}"),
+        "subject": "Zählerstand",
+        "text": format!("Mein Zählerstand am 1. Mai ist {} kWh, Kundennummer {}.", 10_000 + n, 500_000 + c),
+        "provider_message_id": format!("bench-{run}-{n}"),
+    })
+    .to_string()
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn load(
+    client: &reqwest::Client,
+    base: &str,
+    token: &str,
+    clients: usize,
+    dur: Duration,
+    customers: u64,
+    run: u64,
+    label: &str,
+) -> Result<(u64, u64, Histogram<u64>, Duration)> {
+    let counter = Arc::new(AtomicU64::new(0));
+    let ok = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let bar = ProgressBar::new(dur.as_secs());
+    bar.set_style(ProgressStyle::with_template("{msg:>10} [{bar:30}] {pos}/{len} s").unwrap_or_else(|_| ProgressStyle::default_bar()));
+    bar.set_message(label.to_string());
+    let start = Instant::now();
+    let deadline = start + dur;
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let (client, url, token) = (client.clone(), format!("{base}/api/v1/inbound"), token.to_string());
+        let (counter, ok, errors) = (counter.clone(), ok.clone(), errors.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap_or_else(|_| unreachable!());
+            while Instant::now() < deadline {
+                let n = counter.fetch_add(1, Ordering::Relaxed);
+                let t = Instant::now();
+                let r = client
+                    .post(&url)
+                    .bearer_auth(&token)
+                    .header("content-type", "application/json")
+                    .body(body(run, n, customers))
+                    .send()
+                    .await;
+                match r {
+                    Ok(resp) if resp.status().as_u16() == 201 => {
+                        let _ = resp.bytes().await;
+                        let _ = h.record(t.elapsed().as_micros() as u64);
+                        ok.fetch_add(1, Ordering::Relaxed);
+                    }
+                    _ => {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            h
+        }));
+    }
+    let ticker = {
+        let bar = bar.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                bar.inc(1);
+            }
+        })
+    };
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    for t in tasks {
+        hist.add(t.await?)?;
+    }
+    ticker.abort();
+    bar.finish_and_clear();
+    Ok((ok.load(Ordering::Relaxed), errors.load(Ordering::Relaxed), hist, start.elapsed()))
+}
+
+struct StreamResult {
+    sent: u64,
+    seen: u64,
+    achieved: f64,
+    after_ack: Histogram<u64>,
+    from_send: Histogram<u64>,
+}
+
+async fn stream_latency(client: &reqwest::Client, base: &str, token: &str, rate: u64, dur: Duration, run: u64) -> Result<StreamResult> {
+    // pmid -> (sent at, acknowledged at)
+    let times: Arc<Mutex<HashMap<String, (Instant, Option<Instant>)>>> = Arc::new(Mutex::new(HashMap::new()));
+    let arrivals: Arc<Mutex<Vec<(String, Instant)>>> = Arc::new(Mutex::new(Vec::new()));
+    let resp = client
+        .get(format!("{base}/api/v1/events/stream"))
+        .bearer_auth(token)
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .context("open event stream")?;
+    if !resp.status().is_success() {
+        bail!("event stream answered {}", resp.status());
+    }
+    let reader = {
+        let arrivals = arrivals.clone();
+        tokio::spawn(async move {
+            let mut bytes = resp.bytes_stream();
+            let mut buf = String::new();
+            while let Some(Ok(chunk)) = bytes.next().await {
+                let now = Instant::now();
+                buf.push_str(&String::from_utf8_lossy(&chunk));
+                while let Some(end) = buf.find("\n\n") {
+                    let frame: String = buf.drain(..end + 2).collect();
+                    for line in frame.lines() {
+                        if let Some(data) = line.strip_prefix("data:") {
+                            if let Ok(v) = serde_json::from_str::<serde_json::Value>(data.trim()) {
+                                if let Some(p) = v.pointer("/payload/message/provider_message_id").and_then(|p| p.as_str()) {
+                                    if let Ok(mut a) = arrivals.lock() {
+                                        a.push((p.to_string(), now));
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        })
+    };
+    let total = rate * dur.as_secs();
+    let bar = ProgressBar::new(total);
+    bar.set_style(ProgressStyle::with_template("{msg:>10} [{bar:30}] {pos}/{len} msg").unwrap_or_else(|_| ProgressStyle::default_bar()));
+    bar.set_message("stream");
+    let start = Instant::now();
+    let mut sends = Vec::new();
+    for n in 0..total {
+        let due = start + Duration::from_micros(n * 1_000_000 / rate);
+        tokio::time::sleep_until(due.into()).await;
+        let pmid = format!("bench-{run}-{n}");
+        let (client, url, token, times) = (client.clone(), format!("{base}/api/v1/inbound"), token.to_string(), times.clone());
+        sends.push(tokio::spawn(async move {
+            let sent = Instant::now();
+            if let Ok(mut t) = times.lock() {
+                t.insert(pmid.clone(), (sent, None));
+            }
+            let r = client
+                .post(&url)
+                .bearer_auth(&token)
+                .header("content-type", "application/json")
+                .body(body(run, n, 500))
+                .send()
+                .await;
+            if let Ok(resp) = r {
+                if resp.status().as_u16() == 201 {
+                    let acked = Instant::now();
+                    if let Ok(mut t) = times.lock() {
+                        t.insert(pmid, (sent, Some(acked)));
+                    }
+                }
+            }
+        }));
+        bar.inc(1);
+    }
+    for s in sends {
+        let _ = s.await;
+    }
+    let achieved = total as f64 / start.elapsed().as_secs_f64();
+    bar.finish_and_clear();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    reader.abort();
+    let times = times.lock().map(|t| t.clone()).unwrap_or_default();
+    let arrivals = arrivals.lock().map(|a| a.clone()).unwrap_or_default();
+    let mut after_ack = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let mut from_send = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let mut seen = 0;
+    for (pmid, at) in arrivals {
+        if let Some((sent, acked)) = times.get(&pmid) {
+            seen += 1;
+            let _ = from_send.record(at.saturating_duration_since(*sent).as_micros().max(1) as u64);
+            if let Some(acked) = acked {
+                // The stream may deliver before the client has read its 201: count that as 0.
+                let _ = after_ack.record(at.saturating_duration_since(*acked).as_micros().max(1) as u64);
+            }
+        }
+    }
+    Ok(StreamResult { sent: total, seen, achieved, after_ack, from_send })
+}
+
+struct RawRates {
+    single: f64,
+    batched: f64,
+}
+
+/// Inserts rows straight into the same database with the same durability settings.
+async fn raw_insert(backend: Backend, url: &str) -> Result<RawRates> {
+    let url = url.to_string();
+    tokio::task::spawn_blocking(move || -> Result<RawRates> {
+        let mut c = Conn::open(backend, &url)?;
+        c.batch("DROP TABLE IF EXISTS bench_raw; CREATE TABLE bench_raw (id BIGINT, payload TEXT NOT NULL)")?;
+        let payload = "Mein Zählerstand am 1. Mai ist 12345 kWh, Kundennummer 500123.".to_string();
+        let measure = |c: &mut Conn, per_commit: usize| -> Result<f64> {
+            let start = Instant::now();
+            let mut rows = 0u64;
+            while start.elapsed() < Duration::from_secs(2) {
+                c.batch("BEGIN")?;
+                for _ in 0..per_commit {
+                    c.execute("INSERT INTO bench_raw (id, payload) VALUES (?, ?)", &kontor_store::params![rows as i64, payload.as_str()])?;
+                    rows += 1;
+                }
+                c.batch("COMMIT")?;
+            }
+            Ok(rows as f64 / start.elapsed().as_secs_f64())
+        };
+        let single = measure(&mut c, 1)?;
+        let batched = measure(&mut c, 100)?;
+        c.batch("DROP TABLE bench_raw")?;
+        Ok(RawRates { single, batched })
+    })
+    .await?
+}

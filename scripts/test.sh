@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Runs Kontor's whole test suite: formatting, lints, unit, conformance (SQLite and
+# PostgreSQL), integration and process-level tests. Installs and starts what it needs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/kontor-target}"
+export KONTOR_TEST_DATABASE_URL="${KONTOR_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+apt_updated=""
+need_pkg() { # need_pkg COMMAND PACKAGE...
+  command -v "$1" >/dev/null 2>&1 && return 0
+  echo "==> installing ${*:2}"
+  [ -n "$apt_updated" ] || { as_root apt-get update -qq; apt_updated=1; }
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${@:2}" >/dev/null
+}
+
+# PostgreSQL: install and start a local cluster if none answers.
+if ! pg_isready -h 127.0.0.1 -p 5432 -q 2>/dev/null; then
+  need_pkg pg_ctlcluster postgresql postgresql-client
+  ver=$(ls /etc/postgresql 2>/dev/null | sort -V | tail -n1)
+  if [ -n "$ver" ]; then
+    as_root pg_ctlcluster --skip-systemctl-redirect "$ver" main start || true
+  fi
+  for _ in $(seq 1 30); do pg_isready -h 127.0.0.1 -p 5432 -q && break; sleep 1; done
+  # Local test clusters use trust authentication for the postgres user over TCP.
+  if ! psql -h 127.0.0.1 -U postgres -d postgres -tAc 'select 1' >/dev/null 2>&1 && [ -n "$ver" ]; then
+    hba=/etc/postgresql/$ver/main/pg_hba.conf
+    as_root sed -i 's/^\(host\s\+all\s\+all\s\+127.0.0.1\/32\s\+\).*/\1trust/' "$hba"
+    as_root pg_ctlcluster --skip-systemctl-redirect "$ver" main reload || true
+  fi
+fi
+
+command -v cargo-nextest >/dev/null 2>&1 || cargo install --locked cargo-nextest
+
+echo "==> cargo fmt --check"
+cargo fmt --all -- --check
+echo "==> cargo clippy"
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+echo "==> tests"
+cargo nextest run --workspace --no-fail-fast --failure-output final "$@"
+echo "==> doc tests"
+cargo test --workspace --doc --quiet

@@ -86,7 +86,10 @@ pub async fn run(cmd: BenchCommand, mut cfg: Config) -> Result<()> {
 
     // Phase 2: ingest→stream latency at a fixed rate.
     let stream = if stream_rate > 0 {
-        Some(stream_latency(&client, &base, &token, stream_rate, Duration::from_secs(stream_seconds), run_id + 2).await?)
+        Some(
+            stream_latency(&client, &base, &token, stream_rate, Duration::from_secs(stream_seconds), run_id + 2)
+                .await?,
+        )
     } else {
         None
     };
@@ -108,7 +111,10 @@ pub async fn run(cmd: BenchCommand, mut cfg: Config) -> Result<()> {
         ms(hist.max())
     );
     if let Some(s) = &stream {
-        println!("| stream phase | {} msg at {} msg/s target, {:.0} msg/s achieved, {} seen on stream |", s.sent, stream_rate, s.achieved, s.seen);
+        println!(
+            "| stream phase | {} msg at {} msg/s target, {:.0} msg/s achieved, {} seen on stream |",
+            s.sent, stream_rate, s.achieved, s.seen
+        );
         println!(
             "| ingest→stream latency (after 201) p50 / p99 / max | {:.2} / {:.2} / {:.2} ms |",
             ms(s.after_ack.value_at_quantile(0.5)),
@@ -180,7 +186,10 @@ async fn load(
     let ok = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
     let bar = ProgressBar::new(dur.as_secs());
-    bar.set_style(ProgressStyle::with_template("{msg:>10} [{bar:30}] {pos}/{len} s").unwrap_or_else(|_| ProgressStyle::default_bar()));
+    bar.set_style(
+        ProgressStyle::with_template("{msg:>10} [{bar:30}] {pos}/{len} s")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
     bar.set_message(label.to_string());
     let start = Instant::now();
     let deadline = start + dur;
@@ -232,6 +241,9 @@ async fn load(
     Ok((ok.load(Ordering::Relaxed), errors.load(Ordering::Relaxed), hist, start.elapsed()))
 }
 
+/// Per provider message id: when it was sent and when its 201 came back.
+type SendTimes = Arc<Mutex<HashMap<String, (Instant, Option<Instant>)>>>;
+
 struct StreamResult {
     sent: u64,
     seen: u64,
@@ -240,9 +252,15 @@ struct StreamResult {
     from_send: Histogram<u64>,
 }
 
-async fn stream_latency(client: &reqwest::Client, base: &str, token: &str, rate: u64, dur: Duration, run: u64) -> Result<StreamResult> {
-    // pmid -> (sent at, acknowledged at)
-    let times: Arc<Mutex<HashMap<String, (Instant, Option<Instant>)>>> = Arc::new(Mutex::new(HashMap::new()));
+async fn stream_latency(
+    client: &reqwest::Client,
+    base: &str,
+    token: &str,
+    rate: u64,
+    dur: Duration,
+    run: u64,
+) -> Result<StreamResult> {
+    let times: SendTimes = Arc::new(Mutex::new(HashMap::new()));
     let arrivals: Arc<Mutex<Vec<(String, Instant)>>> = Arc::new(Mutex::new(Vec::new()));
     let resp = client
         .get(format!("{base}/api/v1/events/stream"))
@@ -267,7 +285,9 @@ async fn stream_latency(client: &reqwest::Client, base: &str, token: &str, rate:
                     for line in frame.lines() {
                         if let Some(data) = line.strip_prefix("data:") {
                             if let Ok(v) = serde_json::from_str::<serde_json::Value>(data.trim()) {
-                                if let Some(p) = v.pointer("/payload/message/provider_message_id").and_then(|p| p.as_str()) {
+                                if let Some(p) =
+                                    v.pointer("/payload/message/provider_message_id").and_then(|p| p.as_str())
+                                {
                                     if let Ok(mut a) = arrivals.lock() {
                                         a.push((p.to_string(), now));
                                     }
@@ -281,7 +301,10 @@ async fn stream_latency(client: &reqwest::Client, base: &str, token: &str, rate:
     };
     let total = rate * dur.as_secs();
     let bar = ProgressBar::new(total);
-    bar.set_style(ProgressStyle::with_template("{msg:>10} [{bar:30}] {pos}/{len} msg").unwrap_or_else(|_| ProgressStyle::default_bar()));
+    bar.set_style(
+        ProgressStyle::with_template("{msg:>10} [{bar:30}] {pos}/{len} msg")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
     bar.set_message("stream");
     let start = Instant::now();
     let mut sends = Vec::new();
@@ -289,7 +312,8 @@ async fn stream_latency(client: &reqwest::Client, base: &str, token: &str, rate:
         let due = start + Duration::from_micros(n * 1_000_000 / rate);
         tokio::time::sleep_until(due.into()).await;
         let pmid = format!("bench-{run}-{n}");
-        let (client, url, token, times) = (client.clone(), format!("{base}/api/v1/inbound"), token.to_string(), times.clone());
+        let (client, url, token, times) =
+            (client.clone(), format!("{base}/api/v1/inbound"), token.to_string(), times.clone());
         sends.push(tokio::spawn(async move {
             let sent = Instant::now();
             if let Ok(mut t) = times.lock() {
@@ -356,7 +380,10 @@ async fn raw_insert(backend: Backend, url: &str) -> Result<RawRates> {
             while start.elapsed() < Duration::from_secs(2) {
                 c.batch("BEGIN")?;
                 for _ in 0..per_commit {
-                    c.execute("INSERT INTO bench_raw (id, payload) VALUES (?, ?)", &kontor_store::params![rows as i64, payload.as_str()])?;
+                    c.execute(
+                        "INSERT INTO bench_raw (id, payload) VALUES (?, ?)",
+                        &kontor_store::params![rows as i64, payload.as_str()],
+                    )?;
                     rows += 1;
                 }
                 c.batch("COMMIT")?;

@@ -55,10 +55,10 @@ impl<T: Into<Val>> From<Option<T>> for Val {
     }
 }
 
-/// Builds a `Vec<Val>` from mixed values.
+/// Builds an array of `Val` from mixed values.
 #[macro_export]
 macro_rules! params {
-    ($($v:expr),* $(,)?) => { vec![$($crate::db::Val::from($v)),*] };
+    ($($v:expr),* $(,)?) => { [$($crate::db::Val::from($v)),*] };
 }
 
 /// One result row.
@@ -104,13 +104,34 @@ impl Row {
 /// An open connection to either backend.
 pub enum Conn {
     Sqlite(rusqlite::Connection),
-    Postgres(PgConn),
+    Postgres(Box<PgConn>),
 }
 
 /// A PostgreSQL client with its own prepared-statement cache.
 pub struct PgConn {
-    client: postgres::Client,
+    /// Always `Some` until dropped (see `Drop`).
+    client: Option<postgres::Client>,
     statements: HashMap<String, postgres::Statement>,
+}
+
+impl Drop for PgConn {
+    /// The synchronous client shuts down its own runtime when dropped, which panics on a
+    /// thread that runs an async runtime: drop it on a plain thread there.
+    fn drop(&mut self) {
+        if let Some(client) = self.client.take() {
+            if tokio::runtime::Handle::try_current().is_ok() {
+                let _ = std::thread::spawn(move || drop(client)).join();
+            } else {
+                drop(client);
+            }
+        }
+    }
+}
+
+impl PgConn {
+    fn client(&mut self) -> Result<&mut postgres::Client, StoreError> {
+        self.client.as_mut().ok_or_else(|| StoreError::Unavailable("connection closed".into()))
+    }
 }
 
 impl Conn {
@@ -130,13 +151,12 @@ impl Conn {
                 Ok(Conn::Sqlite(c))
             }
             Backend::Postgres => {
-                let mut cfg: postgres::Config = url
-                    .parse()
-                    .map_err(|e: postgres::Error| StoreError::Config(format!("database URL: {e}")))?;
+                let mut cfg: postgres::Config =
+                    url.parse().map_err(|e: postgres::Error| StoreError::Config(format!("database URL: {e}")))?;
                 cfg.connect_timeout(Duration::from_secs(3));
                 cfg.application_name("kontor");
                 let client = cfg.connect(postgres::NoTls).map_err(StoreError::from)?;
-                Ok(Conn::Postgres(PgConn { client, statements: HashMap::new() }))
+                Ok(Conn::Postgres(Box::new(PgConn { client: Some(client), statements: HashMap::new() })))
             }
         }
     }
@@ -160,7 +180,7 @@ impl Conn {
                 let st = pg.statement(sql)?;
                 let refs: Vec<&(dyn postgres::types::ToSql + Sync)> =
                     params.iter().map(|p| p as &(dyn postgres::types::ToSql + Sync)).collect();
-                Ok(pg.client.execute(&st, &refs)?)
+                Ok(pg.client()?.execute(&st, &refs)?)
             }
         }
     }
@@ -193,7 +213,7 @@ impl Conn {
                 let st = pg.statement(sql)?;
                 let refs: Vec<&(dyn postgres::types::ToSql + Sync)> =
                     params.iter().map(|p| p as &(dyn postgres::types::ToSql + Sync)).collect();
-                let rows = pg.client.query(&st, &refs)?;
+                let rows = pg.client()?.query(&st, &refs)?;
                 rows.iter().map(pg_row).collect()
             }
         }
@@ -208,7 +228,7 @@ impl Conn {
     pub fn batch(&mut self, sql: &str) -> Result<(), StoreError> {
         match self {
             Conn::Sqlite(c) => Ok(c.execute_batch(sql)?),
-            Conn::Postgres(pg) => Ok(pg.client.batch_execute(sql)?),
+            Conn::Postgres(pg) => Ok(pg.client()?.batch_execute(sql)?),
         }
     }
 
@@ -216,14 +236,14 @@ impl Conn {
     pub fn is_broken(&self) -> bool {
         match self {
             Conn::Sqlite(_) => false,
-            Conn::Postgres(pg) => pg.client.is_closed(),
+            Conn::Postgres(pg) => pg.client.as_ref().is_none_or(|c| c.is_closed()),
         }
     }
 
     /// Access to the PostgreSQL client for LISTEN/NOTIFY.
     pub fn pg_client(&mut self) -> Option<&mut postgres::Client> {
         match self {
-            Conn::Postgres(pg) => Some(&mut pg.client),
+            Conn::Postgres(pg) => pg.client.as_mut(),
             Conn::Sqlite(_) => None,
         }
     }
@@ -234,7 +254,7 @@ impl PgConn {
         if let Some(st) = self.statements.get(sql) {
             return Ok(st.clone());
         }
-        let st = self.client.prepare(&numbered_placeholders(sql))?;
+        let st = self.client()?.prepare(&numbered_placeholders(sql))?;
         if self.statements.len() > 256 {
             self.statements.clear();
         }

@@ -54,7 +54,8 @@ impl From<postgres::Error> for StoreError {
         match e.code() {
             None => StoreError::Unavailable(e.to_string()),
             Some(c) if *c == postgres::error::SqlState::UNIQUE_VIOLATION => StoreError::Conflict(e.to_string()),
-            Some(c) if c.code().starts_with("08") || c.code().starts_with("57") || c.code().starts_with("53") => {
+            // 08 connection, 40 rollback (deadlock, serialization), 53 resources, 57 shutdown: retryable.
+            Some(c) if ["08", "40", "53", "57"].iter().any(|p| c.code().starts_with(p)) => {
                 StoreError::Unavailable(e.to_string())
             }
             Some(_) => StoreError::Database(e.to_string()),

@@ -64,9 +64,7 @@ pub fn backend_for(url: &str) -> Result<Backend, StoreError> {
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         Ok(Backend::Postgres)
     } else {
-        Err(StoreError::Config(format!(
-            "unsupported database URL {url:?}: use sqlite:PATH or postgres://..."
-        )))
+        Err(StoreError::Config(format!("unsupported database URL {url:?}: use sqlite:PATH or postgres://...")))
     }
 }
 
@@ -144,9 +142,20 @@ impl Store {
         let store = Store {
             inner: Arc::new(Inner { backend, readers, writer: tx, latest_event, settings, alive: Arc::new(()) }),
         };
-        writer::spawn(backend, url.to_string(), conn, rx, store.inner.latest_event.clone(), store.inner.settings.max_batch)?;
+        writer::spawn(
+            backend,
+            url.to_string(),
+            conn,
+            rx,
+            store.inner.latest_event.clone(),
+            store.inner.settings.max_batch,
+        )?;
         if backend == Backend::Postgres {
-            writer::spawn_listener(url.to_string(), store.inner.latest_event.clone(), Arc::downgrade(&store.inner.alive))?;
+            writer::spawn_listener(
+                url.to_string(),
+                store.inner.latest_event.clone(),
+                Arc::downgrade(&store.inner.alive),
+            )?;
         }
         Ok(store)
     }
@@ -168,10 +177,7 @@ impl Store {
         F: FnOnce(&mut Tx<'_>) -> Result<R, StoreError> + Send + 'static,
     {
         let (op, rx) = writer::Op::new(f);
-        self.inner
-            .writer
-            .send(Box::new(op))
-            .map_err(|_| StoreError::Unavailable("writer stopped".into()))?;
+        self.inner.writer.send(Box::new(op)).map_err(|_| StoreError::Unavailable("writer stopped".into()))?;
         rx.await.map_err(|_| StoreError::Unavailable("writer stopped".into()))?
     }
 

@@ -119,7 +119,9 @@ pub fn migrate(conn: &mut Conn) -> Result<usize, StoreError> {
         Backend::Postgres => conn.batch("BEGIN; SELECT pg_advisory_xact_lock(707001)")?,
     }
     let result = (|| {
-        conn.batch("CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)")?;
+        conn.batch(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)",
+        )?;
         let done = conn
             .query_opt("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", &[])?
             .map(|r| r.i64(0))

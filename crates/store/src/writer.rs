@@ -10,9 +10,11 @@ use crate::{params, StoreError};
 
 /// Channel on which committed event ids are announced to other nodes.
 pub const EVENTS_CHANNEL: &str = "kontor_events";
-/// Advisory lock that serialises event appends on PostgreSQL, so that event ids become
-/// visible in commit order and a reader that saw id N never later finds a smaller new id.
-const EVENT_LOCK: i64 = 707002;
+/// Advisory lock that serialises write transactions across nodes on PostgreSQL. It makes
+/// event ids visible in commit order (a reader that saw id N never later finds a smaller new
+/// id), and since it is taken first, before any row lock, two nodes cannot deadlock on it.
+/// With group commit it is taken once per batch, not once per operation.
+const WRITE_LOCK: i64 = 707002;
 
 /// A transaction shared by the operations of one group commit.
 pub struct Tx<'a> {
@@ -39,7 +41,7 @@ impl Tx<'_> {
         payload: &serde_json::Value,
     ) -> Result<i64, StoreError> {
         if self.conn.backend() == Backend::Postgres && !*self.event_lock {
-            self.conn.query("SELECT pg_advisory_xact_lock(?)", &params![EVENT_LOCK])?;
+            self.conn.query("SELECT pg_advisory_xact_lock(?)", &params![WRITE_LOCK])?;
             *self.event_lock = true;
         }
         let row = self
@@ -152,30 +154,27 @@ fn writer_loop(
                 conn = None;
             }
         }
-        batch.into_iter().for_each(|op| op.finish(&result));
+        // Publish the new event id before answering, so a caller that reads
+        // `latest_event_id()` after its write returned sees at least its own event.
         if result.is_ok() && max_event > 0 {
-            latest.send_if_modified(|v| {
-                if max_event > *v {
-                    *v = max_event;
-                    true
-                } else {
-                    false
-                }
-            });
+            bump(&latest, max_event);
         }
+        batch.into_iter().for_each(|op| op.finish(&result));
     }
 }
 
 fn run_batch(c: &mut Conn, batch: &mut [Box<dyn WriteOp>]) -> (Result<(), StoreError>, i64) {
     let begin = match c.backend() {
-        Backend::Sqlite => "BEGIN IMMEDIATE",
-        Backend::Postgres => "BEGIN",
+        Backend::Sqlite => "BEGIN IMMEDIATE".to_string(),
+        Backend::Postgres => format!("BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK})"),
     };
-    if let Err(e) = c.batch(begin) {
+    if let Err(e) = c.batch(&begin) {
+        let _ = c.batch("ROLLBACK");
         return (Err(e), 0);
     }
     let mut max_event = 0i64;
-    let mut event_lock = false;
+    // On PostgreSQL the write lock is already held.
+    let mut event_lock = c.backend() == Backend::Postgres;
     let now = crate::now_us();
     let single = batch.len() == 1;
     for op in batch.iter_mut() {

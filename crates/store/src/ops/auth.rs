@@ -36,7 +36,13 @@ pub struct ApiToken {
 
 impl Store {
     /// Creates a staff user with an Argon2id password hash.
-    pub async fn create_user(&self, email: String, name: String, role: Role, password: String) -> Result<StaffUser, StoreError> {
+    pub async fn create_user(
+        &self,
+        email: String,
+        name: String,
+        role: Role,
+        password: String,
+    ) -> Result<StaffUser, StoreError> {
         let email = email.trim().to_lowercase();
         if kontor_core::normalise_identity(kontor_core::IdentityKind::Email, &email, "DE").is_err() {
             return Err(StoreError::invalid("email", "not a valid e-mail address"));
@@ -98,7 +104,9 @@ impl Store {
         let Some(row) = row else { return Ok(None) };
         let stored = row.text(5);
         let ok = tokio::task::spawn_blocking(move || {
-            PasswordHash::new(&stored).map(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok()).unwrap_or(false)
+            PasswordHash::new(&stored)
+                .map(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
+                .unwrap_or(false)
         })
         .await
         .unwrap_or(false);

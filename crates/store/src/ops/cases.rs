@@ -99,7 +99,9 @@ impl Store {
     /// Cases, most recently changed first.
     pub async fn list_cases(&self, f: CaseFilter) -> Result<Page<Case>, StoreError> {
         let cursor = match f.cursor.as_deref() {
-            Some(s) => Some(decode_cursor(s).ok_or_else(|| StoreError::invalid("cursor", "not a cursor from this API"))?),
+            Some(s) => {
+                Some(decode_cursor(s).ok_or_else(|| StoreError::invalid("cursor", "not a cursor from this API"))?)
+            }
             None => None,
         };
         self.read(move |c| {
@@ -147,10 +149,15 @@ impl Store {
     }
 
     /// Adds an internal note to a case.
-    pub async fn add_note(&self, case_id: i64, text: String, author_id: Option<i64>) -> Result<(Message, i64), StoreError> {
+    pub async fn add_note(
+        &self,
+        case_id: i64,
+        text: String,
+        author_id: Option<i64>,
+    ) -> Result<(Message, i64), StoreError> {
         self.write(move |tx| {
             let case = load_case(tx.conn, case_id)?;
-            let id = insert_message(
+            let message = insert_message(
                 tx,
                 &MessageRow {
                     case_id,
@@ -167,9 +174,11 @@ impl Store {
                     delivery_state: None,
                 },
             )?;
-            let message = load_message(tx.conn, id)?;
             let ev = tx.event("note.added", Some(case_id), Some(case.customer_id), &json!({ "message": message }))?;
-            tx.conn.execute("UPDATE cases SET updated_at = ?, last_event_id = ? WHERE id = ?", &params![tx.now, ev, case_id])?;
+            tx.conn.execute(
+                "UPDATE cases SET updated_at = ?, last_event_id = ? WHERE id = ?",
+                &params![tx.now, ev, case_id],
+            )?;
             Ok((message, ev))
         })
         .await
@@ -178,7 +187,12 @@ impl Store {
     /// Stores a reply and queues its delivery, unless the case changed since the agent's
     /// view (`based_on_event_id`) and `force` is false. `deliverable` lists the channels
     /// that have an outbound adapter.
-    pub async fn reply(&self, case_id: i64, r: NewReply, deliverable: Vec<Channel>) -> Result<ReplyOutcome, StoreError> {
+    pub async fn reply(
+        &self,
+        case_id: i64,
+        r: NewReply,
+        deliverable: Vec<Channel>,
+    ) -> Result<ReplyOutcome, StoreError> {
         self.write(move |tx| reply_in(tx, case_id, &r, &deliverable)).await
     }
 
@@ -187,7 +201,10 @@ impl Store {
         self.write(move |tx| {
             let id = tx
                 .conn
-                .query_opt("INSERT INTO teams (name, created_at) VALUES (?, ?) RETURNING id", &params![name.as_str(), tx.now])?
+                .query_opt(
+                    "INSERT INTO teams (name, created_at) VALUES (?, ?) RETURNING id",
+                    &params![name.as_str(), tx.now],
+                )?
                 .map(|r| r.i64(0))
                 .ok_or_else(|| StoreError::Database("team insert returned no id".into()))?;
             tx.event("team.created", None, None, &json!({ "team": { "id": id, "name": name } }))?;
@@ -218,7 +235,11 @@ fn patch_case_in(tx: &mut Tx<'_>, id: i64, p: &CasePatch) -> Result<Case, StoreE
             sets.push("status = ?");
             vals.push(s.as_str().into());
             sets.push("resolved_at = ?");
-            vals.push(if matches!(s, CaseStatus::Resolved | CaseStatus::Closed) { Val::Int(tx.now) } else { Val::Null });
+            vals.push(if matches!(s, CaseStatus::Resolved | CaseStatus::Closed) {
+                Val::Int(tx.now)
+            } else {
+                Val::Null
+            });
             changes.insert("status".into(), json!(s));
         }
     }
@@ -277,7 +298,8 @@ fn patch_case_in(tx: &mut Tx<'_>, id: i64, p: &CasePatch) -> Result<Case, StoreE
     vals.push(tx.now.into());
     vals.push(id.into());
     tx.conn.execute(&format!("UPDATE cases SET {} WHERE id = ?", sets.join(", ")), &vals)?;
-    let ev = tx.event("case.updated", Some(id), Some(before.customer_id), &json!({ "case_id": id, "changes": changes }))?;
+    let ev =
+        tx.event("case.updated", Some(id), Some(before.customer_id), &json!({ "case_id": id, "changes": changes }))?;
     tx.conn.execute("UPDATE cases SET last_event_id = ? WHERE id = ?", &params![ev, id])?;
     load_case(tx.conn, id)
 }
@@ -325,7 +347,7 @@ fn reply_in(tx: &mut Tx<'_>, case_id: i64, r: &NewReply, deliverable: &[Channel]
             ),
         ));
     }
-    let message_id = insert_message(
+    let message = insert_message(
         tx,
         &MessageRow {
             case_id,
@@ -342,8 +364,9 @@ fn reply_in(tx: &mut Tx<'_>, case_id: i64, r: &NewReply, deliverable: &[Channel]
             delivery_state: Some("queued"),
         },
     )?;
-    let message = load_message(tx.conn, message_id)?;
-    let event_id = tx.event("message.created", Some(case_id), Some(case.customer_id), &json!({ "message": message }))?;
+    let message_id = message.id;
+    let event_id =
+        tx.event("message.created", Some(case_id), Some(case.customer_id), &json!({ "message": message }))?;
     let now = tx.now;
     tx.conn.execute(
         "UPDATE cases SET updated_at = ?, last_message_at = ?, last_event_id = ?, first_response_at = COALESCE(first_response_at, ?) WHERE id = ?",

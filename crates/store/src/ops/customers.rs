@@ -166,7 +166,12 @@ impl Store {
 
     /// Adds an identity (already normalised) to a customer. An address owned by another
     /// customer is a conflict: merge the two customers instead.
-    pub async fn add_identity(&self, customer_id: i64, kind: IdentityKind, address: String) -> Result<Customer, StoreError> {
+    pub async fn add_identity(
+        &self,
+        customer_id: i64,
+        kind: IdentityKind,
+        address: String,
+    ) -> Result<Customer, StoreError> {
         self.write(move |tx| {
             load_customer(tx.conn, customer_id)?;
             if let Some(r) = tx.conn.query_opt(
@@ -211,7 +216,10 @@ impl Store {
             }
             let now = tx.now;
             tx.conn.execute("UPDATE identities SET customer_id = ? WHERE customer_id = ?", &params![target, source])?;
-            let moved_cases = tx.conn.execute("UPDATE cases SET customer_id = ?, updated_at = ? WHERE customer_id = ?", &params![target, now, source])?;
+            let moved_cases = tx.conn.execute(
+                "UPDATE cases SET customer_id = ?, updated_at = ? WHERE customer_id = ?",
+                &params![target, now, source],
+            )?;
             tx.conn.execute("UPDATE messages SET customer_id = ? WHERE customer_id = ?", &params![target, source])?;
             tx.conn.execute(
                 "UPDATE customers SET merged_into = ?, updated_at = ?, name = COALESCE(name, ?) WHERE id = ?",

@@ -1,11 +1,11 @@
 //! Inbound messages: identify the customer, thread into a case, append events.
 
 use kontor_core::threading::{choose_case, CaseCandidate, Threading};
-use kontor_core::{Attachment, CaseStatus, Channel, Direction, IdentityKind};
+use kontor_core::{Attachment, CaseStatus, Channel, DeliveryState, Direction, IdentityKind, Message};
 use serde_json::json;
 
 use super::customers::find_or_create_customer;
-use super::{load_case, load_message};
+use super::load_case;
 use crate::writer::Tx;
 use crate::{params, Store, StoreError};
 
@@ -135,7 +135,7 @@ fn ingest_in(tx: &mut Tx<'_>, m: &NewInbound, reopen_window_us: i64) -> Result<I
         }
     };
 
-    let message_id = insert_message(
+    let message = insert_message(
         tx,
         &MessageRow {
             case_id,
@@ -152,13 +152,8 @@ fn ingest_in(tx: &mut Tx<'_>, m: &NewInbound, reopen_window_us: i64) -> Result<I
             delivery_state: None,
         },
     )?;
-    let message = load_message(tx.conn, message_id)?;
-    let event_id = tx.event(
-        "message.received",
-        Some(case_id),
-        Some(customer_id),
-        &json!({ "message": message }),
-    )?;
+    let message_id = message.id;
+    let event_id = tx.event("message.received", Some(case_id), Some(customer_id), &json!({ "message": message }))?;
     tx.conn.execute(
         "UPDATE cases SET updated_at = ?, last_message_at = ?, last_event_id = ?, subject = COALESCE(subject, ?) WHERE id = ?",
         &params![now, now, event_id, m.subject.as_deref(), case_id],
@@ -204,8 +199,8 @@ pub(crate) struct MessageRow<'a> {
     pub delivery_state: Option<&'a str>,
 }
 
-/// Inserts a message and indexes it for search; returns its id.
-pub(crate) fn insert_message(tx: &mut Tx<'_>, m: &MessageRow<'_>) -> Result<i64, StoreError> {
+/// Inserts a message and indexes it for search; returns it as stored.
+pub(crate) fn insert_message(tx: &mut Tx<'_>, m: &MessageRow<'_>) -> Result<Message, StoreError> {
     let attachments = serde_json::to_string(m.attachments).unwrap_or_else(|_| "[]".into());
     let id = tx
         .conn
@@ -236,5 +231,21 @@ pub(crate) fn insert_message(tx: &mut Tx<'_>, m: &MessageRow<'_>) -> Result<i64,
             &params![id, m.subject.unwrap_or(""), m.text],
         )?;
     }
-    Ok(id)
+    Ok(Message {
+        id,
+        case_id: m.case_id,
+        customer_id: m.customer_id,
+        direction: m.direction,
+        internal: m.internal,
+        channel: m.channel,
+        subject: m.subject.map(str::to_string),
+        text: m.text.to_string(),
+        html: m.html.map(str::to_string),
+        attachments: m.attachments.to_vec(),
+        provider_message_id: m.provider_message_id.map(str::to_string),
+        author_id: m.author_id,
+        delivery_state: m.delivery_state.and_then(DeliveryState::parse),
+        delivery_error: None,
+        created_at: crate::format_ts(tx.now),
+    })
 }

@@ -7,6 +7,10 @@ use crate::{format_ts, params, Backend, Store, StoreError};
 /// Start and end markers of highlights inside snippets (replaced after HTML escaping).
 const HL_START: char = '\u{2}';
 const HL_END: char = '\u{3}';
+/// Stand-ins for `<` and `>` while PostgreSQL's `ts_headline` (which strips anything that
+/// looks like a tag) works on the text.
+const LT: char = '\u{e}';
+const GT: char = '\u{f}';
 
 /// A message that matched.
 #[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
@@ -41,11 +45,7 @@ pub struct SearchResults {
 
 /// Splits a user query into plain word tokens (letters and digits only).
 fn tokens(q: &str) -> Vec<String> {
-    q.split(|c: char| !c.is_alphanumeric())
-        .filter(|t| !t.is_empty())
-        .take(16)
-        .map(|t| t.to_lowercase())
-        .collect()
+    q.split(|c: char| !c.is_alphanumeric()).filter(|t| !t.is_empty()).take(16).map(|t| t.to_lowercase()).collect()
 }
 
 /// Escapes HTML and turns the highlight markers into `<mark>` tags.
@@ -54,8 +54,8 @@ fn highlight(raw: &str) -> String {
     for ch in raw.chars() {
         match ch {
             '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
+            '<' | LT => out.push_str("&lt;"),
+            '>' | GT => out.push_str("&gt;"),
             '"' => out.push_str("&quot;"),
             HL_START => out.push_str("<mark>"),
             HL_END => out.push_str("</mark>"),
@@ -96,7 +96,12 @@ fn sqlite_search(c: &mut Conn, toks: &[String], limit: i64) -> Result<Hits, Stor
             &params![fts_query.as_str(), limit],
         )?
         .iter()
-        .map(|r| CustomerHit { customer_id: r.i64(0), name: r.opt_text(1), snippet: highlight(&r.text(2)), rank: -r.f64(3) })
+        .map(|r| CustomerHit {
+            customer_id: r.i64(0),
+            name: r.opt_text(1),
+            snippet: highlight(&r.text(2)),
+            rank: -r.f64(3),
+        })
         .collect();
     let messages = c
         .query(
@@ -124,7 +129,7 @@ fn pg_search(c: &mut Conn, toks: &[String], limit: i64) -> Result<Hits, StoreErr
     let tsq = toks.iter().map(|t| format!("{t}:*")).collect::<Vec<_>>().join(" & ");
     let customers = c
         .query(
-            "SELECT id, name, ts_headline('simple', search_text, to_tsquery('simple', ?), \
+            "SELECT id, name, ts_headline('simple', translate(search_text, '<>', chr(14) || chr(15)), to_tsquery('simple', ?), \
              'StartSel=' || chr(2) || ', StopSel=' || chr(3) || ', HighlightAll=true'), \
              ts_rank(to_tsvector('simple', search_text), to_tsquery('simple', ?)) AS r \
              FROM customers WHERE to_tsvector('simple', search_text) @@ to_tsquery('simple', ?) AND merged_into IS NULL \
@@ -140,7 +145,7 @@ fn pg_search(c: &mut Conn, toks: &[String], limit: i64) -> Result<Hits, StoreErr
              hits AS (SELECT m.id, m.case_id, m.customer_id, m.subject, m.text, m.created_at, ts_rank(m.tsv, q.q) AS r \
              FROM messages m, q WHERE m.tsv @@ q.q ORDER BY r DESC, m.id DESC LIMIT ?) \
              SELECT hits.id, hits.case_id, hits.customer_id, hits.subject, \
-             ts_headline('german', hits.text, q.q, 'StartSel=' || chr(2) || ', StopSel=' || chr(3) || ', MaxWords=30, MinWords=10'), \
+             ts_headline('german', translate(hits.text, '<>', chr(14) || chr(15)), q.q, 'StartSel=' || chr(2) || ', StopSel=' || chr(3) || ', MaxWords=30, MinWords=10'), \
              hits.r, hits.created_at FROM hits, q ORDER BY hits.r DESC, hits.id DESC",
             &params![tsq.as_str(), tsq.as_str(), limit],
         )?

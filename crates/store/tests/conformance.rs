@@ -1,0 +1,1199 @@
+//! Conformance suite: every behaviour is written once (`check_*`) and run against both
+//! backends, SQLite (a temporary file) and PostgreSQL (a fresh database per test).
+//!
+//! PostgreSQL is taken from `KONTOR_TEST_DATABASE_URL` (default
+//! `postgres://postgres@127.0.0.1:5432/postgres`); the role must be allowed to create
+//! databases. If the server cannot be reached, the PostgreSQL tests are skipped with a notice,
+//! unless `CI=true`, where they fail.
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::task::Poll;
+use std::time::Duration;
+
+use kontor_core::{normalise_identity, CaseStatus, Channel, DeliveryState, Direction, IdentityKind, Priority, Role};
+use kontor_store::{
+    Backend, CaseFilter, CasePatch, Conn, DeliveryUpdate, InboundReceipt, JobOutcome, NewInbound, NewReply,
+    ReplyOutcome, Store, StoreError, StoreSettings,
+};
+use tempfile::TempDir;
+
+const DEFAULT_PG_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+// ---------------------------------------------------------------------------------------------
+// Fixtures
+// ---------------------------------------------------------------------------------------------
+
+/// A store on a fresh SQLite file in a temporary directory.
+async fn sqlite_store() -> (Store, TempDir) {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let url = sqlite_url(&dir);
+    (open_store(url).await, dir)
+}
+
+fn sqlite_url(dir: &TempDir) -> String {
+    format!("sqlite:{}", dir.path().join("kontor.db").display())
+}
+
+/// Opens a store off the async runtime: the synchronous PostgreSQL client runs its own
+/// runtime and must not be driven from inside ours.
+async fn open_store(url: String) -> Store {
+    tokio::task::spawn_blocking(move || Store::open(&url, StoreSettings::default()))
+        .await
+        .expect("open task")
+        .unwrap_or_else(|e| panic!("cannot open the store: {e}"))
+}
+
+/// A further store ("node") on the database under test. Dropped on a plain thread, because
+/// dropping pooled PostgreSQL connections inside the async runtime panics.
+struct Node(Option<Store>);
+
+impl std::ops::Deref for Node {
+    type Target = Store;
+    fn deref(&self) -> &Store {
+        self.0.as_ref().expect("node is open")
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let store = self.0.take();
+        let _ = std::thread::spawn(move || drop(store)).join();
+    }
+}
+
+/// The database under test, cleaned up when dropped (also when the test panics).
+struct Fixture {
+    store: Option<Store>,
+    /// URL of the database under test (for opening further "nodes" on it).
+    url: String,
+    /// For PostgreSQL: the server URL to connect to for dropping the database, and its name.
+    pg: Option<(String, String)>,
+    _dir: Option<TempDir>,
+}
+
+impl Fixture {
+    async fn sqlite() -> Fixture {
+        let (store, dir) = sqlite_store().await;
+        Fixture { store: Some(store), url: sqlite_url(&dir), pg: None, _dir: Some(dir) }
+    }
+
+    /// A store on a fresh PostgreSQL database, or `None` (test skipped) if the server is
+    /// unreachable outside CI.
+    async fn postgres() -> Option<Fixture> {
+        let base = std::env::var("KONTOR_TEST_DATABASE_URL").unwrap_or_else(|_| DEFAULT_PG_URL.to_string());
+        let name = format!("kontor_t_{:016x}", rand::random::<u64>());
+        let created = {
+            let (base, name) = (base.clone(), name.clone());
+            tokio::task::spawn_blocking(move || {
+                let mut admin = Conn::open(Backend::Postgres, &base).map_err(|e| (true, e))?;
+                admin.batch(&format!("CREATE DATABASE {name}")).map_err(|e| (false, e))
+            })
+            .await
+            .expect("create database task")
+        };
+        match created {
+            Ok(()) => {}
+            Err((true, e)) => {
+                let msg = format!(
+                    "PostgreSQL at {} is unreachable ({e}); set KONTOR_TEST_DATABASE_URL or start the server",
+                    redact(&base)
+                );
+                if std::env::var("CI").as_deref() == Ok("true") {
+                    panic!("{msg} (CI=true: PostgreSQL tests must run)");
+                }
+                eprintln!("notice: skipping PostgreSQL test: {msg}");
+                return None;
+            }
+            Err((false, e)) => panic!("cannot create test database {name} on {}: {e}", redact(&base)),
+        }
+        let url = with_database(&base, &name);
+        // From here on the fixture owns the database, so a failing open still drops it.
+        let mut fx = Fixture { store: None, url: url.clone(), pg: Some((base, name)), _dir: None };
+        fx.store = Some(open_store(url).await);
+        Some(fx)
+    }
+
+    fn store(&self) -> &Store {
+        self.store.as_ref().expect("store is open")
+    }
+
+    fn fixture(&self) -> &Fixture {
+        self
+    }
+
+    /// Opens a second store ("node") on the same database.
+    async fn open_node(&self) -> Node {
+        Node(Some(open_store(self.url.clone()).await))
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        let store = self.store.take();
+        let pg = self.pg.take();
+        // A plain thread: outside the async runtime, where the synchronous PostgreSQL client
+        // may block, and also usable while unwinding from a failed assertion.
+        let cleanup = std::thread::spawn(move || {
+            drop(store);
+            if let Some((base, name)) = pg {
+                let dropped = Conn::open(Backend::Postgres, &base)
+                    .and_then(|mut c| c.batch(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")));
+                if let Err(e) = dropped {
+                    eprintln!("notice: could not drop test database {name}: {e}");
+                }
+            }
+        });
+        let _ = cleanup.join();
+    }
+}
+
+/// `base` with its database name replaced by `name` (query parameters are kept).
+fn with_database(base: &str, name: &str) -> String {
+    let (head, query) = match base.split_once('?') {
+        Some((h, q)) => (h, Some(q)),
+        None => (base, None),
+    };
+    let authority = head.find("://").map(|i| i + 3).unwrap_or(0);
+    let path = head[authority..].find('/').map(|i| authority + i).unwrap_or(head.len());
+    let mut url = format!("{}/{name}", &head[..path]);
+    if let Some(q) = query {
+        url.push('?');
+        url.push_str(q);
+    }
+    url
+}
+
+/// The URL without a password, for messages.
+fn redact(url: &str) -> String {
+    let Some(start) = url.find("://").map(|i| i + 3) else {
+        return url.to_string();
+    };
+    let rest = &url[start..];
+    match (rest.find('@'), rest.find(':')) {
+        (Some(at), Some(colon)) if colon < at => {
+            format!("{}{}:***{}", &url[..start], &rest[..colon], &rest[at..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// Generates `$on_sqlite` and `$on_postgres` tests for each `check(argument)`, where the
+/// argument is `store` (a `&Store`) or `fixture` (a `&Fixture`, for tests with several nodes).
+macro_rules! conformance {
+    ($($check:ident($arg:ident) => $on_sqlite:ident, $on_postgres:ident;)+) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $on_sqlite() {
+            let fx = Fixture::sqlite().await;
+            $check(fx.$arg()).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $on_postgres() {
+            let Some(fx) = Fixture::postgres().await else { return };
+            $check(fx.$arg()).await;
+        }
+    )+};
+}
+
+conformance! {
+    check_inbound_creates_customer_case_message_and_events(store) =>
+        inbound_creates_customer_case_message_and_events_on_sqlite,
+        inbound_creates_customer_case_message_and_events_on_postgres;
+    check_duplicate_inbound_is_stored_once(store) =>
+        duplicate_inbound_is_stored_once_on_sqlite,
+        duplicate_inbound_is_stored_once_on_postgres;
+    check_email_identity_threads_reopens_and_starts_new_cases(store) =>
+        email_identity_threads_reopens_and_starts_new_cases_on_sqlite,
+        email_identity_threads_reopens_and_starts_new_cases_on_postgres;
+    check_explicit_case_id_must_exist_and_belong_to_the_customer(store) =>
+        explicit_case_id_must_exist_and_belong_to_the_customer_on_sqlite,
+        explicit_case_id_must_exist_and_belong_to_the_customer_on_postgres;
+    check_list_cases_filters_and_pages_through_every_case_once(store) =>
+        list_cases_filters_and_pages_through_every_case_once_on_sqlite,
+        list_cases_filters_and_pages_through_every_case_once_on_postgres;
+    check_patch_case_validates_normalises_tags_and_appends_event(store) =>
+        patch_case_validates_normalises_tags_and_appends_event_on_sqlite,
+        patch_case_validates_normalises_tags_and_appends_event_on_postgres;
+    check_reply_detects_stale_views_and_queues_delivery(store) =>
+        reply_detects_stale_views_and_queues_delivery_on_sqlite,
+        reply_detects_stale_views_and_queues_delivery_on_postgres;
+    check_jobs_are_leased_retried_dead_lettered_and_finished(store) =>
+        jobs_are_leased_retried_dead_lettered_and_finished_on_sqlite,
+        jobs_are_leased_retried_dead_lettered_and_finished_on_postgres;
+    check_notes_are_internal_messages_with_an_event(store) =>
+        notes_are_internal_messages_with_an_event_on_sqlite,
+        notes_are_internal_messages_with_an_event_on_postgres;
+    check_identities_conflict_and_merge_moves_everything(store) =>
+        identities_conflict_and_merge_moves_everything_on_sqlite,
+        identities_conflict_and_merge_moves_everything_on_postgres;
+    check_search_finds_german_words_prefixes_and_customers_with_escaped_snippets(store) =>
+        search_finds_german_words_prefixes_and_customers_with_escaped_snippets_on_sqlite,
+        search_finds_german_words_prefixes_and_customers_with_escaped_snippets_on_postgres;
+    check_subscribers_see_the_new_event_id(store) =>
+        subscribers_see_the_new_event_id_on_sqlite,
+        subscribers_see_the_new_event_id_on_postgres;
+    check_latest_event_id_includes_a_write_once_it_returns(store) =>
+        latest_event_id_includes_a_write_once_it_returns_on_sqlite,
+        latest_event_id_includes_a_write_once_it_returns_on_postgres;
+    check_tokens_and_passwords_authenticate(store) =>
+        tokens_and_passwords_authenticate_on_sqlite,
+        tokens_and_passwords_authenticate_on_postgres;
+    check_concurrent_ingests_are_all_stored_once(store) =>
+        concurrent_ingests_are_all_stored_once_on_sqlite,
+        concurrent_ingests_are_all_stored_once_on_postgres;
+    check_failing_write_does_not_affect_others_in_its_group_commit(store) =>
+        failing_write_does_not_affect_others_in_its_group_commit_on_sqlite,
+        failing_write_does_not_affect_others_in_its_group_commit_on_postgres;
+    check_two_nodes_never_claim_the_same_job(fixture) =>
+        two_nodes_never_claim_the_same_job_on_sqlite,
+        two_nodes_never_claim_the_same_job_on_postgres;
+    check_event_ids_become_visible_in_order_across_nodes(fixture) =>
+        event_ids_become_visible_in_order_across_nodes_on_sqlite,
+        event_ids_become_visible_in_order_across_nodes_on_postgres;
+    check_a_store_can_be_dropped_inside_the_async_runtime(fixture) =>
+        a_store_can_be_dropped_inside_the_async_runtime_on_sqlite,
+        a_store_can_be_dropped_inside_the_async_runtime_on_postgres;
+}
+
+/// PostgreSQL only: a node learns of events committed by another node (LISTEN/NOTIFY).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn other_nodes_events_reach_subscribers_on_postgres() {
+    let Some(fx) = Fixture::postgres().await else {
+        return;
+    };
+    let other = fx.open_node().await;
+    let mut rx = other.subscribe();
+    let r = fx.store().ingest(inbound("fern@example.de", "Hallo vom anderen Knoten")).await.unwrap();
+    let seen = tokio::time::timeout(Duration::from_secs(10), rx.wait_for(|v| *v >= r.event_id))
+        .await
+        .map(|seen| seen.map(|v| *v));
+    assert!(seen.is_ok(), "node 2 never learned of event {} committed by node 1", r.event_id);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------------------------
+
+/// An inbound API message from the (normalised) e-mail address `from`.
+fn inbound(from: &str, text: &str) -> NewInbound {
+    NewInbound {
+        channel: Channel::Api,
+        from_kind: IdentityKind::Email,
+        from_address: normalise_identity(IdentityKind::Email, from, "DE").expect("valid e-mail address"),
+        name: None,
+        subject: None,
+        text: text.to_string(),
+        html: None,
+        attachments: vec![],
+        provider_message_id: None,
+        idempotency_key: None,
+        case_id: None,
+    }
+}
+
+fn reply(text: &str, based_on_event_id: i64, force: bool) -> NewReply {
+    NewReply { text: text.to_string(), based_on_event_id, force, channel: None, author_id: None }
+}
+
+/// Every event in the log, oldest first.
+async fn all_events(store: &Store) -> Vec<kontor_core::Event> {
+    let mut out = Vec::new();
+    loop {
+        let after = out.last().map(|e: &kontor_core::Event| e.id).unwrap_or(0);
+        let page = store.events_after(after, 1000).await.unwrap();
+        if page.is_empty() {
+            return out;
+        }
+        out.extend(page);
+    }
+}
+
+async fn event_count(store: &Store) -> usize {
+    all_events(store).await.len()
+}
+
+#[track_caller]
+fn assert_invalid<T: std::fmt::Debug>(r: Result<T, StoreError>, want_field: &str) {
+    match r {
+        Err(StoreError::Invalid { field, .. }) if field == want_field => {}
+        other => panic!("expected Invalid {{ field: {want_field:?} }}, got {other:?}"),
+    }
+}
+
+#[track_caller]
+fn assert_not_found<T: std::fmt::Debug>(r: Result<T, StoreError>) {
+    assert!(matches!(r, Err(StoreError::NotFound(_))), "expected NotFound, got {r:?}");
+}
+
+#[track_caller]
+fn assert_conflict<T: std::fmt::Debug>(r: Result<T, StoreError>) {
+    assert!(matches!(r, Err(StoreError::Conflict(_))), "expected Conflict, got {r:?}");
+}
+
+/// Sends a write to the writer without waiting for it (polls the future once), so that
+/// several writes reach the writer in a known order.
+async fn submit<F: Future + Unpin>(fut: &mut F) {
+    std::future::poll_fn(|cx| {
+        let _ = std::pin::Pin::new(&mut *fut).poll(cx);
+        Poll::Ready(())
+    })
+    .await;
+}
+
+/// Queues a reply on `case_id` regardless of staleness; returns (message id, job id).
+async fn queue_reply(store: &Store, case_id: i64, text: &str) -> (i64, i64) {
+    match store.reply(case_id, reply(text, 0, true), vec![Channel::Api]).await.unwrap() {
+        ReplyOutcome::Queued { message_id, job_id, .. } => (message_id, job_id),
+        other => panic!("forced reply was not queued: {other:?}"),
+    }
+}
+
+async fn message(store: &Store, case_id: i64, message_id: i64) -> kontor_core::Message {
+    store
+        .case_detail(case_id)
+        .await
+        .unwrap()
+        .messages
+        .into_iter()
+        .find(|m| m.id == message_id)
+        .unwrap_or_else(|| panic!("message {message_id} not in case {case_id}"))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Behaviours
+// ---------------------------------------------------------------------------------------------
+
+async fn check_inbound_creates_customer_case_message_and_events(store: &Store) {
+    assert_eq!(event_count(store).await, 0, "a fresh database has no events");
+    let r = store
+        .ingest(NewInbound {
+            name: Some("Anna Schmidt".into()),
+            subject: Some("Umzug".into()),
+            ..inbound("Anna.Schmidt@Example.DE", "Hallo, ich ziehe um.")
+        })
+        .await
+        .unwrap();
+    assert!(r.created);
+
+    let events = store.events_after(0, 100).await.unwrap();
+    let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(kinds, ["customer.created", "case.created", "message.received"]);
+    assert!(events.windows(2).all(|w| w[0].id < w[1].id), "event ids grow: {events:?}");
+    assert_eq!(events[0].customer_id, Some(r.customer_id));
+    assert_eq!(events[1].case_id, Some(r.case_id));
+    assert_eq!(events[2].id, r.event_id);
+    assert_eq!(events[2].case_id, Some(r.case_id));
+    assert_eq!(events[2].payload["message"]["id"].as_i64(), Some(r.message_id));
+
+    let detail = store.case_detail(r.case_id).await.unwrap();
+    assert_eq!(detail.case.customer_id, r.customer_id);
+    assert_eq!(detail.case.status, CaseStatus::Open);
+    assert_eq!(detail.case.priority, Priority::Normal);
+    assert_eq!(detail.case.channel, Channel::Api);
+    assert_eq!(detail.case.subject.as_deref(), Some("Umzug"));
+    assert_eq!(detail.case.last_event_id, r.event_id);
+    assert!(detail.case.last_message_at.is_some());
+    assert_eq!(detail.customer.name.as_deref(), Some("Anna Schmidt"));
+    let ids: Vec<(IdentityKind, &str)> =
+        detail.customer.identities.iter().map(|i| (i.kind, i.address.as_str())).collect();
+    assert_eq!(ids, [(IdentityKind::Email, "anna.schmidt@example.de")]);
+    assert_eq!(detail.messages.len(), 1);
+    let m = &detail.messages[0];
+    assert_eq!((m.id, m.direction, m.internal), (r.message_id, Direction::In, false));
+    assert_eq!(m.text, "Hallo, ich ziehe um.");
+
+    // A second message only appends message.received, with a larger id.
+    let r2 = store.ingest(inbound("anna.schmidt@example.de", "Noch eine Frage.")).await.unwrap();
+    assert!(r2.created);
+    assert!(r2.event_id > r.event_id);
+    assert_eq!((r2.customer_id, r2.case_id), (r.customer_id, r.case_id));
+    let newer = store.events_after(r.event_id, 100).await.unwrap();
+    assert_eq!(newer.iter().map(|e| (e.id, e.kind.as_str())).collect::<Vec<_>>(), [(r2.event_id, "message.received")]);
+    assert_eq!(store.max_event_id().await.unwrap(), r2.event_id);
+}
+
+async fn check_duplicate_inbound_is_stored_once(store: &Store) {
+    let first = store
+        .ingest(NewInbound { provider_message_id: Some("prov-1".into()), ..inbound("dup@example.de", "Original") })
+        .await
+        .unwrap();
+    assert!(first.created);
+    let events = event_count(store).await;
+    let again = store
+        .ingest(NewInbound { provider_message_id: Some("prov-1".into()), ..inbound("dup@example.de", "Redelivery") })
+        .await
+        .unwrap();
+    assert_eq!(again, InboundReceipt { created: false, ..first });
+    assert_eq!(event_count(store).await, events, "a duplicate appends no events");
+    assert_eq!(store.case_detail(first.case_id).await.unwrap().messages.len(), 1);
+
+    let keyed = store
+        .ingest(NewInbound { idempotency_key: Some("key-1".into()), ..inbound("dup@example.de", "Mit Schlüssel") })
+        .await
+        .unwrap();
+    assert!(keyed.created);
+    assert_ne!(keyed.message_id, first.message_id);
+    let events = event_count(store).await;
+    let again = store
+        .ingest(NewInbound { idempotency_key: Some("key-1".into()), ..inbound("dup@example.de", "Retry") })
+        .await
+        .unwrap();
+    assert_eq!(again, InboundReceipt { created: false, ..keyed });
+    assert_eq!(event_count(store).await, events);
+    assert_eq!(store.case_detail(first.case_id).await.unwrap().messages.len(), 2);
+
+    // Keys are scoped to the channel.
+    let other_channel = store
+        .ingest(NewInbound {
+            channel: Channel::Email,
+            idempotency_key: Some("key-1".into()),
+            ..inbound("dup@example.de", "Per E-Mail")
+        })
+        .await
+        .unwrap();
+    assert!(other_channel.created);
+    assert_ne!(other_channel.message_id, keyed.message_id);
+}
+
+async fn check_email_identity_threads_reopens_and_starts_new_cases(store: &Store) {
+    let a = store.ingest(inbound("Kunde@Beispiel.de", "eins")).await.unwrap();
+    let b = store.ingest(inbound(" kunde@BEISPIEL.DE ", "zwei")).await.unwrap();
+    assert!(b.created);
+    assert_ne!(b.message_id, a.message_id);
+    assert_eq!((b.customer_id, b.case_id), (a.customer_id, a.case_id), "same address, same open case");
+
+    let resolved = store
+        .patch_case(a.case_id, CasePatch { status: Some(CaseStatus::Resolved), ..Default::default() })
+        .await
+        .unwrap();
+    assert_eq!(resolved.status, CaseStatus::Resolved);
+    assert!(resolved.resolved_at.is_some());
+
+    let c = store.ingest(inbound("kunde@beispiel.de", "drei")).await.unwrap();
+    assert_eq!(c.case_id, a.case_id, "a recently resolved case takes the message");
+    let case = store.case_detail(a.case_id).await.unwrap().case;
+    assert_eq!(case.status, CaseStatus::Open, "and is open again");
+    assert_eq!(case.resolved_at, None);
+    assert_eq!(case.last_event_id, c.event_id);
+    let reopened = store.events_after(resolved.last_event_id, 100).await.unwrap();
+    assert!(
+        reopened.iter().any(|e| e.kind == "case.updated" && e.payload["changes"]["status"] == "open"),
+        "re-opening appends case.updated: {reopened:?}"
+    );
+
+    store.patch_case(a.case_id, CasePatch { status: Some(CaseStatus::Closed), ..Default::default() }).await.unwrap();
+    let d = store.ingest(inbound("kunde@beispiel.de", "vier")).await.unwrap();
+    assert_eq!(d.customer_id, a.customer_id);
+    assert_ne!(d.case_id, a.case_id, "a closed case is never re-opened");
+    assert_eq!(store.case_detail(a.case_id).await.unwrap().case.status, CaseStatus::Closed);
+    assert_eq!(store.case_detail(d.case_id).await.unwrap().case.status, CaseStatus::Open);
+}
+
+async fn check_explicit_case_id_must_exist_and_belong_to_the_customer(store: &Store) {
+    let anna = store.ingest(inbound("anna@example.de", "Anna")).await.unwrap();
+    let bob = store.ingest(inbound("bob@example.de", "Bob")).await.unwrap();
+    let events = event_count(store).await;
+
+    let foreign = store.ingest(NewInbound { case_id: Some(anna.case_id), ..inbound("bob@example.de", "x") }).await;
+    assert_invalid(foreign, "case_id");
+    let unknown =
+        store.ingest(NewInbound { case_id: Some(anna.case_id + 10_000), ..inbound("carl@example.de", "y") }).await;
+    assert_not_found(unknown);
+    assert_eq!(event_count(store).await, events, "rejected messages leave nothing behind");
+    let customers = store.list_customers(None, 100).await.unwrap().items;
+    assert_eq!(customers.len(), 2, "no customer was created for the rejected message: {customers:?}");
+
+    // The customer's own case is accepted, and re-opened if it was closed.
+    store.patch_case(bob.case_id, CasePatch { status: Some(CaseStatus::Closed), ..Default::default() }).await.unwrap();
+    let own = store.ingest(NewInbound { case_id: Some(bob.case_id), ..inbound("bob@example.de", "z") }).await.unwrap();
+    assert_eq!(own.case_id, bob.case_id);
+    assert_eq!(store.case_detail(bob.case_id).await.unwrap().case.status, CaseStatus::Open);
+}
+
+async fn check_list_cases_filters_and_pages_through_every_case_once(store: &Store) {
+    let mut receipts = Vec::new();
+    for i in 0..5 {
+        let channel = if i % 2 == 1 { Channel::Email } else { Channel::Api };
+        let msg = NewInbound { channel, ..inbound(&format!("liste{i}@example.de"), &format!("Fall {i}")) };
+        receipts.push(store.ingest(msg).await.unwrap());
+    }
+    for r in &receipts[..2] {
+        store
+            .patch_case(r.case_id, CasePatch { status: Some(CaseStatus::Resolved), ..Default::default() })
+            .await
+            .unwrap();
+    }
+    let case_ids = |items: &[kontor_core::Case]| items.iter().map(|c| c.id).collect::<HashSet<_>>();
+    let filter = |f: CaseFilter| CaseFilter { limit: 50, ..f };
+
+    let resolved =
+        store.list_cases(filter(CaseFilter { status: Some(CaseStatus::Resolved), ..Default::default() })).await;
+    assert_eq!(case_ids(&resolved.unwrap().items), HashSet::from([receipts[0].case_id, receipts[1].case_id]));
+    let open = store.list_cases(filter(CaseFilter { status: Some(CaseStatus::Open), ..Default::default() })).await;
+    assert_eq!(open.unwrap().items.len(), 3);
+    let by_customer = store
+        .list_cases(filter(CaseFilter { customer_id: Some(receipts[2].customer_id), ..Default::default() }))
+        .await
+        .unwrap();
+    assert_eq!(by_customer.items.iter().map(|c| c.id).collect::<Vec<_>>(), [receipts[2].case_id]);
+    let by_email = store.list_cases(filter(CaseFilter { channel: Some(Channel::Email), ..Default::default() })).await;
+    assert_eq!(case_ids(&by_email.unwrap().items), HashSet::from([receipts[1].case_id, receipts[3].case_id]));
+    let resolved_api = store
+        .list_cases(filter(CaseFilter {
+            status: Some(CaseStatus::Resolved),
+            channel: Some(Channel::Api),
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+    assert_eq!(case_ids(&resolved_api.items), HashSet::from([receipts[0].case_id]));
+
+    // Pages of two: every case exactly once, in the order of the unpaged list.
+    let everything = store.list_cases(filter(CaseFilter::default())).await.unwrap();
+    assert_eq!(everything.items.len(), 5);
+    assert_eq!(everything.next_cursor, None);
+    let mut paged = Vec::new();
+    let mut cursor = None;
+    let mut pages = 0;
+    loop {
+        let page =
+            store.list_cases(CaseFilter { cursor: cursor.take(), limit: 2, ..Default::default() }).await.unwrap();
+        pages += 1;
+        assert!(page.items.len() <= 2);
+        paged.extend(page.items.iter().map(|c| c.id));
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+        assert!(pages < 10, "pagination does not end");
+    }
+    assert_eq!(pages, 3);
+    assert_eq!(paged, everything.items.iter().map(|c| c.id).collect::<Vec<_>>());
+
+    // Pages respect filters too.
+    let mut open_paged = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = store
+            .list_cases(CaseFilter {
+                status: Some(CaseStatus::Open),
+                cursor: cursor.take(),
+                limit: 1,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        open_paged.extend(page.items.iter().map(|c| c.id));
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    assert_eq!(open_paged.len(), 3);
+    assert_eq!(
+        open_paged.iter().copied().collect::<HashSet<_>>(),
+        HashSet::from([receipts[2].case_id, receipts[3].case_id, receipts[4].case_id])
+    );
+
+    let bad = store.list_cases(CaseFilter { cursor: Some("garbage".into()), limit: 2, ..Default::default() }).await;
+    assert_invalid(bad, "cursor");
+}
+
+async fn check_patch_case_validates_normalises_tags_and_appends_event(store: &Store) {
+    let r = store.ingest(inbound("patch@example.de", "Bitte zuordnen")).await.unwrap();
+    let events = event_count(store).await;
+    let unknown_user = store.patch_case(r.case_id, CasePatch { assignee_id: Some(Some(9_999)), ..Default::default() });
+    assert_invalid(unknown_user.await, "assignee_id");
+    let unknown_team = store.patch_case(r.case_id, CasePatch { team_id: Some(Some(9_999)), ..Default::default() });
+    assert_invalid(unknown_team.await, "team_id");
+    assert_not_found(store.patch_case(r.case_id + 10_000, CasePatch::default()).await);
+    assert_eq!(event_count(store).await, events, "rejected patches append nothing");
+
+    let team = store.create_team("Vertrieb".into()).await.unwrap();
+    let user = store
+        .create_user("agentin@example.de".into(), "Agentin".into(), Role::Agent, "sehr geheim 123".into())
+        .await
+        .unwrap();
+    let tags = [" vip", "umzug", "vip", "", "b2b ", "umzug"].map(String::from).to_vec();
+    let case = store
+        .patch_case(
+            r.case_id,
+            CasePatch {
+                priority: Some(Priority::High),
+                assignee_id: Some(Some(user.id)),
+                team_id: Some(Some(team.id)),
+                tags: Some(tags),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(case.tags, ["b2b", "umzug", "vip"]);
+    assert_eq!(case.priority, Priority::High);
+    assert_eq!((case.assignee_id, case.team_id), (Some(user.id), Some(team.id)));
+
+    let last = store.events_after(case.last_event_id - 1, 10).await.unwrap();
+    let ev = &last[0];
+    assert_eq!((ev.id, ev.kind.as_str(), ev.case_id), (case.last_event_id, "case.updated", Some(r.case_id)));
+    let changes = &ev.payload["changes"];
+    assert_eq!(changes["tags"], serde_json::json!(["b2b", "umzug", "vip"]));
+    assert_eq!(changes["priority"], "high");
+    assert_eq!(changes["assignee_id"], user.id);
+    assert_eq!(changes["team_id"], team.id);
+    assert!(changes.get("status").is_none(), "only real changes are listed: {changes}");
+    assert_eq!(store.case_detail(r.case_id).await.unwrap().case, case);
+
+    // Nothing changed: no event.
+    let events = event_count(store).await;
+    let same = CasePatch { tags: Some(vec!["vip".into(), "b2b".into(), "umzug".into()]), ..Default::default() };
+    let unchanged = store.patch_case(r.case_id, same).await.unwrap();
+    assert_eq!(unchanged.last_event_id, case.last_event_id);
+    assert_eq!(event_count(store).await, events);
+
+    // Clearing a field.
+    let cleared =
+        store.patch_case(r.case_id, CasePatch { assignee_id: Some(None), ..Default::default() }).await.unwrap();
+    assert_eq!(cleared.assignee_id, None);
+    let ev = store.events_after(cleared.last_event_id - 1, 1).await.unwrap().remove(0);
+    assert_eq!(ev.kind, "case.updated");
+    assert!(ev.payload["changes"]["assignee_id"].is_null());
+}
+
+async fn check_reply_detects_stale_views_and_queues_delivery(store: &Store) {
+    let first = store.ingest(inbound("reply@example.de", "Wann kommt meine Lieferung?")).await.unwrap();
+    let second = store.ingest(inbound("reply@example.de", "Bitte an die neue Adresse liefern!")).await.unwrap();
+    assert_eq!(second.case_id, first.case_id);
+    let case_id = first.case_id;
+
+    let stale = store.reply(case_id, reply("Morgen.", first.event_id, false), vec![Channel::Api]).await.unwrap();
+    match stale {
+        ReplyOutcome::Stale { events, messages } => {
+            assert!(events.iter().any(|e| e.id == second.event_id), "{events:?}");
+            assert!(events.iter().all(|e| e.id > first.event_id));
+            assert!(
+                messages.iter().any(|m| m.id == second.message_id && m.text == "Bitte an die neue Adresse liefern!"),
+                "the stale outcome shows the newer message: {messages:?}"
+            );
+        }
+        other => panic!("expected Stale, got {other:?}"),
+    }
+    assert_eq!(store.queue_stats().await.unwrap().queued, 0, "a stale reply queues nothing");
+    assert_eq!(store.case_detail(case_id).await.unwrap().messages.len(), 2, "a stale reply stores nothing");
+
+    let forced = store.reply(case_id, reply("Morgen.", first.event_id, true), vec![Channel::Api]).await.unwrap();
+    let ReplyOutcome::Queued { message_id, event_id, job_id, channel } = forced else {
+        panic!("expected Queued, got {forced:?}")
+    };
+    assert_eq!(channel, Channel::Api);
+    assert!(job_id > 0);
+    assert_eq!(store.queue_stats().await.unwrap().queued, 1);
+    let detail = store.case_detail(case_id).await.unwrap();
+    assert_eq!(detail.case.last_event_id, event_id);
+    assert!(detail.case.first_response_at.is_some());
+    let out = detail.messages.iter().find(|m| m.id == message_id).expect("reply stored");
+    assert_eq!((out.direction, out.internal, out.delivery_state), (Direction::Out, false, Some(DeliveryState::Queued)));
+    assert_eq!(out.text, "Morgen.");
+
+    // A view that saw the newest event is current (the agent's own reply does not make it stale).
+    let fresh = store.reply(case_id, reply("Und noch etwas.", event_id, false), vec![Channel::Api]).await.unwrap();
+    let ReplyOutcome::Queued { event_id: fresh_event, .. } = fresh else { panic!("expected Queued, got {fresh:?}") };
+    assert_eq!(store.queue_stats().await.unwrap().queued, 2);
+
+    // An internal note is part of the conversation too.
+    store.add_note(case_id, "Achtung: Adresse geändert".into(), None).await.unwrap();
+    let after_note = store.reply(case_id, reply("Noch was.", fresh_event, false), vec![Channel::Api]).await.unwrap();
+    assert!(matches!(after_note, ReplyOutcome::Stale { .. }), "{after_note:?}");
+
+    // Channels without an outbound adapter are refused.
+    let sms = NewReply { channel: Some(Channel::Sms), ..reply("SMS?", 0, true) };
+    assert_invalid(store.reply(case_id, sms, vec![Channel::Api]).await, "channel");
+    assert_invalid(store.reply(case_id, reply("Default?", 0, true), vec![Channel::Email]).await, "channel");
+    assert_eq!(store.queue_stats().await.unwrap().queued, 2);
+    assert_not_found(store.reply(case_id + 10_000, reply("?", 0, true), vec![Channel::Api]).await);
+}
+
+async fn check_jobs_are_leased_retried_dead_lettered_and_finished(store: &Store) {
+    let r = store.ingest(inbound("jobs@example.de", "Bitte antworten")).await.unwrap();
+    let case_id = r.case_id;
+    let lease = 30_000;
+
+    // Claimed once; a retry waits for its time.
+    let (msg_a, job_a) = queue_reply(store, case_id, "A").await;
+    let claimed = store.claim_jobs("node-a".into(), 10, lease).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    let job = &claimed[0];
+    assert_eq!((job.id, job.kind.as_str(), job.attempts), (job_a, "deliver_message", 1));
+    assert_eq!(job.payload["message_id"].as_i64(), Some(msg_a));
+    assert!(
+        store.claim_jobs("node-b".into(), 10, lease).await.unwrap().is_empty(),
+        "leased jobs are not claimed again"
+    );
+    let stats = store.queue_stats().await.unwrap();
+    assert_eq!((stats.queued, stats.running), (0, 1));
+    assert!(
+        !store.finish_job(job_a, "node-b".into(), JobOutcome::Done, None).await.unwrap(),
+        "only the lease holder finishes"
+    );
+    let retry = JobOutcome::Retry { error: "timeout".into(), delay_ms: 60_000 };
+    assert!(store.finish_job(job_a, "node-a".into(), retry, None).await.unwrap());
+    let stats = store.queue_stats().await.unwrap();
+    assert_eq!((stats.queued, stats.running), (1, 0));
+    assert!(store.claim_jobs("node-a".into(), 10, lease).await.unwrap().is_empty(), "the retry is not due yet");
+    assert_eq!(message(store, case_id, msg_a).await.delivery_state, Some(DeliveryState::Queued));
+
+    // Fail: dead letter, and the message shows the failure.
+    let (msg_b, job_b) = queue_reply(store, case_id, "B").await;
+    let claimed = store.claim_jobs("node-a".into(), 10, lease).await.unwrap();
+    assert_eq!(claimed.iter().map(|j| j.id).collect::<Vec<_>>(), [job_b]);
+    let update =
+        DeliveryUpdate { message_id: msg_b, state: DeliveryState::Sent, error: None, provider_message_id: None };
+    let fail = JobOutcome::Fail { error: "address rejected".into() };
+    assert!(store.finish_job(job_b, "node-a".into(), fail, Some(update)).await.unwrap());
+    let m = message(store, case_id, msg_b).await;
+    assert_eq!(m.delivery_state, Some(DeliveryState::Failed));
+    assert_eq!(m.delivery_error.as_deref(), Some("address rejected"));
+    assert_eq!(store.queue_stats().await.unwrap().dead, 1);
+    let last = store.events_after(store.max_event_id().await.unwrap() - 1, 1).await.unwrap().remove(0);
+    assert_eq!(last.kind, "message.delivery");
+    assert_eq!((last.payload["message_id"].as_i64(), last.payload["state"].as_str()), (Some(msg_b), Some("failed")));
+
+    // Done with a delivery update.
+    let (msg_c, job_c) = queue_reply(store, case_id, "C").await;
+    let claimed = store.claim_jobs("node-a".into(), 10, lease).await.unwrap();
+    assert_eq!(claimed.iter().map(|j| j.id).collect::<Vec<_>>(), [job_c]);
+    let sent = DeliveryUpdate {
+        message_id: msg_c,
+        state: DeliveryState::Sent,
+        error: None,
+        provider_message_id: Some("prov-out-1".into()),
+    };
+    assert!(store.finish_job(job_c, "node-a".into(), JobOutcome::Done, Some(sent)).await.unwrap());
+    let m = message(store, case_id, msg_c).await;
+    assert_eq!(m.delivery_state, Some(DeliveryState::Sent));
+    assert_eq!(m.provider_message_id.as_deref(), Some("prov-out-1"));
+    assert!(!store.finish_job(job_c, "node-a".into(), JobOutcome::Done, None).await.unwrap(), "finished only once");
+
+    // An expired lease lets another node take over; the first node can no longer finish.
+    let (_msg_d, job_d) = queue_reply(store, case_id, "D").await;
+    let claimed = store.claim_jobs("node-a".into(), 10, -1).await.unwrap();
+    assert_eq!(claimed.iter().map(|j| j.id).collect::<Vec<_>>(), [job_d]);
+    let taken = store.claim_jobs("node-b".into(), 10, lease).await.unwrap();
+    assert_eq!(taken.iter().map(|j| (j.id, j.attempts)).collect::<Vec<_>>(), [(job_d, 2)]);
+    assert!(!store.finish_job(job_d, "node-a".into(), JobOutcome::Done, None).await.unwrap());
+    assert!(store.finish_job(job_d, "node-b".into(), JobOutcome::Done, None).await.unwrap());
+
+    // Retries stop after max_attempts.
+    let (msg_e, job_e) = queue_reply(store, case_id, "E").await;
+    let mut attempts = 0;
+    loop {
+        let claimed = store.claim_jobs("node-a".into(), 10, lease).await.unwrap();
+        if claimed.is_empty() {
+            break;
+        }
+        assert_eq!(claimed.iter().map(|j| j.id).collect::<Vec<_>>(), [job_e]);
+        attempts = claimed[0].attempts;
+        assert!(attempts <= claimed[0].max_attempts);
+        let update =
+            DeliveryUpdate { message_id: msg_e, state: DeliveryState::Sent, error: None, provider_message_id: None };
+        let retry = JobOutcome::Retry { error: "503".into(), delay_ms: 0 };
+        assert!(store.finish_job(job_e, "node-a".into(), retry, Some(update)).await.unwrap());
+        assert!(attempts < 100, "retries never end");
+    }
+    assert_eq!(attempts, 8, "a reply's delivery is tried eight times");
+    let m = message(store, case_id, msg_e).await;
+    assert_eq!((m.delivery_state, m.delivery_error.as_deref()), (Some(DeliveryState::Failed), Some("503")));
+
+    let stats = store.queue_stats().await.unwrap();
+    assert_eq!((stats.queued, stats.running, stats.dead, stats.done), (1, 0, 2, 2));
+}
+
+async fn check_notes_are_internal_messages_with_an_event(store: &Store) {
+    let r = store.ingest(inbound("notiz@example.de", "Hallo")).await.unwrap();
+    let author = store
+        .create_user("notizen@example.de".into(), "Nora".into(), Role::Agent, "sehr geheim 123".into())
+        .await
+        .unwrap();
+    let (note, ev) = store.add_note(r.case_id, "Kunde ist VIP".into(), Some(author.id)).await.unwrap();
+    assert!(note.internal);
+    assert_eq!((note.channel, note.direction, note.case_id), (Channel::Note, Direction::Out, r.case_id));
+    assert_eq!((note.author_id, note.text.as_str()), (Some(author.id), "Kunde ist VIP"));
+
+    let detail = store.case_detail(r.case_id).await.unwrap();
+    assert_eq!(detail.messages.iter().map(|m| m.id).collect::<Vec<_>>(), [r.message_id, note.id]);
+    assert_eq!(detail.messages[1], note);
+    assert_eq!(detail.case.last_event_id, ev);
+
+    let event = store.events_after(ev - 1, 1).await.unwrap().remove(0);
+    assert_eq!((event.id, event.kind.as_str(), event.case_id), (ev, "note.added", Some(r.case_id)));
+    assert_eq!(event.payload["message"]["id"].as_i64(), Some(note.id));
+    assert_eq!(event.payload["message"]["internal"], true);
+
+    assert_not_found(store.add_note(r.case_id + 10_000, "?".into(), None).await);
+}
+
+async fn check_identities_conflict_and_merge_moves_everything(store: &Store) {
+    let anna =
+        store.ingest(NewInbound { name: Some("Anna".into()), ..inbound("anna@example.de", "Von Anna") }).await.unwrap();
+    let anne = store
+        .ingest(NewInbound { name: Some("Anne B.".into()), ..inbound("anne.b@example.org", "Von Anne") })
+        .await
+        .unwrap();
+    assert_ne!(anna.customer_id, anne.customer_id);
+
+    let taken = store.add_identity(anna.customer_id, IdentityKind::Email, "anne.b@example.org".into()).await;
+    assert_conflict(taken);
+    let phone = normalise_identity(IdentityKind::Phone, "0170 1234567", "DE").unwrap();
+    let with_phone = store.add_identity(anna.customer_id, IdentityKind::Phone, phone.clone()).await.unwrap();
+    assert_eq!(with_phone.identities.len(), 2);
+    let again = store.add_identity(anna.customer_id, IdentityKind::Phone, phone.clone()).await.unwrap();
+    assert_eq!(again.identities.len(), 2, "adding an own identity again changes nothing");
+    assert_not_found(store.add_identity(anna.customer_id + 10_000, IdentityKind::Phone, "+4930123456".into()).await);
+    assert_invalid(store.merge_customers(anna.customer_id, anna.customer_id).await, "source_id");
+
+    let merged = store.merge_customers(anna.customer_id, anne.customer_id).await.unwrap();
+    let mut addresses: Vec<&str> = merged.identities.iter().map(|i| i.address.as_str()).collect();
+    addresses.sort();
+    assert_eq!(addresses, ["+491701234567", "anna@example.de", "anne.b@example.org"]);
+    assert!(merged.identities.iter().all(|i| i.customer_id == anna.customer_id));
+    assert_eq!(merged.merged_into, None);
+
+    let source = store.customer(anne.customer_id).await.unwrap();
+    assert_eq!(source.merged_into, Some(anna.customer_id));
+    assert!(source.identities.is_empty());
+    let moved = store.case_detail(anne.case_id).await.unwrap();
+    assert_eq!(moved.case.customer_id, anna.customer_id);
+    assert!(moved.messages.iter().all(|m| m.customer_id == anna.customer_id));
+    let target_cases = store
+        .list_cases(CaseFilter { customer_id: Some(anna.customer_id), limit: 50, ..Default::default() })
+        .await
+        .unwrap();
+    let target_case_ids: HashSet<i64> = target_cases.items.iter().map(|c| c.id).collect();
+    assert_eq!(target_case_ids, HashSet::from([anna.case_id, anne.case_id]));
+    let source_cases = store
+        .list_cases(CaseFilter { customer_id: Some(anne.customer_id), limit: 50, ..Default::default() })
+        .await
+        .unwrap();
+    assert!(source_cases.items.is_empty());
+    let listed: Vec<i64> = store.list_customers(None, 100).await.unwrap().items.iter().map(|c| c.id).collect();
+    assert_eq!(listed, [anna.customer_id], "merged customers are not listed");
+    let last = store.events_after(store.max_event_id().await.unwrap() - 1, 1).await.unwrap().remove(0);
+    assert_eq!((last.kind.as_str(), last.customer_id), ("customer.merged", Some(anna.customer_id)));
+    assert_eq!(last.payload["merged_customer_id"].as_i64(), Some(anne.customer_id));
+
+    assert_conflict(store.merge_customers(anna.customer_id, anne.customer_id).await);
+
+    let later = store.ingest(inbound("Anne.B@example.org", "Ich bin es wieder")).await.unwrap();
+    assert!(later.created);
+    assert_eq!(later.customer_id, anna.customer_id, "the source's address now leads to the target");
+    assert!(target_case_ids.contains(&later.case_id), "threaded into one of the target's open cases");
+}
+
+async fn check_search_finds_german_words_prefixes_and_customers_with_escaped_snippets(store: &Store) {
+    let hit = store
+        .ingest(NewInbound {
+            name: Some("Dorothea Krüger & Söhne".into()),
+            subject: Some("Adressänderung".into()),
+            ..inbound("d.krueger@example.de", "Bitte liefern Sie an die <b>Goethestraße</b> 12 & danke.")
+        })
+        .await
+        .unwrap();
+    let other = store.ingest(inbound("other@example.de", "Keine Adresse in dieser Nachricht.")).await.unwrap();
+
+    for q in ["Goethestraße", "goethestraße", "Goethe"] {
+        let res = store.search(q.into(), 10).await.unwrap();
+        let ids: Vec<i64> = res.messages.iter().map(|m| m.message_id).collect();
+        assert_eq!(ids, [hit.message_id], "search {q:?}: {res:?}");
+        let m = &res.messages[0];
+        assert_eq!((m.case_id, m.customer_id), (hit.case_id, hit.customer_id));
+        assert!(m.snippet.contains("<mark>") && m.snippet.contains("</mark>"), "search {q:?}: {}", m.snippet);
+        assert!(!m.snippet.contains("<b>"), "no raw HTML from the text: {}", m.snippet);
+        assert!(
+            m.snippet.contains("&lt;b&gt;") && m.snippet.contains("&lt;/b&gt;"),
+            "text that looks like HTML is shown escaped, not dropped: {}",
+            m.snippet
+        );
+    }
+    let both = store.search("Adresse".into(), 10).await.unwrap();
+    assert!(both.messages.iter().any(|m| m.message_id == other.message_id), "{both:?}");
+    assert!(store.search("Schillerstraße".into(), 10).await.unwrap().messages.is_empty());
+    let empty = store.search(" -- ".into(), 10).await.unwrap();
+    assert!(empty.messages.is_empty() && empty.customers.is_empty());
+
+    let res = store.search("Krüger".into(), 10).await.unwrap();
+    let customers: Vec<i64> = res.customers.iter().map(|c| c.customer_id).collect();
+    assert_eq!(customers, [hit.customer_id], "{res:?}");
+    let c = &res.customers[0];
+    assert_eq!(c.name.as_deref(), Some("Dorothea Krüger & Söhne"));
+    assert!(c.snippet.contains("<mark>"), "{}", c.snippet);
+    assert!(c.snippet.contains("&amp;") && !c.snippet.contains(" & "), "the name is escaped: {}", c.snippet);
+    let by_prefix = store.search("doro".into(), 10).await.unwrap();
+    assert_eq!(by_prefix.customers.iter().map(|c| c.customer_id).collect::<Vec<_>>(), [hit.customer_id]);
+}
+
+async fn check_subscribers_see_the_new_event_id(store: &Store) {
+    let mut rx = store.subscribe();
+    let start = *rx.borrow_and_update();
+    let r = store.ingest(inbound("watch@example.de", "Beobachtet")).await.unwrap();
+    assert!(r.event_id > start);
+    let seen = tokio::time::timeout(Duration::from_secs(5), rx.wait_for(|v| *v >= r.event_id))
+        .await
+        .map(|seen| seen.map(|v| *v));
+    assert!(seen.is_ok(), "the watch never reached event {}", r.event_id);
+    assert_eq!(*rx.borrow(), r.event_id);
+    assert_eq!(store.latest_event_id(), r.event_id);
+
+    let mut rx2 = store.subscribe();
+    assert_eq!(*rx2.borrow_and_update(), r.event_id, "a new subscriber starts at the newest event");
+    let (note, ev) = store.add_note(r.case_id, "Notiz".into(), None).await.unwrap();
+    assert!(ev > r.event_id && note.internal);
+    let seen =
+        tokio::time::timeout(Duration::from_secs(5), rx2.wait_for(|v| *v >= ev)).await.map(|seen| seen.map(|v| *v));
+    assert!(seen.is_ok(), "the watch never reached event {ev}");
+}
+
+/// Read-your-writes for the node's event watch: once a write has returned, the node's newest
+/// known event id includes it (otherwise a client that takes `latest_event_id()` as its view
+/// right after its own reply is told that its next reply is stale).
+async fn check_latest_event_id_includes_a_write_once_it_returns(store: &Store) {
+    let mut behind = Vec::new();
+    for i in 0..300 {
+        let r = store.ingest(inbound(&format!("neu{}@example.de", i % 5), &format!("Nachricht {i}"))).await.unwrap();
+        let latest = store.latest_event_id();
+        if latest < r.event_id {
+            behind.push((r.event_id, latest));
+        }
+    }
+    assert!(
+        behind.is_empty(),
+        "latest_event_id() was behind a returned write {} of 300 times, (event, latest): {:?}",
+        behind.len(),
+        &behind[..behind.len().min(5)]
+    );
+}
+
+async fn check_tokens_and_passwords_authenticate(store: &Store) {
+    let (token, secret) = store.create_token("ci".into(), Role::Admin).await.unwrap();
+    assert_eq!((token.name.as_str(), token.role), ("ci", Role::Admin));
+    assert!(secret.starts_with("kt_"));
+    assert_eq!(store.authenticate_token(&secret).await.unwrap(), Some((token.id, Role::Admin)));
+    assert_eq!(store.authenticate_token("kt_wrong").await.unwrap(), None);
+    assert_eq!(store.authenticate_token(&format!("{secret}x")).await.unwrap(), None);
+    let (agent_token, agent_secret) = store.create_token("bot".into(), Role::Agent).await.unwrap();
+    assert_eq!(store.authenticate_token(&agent_secret).await.unwrap(), Some((agent_token.id, Role::Agent)));
+    assert_invalid(store.create_token("  ".into(), Role::Agent).await, "name");
+
+    let user = store
+        .create_user(" Agent.Smith@Example.DE ".into(), "Agent Smith".into(), Role::Agent, "correct horse".into())
+        .await
+        .unwrap();
+    assert_eq!((user.email.as_str(), user.role), ("agent.smith@example.de", Role::Agent));
+    let ok = store.verify_password("agent.smith@example.de".into(), "correct horse".into()).await.unwrap();
+    assert_eq!(ok.map(|u| u.id), Some(user.id));
+    let ok = store.verify_password("AGENT.SMITH@example.de".into(), "correct horse".into()).await.unwrap();
+    assert_eq!(ok.map(|u| u.id), Some(user.id), "e-mail is case-insensitive");
+    assert_eq!(store.verify_password("agent.smith@example.de".into(), "Correct horse".into()).await.unwrap(), None);
+    assert_eq!(store.verify_password("nobody@example.de".into(), "correct horse".into()).await.unwrap(), None);
+
+    let dup = store.create_user("AGENT.smith@example.de".into(), "Other".into(), Role::Admin, "another one".into());
+    assert_conflict(dup.await);
+    let short = store.create_user("new@example.de".into(), "New".into(), Role::Agent, "short".into());
+    assert_invalid(short.await, "password");
+    let bad = store.create_user("not-an-address".into(), "X".into(), Role::Agent, "long enough".into());
+    assert_invalid(bad.await, "email");
+    assert_eq!(store.list_users().await.unwrap().len(), 1);
+}
+
+async fn check_concurrent_ingests_are_all_stored_once(store: &Store) {
+    async fn run(store: &Store) -> Vec<InboundReceipt> {
+        let tasks: Vec<_> = (0..200)
+            .map(|i| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let msg = NewInbound {
+                        provider_message_id: Some(format!("conc-{i}")),
+                        ..inbound(&format!("kunde{}@example.de", i % 20), &format!("Nachricht {i}"))
+                    };
+                    store.ingest(msg).await
+                })
+            })
+            .collect();
+        let mut out = Vec::new();
+        for (i, t) in tasks.into_iter().enumerate() {
+            out.push(t.await.expect("task").unwrap_or_else(|e| panic!("ingest {i} failed: {e}")));
+        }
+        out
+    }
+
+    let first = run(store).await;
+    assert!(first.iter().all(|r| r.created));
+    assert_eq!(first.iter().map(|r| r.message_id).collect::<HashSet<_>>().len(), 200);
+    assert_eq!(first.iter().map(|r| r.event_id).collect::<HashSet<_>>().len(), 200);
+    let mut case_of: HashMap<i64, i64> = HashMap::new();
+    for r in &first {
+        let case = *case_of.entry(r.customer_id).or_insert(r.case_id);
+        assert_eq!(case, r.case_id, "all messages of a customer thread into one case");
+    }
+    assert_eq!(case_of.len(), 20, "one customer per address");
+    let customers_of_address: HashSet<(usize, i64)> =
+        first.iter().enumerate().map(|(i, r)| (i % 20, r.customer_id)).collect();
+    assert_eq!(customers_of_address.len(), 20);
+    let events = all_events(store).await;
+    assert_eq!(events.len(), 20 + 20 + 200, "customer.created, case.created and message.received");
+    assert!(events.windows(2).all(|w| w[0].id < w[1].id));
+
+    let second = run(store).await;
+    for (a, b) in first.iter().zip(&second) {
+        assert_eq!(*b, InboundReceipt { created: false, ..*a });
+    }
+    assert_eq!(event_count(store).await, events.len(), "duplicates append nothing");
+}
+
+async fn check_failing_write_does_not_affect_others_in_its_group_commit(store: &Store) {
+    let anchor = store.ingest(inbound("anker@example.de", "Anker")).await.unwrap();
+    let tasks: Vec<_> = (0..60)
+        .map(|i| {
+            let store = store.clone();
+            let foreign_case = (i % 3 == 0).then_some(anchor.case_id);
+            tokio::spawn(async move {
+                let msg = NewInbound {
+                    provider_message_id: Some(format!("iso-{i}")),
+                    case_id: foreign_case,
+                    ..inbound(&format!("iso{i}@example.de"), &format!("Nachricht {i}"))
+                };
+                store.ingest(msg).await
+            })
+        })
+        .collect();
+    let mut results = Vec::new();
+    for t in tasks {
+        results.push(t.await.expect("task"));
+    }
+    for (i, r) in results.iter().enumerate() {
+        if i % 3 == 0 {
+            assert!(matches!(r, Err(StoreError::Invalid { field, .. }) if field == "case_id"), "{i}: {r:?}");
+        } else {
+            assert!(matches!(r, Ok(x) if x.created), "{i}: {r:?}");
+        }
+    }
+    // Nothing of the failed writes remains: their keys are free and no customer was kept.
+    assert_eq!(store.list_customers(None, 200).await.unwrap().items.len(), 1 + 40);
+    for i in (0..60).step_by(3) {
+        let msg = NewInbound {
+            provider_message_id: Some(format!("iso-{i}")),
+            ..inbound(&format!("iso{i}@example.de"), &format!("Nachricht {i}"))
+        };
+        assert!(store.ingest(msg).await.unwrap().created, "iso-{i} was not stored before");
+    }
+    let events = all_events(store).await;
+    let created = events.iter().filter(|e| e.kind == "customer.created").count();
+    assert_eq!(created, 61);
+    assert_eq!(events.iter().filter(|e| e.kind == "message.received").count(), 61);
+}
+
+async fn check_two_nodes_never_claim_the_same_job(fx: &Fixture) {
+    let store = fx.store();
+    let r = store.ingest(inbound("knoten@example.de", "Viele Antworten")).await.unwrap();
+    let mut jobs = HashSet::new();
+    for i in 0..30 {
+        jobs.insert(queue_reply(store, r.case_id, &format!("Antwort {i}")).await.1);
+    }
+    let other = fx.open_node().await;
+    let worker = |store: Store, node: &'static str| {
+        tokio::spawn(async move {
+            let mut claimed = Vec::new();
+            loop {
+                let batch = store.claim_jobs(node.into(), 3, 30_000).await.unwrap();
+                if batch.is_empty() {
+                    return claimed;
+                }
+                for j in batch {
+                    assert!(store.finish_job(j.id, node.into(), JobOutcome::Done, None).await.unwrap());
+                    claimed.push(j.id);
+                }
+            }
+        })
+    };
+    let a = worker(store.clone(), "node-a");
+    let b = worker(other.clone(), "node-b");
+    let mut all = a.await.expect("node a");
+    let from_b = b.await.expect("node b");
+    all.extend(from_b);
+    let distinct: HashSet<i64> = all.iter().copied().collect();
+    assert_eq!(distinct.len(), all.len(), "a job was claimed twice: {all:?}");
+    assert_eq!(distinct, jobs);
+    let stats = store.queue_stats().await.unwrap();
+    assert_eq!((stats.queued, stats.running, stats.done), (0, 0, 30));
+}
+
+/// A reader that saw event id N must never later find a new event with a smaller id, even
+/// when another node commits in between and an operation in the same group commit failed.
+async fn check_event_ids_become_visible_in_order_across_nodes(fx: &Fixture) {
+    let node_a = fx.store();
+    let node_b = fx.open_node().await;
+
+    // Hold node A's writer so that the next two writes land in one group commit, in order.
+    let (started_tx, started_rx) = tokio::sync::oneshot::channel();
+    let mut hold = Box::pin(node_a.write(move |_tx| {
+        let _ = started_tx.send(());
+        std::thread::sleep(Duration::from_millis(200));
+        Ok(())
+    }));
+    submit(&mut hold).await;
+    started_rx.await.expect("writer started");
+    // 1st: appends an event, then fails (rolled back to its savepoint).
+    let mut failing = Box::pin(node_a.write(|tx| {
+        tx.event("test.failing", None, None, &serde_json::json!({}))?;
+        Err::<(), _>(StoreError::invalid("test", "fails on purpose"))
+    }));
+    submit(&mut failing).await;
+    // 2nd: appends an event and keeps its transaction open for a while.
+    let (appended_tx, appended_rx) = tokio::sync::oneshot::channel();
+    let mut slow = Box::pin(node_a.write(move |tx| {
+        let id = tx.event("test.slow", None, None, &serde_json::json!({}))?;
+        let _ = appended_tx.send(id);
+        std::thread::sleep(Duration::from_millis(1500));
+        Ok(id)
+    }));
+    submit(&mut slow).await;
+    let slow_id = tokio::time::timeout(Duration::from_secs(10), appended_rx)
+        .await
+        .expect("node A's second write ran")
+        .expect("node A's second write appended its event");
+
+    // Node B appends while node A's transaction is still open, then reads the log.
+    let b_id = tokio::time::timeout(
+        Duration::from_secs(20),
+        node_b.write(|tx| tx.event("test.other_node", None, None, &serde_json::json!({}))),
+    )
+    .await
+    .expect("node B's write finished")
+    .unwrap();
+    let seen: Vec<i64> = all_events(&node_b).await.iter().map(|e| e.id).collect();
+
+    hold.await.unwrap();
+    assert_invalid(failing.await, "test");
+    assert_eq!(slow.await.unwrap(), slow_id);
+    assert!(slow_id < b_id, "node A's event {slow_id} was appended before node B's {b_id}");
+    assert!(
+        seen.contains(&slow_id),
+        "node B saw event {b_id} before event {slow_id} of node A was visible (seen: {seen:?}); \
+         a reader polling events_after({b_id}) would never see event {slow_id}"
+    );
+    let all: Vec<i64> = all_events(node_a).await.iter().map(|e| e.id).collect();
+    let max_seen = seen.iter().copied().max().unwrap_or(0);
+    let late: Vec<i64> = all.iter().copied().filter(|id| *id <= max_seen && !seen.contains(id)).collect();
+    assert!(late.is_empty(), "events {late:?} became visible after a reader had seen {max_seen}");
+}
+
+/// Servers hold the store in async code (e.g. in `#[tokio::main]`), so dropping the last
+/// handle there, with pooled connections, must work.
+async fn check_a_store_can_be_dropped_inside_the_async_runtime(fx: &Fixture) {
+    let mut node = fx.open_node().await;
+    let r = node.ingest(inbound("drop@example.de", "Tschüss")).await.unwrap();
+    node.ping().await.unwrap();
+    assert_eq!(node.case_detail(r.case_id).await.unwrap().messages.len(), 1);
+    let store = node.0.take().expect("node is open");
+    drop(store);
+    assert_eq!(fx.store().max_event_id().await.unwrap(), r.event_id);
+}

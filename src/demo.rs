@@ -61,15 +61,28 @@ pub async fn load(store: &Store) -> Result<()> {
         cases.push(r.case_id);
     }
     store
-        .patch_case(cases[2], CasePatch { team_id: Some(Some(schaden.id)), tags: Some(vec!["wasserschaden".into()]), priority: kontor_core::Priority::parse("high"), ..Default::default() })
+        .patch_case(
+            cases[2],
+            CasePatch {
+                team_id: Some(Some(schaden.id)),
+                tags: Some(vec!["wasserschaden".into()]),
+                priority: kontor_core::Priority::parse("high"),
+                ..Default::default()
+            },
+        )
         .await?;
     store
-        .patch_case(cases[1], CasePatch { team_id: Some(Some(privat.id)), tags: Some(vec!["rechnung".into()]), ..Default::default() })
+        .patch_case(
+            cases[1],
+            CasePatch { team_id: Some(Some(privat.id)), tags: Some(vec!["rechnung".into()]), ..Default::default() },
+        )
         .await?;
     store
         .patch_case(cases[3], CasePatch { status: kontor_core::CaseStatus::parse("resolved"), ..Default::default() })
         .await?;
-    store.add_note(cases[0], "Adressänderung im Bestandssystem vorgemerkt, wartet auf Bestätigung.".into(), None).await?;
+    store
+        .add_note(cases[0], "Adressänderung im Bestandssystem vorgemerkt, wartet auf Bestätigung.".into(), None)
+        .await?;
     if store.list_users().await?.is_empty() {
         store.create_user("demo@kontor.example".into(), "Demo Agent".into(), Role::Admin, "kontor-demo".into()).await?;
         tracing::info!("Demo user: demo@kontor.example / kontor-demo");

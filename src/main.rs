@@ -206,7 +206,8 @@ async fn serve(cfg: Config, demo: bool) -> Result<()> {
     if demo {
         demo::load(&store).await?;
     }
-    let listener = tokio::net::TcpListener::bind(&cfg.listen).await.with_context(|| format!("cannot listen on {}", cfg.listen))?;
+    let listener =
+        tokio::net::TcpListener::bind(&cfg.listen).await.with_context(|| format!("cannot listen on {}", cfg.listen))?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, database = %kontor_server::config::redact_url(&cfg.database_url()), "Kontor is listening.");
     let state = AppState::new(store, cfg);

@@ -64,11 +64,7 @@ pub enum IdentityError {
 /// Normalises an address of the given kind: e-mail lower-cased, phone numbers in E.164
 /// (numbers without a country code are read in `default_region`, e.g. "DE"), provider ids
 /// trimmed.
-pub fn normalise_identity(
-    kind: IdentityKind,
-    raw: &str,
-    default_region: &str,
-) -> Result<String, IdentityError> {
+pub fn normalise_identity(kind: IdentityKind, raw: &str, default_region: &str) -> Result<String, IdentityError> {
     let raw = raw.trim();
     if raw.is_empty() || raw.chars().count() > 256 {
         return Err(IdentityError::Length);
@@ -91,10 +87,8 @@ fn normalise_email(raw: &str) -> Result<String, IdentityError> {
 }
 
 fn normalise_phone(raw: &str, default_region: &str) -> Result<String, IdentityError> {
-    let region: phonenumber::country::Id = default_region
-        .to_uppercase()
-        .parse()
-        .map_err(|_| IdentityError::Region(default_region.to_string()))?;
+    let region: phonenumber::country::Id =
+        default_region.to_uppercase().parse().map_err(|_| IdentityError::Region(default_region.to_string()))?;
     // "0049..." is a common way to write the international prefix in Germany.
     let cleaned = raw.strip_prefix("00").map(|r| format!("+{r}"));
     let input = cleaned.as_deref().unwrap_or(raw);
@@ -134,13 +128,7 @@ mod tests {
 
     #[test]
     fn default_region_changes_how_national_numbers_are_read() {
-        assert_eq!(
-            normalise_identity(IdentityKind::Phone, "0664 1234567", "AT").as_deref(),
-            Ok("+436641234567")
-        );
-        assert!(matches!(
-            normalise_identity(IdentityKind::Phone, "0170 1234567", "XX"),
-            Err(IdentityError::Region(_))
-        ));
+        assert_eq!(normalise_identity(IdentityKind::Phone, "0664 1234567", "AT").as_deref(), Ok("+436641234567"));
+        assert!(matches!(normalise_identity(IdentityKind::Phone, "0170 1234567", "XX"), Err(IdentityError::Region(_))));
     }
 }

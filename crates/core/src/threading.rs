@@ -27,18 +27,12 @@ pub enum Threading {
 /// case. Closed cases are never re-opened. `candidates` may come in any order.
 pub fn choose_case(candidates: &[CaseCandidate], now_us: i64, reopen_window_us: i64) -> Threading {
     let newest = |pred: &dyn Fn(&CaseCandidate) -> bool| {
-        candidates
-            .iter()
-            .filter(|c| pred(c))
-            .max_by_key(|c| (c.updated_at_us, c.id))
-            .map(|c| c.id)
+        candidates.iter().filter(|c| pred(c)).max_by_key(|c| (c.updated_at_us, c.id)).map(|c| c.id)
     };
     if let Some(id) = newest(&|c| c.status.is_active()) {
         return Threading::Append(id);
     }
-    if let Some(id) = newest(&|c| {
-        c.status == CaseStatus::Resolved && now_us - c.updated_at_us <= reopen_window_us
-    }) {
+    if let Some(id) = newest(&|c| c.status == CaseStatus::Resolved && now_us - c.updated_at_us <= reopen_window_us) {
         return Threading::Reopen(id);
     }
     Threading::New

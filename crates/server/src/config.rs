@@ -73,7 +73,14 @@ pub struct JobsConfig {
 
 impl Default for JobsConfig {
     fn default() -> Self {
-        JobsConfig { concurrency: 8, max_attempts: 8, lease_secs: 60, backoff_base_ms: 1000, backoff_max_ms: 600_000, poll_ms: 1000 }
+        JobsConfig {
+            concurrency: 8,
+            max_attempts: 8,
+            lease_secs: 60,
+            backoff_base_ms: 1000,
+            backoff_max_ms: 600_000,
+            poll_ms: 1000,
+        }
     }
 }
 
@@ -125,7 +132,15 @@ pub fn redact_url(url: &str) -> String {
 }
 
 const TOP_KEYS: &[&str] = &[
-    "listen", "data_dir", "database_url", "default_region", "reopen_window_hours", "max_body_bytes", "node_name", "api_channel", "jobs",
+    "listen",
+    "data_dir",
+    "database_url",
+    "default_region",
+    "reopen_window_hours",
+    "max_body_bytes",
+    "node_name",
+    "api_channel",
+    "jobs",
 ];
 
 impl Config {
@@ -143,7 +158,7 @@ impl Config {
         fig = fig.merge(
             Env::prefixed("KONTOR_")
                 .split("__")
-                .filter(|k| TOP_KEYS.iter().any(|t| k.as_str() == *t || k.as_str().starts_with(&format!("{t}.")))),
+                .filter(|k| TOP_KEYS.iter().any(|t| k == *t || k.starts_with(&format!("{t}.")))),
         );
         fig.extract().map_err(|e| format!("configuration: {e}"))
     }

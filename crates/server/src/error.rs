@@ -65,7 +65,9 @@ impl IntoResponse for AppError {
                 "a valid API token is required: Authorization: Bearer <token>".into(),
                 Value::Null,
             ),
-            AppError::Forbidden => (StatusCode::FORBIDDEN, "forbidden", "this needs the admin role".into(), Value::Null),
+            AppError::Forbidden => {
+                (StatusCode::FORBIDDEN, "forbidden", "this needs the admin role".into(), Value::Null)
+            }
             AppError::NotFound(m) => (StatusCode::NOT_FOUND, "not_found", m, Value::Null),
             AppError::Conflict(m) => (StatusCode::CONFLICT, "conflict", m, Value::Null),
             AppError::Stale(d) => (
@@ -74,13 +76,12 @@ impl IntoResponse for AppError {
                 "the case changed since your view; review the newer items or send with force: true".into(),
                 d,
             ),
-            AppError::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "too_large", "request body is too large".into(), Value::Null),
-            AppError::Invalid { field, message } => (
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid",
-                format!("{field}: {message}"),
-                json!({ "field": field }),
-            ),
+            AppError::TooLarge => {
+                (StatusCode::PAYLOAD_TOO_LARGE, "too_large", "request body is too large".into(), Value::Null)
+            }
+            AppError::Invalid { field, message } => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "invalid", format!("{field}: {message}"), json!({ "field": field }))
+            }
             AppError::Unavailable => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",
@@ -92,8 +93,9 @@ impl IntoResponse for AppError {
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error".into(), Value::Null)
             }
         };
-        let mut resp = (status, axum::Json(json!({ "error": { "code": code, "message": message, "details": details } })))
-            .into_response();
+        let mut resp =
+            (status, axum::Json(json!({ "error": { "code": code, "message": message, "details": details } })))
+                .into_response();
         if status == StatusCode::SERVICE_UNAVAILABLE {
             resp.headers_mut().insert("Retry-After", axum::http::HeaderValue::from_static("1"));
         }
@@ -127,7 +129,8 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, AppError> {
         let inner = e.into_inner();
         match inner.classify() {
             serde_json::error::Category::Data => {
-                let field = if path == "." { missing_field(&inner.to_string()).unwrap_or_else(|| "body".into()) } else { path };
+                let field =
+                    if path == "." { missing_field(&inner.to_string()).unwrap_or_else(|| "body".into()) } else { path };
                 AppError::invalid(&field, strip_position(&inner.to_string()))
             }
             _ => AppError::BadRequest(format!("malformed JSON: {inner}")),

@@ -8,7 +8,9 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use prometheus::{Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
 use serde_json::json;
 
 use crate::AppState;
@@ -37,24 +39,30 @@ impl Metrics {
     /// Registers every metric.
     pub fn new() -> Metrics {
         let registry = Registry::new_custom(Some("kontor".into()), None).unwrap_or_default();
-        let http_requests =
-            IntCounterVec::new(Opts::new("http_requests_total", "HTTP requests by route and status"), &["method", "route", "status"])
-                .unwrap_or_else(|_| unreachable!());
+        let http_requests = IntCounterVec::new(
+            Opts::new("http_requests_total", "HTTP requests by route and status"),
+            &["method", "route", "status"],
+        )
+        .unwrap_or_else(|_| unreachable!());
         let http_seconds = HistogramVec::new(
-            HistogramOpts::new("http_request_duration_seconds", "HTTP request latency").buckets(vec![
-                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-            ]),
+            HistogramOpts::new("http_request_duration_seconds", "HTTP request latency")
+                .buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5]),
             &["method", "route"],
         )
         .unwrap_or_else(|_| unreachable!());
-        let ingested = IntCounterVec::new(Opts::new("ingest_messages_total", "Inbound messages by channel and result"), &["channel", "result"])
-            .unwrap_or_else(|_| unreachable!());
+        let ingested = IntCounterVec::new(
+            Opts::new("ingest_messages_total", "Inbound messages by channel and result"),
+            &["channel", "result"],
+        )
+        .unwrap_or_else(|_| unreachable!());
         let jobs = IntCounterVec::new(Opts::new("jobs_total", "Job runs by kind and outcome"), &["kind", "outcome"])
             .unwrap_or_else(|_| unreachable!());
-        let queue_depth =
-            IntGaugeVec::new(Opts::new("job_queue_depth", "Jobs by status"), &["status"]).unwrap_or_else(|_| unreachable!());
-        let latest_event_id = IntGauge::new("events_latest_id", "Newest event id this node knows of").unwrap_or_else(|_| unreachable!());
-        let stream_clients = IntGauge::new("event_stream_clients", "Open event streams").unwrap_or_else(|_| unreachable!());
+        let queue_depth = IntGaugeVec::new(Opts::new("job_queue_depth", "Jobs by status"), &["status"])
+            .unwrap_or_else(|_| unreachable!());
+        let latest_event_id =
+            IntGauge::new("events_latest_id", "Newest event id this node knows of").unwrap_or_else(|_| unreachable!());
+        let stream_clients =
+            IntGauge::new("event_stream_clients", "Open event streams").unwrap_or_else(|_| unreachable!());
         let stream_lag = Histogram::with_opts(
             HistogramOpts::new("event_stream_lag_seconds", "Time from event commit to delivery on a live stream")
                 .buckets(vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0]),
@@ -72,7 +80,17 @@ impl Metrics {
         ] {
             let _ = registry.register(c);
         }
-        Metrics { registry, http_requests, http_seconds, ingested, jobs, queue_depth, latest_event_id, stream_clients, stream_lag }
+        Metrics {
+            registry,
+            http_requests,
+            http_seconds,
+            ingested,
+            jobs,
+            queue_depth,
+            latest_event_id,
+            stream_clients,
+            stream_lag,
+        }
     }
 
     /// The text exposition format.
@@ -86,7 +104,8 @@ impl Metrics {
 /// Middleware counting requests by matched route.
 pub async fn track(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let method = req.method().as_str().to_string();
-    let route = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string()).unwrap_or_else(|| "unmatched".into());
+    let route =
+        req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string()).unwrap_or_else(|| "unmatched".into());
     let start = Instant::now();
     let resp = next.run(req).await;
     let m = &state.metrics;
@@ -120,7 +139,8 @@ async fn healthz() -> impl IntoResponse {
 async fn readyz(State(state): State<AppState>) -> Response {
     match state.store.ping().await {
         Ok(()) => Json(json!({ "status": "ready" })).into_response(),
-        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "unavailable", "reason": e.to_string() }))).into_response(),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "unavailable", "reason": e.to_string() })))
+            .into_response(),
     }
 }
 

@@ -66,7 +66,9 @@ async fn run(state: &AppState, job: ClaimedJob) {
     for attempt in 0..30 {
         match state.store.finish_job(job.id, state.node.clone(), outcome.clone(), delivery.clone()).await {
             Ok(_) => return,
-            Err(e) if e.is_unavailable() => tokio::time::sleep(Duration::from_millis(200 * (attempt + 1).min(10))).await,
+            Err(e) if e.is_unavailable() => {
+                tokio::time::sleep(Duration::from_millis(200 * (attempt + 1).min(10))).await
+            }
             Err(e) => {
                 tracing::error!(job_id = job.id, error = %e, "Cannot record job outcome.");
                 return;
@@ -108,7 +110,9 @@ async fn deliver(state: &AppState, job: &ClaimedJob) -> (JobOutcome, Option<Deli
     };
     let customer = match state.store.customer(message.customer_id).await {
         Ok(c) => c,
-        Err(e) => return (JobOutcome::Retry { error: e.to_string(), delay_ms: retry_delay(state, job.attempts) }, None),
+        Err(e) => {
+            return (JobOutcome::Retry { error: e.to_string(), delay_ms: retry_delay(state, job.attempts) }, None)
+        }
     };
     let to = json!({
         "name": customer.name,
@@ -124,9 +128,18 @@ async fn deliver(state: &AppState, job: &ClaimedJob) -> (JobOutcome, Option<Deli
         text: message.text.clone(),
         created_at: message.created_at.clone(),
     };
-    let hook = match ApiWebhook::new(url, cfg.webhook_secret.clone().unwrap_or_default(), Duration::from_secs(cfg.timeout_secs.max(1))) {
+    let hook = match ApiWebhook::new(
+        url,
+        cfg.webhook_secret.clone().unwrap_or_default(),
+        Duration::from_secs(cfg.timeout_secs.max(1)),
+    ) {
         Ok(h) => h,
-        Err(e) => return (JobOutcome::Fail { error: e.to_string() }, Some(update(DeliveryState::Failed, Some(e.to_string()), None))),
+        Err(e) => {
+            return (
+                JobOutcome::Fail { error: e.to_string() },
+                Some(update(DeliveryState::Failed, Some(e.to_string()), None)),
+            )
+        }
     };
     match hook.send(&out, kontor_store::now_us() / 1_000_000).await {
         Ok(receipt) => (JobOutcome::Done, Some(update(DeliveryState::Sent, None, receipt.provider_message_id))),
@@ -135,6 +148,8 @@ async fn deliver(state: &AppState, job: &ClaimedJob) -> (JobOutcome, Option<Deli
             // Applied only if this was the last attempt (then as failed).
             Some(update(DeliveryState::Failed, Some(e), None)),
         ),
-        Err(DeliveryError::Permanent(e)) => (JobOutcome::Fail { error: e.clone() }, Some(update(DeliveryState::Failed, Some(e), None))),
+        Err(DeliveryError::Permanent(e)) => {
+            (JobOutcome::Fail { error: e.clone() }, Some(update(DeliveryState::Failed, Some(e), None)))
+        }
     }
 }

@@ -62,7 +62,9 @@ impl App {
     }
 
     async fn inbound(&self, from: Value, text: &str, pmid: &str) -> Value {
-        let (s, v) = self.call("POST", "/api/v1/inbound", Some(json!({ "from": from, "text": text, "provider_message_id": pmid }))).await;
+        let (s, v) = self
+            .call("POST", "/api/v1/inbound", Some(json!({ "from": from, "text": text, "provider_message_id": pmid })))
+            .await;
         assert_eq!(s, 201, "{v}");
         v
     }
@@ -128,7 +130,11 @@ async fn inbound_threads_by_normalised_address_and_is_idempotent() {
     assert!(b["event_id"].as_i64() > a["event_id"].as_i64());
 
     let (s, again) = app
-        .call("POST", "/api/v1/inbound", Some(json!({ "from": { "phone": "+491701234567" }, "text": "Hallo", "provider_message_id": "p-1" })))
+        .call(
+            "POST",
+            "/api/v1/inbound",
+            Some(json!({ "from": { "phone": "+491701234567" }, "text": "Hallo", "provider_message_id": "p-1" })),
+        )
         .await;
     assert_eq!(s, 200);
     assert_eq!(again["message_id"], a["message_id"]);
@@ -151,9 +157,11 @@ async fn agent_tokens_cannot_administer() {
     let (s, _) = app.call("POST", "/api/v1/teams", Some(json!({ "name": "Schaden" }))).await;
     assert_eq!(s, 409);
     let a = app.inbound(json!({ "email": "x@example.de" }), "Hilfe", "t-1").await;
-    let (s, case) = app.call("PATCH", &format!("/api/v1/cases/{}", a["case_id"]), Some(json!({ "team_id": team["id"] }))).await;
+    let (s, case) =
+        app.call("PATCH", &format!("/api/v1/cases/{}", a["case_id"]), Some(json!({ "team_id": team["id"] }))).await;
     assert_eq!((s, &case["team_id"]), (200, &team["id"]));
-    let (s, case) = app.call("PATCH", &format!("/api/v1/cases/{}", a["case_id"]), Some(json!({ "team_id": null }))).await;
+    let (s, case) =
+        app.call("PATCH", &format!("/api/v1/cases/{}", a["case_id"]), Some(json!({ "team_id": null }))).await;
     assert_eq!((s, &case["team_id"]), (200, &Value::Null));
     let (s, v) = app.call("PATCH", &format!("/api/v1/cases/{}", a["case_id"]), Some(json!({ "team_id": 999 }))).await;
     assert_eq!((s, error_field(&v).as_str()), (422, "team_id"));
@@ -169,7 +177,10 @@ async fn read_sse(resp: reqwest::Response, want: usize, timeout: Duration) -> Ve
             while let Some(end) = buf.find("\n\n") {
                 let frame: String = buf.drain(..end + 2).collect();
                 let id = frame.lines().find_map(|l| l.strip_prefix("id:")).and_then(|v| v.trim().parse().ok());
-                let data = frame.lines().find_map(|l| l.strip_prefix("data:")).and_then(|d| serde_json::from_str(d.trim()).ok());
+                let data = frame
+                    .lines()
+                    .find_map(|l| l.strip_prefix("data:"))
+                    .and_then(|d| serde_json::from_str(d.trim()).ok());
                 if let (Some(id), Some(data)) = (id, data) {
                     out.push((id, data));
                 }
@@ -189,7 +200,12 @@ async fn event_stream_resumes_after_last_event_id_without_gap_or_duplicate() {
     let first = app.inbound(json!({ "email": "s@example.de" }), "eins", "s-0").await;
     let mut ids = Vec::new();
     for i in 1..=5 {
-        ids.push(app.inbound(json!({ "email": "s@example.de" }), &format!("Nachricht {i}"), &format!("s-{i}")).await["event_id"].as_i64().unwrap());
+        ids.push(
+            app.inbound(json!({ "email": "s@example.de" }), &format!("Nachricht {i}"), &format!("s-{i}")).await
+                ["event_id"]
+                .as_i64()
+                .unwrap(),
+        );
     }
     let resp = app
         .http
@@ -272,7 +288,13 @@ async fn reply_is_delivered_to_the_webhook_signed_and_marked_sent() {
     })
     .await;
     let a = app.inbound(json!({ "email": "anna@example.de" }), "Bitte antworten", "w-1").await;
-    let (s, r) = app.call("POST", &format!("/api/v1/cases/{}/replies", a["case_id"]), Some(json!({ "text": "Gern!", "based_on_event_id": a["event_id"] }))).await;
+    let (s, r) = app
+        .call(
+            "POST",
+            &format!("/api/v1/cases/{}/replies", a["case_id"]),
+            Some(json!({ "text": "Gern!", "based_on_event_id": a["event_id"] })),
+        )
+        .await;
     assert_eq!(s, 202, "{r}");
     let m = wait_delivery(&app, &a["case_id"], &r["message_id"], "sent").await;
     assert_eq!(m["provider_message_id"], "ext-2", "first attempt got 503 and was retried");
@@ -295,7 +317,13 @@ async fn permanent_webhook_refusal_fails_the_delivery_at_once() {
     let (url, seen) = webhook(vec![400]).await;
     let app = start(|c| c.api_channel.webhook_url = Some(url)).await;
     let a = app.inbound(json!({ "email": "b@example.de" }), "Frage", "f-1").await;
-    let (_, r) = app.call("POST", &format!("/api/v1/cases/{}/replies", a["case_id"]), Some(json!({ "text": "Antwort", "based_on_event_id": a["event_id"] }))).await;
+    let (_, r) = app
+        .call(
+            "POST",
+            &format!("/api/v1/cases/{}/replies", a["case_id"]),
+            Some(json!({ "text": "Antwort", "based_on_event_id": a["event_id"] })),
+        )
+        .await;
     let m = wait_delivery(&app, &a["case_id"], &r["message_id"], "failed").await;
     assert!(m["delivery_error"].as_str().unwrap_or_default().contains("400"), "{m}");
     assert_eq!(seen.lock().unwrap().len(), 1);
@@ -313,14 +341,25 @@ async fn stale_reply_is_rejected_with_the_newer_messages_until_forced() {
     assert_eq!((s, v["error"]["code"].as_str()), (409, Some("stale")));
     assert_eq!(v["error"]["details"]["newer_messages"][0]["text"], "Hat sich erledigt, danke!");
     assert_eq!(v["error"]["details"]["latest_event_id"], b["event_id"]);
-    let (s, _) = app.call("POST", &path, Some(json!({ "text": "Antwort", "based_on_event_id": a["event_id"], "force": true }))).await;
+    let (s, _) = app
+        .call("POST", &path, Some(json!({ "text": "Antwort", "based_on_event_id": a["event_id"], "force": true })))
+        .await;
     assert_eq!(s, 202);
     // A note by a colleague also makes a view stale.
-    let (s, note) = app.call("POST", &format!("/api/v1/cases/{}/notes", a["case_id"]), Some(json!({ "text": "Kunde angerufen" }))).await;
+    let (s, note) = app
+        .call("POST", &format!("/api/v1/cases/{}/notes", a["case_id"]), Some(json!({ "text": "Kunde angerufen" })))
+        .await;
     assert_eq!(s, 201);
-    let (s, _) = app.call("POST", &path, Some(json!({ "text": "Noch eine", "based_on_event_id": b["event_id"] }))).await;
+    let (s, _) =
+        app.call("POST", &path, Some(json!({ "text": "Noch eine", "based_on_event_id": b["event_id"] }))).await;
     assert_eq!(s, 409);
-    let (s, _) = app.call("POST", &path, Some(json!({ "text": "Noch eine", "based_on_event_id": note["event_id"], "channel": "sms" }))).await;
+    let (s, _) = app
+        .call(
+            "POST",
+            &path,
+            Some(json!({ "text": "Noch eine", "based_on_event_id": note["event_id"], "channel": "sms" })),
+        )
+        .await;
     assert_eq!(s, 422, "no outbound adapter for sms yet");
 }
 

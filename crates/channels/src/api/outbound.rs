@@ -79,11 +79,10 @@ impl ApiWebhook {
             .map_err(|e| DeliveryError::Temporary(format!("webhook unreachable: {e}")))?;
         let status = resp.status();
         if status.is_success() {
-            let provider_message_id = resp
-                .json::<serde_json::Value>()
-                .await
-                .ok()
-                .and_then(|v| v.get("id").map(|id| id.as_str().map(str::to_string).unwrap_or_else(|| id.to_string())));
+            let provider_message_id =
+                resp.json::<serde_json::Value>().await.ok().and_then(|v| {
+                    v.get("id").map(|id| id.as_str().map(str::to_string).unwrap_or_else(|| id.to_string()))
+                });
             return Ok(WebhookReceipt { provider_message_id });
         }
         let text = format!("webhook answered {status}");

@@ -30,7 +30,11 @@ pub struct TeamRequest {
 #[utoipa::path(post, path = "/api/v1/teams", tag = "admin", request_body = TeamRequest,
     responses((status = 201, body = Team), (status = 403, description = "Admins only"), (status = 409, description = "Name taken")),
     security(("bearer" = [])))]
-pub async fn create_team(State(state): State<AppState>, caller: Caller, ApiJson(req): ApiJson<TeamRequest>) -> Result<Response, AppError> {
+pub async fn create_team(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(req): ApiJson<TeamRequest>,
+) -> Result<Response, AppError> {
     caller.require_admin()?;
     let name = req.name.trim().to_string();
     if name.is_empty() {

@@ -15,10 +15,17 @@ use crate::auth::Caller;
 use crate::error::{ApiJson, AppError};
 use crate::AppState;
 
-fn parse_enum<T>(field: &str, raw: Option<&String>, parse: fn(&str) -> Option<T>, allowed: String) -> Result<Option<T>, AppError> {
+fn parse_enum<T>(
+    field: &str,
+    raw: Option<&String>,
+    parse: fn(&str) -> Option<T>,
+    allowed: String,
+) -> Result<Option<T>, AppError> {
     match raw.map(|s| s.trim()).filter(|s| !s.is_empty()) {
         None => Ok(None),
-        Some(s) => parse(s).map(Some).ok_or_else(|| AppError::invalid(field, format!("unknown value {s:?}; allowed: {allowed}"))),
+        Some(s) => parse(s)
+            .map(Some)
+            .ok_or_else(|| AppError::invalid(field, format!("unknown value {s:?}; allowed: {allowed}"))),
     }
 }
 
@@ -48,7 +55,11 @@ pub async fn list(State(state): State<AppState>, _caller: Caller, q: Params) -> 
 #[utoipa::path(get, path = "/api/v1/cases/{id}", tag = "cases", params(("id" = i64, Path)),
     responses((status = 200, body = CaseDetail), (status = 404, description = "No such case")),
     security(("bearer" = [])))]
-pub async fn detail(State(state): State<AppState>, _caller: Caller, Path(id): Path<String>) -> Result<Json<CaseDetail>, AppError> {
+pub async fn detail(
+    State(state): State<AppState>,
+    _caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<CaseDetail>, AppError> {
     let id = path_id(&id, "case")?;
     Ok(Json(state.store.case_detail(id).await?))
 }
@@ -96,7 +107,14 @@ pub async fn patch(
     if let Some(s) = &req.subject {
         check_len("subject", s, 998)?;
     }
-    let patch = CasePatch { status, priority, assignee_id: req.assignee_id, team_id: req.team_id, tags: req.tags, subject: req.subject };
+    let patch = CasePatch {
+        status,
+        priority,
+        assignee_id: req.assignee_id,
+        team_id: req.team_id,
+        tags: req.tags,
+        subject: req.subject,
+    };
     Ok(Json(state.store.patch_case(id, patch).await?))
 }
 
@@ -122,7 +140,8 @@ pub async fn note(
     }
     check_len("text", &req.text, 100_000)?;
     let (message, event_id) = state.store.add_note(id, req.text, None).await?;
-    Ok((StatusCode::CREATED, Json(json!({ "message_id": message.id, "event_id": event_id, "message": message }))).into_response())
+    Ok((StatusCode::CREATED, Json(json!({ "message_id": message.id, "event_id": event_id, "message": message })))
+        .into_response())
 }
 
 /// A reply to the customer.
@@ -172,7 +191,13 @@ pub async fn reply(
         return Err(AppError::invalid("based_on_event_id", "must be ≥ 0"));
     }
     let channel = parse_enum("channel", req.channel.as_ref(), Channel::parse, Channel::allowed())?;
-    let r = NewReply { text: req.text, based_on_event_id: req.based_on_event_id, force: req.force, channel, author_id: None };
+    let r = NewReply {
+        text: req.text,
+        based_on_event_id: req.based_on_event_id,
+        force: req.force,
+        channel,
+        author_id: None,
+    };
     match state.store.reply(id, r, state.deliverable_channels()).await? {
         ReplyOutcome::Queued { message_id, event_id, channel, .. } => {
             state.jobs_ready.notify_one();
@@ -184,7 +209,9 @@ pub async fn reply(
         }
         ReplyOutcome::Stale { events, messages } => {
             let latest = events.last().map(|e| e.id).unwrap_or(req.based_on_event_id);
-            Err(AppError::Stale(json!({ "latest_event_id": latest, "newer_messages": messages, "newer_events": events })))
+            Err(AppError::Stale(
+                json!({ "latest_event_id": latest, "newer_messages": messages, "newer_events": events }),
+            ))
         }
     }
 }

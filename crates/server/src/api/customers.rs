@@ -26,7 +26,11 @@ pub async fn list(State(state): State<AppState>, _caller: Caller, q: Params) -> 
 /// One customer with identities.
 #[utoipa::path(get, path = "/api/v1/customers/{id}", tag = "customers", params(("id" = i64, Path)),
     responses((status = 200, body = Customer), (status = 404, description = "No such customer")), security(("bearer" = [])))]
-pub async fn detail(State(state): State<AppState>, _caller: Caller, Path(id): Path<String>) -> Result<Json<Customer>, AppError> {
+pub async fn detail(
+    State(state): State<AppState>,
+    _caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Customer>, AppError> {
     Ok(Json(state.store.customer(path_id(&id, "customer")?).await?))
 }
 
@@ -60,7 +64,10 @@ pub async fn patch(
             return Err(AppError::invalid("language", "must be a language tag such as de or en"));
         }
     }
-    let patch = CustomerPatch { name: req.name.map(|n| n.trim().to_string()), language: req.language.map(|l| l.to_lowercase()) };
+    let patch = CustomerPatch {
+        name: req.name.map(|n| n.trim().to_string()),
+        language: req.language.map(|l| l.to_lowercase()),
+    };
     Ok(Json(state.store.patch_customer(id, patch).await?))
 }
 

@@ -59,7 +59,9 @@ fn non_empty(s: Option<String>) -> Option<String> {
 
 /// Validates the request into a store input.
 pub fn validate(req: InboundRequest, idempotency_key: Option<String>, region: &str) -> Result<NewInbound, AppError> {
-    let from = req.from.ok_or_else(|| AppError::invalid("from", "is required: {\"email\"}, {\"phone\"} or {\"external_id\"}"))?;
+    let from = req
+        .from
+        .ok_or_else(|| AppError::invalid("from", "is required: {\"email\"}, {\"phone\"} or {\"external_id\"}"))?;
     let given: Vec<(IdentityKind, String, &str)> = [
         (IdentityKind::Email, from.email, "from.email"),
         (IdentityKind::Phone, from.phone, "from.phone"),
@@ -139,7 +141,11 @@ pub async fn inbound(
     let key = match headers.get("idempotency-key") {
         None => None,
         Some(v) => {
-            let k = v.to_str().map_err(|_| AppError::invalid("Idempotency-Key", "must be visible ASCII"))?.trim().to_string();
+            let k = v
+                .to_str()
+                .map_err(|_| AppError::invalid("Idempotency-Key", "must be visible ASCII"))?
+                .trim()
+                .to_string();
             if k.is_empty() || k.len() > 256 {
                 return Err(AppError::invalid("Idempotency-Key", "must have 1 to 256 characters"));
             }

@@ -13,9 +13,17 @@ use crate::AppState;
 #[utoipa::path(get, path = "/api/v1/search", tag = "search",
     params(("q" = String, Query, description = "words; each must match (as a prefix)"), ("limit" = Option<i64>, Query)),
     responses((status = 200, body = SearchResults), (status = 422, description = "q missing")), security(("bearer" = [])))]
-pub async fn search(State(state): State<AppState>, _caller: Caller, q: Params) -> Result<Json<SearchResults>, AppError> {
+pub async fn search(
+    State(state): State<AppState>,
+    _caller: Caller,
+    q: Params,
+) -> Result<Json<SearchResults>, AppError> {
     let p = params(q)?;
-    let query = p.get("q").map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).ok_or_else(|| AppError::invalid("q", "is required"))?;
+    let query = p
+        .get("q")
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| AppError::invalid("q", "is required"))?;
     super::check_len("q", &query, 500)?;
     let limit = int_param(&p, "limit")?.unwrap_or(20);
     Ok(Json(state.store.search(query, limit).await?))

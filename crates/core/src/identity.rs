@@ -80,7 +80,7 @@ fn normalise_email(raw: &str) -> Result<String, IdentityError> {
     let lower = raw.to_lowercase();
     let parsed: email_address::EmailAddress = lower.parse().map_err(|_| IdentityError::Email)?;
     // Display names ("Anna <a@b>") are not accepted here: the address alone is an identity.
-    if parsed.as_str() != lower || !parsed.domain().contains('.') {
+    if parsed.email() != lower || !parsed.domain().contains('.') {
         return Err(IdentityError::Email);
     }
     Ok(lower)

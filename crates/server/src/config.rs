@@ -173,6 +173,7 @@ impl Config {
         kontor_store::StoreSettings {
             reopen_window: std::time::Duration::from_secs(self.reopen_window_hours * 3600),
             default_region: self.default_region.clone(),
+            job_max_attempts: self.jobs.max_attempts,
             ..Default::default()
         }
     }
@@ -187,6 +188,20 @@ mod tests {
         assert_eq!(redact_url("postgres://kontor:geheim@db:5432/k"), "postgres://kontor:***@db:5432/k");
         assert_eq!(redact_url("postgres://postgres@db/k"), "postgres://postgres@db/k");
         assert_eq!(redact_url("sqlite:kontor-data/kontor.db"), "sqlite:kontor-data/kontor.db");
+    }
+
+    #[test]
+    fn environment_variables_override_nested_keys() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("KONTOR_JOBS__POLL_MS", "123");
+            jail.set_env("KONTOR_API_CHANNEL__WEBHOOK_URL", "http://127.0.0.1:9/hook");
+            jail.set_env("KONTOR_BIN", "/not/a/config/key");
+            let c = Config::load(None).map_err(figment::Error::from)?;
+            assert_eq!(c.jobs.poll_ms, 123);
+            assert_eq!(c.api_channel.webhook_url.as_deref(), Some("http://127.0.0.1:9/hook"));
+            assert_eq!(c.store_settings().job_max_attempts, 8);
+            Ok(())
+        });
     }
 
     #[test]

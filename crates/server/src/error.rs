@@ -121,8 +121,33 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     }
 }
 
-/// Parses a JSON body with the API's error mapping.
+/// Where a JSON value holds a string with a NUL character (JSON path), if anywhere.
+fn nul_path(v: &Value, path: &str) -> Option<String> {
+    let here = || if path.is_empty() { "body".to_string() } else { path.to_string() };
+    match v {
+        Value::String(s) if s.contains('\0') => Some(here()),
+        Value::Array(items) => items.iter().enumerate().find_map(|(i, x)| nul_path(x, &format!("{path}[{i}]"))),
+        Value::Object(map) => map.iter().find_map(|(k, x)| {
+            if k.contains('\0') {
+                return Some(here());
+            }
+            nul_path(x, &if path.is_empty() { k.clone() } else { format!("{path}.{k}") })
+        }),
+        _ => None,
+    }
+}
+
+/// Parses a JSON body with the API's error mapping. Strings with NUL characters are refused
+/// (422): no channel sends them and PostgreSQL cannot store them.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, AppError> {
+    // JSON can carry NUL only as the escape \u0000; look closer only if that text occurs.
+    if bytes.windows(6).any(|w| w[0] == b'\\' && w[1] == b'u' && w[2..].iter().all(|b| *b == b'0')) {
+        if let Ok(v) = serde_json::from_slice::<Value>(bytes) {
+            if let Some(field) = nul_path(&v, "") {
+                return Err(AppError::invalid(&field, "must not contain NUL characters"));
+            }
+        }
+    }
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
@@ -170,6 +195,11 @@ mod tests {
             Err(AppError::Invalid { field, .. }) => assert_eq!(field, "n"),
             other => panic!("{other:?}"),
         }
+        match parse_json::<Body>(br#"{"text": "a\u0000b"}"#) {
+            Err(AppError::Invalid { field, .. }) => assert_eq!(field, "text"),
+            other => panic!("{other:?}"),
+        }
+        assert!(parse_json::<Body>(br#"{"text": "a\\u0000b"}"#).is_ok(), "an escaped backslash is not a NUL");
         match parse_json::<Body>(b"{}") {
             Err(AppError::Invalid { field, .. }) => assert_eq!(field, "text"),
             other => panic!("{other:?}"),

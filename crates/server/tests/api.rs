@@ -96,6 +96,8 @@ async fn client_mistakes_get_json_errors_with_the_right_status() {
         (json!({ "from": { "email": "a@b.de" }, "text": 5 }), "text"),
         (json!({ "from": { "email": "a@b.de" }, "text": "x", "case_id": "eins" }), "case_id"),
         (json!({ "from": { "email": "a@b.de", "fax": "1" }, "text": "x" }), "from"),
+        (json!({ "from": { "email": "a@b.de" }, "text": "nul \u{0} byte" }), "text"),
+        (json!({ "from": { "external_id": "a\u{0}b" }, "text": "x" }), "from.external_id"),
     ];
     for (body, field) in table {
         let (s, v) = app.call("POST", "/api/v1/inbound", Some(body.clone())).await;

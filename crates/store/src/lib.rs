@@ -17,7 +17,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 pub use db::{Backend, Conn, Row, Val};
 pub use error::StoreError;
 pub use ops::*;
-pub use writer::Tx;
+pub use writer::{Tx, WriterStats};
 
 use tokio::sync::watch;
 
@@ -44,6 +44,8 @@ pub struct StoreSettings {
     pub read_pool_size: u32,
     /// Most operations committed together in one transaction.
     pub max_batch: usize,
+    /// Attempts a delivery job gets before the dead letter.
+    pub job_max_attempts: i64,
 }
 
 impl Default for StoreSettings {
@@ -53,6 +55,7 @@ impl Default for StoreSettings {
             default_region: "DE".into(),
             read_pool_size: 8,
             max_batch: 512,
+            job_max_attempts: 8,
         }
     }
 }
@@ -97,6 +100,7 @@ struct Inner {
     latest_event: watch::Sender<i64>,
     settings: StoreSettings,
     alive: Arc<()>,
+    counters: Arc<writer::WriterCounters>,
 }
 
 /// Handle to the store; cheap to clone.
@@ -140,7 +144,15 @@ impl Store {
         let (latest_event, _) = watch::channel(latest);
         let (tx, rx) = crossbeam_channel::unbounded();
         let store = Store {
-            inner: Arc::new(Inner { backend, readers, writer: tx, latest_event, settings, alive: Arc::new(()) }),
+            inner: Arc::new(Inner {
+                backend,
+                readers,
+                writer: tx,
+                latest_event,
+                settings,
+                alive: Arc::new(()),
+                counters: Arc::default(),
+            }),
         };
         writer::spawn(
             backend,
@@ -149,6 +161,7 @@ impl Store {
             rx,
             store.inner.latest_event.clone(),
             store.inner.settings.max_batch,
+            store.inner.counters.clone(),
         )?;
         if backend == Backend::Postgres {
             writer::spawn_listener(
@@ -181,6 +194,11 @@ impl Store {
         rx.await.map_err(|_| StoreError::Unavailable("writer stopped".into()))?
     }
 
+    /// Queues a prepared write operation.
+    pub(crate) fn submit(&self, op: Box<dyn writer::WriteOp>) -> Result<(), StoreError> {
+        self.inner.writer.send(op).map_err(|_| StoreError::Unavailable("writer stopped".into()))
+    }
+
     /// Runs `f` with a pooled read connection on a blocking thread.
     pub async fn read<R, F>(&self, f: F) -> Result<R, StoreError>
     where
@@ -204,6 +222,11 @@ impl Store {
     /// Watches the newest committed event id this node knows of.
     pub fn subscribe(&self) -> watch::Receiver<i64> {
         self.inner.latest_event.subscribe()
+    }
+
+    /// What this node's writer has done so far.
+    pub fn writer_stats(&self) -> WriterStats {
+        self.inner.counters.snapshot()
     }
 
     /// The newest committed event id this node knows of.

@@ -1,5 +1,7 @@
 //! The single writer thread with group commit, and the PostgreSQL LISTEN thread.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use fallible_iterator::FallibleIterator;
@@ -16,6 +18,40 @@ pub const EVENTS_CHANNEL: &str = "kontor_events";
 /// With group commit it is taken once per batch, not once per operation.
 const WRITE_LOCK: i64 = 707002;
 
+/// What the writer has done so far (for metrics and tests).
+#[derive(Debug, Default)]
+pub struct WriterCounters {
+    /// Transactions committed or attempted.
+    pub batches: AtomicU64,
+    /// Operations submitted.
+    pub ops: AtomicU64,
+    /// Inbound messages stored by the set-based bulk path.
+    pub bulk_messages: AtomicU64,
+    /// Bulk operations that failed as a whole and were redone one by one.
+    pub bulk_fallbacks: AtomicU64,
+}
+
+/// A snapshot of [`WriterCounters`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriterStats {
+    pub batches: u64,
+    pub ops: u64,
+    pub bulk_messages: u64,
+    pub bulk_fallbacks: u64,
+}
+
+impl WriterCounters {
+    /// The current values.
+    pub fn snapshot(&self) -> WriterStats {
+        WriterStats {
+            batches: self.batches.load(Ordering::Relaxed),
+            ops: self.ops.load(Ordering::Relaxed),
+            bulk_messages: self.bulk_messages.load(Ordering::Relaxed),
+            bulk_fallbacks: self.bulk_fallbacks.load(Ordering::Relaxed),
+        }
+    }
+}
+
 /// A transaction shared by the operations of one group commit.
 pub struct Tx<'a> {
     /// The connection, inside an open transaction.
@@ -30,6 +66,11 @@ impl Tx<'_> {
     /// The backend of the connection.
     pub fn backend(&self) -> Backend {
         self.conn.backend()
+    }
+
+    /// Records that events up to `id` were written by a bulk statement.
+    pub(crate) fn note_event(&mut self, id: i64) {
+        *self.max_event = (*self.max_event).max(id);
     }
 
     /// Appends an event row; returns its id.
@@ -63,6 +104,11 @@ pub trait WriteOp: Send {
     fn apply(&mut self, tx: &mut Tx<'_>) -> bool;
     /// Delivers the result once the transaction's fate is known.
     fn finish(self: Box<Self>, commit: &Result<(), StoreError>);
+    /// An inbound message that may be stored together with others in one bulk operation
+    /// (`Err(self)` for anything else).
+    fn into_bulk_ingest(self: Box<Self>) -> Result<Box<crate::ops::IngestOp>, Box<dyn WriteOp>>;
+    /// After a failed `apply`: the parts to run one by one instead (`Err(self)` if it has none).
+    fn split(self: Box<Self>) -> Result<Vec<Box<dyn WriteOp>>, Box<dyn WriteOp>>;
 }
 
 /// A write operation with a typed result.
@@ -81,8 +127,8 @@ impl<R, F> Op<R, F> {
 
 impl<R, F> WriteOp for Op<R, F>
 where
-    R: Send,
-    F: FnOnce(&mut Tx<'_>) -> Result<R, StoreError> + Send,
+    R: Send + 'static,
+    F: FnOnce(&mut Tx<'_>) -> Result<R, StoreError> + Send + 'static,
 {
     fn apply(&mut self, tx: &mut Tx<'_>) -> bool {
         let Some(f) = self.f.take() else { return false };
@@ -102,6 +148,14 @@ where
         };
         let _ = self.reply.send(result);
     }
+
+    fn into_bulk_ingest(self: Box<Self>) -> Result<Box<crate::ops::IngestOp>, Box<dyn WriteOp>> {
+        Err(self)
+    }
+
+    fn split(self: Box<Self>) -> Result<Vec<Box<dyn WriteOp>>, Box<dyn WriteOp>> {
+        Err(self)
+    }
 }
 
 pub(crate) fn spawn(
@@ -111,10 +165,11 @@ pub(crate) fn spawn(
     rx: crossbeam_channel::Receiver<Box<dyn WriteOp>>,
     latest: watch::Sender<i64>,
     max_batch: usize,
+    counters: Arc<WriterCounters>,
 ) -> Result<(), StoreError> {
     std::thread::Builder::new()
         .name("kontor-writer".into())
-        .spawn(move || writer_loop(backend, url, Some(conn), rx, latest, max_batch.max(1)))
+        .spawn(move || writer_loop(backend, url, Some(conn), rx, latest, max_batch.max(1), counters))
         .map(|_| ())
         .map_err(|e| StoreError::Database(format!("cannot start writer: {e}")))
 }
@@ -126,6 +181,7 @@ fn writer_loop(
     rx: crossbeam_channel::Receiver<Box<dyn WriteOp>>,
     latest: watch::Sender<i64>,
     max_batch: usize,
+    counters: Arc<WriterCounters>,
 ) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
@@ -135,6 +191,9 @@ fn writer_loop(
                 Err(_) => break,
             }
         }
+        counters.ops.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        counters.batches.fetch_add(1, Ordering::Relaxed);
+        let batch = group_ingests(batch, &counters);
         if conn.as_ref().is_none_or(|c| c.is_broken()) {
             conn = match Conn::open(backend, &url) {
                 Ok(c) => Some(c),
@@ -147,9 +206,9 @@ fn writer_loop(
             };
         }
         let Some(c) = conn.as_mut() else { continue };
-        let (result, max_event) = run_batch(c, &mut batch);
+        let (result, max_event, done) = run_batch(c, batch, &counters);
         if let Err(e) = &result {
-            tracing::warn!(error = %e, ops = batch.len(), "Group commit failed.");
+            tracing::warn!(error = %e, ops = done.len(), "Group commit failed.");
             if e.is_unavailable() || c.is_broken() {
                 conn = None;
             }
@@ -159,35 +218,77 @@ fn writer_loop(
         if result.is_ok() && max_event > 0 {
             bump(&latest, max_event);
         }
-        batch.into_iter().for_each(|op| op.finish(&result));
+        done.into_iter().for_each(|op| op.finish(&result));
     }
 }
 
-fn run_batch(c: &mut Conn, batch: &mut [Box<dyn WriteOp>]) -> (Result<(), StoreError>, i64) {
+/// Puts the inbound messages of a batch into one bulk operation (if there are several).
+fn group_ingests(batch: Vec<Box<dyn WriteOp>>, counters: &WriterCounters) -> Vec<Box<dyn WriteOp>> {
+    let mut ops: Vec<Box<dyn WriteOp>> = Vec::with_capacity(batch.len());
+    let mut ingests = Vec::new();
+    for op in batch {
+        match op.into_bulk_ingest() {
+            Ok(i) => ingests.push(i),
+            Err(op) => ops.push(op),
+        }
+    }
+    match ingests.len() {
+        0 => {}
+        1 => ops.extend(ingests.into_iter().map(|i| i as Box<dyn WriteOp>)),
+        n => {
+            counters.bulk_messages.fetch_add(n as u64, Ordering::Relaxed);
+            ops.push(Box::new(crate::ops::BulkIngest::new(ingests)))
+        }
+    }
+    ops
+}
+
+/// Runs the operations in one transaction; returns the commit result, the newest event id
+/// written, and the operations to finish (bulk operations that failed come back split).
+fn run_batch(
+    c: &mut Conn,
+    ops: Vec<Box<dyn WriteOp>>,
+    counters: &WriterCounters,
+) -> (Result<(), StoreError>, i64, Vec<Box<dyn WriteOp>>) {
     let begin = match c.backend() {
         Backend::Sqlite => "BEGIN IMMEDIATE".to_string(),
         Backend::Postgres => format!("BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK})"),
     };
     if let Err(e) = c.batch(&begin) {
         let _ = c.batch("ROLLBACK");
-        return (Err(e), 0);
+        return (Err(e), 0, ops);
     }
     let mut max_event = 0i64;
     // On PostgreSQL the write lock is already held.
     let mut event_lock = c.backend() == Backend::Postgres;
     let now = crate::now_us();
-    let single = batch.len() == 1;
-    for op in batch.iter_mut() {
+    let mut done: Vec<Box<dyn WriteOp>> = Vec::with_capacity(ops.len());
+    let single = ops.len() == 1;
+    let mut queue: std::collections::VecDeque<Box<dyn WriteOp>> = ops.into();
+    while let Some(mut op) = queue.pop_front() {
         // A failing operation must not take the others down: each runs in a savepoint
         // (skipped when it is alone, where a rollback of the whole transaction does the same).
         if !single {
             if let Err(e) = c.batch("SAVEPOINT op") {
                 let _ = c.batch("ROLLBACK");
-                return (Err(e), 0);
+                done.push(op);
+                done.extend(queue);
+                return (Err(e), 0, done);
             }
         }
         let before = max_event;
         let ok = op.apply(&mut Tx { conn: c, now, max_event: &mut max_event, event_lock: &mut event_lock });
+        if single && !ok {
+            let _ = c.batch("ROLLBACK");
+            return match op.split() {
+                // A bulk operation failed as a whole: run its parts one by one.
+                Ok(parts) => {
+                    counters.bulk_fallbacks.fetch_add(1, Ordering::Relaxed);
+                    run_batch(c, parts, counters)
+                }
+                Err(op) => (Ok(()), 0, vec![op]),
+            };
+        }
         let step = if single {
             Ok(())
         } else if ok {
@@ -198,24 +299,33 @@ fn run_batch(c: &mut Conn, batch: &mut [Box<dyn WriteOp>]) -> (Result<(), StoreE
         };
         if let Err(e) = step {
             let _ = c.batch("ROLLBACK");
-            return (Err(e), 0);
+            done.push(op);
+            done.extend(queue);
+            return (Err(e), 0, done);
         }
-        if single && !ok {
-            let _ = c.batch("ROLLBACK");
-            return (Ok(()), 0);
+        if ok {
+            done.push(op);
+        } else {
+            match op.split() {
+                Ok(parts) => {
+                    counters.bulk_fallbacks.fetch_add(1, Ordering::Relaxed);
+                    parts.into_iter().rev().for_each(|p| queue.push_front(p))
+                }
+                Err(op) => done.push(op),
+            }
         }
     }
     if max_event > 0 && c.backend() == Backend::Postgres {
         if let Err(e) = c.query("SELECT pg_notify(?, ?)", &params![EVENTS_CHANNEL, max_event.to_string()]) {
             let _ = c.batch("ROLLBACK");
-            return (Err(e), 0);
+            return (Err(e), 0, done);
         }
     }
     match c.batch("COMMIT") {
-        Ok(()) => (Ok(()), max_event),
+        Ok(()) => (Ok(()), max_event, done),
         Err(e) => {
             let _ = c.batch("ROLLBACK");
-            (Err(e), 0)
+            (Err(e), 0, done)
         }
     }
 }

@@ -242,6 +242,12 @@ conformance! {
     check_concurrent_ingests_are_all_stored_once(store) =>
         concurrent_ingests_are_all_stored_once_on_sqlite,
         concurrent_ingests_are_all_stored_once_on_postgres;
+    check_one_batch_of_inbound_messages_follows_the_single_message_rules(store) =>
+        one_batch_of_inbound_messages_follows_the_single_message_rules_on_sqlite,
+        one_batch_of_inbound_messages_follows_the_single_message_rules_on_postgres;
+    check_a_failing_bulk_batch_is_redone_message_by_message(store) =>
+        a_failing_bulk_batch_is_redone_message_by_message_on_sqlite,
+        a_failing_bulk_batch_is_redone_message_by_message_on_postgres;
     check_failing_write_does_not_affect_others_in_its_group_commit(store) =>
         failing_write_does_not_affect_others_in_its_group_commit_on_sqlite,
         failing_write_does_not_affect_others_in_its_group_commit_on_postgres;
@@ -1047,6 +1053,177 @@ async fn check_concurrent_ingests_are_all_stored_once(store: &Store) {
         assert_eq!(*b, InboundReceipt { created: false, ..*a });
     }
     assert_eq!(event_count(store).await, events.len(), "duplicates append nothing");
+}
+
+/// Inbound messages that arrive together are stored by one bulk operation; the outcome must
+/// be what storing them one by one would give: threading, re-opening, duplicates inside the
+/// batch and against earlier messages, events in order, search index.
+async fn check_one_batch_of_inbound_messages_follows_the_single_message_rules(store: &Store) {
+    let keyed = |from: &str, text: &str, key: &str| NewInbound {
+        provider_message_id: Some(key.to_string()),
+        name: Some(format!("Name {from}")),
+        subject: Some(format!("Betreff {key}")),
+        ..inbound(from, text)
+    };
+    // Before: A has an open case, R a resolved one, C a closed one.
+    let a0 = store.ingest(keyed("a@example.de", "A erste", "pre-a")).await.expect("a");
+    let r0 = store.ingest(keyed("r@example.de", "R erste", "pre-r")).await.expect("r");
+    store
+        .patch_case(r0.case_id, CasePatch { status: Some(CaseStatus::Resolved), ..Default::default() })
+        .await
+        .expect("resolve");
+    let c0 = store.ingest(keyed("c@example.de", "C erste", "pre-c")).await.expect("c");
+    store
+        .patch_case(c0.case_id, CasePatch { status: Some(CaseStatus::Closed), ..Default::default() })
+        .await
+        .expect("close");
+    let before = all_events(store).await.last().map(|e| e.id).unwrap_or(0);
+    let stats_before = store.writer_stats();
+
+    // Park the writer so that everything below lands in one batch.
+    let parked = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            store
+                .write(|_tx| {
+                    std::thread::sleep(Duration::from_millis(300));
+                    Ok(())
+                })
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let batch = vec![
+        keyed("a@example.de", "A erste", "pre-a"), // 0: duplicate of an earlier message
+        keyed("n@example.de", "Neukundin Wärmepumpe", "n-1"), // 1: new customer
+        keyed("n@example.de", "Neukundin zweite", "n-2"), // 2: same new customer
+        keyed("n@example.de", "Neukundin Wärmepumpe", "n-1"), // 3: duplicate inside the batch
+        keyed("a@example.de", "A zweite", "a-2"),  // 4: existing open case
+        keyed("r@example.de", "R zweite", "r-2"),  // 5: re-opens the resolved case
+        inbound("c@example.de", "C zweite ohne Schlüssel"), // 6: closed case: a new one
+        NewInbound { idempotency_key: Some("idem-7".into()), ..inbound("k@example.de", "mit Idempotency-Key") },
+    ];
+    // Submitted in this order (polling a future once queues it), so "first" is well defined.
+    let mut pending: Vec<_> = batch.iter().cloned().map(|m| Box::pin(store.ingest(m))).collect();
+    for p in pending.iter_mut() {
+        submit(p).await;
+    }
+    let mut got = Vec::new();
+    for p in pending {
+        got.push(p.await.expect("ingest"));
+    }
+    parked.await.expect("task").expect("parked write");
+    let stats = store.writer_stats();
+    assert_eq!(stats.bulk_messages - stats_before.bulk_messages, 8, "the batch went through the bulk path");
+    assert_eq!(stats.bulk_fallbacks, stats_before.bulk_fallbacks, "the bulk path did not fall back");
+
+    assert_eq!(got[0], InboundReceipt { created: false, ..a0 });
+    assert!(got[1].created && got[2].created && got[4].created && got[5].created && got[6].created && got[7].created);
+    assert_eq!((got[1].customer_id, got[1].case_id), (got[2].customer_id, got[2].case_id));
+    assert_eq!(got[3], InboundReceipt { created: false, ..got[1] });
+    assert_ne!(got[1].customer_id, a0.customer_id);
+    assert_eq!((got[4].customer_id, got[4].case_id), (a0.customer_id, a0.case_id));
+    assert_eq!(got[5].case_id, r0.case_id);
+    assert_ne!(got[6].case_id, c0.case_id);
+    assert_eq!(got[6].customer_id, c0.customer_id);
+
+    let events: Vec<_> = all_events(store).await.into_iter().filter(|e| e.id > before).collect();
+    assert!(events.windows(2).all(|w| w[0].id < w[1].id));
+    let received: Vec<_> = events.iter().filter(|e| e.kind == "message.received").collect();
+    assert_eq!(received.len(), 6, "one message.received per stored message");
+    for r in got.iter().filter(|r| r.created) {
+        let e = events.iter().find(|e| e.id == r.event_id).expect("receipt event exists");
+        assert_eq!(e.kind, "message.received");
+        assert_eq!(e.payload["message"]["id"], r.message_id);
+        assert_eq!(e.case_id, Some(r.case_id));
+    }
+    let first_of = |kind: &str, customer: i64| {
+        events.iter().find(|e| e.kind == kind && e.customer_id == Some(customer)).map(|e| e.id).expect(kind)
+    };
+    let n = got[1].customer_id;
+    assert!(first_of("customer.created", n) < first_of("case.created", n));
+    assert!(first_of("case.created", n) < got[1].event_id);
+    assert!(got[1].event_id < got[2].event_id, "messages keep their order");
+    let reopened =
+        events.iter().find(|e| e.kind == "case.updated" && e.case_id == Some(r0.case_id)).expect("re-open event");
+    assert!(reopened.id < got[5].event_id);
+
+    let n_case = store.case_detail(got[1].case_id).await.expect("case");
+    assert_eq!(n_case.case.status, CaseStatus::Open);
+    assert_eq!(n_case.case.last_event_id, got[2].event_id);
+    assert_eq!(n_case.case.subject.as_deref(), Some("Betreff n-1"));
+    assert_eq!(n_case.customer.name.as_deref(), Some("Name n@example.de"));
+    assert_eq!(
+        n_case.messages.iter().map(|m| m.text.as_str()).collect::<Vec<_>>(),
+        ["Neukundin Wärmepumpe", "Neukundin zweite"]
+    );
+    assert_eq!(store.case_detail(r0.case_id).await.expect("case").case.status, CaseStatus::Open);
+
+    let hits = store.search("Wärmepumpe".into(), 10).await.expect("search");
+    assert_eq!(hits.messages.len(), 1, "bulk-stored messages are indexed once");
+    assert_eq!(hits.messages[0].message_id, got[1].message_id);
+
+    // And the same batch again is all duplicates.
+    let again: Vec<_> = batch
+        .into_iter()
+        .map(|m| {
+            let store = store.clone();
+            tokio::spawn(async move { store.ingest(m).await })
+        })
+        .collect();
+    for (i, p) in again.into_iter().enumerate() {
+        let r = p.await.expect("task").expect("ingest");
+        if i != 6 {
+            assert!(!r.created, "item {i} is a duplicate");
+        }
+    }
+}
+
+/// If the bulk statements fail (here: PostgreSQL refuses a NUL character in text), the batch
+/// is redone message by message and only the offending message fails.
+async fn check_a_failing_bulk_batch_is_redone_message_by_message(store: &Store) {
+    let stats_before = store.writer_stats();
+    let parked = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            store
+                .write(|_tx| {
+                    std::thread::sleep(Duration::from_millis(200));
+                    Ok(())
+                })
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let batch = vec![
+        inbound("ok1@example.de", "gut eins"),
+        inbound("nul@example.de", "kaputt \u{0} hier"),
+        inbound("ok2@example.de", "gut zwei"),
+    ];
+    let mut pending: Vec<_> = batch.into_iter().map(|m| Box::pin(store.ingest(m))).collect();
+    for p in pending.iter_mut() {
+        submit(p).await;
+    }
+    let mut got = Vec::new();
+    for p in pending {
+        got.push(p.await);
+    }
+    parked.await.expect("task").expect("parked write");
+    let stats = store.writer_stats();
+    assert!(got[0].is_ok() && got[2].is_ok(), "{got:?}");
+    assert_eq!(stats.bulk_messages - stats_before.bulk_messages, 3);
+    match store.backend() {
+        Backend::Postgres => {
+            assert!(got[1].is_err(), "PostgreSQL refuses NUL in text");
+            assert_eq!(stats.bulk_fallbacks - stats_before.bulk_fallbacks, 1);
+            let events = all_events(store).await;
+            assert_eq!(events.iter().filter(|e| e.kind == "message.received").count(), 2);
+        }
+        Backend::Sqlite => {
+            assert!(got[1].is_ok(), "SQLite stores NUL in text");
+            assert_eq!(stats.bulk_fallbacks, stats_before.bulk_fallbacks);
+        }
+    }
 }
 
 async fn check_failing_write_does_not_affect_others_in_its_group_commit(store: &Store) {

@@ -193,7 +193,8 @@ impl Store {
         r: NewReply,
         deliverable: Vec<Channel>,
     ) -> Result<ReplyOutcome, StoreError> {
-        self.write(move |tx| reply_in(tx, case_id, &r, &deliverable)).await
+        let attempts = self.settings().job_max_attempts.max(1);
+        self.write(move |tx| reply_in(tx, case_id, &r, &deliverable, attempts)).await
     }
 
     /// Creates a team.
@@ -304,7 +305,13 @@ fn patch_case_in(tx: &mut Tx<'_>, id: i64, p: &CasePatch) -> Result<Case, StoreE
     load_case(tx.conn, id)
 }
 
-fn reply_in(tx: &mut Tx<'_>, case_id: i64, r: &NewReply, deliverable: &[Channel]) -> Result<ReplyOutcome, StoreError> {
+fn reply_in(
+    tx: &mut Tx<'_>,
+    case_id: i64,
+    r: &NewReply,
+    deliverable: &[Channel],
+    max_attempts: i64,
+) -> Result<ReplyOutcome, StoreError> {
     let case = load_case(tx.conn, case_id)?;
     if !r.force {
         let rows = tx.conn.query(
@@ -372,6 +379,6 @@ fn reply_in(tx: &mut Tx<'_>, case_id: i64, r: &NewReply, deliverable: &[Channel]
         "UPDATE cases SET updated_at = ?, last_message_at = ?, last_event_id = ?, first_response_at = COALESCE(first_response_at, ?) WHERE id = ?",
         &params![now, now, event_id, now, case_id],
     )?;
-    let job_id = enqueue(tx, "outbound", "deliver_message", &json!({ "message_id": message_id }), 8, 0)?;
+    let job_id = enqueue(tx, "outbound", "deliver_message", &json!({ "message_id": message_id }), max_attempts, 0)?;
     Ok(ReplyOutcome::Queued { message_id, event_id, job_id, channel })
 }

@@ -6,8 +6,12 @@ use serde_json::json;
 
 use super::customers::find_or_create_customer;
 use super::load_case;
-use crate::writer::Tx;
-use crate::{params, Store, StoreError};
+use std::collections::HashMap;
+
+use tokio::sync::oneshot;
+
+use crate::writer::{Tx, WriteOp};
+use crate::{params, Store, StoreError, Val};
 
 /// A validated inbound message from any channel.
 #[derive(Debug, Clone)]
@@ -46,9 +50,436 @@ impl Store {
     /// idempotency key on the same channel) returns the first message's ids with
     /// `created: false` and changes nothing.
     pub async fn ingest(&self, msg: NewInbound) -> Result<InboundReceipt, StoreError> {
-        let window = self.settings().reopen_window.as_micros() as i64;
-        self.write(move |tx| ingest_in(tx, &msg, window)).await
+        let window_us = self.settings().reopen_window.as_micros() as i64;
+        let (reply, rx) = oneshot::channel();
+        self.submit(Box::new(IngestOp { msg, window_us, out: None, reply }))?;
+        rx.await.map_err(|_| StoreError::Unavailable("writer stopped".into()))?
     }
+}
+
+/// One inbound message queued for the writer.
+pub struct IngestOp {
+    msg: NewInbound,
+    window_us: i64,
+    out: Option<Result<InboundReceipt, StoreError>>,
+    reply: oneshot::Sender<Result<InboundReceipt, StoreError>>,
+}
+
+impl WriteOp for IngestOp {
+    fn apply(&mut self, tx: &mut Tx<'_>) -> bool {
+        let r = ingest_in(tx, &self.msg, self.window_us);
+        let ok = r.is_ok();
+        self.out = Some(r);
+        ok
+    }
+
+    fn finish(self: Box<Self>, commit: &Result<(), StoreError>) {
+        let result = match (self.out, commit) {
+            (Some(Err(e)), _) => Err(e),
+            (Some(Ok(r)), Ok(())) => Ok(r),
+            (_, Err(e)) => Err(e.clone()),
+            (None, Ok(())) => Err(StoreError::Database("inbound message was not stored".into())),
+        };
+        let _ = self.reply.send(result);
+    }
+
+    /// Messages for an explicit case take the single path (their checks may refuse them).
+    fn into_bulk_ingest(self: Box<Self>) -> Result<Box<IngestOp>, Box<dyn WriteOp>> {
+        if self.msg.case_id.is_none() {
+            Ok(self)
+        } else {
+            Err(self)
+        }
+    }
+
+    fn split(self: Box<Self>) -> Result<Vec<Box<dyn WriteOp>>, Box<dyn WriteOp>> {
+        Err(self)
+    }
+}
+
+/// Several inbound messages stored with set-based statements: a handful of round trips per
+/// batch instead of per message. If it fails, the writer runs the messages one by one.
+pub struct BulkIngest {
+    items: Vec<Box<IngestOp>>,
+}
+
+impl BulkIngest {
+    pub(crate) fn new(items: Vec<Box<IngestOp>>) -> Self {
+        BulkIngest { items }
+    }
+}
+
+impl WriteOp for BulkIngest {
+    fn apply(&mut self, tx: &mut Tx<'_>) -> bool {
+        let window = self.items.first().map(|i| i.window_us).unwrap_or(0);
+        let msgs: Vec<&NewInbound> = self.items.iter().map(|i| &i.msg).collect();
+        match ingest_many(tx, &msgs, window) {
+            Ok(receipts) => {
+                for (item, r) in self.items.iter_mut().zip(receipts) {
+                    item.out = Some(Ok(r));
+                }
+                true
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, n = self.items.len(), "Bulk ingest failed; storing one by one.");
+                false
+            }
+        }
+    }
+
+    fn finish(self: Box<Self>, commit: &Result<(), StoreError>) {
+        for item in self.items {
+            item.finish(commit);
+        }
+    }
+
+    fn into_bulk_ingest(self: Box<Self>) -> Result<Box<IngestOp>, Box<dyn WriteOp>> {
+        Err(self)
+    }
+
+    fn split(self: Box<Self>) -> Result<Vec<Box<dyn WriteOp>>, Box<dyn WriteOp>> {
+        Ok(self
+            .items
+            .into_iter()
+            .map(|mut i| {
+                i.out = None;
+                i as Box<dyn WriteOp>
+            })
+            .collect())
+    }
+}
+
+/// The idempotency key of a message on its channel.
+fn key_of(m: &NewInbound) -> Option<String> {
+    m.provider_message_id
+        .as_deref()
+        .map(|p| format!("p:{p}"))
+        .or_else(|| m.idempotency_key.as_deref().map(|k| format!("k:{k}")))
+}
+
+/// `(?, ?, ...), (?, ...)` for `rows` rows of `cols` placeholders.
+fn value_rows(rows: usize, cols: usize) -> String {
+    let one = format!("({})", vec!["?"; cols].join(", "));
+    vec![one; rows].join(", ")
+}
+
+/// Returned ids must be strictly increasing, i.e. in the order of the VALUES rows.
+fn ids_in_order(rows: &[crate::Row], want: usize) -> Result<Vec<i64>, StoreError> {
+    let ids: Vec<i64> = rows.iter().map(|r| r.i64(0)).collect();
+    if ids.len() != want || ids.windows(2).any(|w| w[0] >= w[1]) {
+        return Err(StoreError::Database("multi-row insert returned ids out of order".into()));
+    }
+    Ok(ids)
+}
+
+/// The bulk path of `ingest_in` for messages without an explicit case. Same rules, same
+/// events, in the same order per message.
+fn ingest_many(tx: &mut Tx<'_>, items: &[&NewInbound], window_us: i64) -> Result<Vec<InboundReceipt>, StoreError> {
+    let now = tx.now;
+    let n = items.len();
+    let keys: Vec<Option<String>> = items.iter().map(|m| key_of(m)).collect();
+
+    // 1. Keys seen before, and duplicates inside this batch.
+    let mut known: HashMap<(String, String), InboundReceipt> = HashMap::new();
+    let keyed: Vec<(String, String)> = items
+        .iter()
+        .zip(&keys)
+        .filter_map(|(m, k)| k.as_ref().map(|k| (m.channel.as_str().to_string(), k.clone())))
+        .collect();
+    if !keyed.is_empty() {
+        let sql = format!(
+            "SELECT channel, idem_key, message_id, case_id, customer_id, event_id FROM inbound_keys \
+             WHERE (channel, idem_key) IN (VALUES {})",
+            value_rows(keyed.len(), 2)
+        );
+        let p: Vec<Val> = keyed.iter().flat_map(|(c, k)| [Val::from(c.as_str()), Val::from(k.as_str())]).collect();
+        for r in tx.conn.query(&sql, &p)? {
+            known.insert(
+                (r.text(0), r.text(1)),
+                InboundReceipt {
+                    message_id: r.i64(2),
+                    case_id: r.i64(3),
+                    customer_id: r.i64(4),
+                    event_id: r.i64(5),
+                    created: false,
+                },
+            );
+        }
+    }
+    // For each item: Err(index of the first item with the same key) or Ok(()) to store it.
+    let mut first_with_key: HashMap<(String, String), usize> = HashMap::new();
+    let mut dup_of: Vec<Option<usize>> = vec![None; n];
+    for (i, (m, k)) in items.iter().zip(&keys).enumerate() {
+        if let Some(k) = k {
+            let kk = (m.channel.as_str().to_string(), k.clone());
+            if known.contains_key(&kk) {
+                continue;
+            }
+            match first_with_key.get(&kk) {
+                Some(j) => dup_of[i] = Some(*j),
+                None => {
+                    first_with_key.insert(kk, i);
+                }
+            }
+        }
+    }
+    let is_new = |i: usize| -> bool {
+        dup_of[i].is_none()
+            && keys[i].as_ref().is_none_or(|k| !known.contains_key(&(items[i].channel.as_str().to_string(), k.clone())))
+    };
+
+    // 2. Customers by identity, creating the unknown ones.
+    let mut owners: HashMap<(&'static str, String), (i64, bool)> = HashMap::new();
+    {
+        let mut wanted: Vec<(&'static str, &str)> = (0..n)
+            .filter(|i| is_new(*i))
+            .map(|i| (items[i].from_kind.as_str(), items[i].from_address.as_str()))
+            .collect();
+        wanted.sort();
+        wanted.dedup();
+        if !wanted.is_empty() {
+            let sql = format!(
+                "SELECT i.kind, i.address, i.customer_id, c.name IS NOT NULL FROM identities i \
+                 JOIN customers c ON c.id = i.customer_id WHERE (i.kind, i.address) IN (VALUES {})",
+                value_rows(wanted.len(), 2)
+            );
+            let p: Vec<Val> = wanted.iter().flat_map(|(k, a)| [Val::from(*k), Val::from(*a)]).collect();
+            for r in tx.conn.query(&sql, &p)? {
+                if let Some(kind) = IdentityKind::parse(&r.text(0)) {
+                    owners.insert((kind.as_str(), r.text(1)), (r.i64(2), r.i64(3) != 0));
+                }
+            }
+        }
+    }
+    let mut customer_of: Vec<i64> = vec![0; n];
+    for i in (0..n).filter(|i| is_new(*i)) {
+        let m = items[i];
+        let key = (m.from_kind.as_str(), m.from_address.clone());
+        match owners.get(&key).copied() {
+            Some((cid, has_name)) => {
+                if !has_name && m.name.is_some() {
+                    // Same rule as the single path: a name fills in a nameless customer.
+                    find_or_create_customer(tx, m.from_kind, &m.from_address, m.name.as_deref())?;
+                    owners.insert(key, (cid, true));
+                }
+                customer_of[i] = cid;
+            }
+            None => {
+                let (cid, _) = find_or_create_customer(tx, m.from_kind, &m.from_address, m.name.as_deref())?;
+                owners.insert(key, (cid, m.name.is_some()));
+                customer_of[i] = cid;
+            }
+        }
+    }
+
+    // 3. Cases: the customers' candidates, then the same choice as the single path.
+    let mut candidates: HashMap<i64, Vec<CaseCandidate>> = HashMap::new();
+    {
+        let mut cids: Vec<i64> = (0..n).filter(|i| is_new(*i)).map(|i| customer_of[i]).collect();
+        cids.sort_unstable();
+        cids.dedup();
+        if !cids.is_empty() {
+            let sql = format!(
+                "SELECT id, customer_id, status, updated_at FROM cases WHERE customer_id IN ({}) \
+                 AND status IN ('open', 'pending', 'resolved')",
+                vec!["?"; cids.len()].join(", ")
+            );
+            let p: Vec<Val> = cids.iter().map(|c| Val::from(*c)).collect();
+            for r in tx.conn.query(&sql, &p)? {
+                candidates.entry(r.i64(1)).or_default().push(CaseCandidate {
+                    id: r.i64(0),
+                    status: CaseStatus::parse(&r.text(2)).unwrap_or(CaseStatus::Open),
+                    updated_at_us: r.i64(3),
+                });
+            }
+        }
+    }
+    let mut case_of: Vec<i64> = vec![0; n];
+    for i in (0..n).filter(|i| is_new(*i)) {
+        let m = items[i];
+        let cid = customer_of[i];
+        let cands = candidates.entry(cid).or_default();
+        let case_id = match choose_case(cands, now, window_us) {
+            Threading::Append(id) => id,
+            Threading::Reopen(id) => {
+                reopen(tx, id, cid)?;
+                if let Some(c) = cands.iter_mut().find(|c| c.id == id) {
+                    c.status = CaseStatus::Open;
+                    c.updated_at_us = now;
+                }
+                id
+            }
+            Threading::New => {
+                let id = new_case(tx, cid, m)?;
+                cands.push(CaseCandidate { id, status: CaseStatus::Open, updated_at_us: now });
+                id
+            }
+        };
+        // Later messages of this batch go to the same case.
+        if let Some(c) = cands.iter_mut().find(|c| c.id == case_id) {
+            c.updated_at_us = now;
+        }
+        case_of[i] = case_id;
+    }
+
+    // 4. Messages, in one statement.
+    let stored: Vec<usize> = (0..n).filter(|i| is_new(*i)).collect();
+    let mut messages: Vec<Message> = Vec::with_capacity(stored.len());
+    if !stored.is_empty() {
+        let sql = format!(
+            "INSERT INTO messages (case_id, customer_id, direction, internal, channel, subject, text, html, attachments, \
+             provider_message_id, author_id, delivery_state, created_at) VALUES {} RETURNING id",
+            value_rows(stored.len(), 13)
+        );
+        let mut p: Vec<Val> = Vec::with_capacity(stored.len() * 13);
+        for &i in &stored {
+            let m = items[i];
+            let attachments = serde_json::to_string(&m.attachments).unwrap_or_else(|_| "[]".into());
+            p.extend(params![
+                case_of[i],
+                customer_of[i],
+                "in",
+                false,
+                m.channel.as_str(),
+                m.subject.as_deref(),
+                m.text.as_str(),
+                m.html.as_deref(),
+                attachments,
+                m.provider_message_id.as_deref(),
+                Val::Null,
+                Val::Null,
+                now
+            ]);
+        }
+        let ids = ids_in_order(&tx.conn.query(&sql, &p)?, stored.len())?;
+        for (&i, id) in stored.iter().zip(ids) {
+            let m = items[i];
+            messages.push(Message {
+                id,
+                case_id: case_of[i],
+                customer_id: customer_of[i],
+                direction: Direction::In,
+                internal: false,
+                channel: m.channel,
+                subject: m.subject.clone(),
+                text: m.text.clone(),
+                html: m.html.clone(),
+                attachments: m.attachments.clone(),
+                provider_message_id: m.provider_message_id.clone(),
+                author_id: None,
+                delivery_state: None,
+                delivery_error: None,
+                created_at: crate::format_ts(now),
+            });
+        }
+        if tx.backend() == crate::Backend::Sqlite {
+            let sql =
+                format!("INSERT INTO messages_fts (rowid, subject, text) VALUES {}", value_rows(messages.len(), 3));
+            let p: Vec<Val> = messages
+                .iter()
+                .flat_map(|m| params![m.id, m.subject.as_deref().unwrap_or(""), m.text.as_str()])
+                .collect();
+            tx.conn.execute(&sql, &p)?;
+        }
+    }
+
+    // 5. Their events, in one statement (ids in order, as `Tx::event` would give them).
+    let mut event_of: HashMap<usize, i64> = HashMap::new();
+    if !messages.is_empty() {
+        let sql = format!(
+            "INSERT INTO events (kind, case_id, customer_id, payload, created_at) VALUES {} RETURNING id",
+            value_rows(messages.len(), 5)
+        );
+        let p: Vec<Val> = messages
+            .iter()
+            .flat_map(|m| {
+                params!["message.received", m.case_id, m.customer_id, json!({ "message": m }).to_string(), now]
+            })
+            .collect();
+        let ids = ids_in_order(&tx.conn.query(&sql, &p)?, messages.len())?;
+        if let Some(max) = ids.last() {
+            tx.note_event(*max);
+        }
+        for (&i, id) in stored.iter().zip(ids) {
+            event_of.insert(i, id);
+        }
+
+        // 6. Each case once: activity time, newest event, subject if it had none.
+        let mut per_case: Vec<(i64, i64, Option<String>)> = Vec::new();
+        for &i in &stored {
+            let ev = event_of.get(&i).copied().unwrap_or(0);
+            match per_case.iter_mut().find(|(c, _, _)| *c == case_of[i]) {
+                Some(entry) => {
+                    entry.1 = entry.1.max(ev);
+                    if entry.2.is_none() {
+                        entry.2 = items[i].subject.clone();
+                    }
+                }
+                None => per_case.push((case_of[i], ev, items[i].subject.clone())),
+            }
+        }
+        let sql = format!(
+            "UPDATE cases SET updated_at = ?, last_message_at = ?, last_event_id = v.ev, subject = COALESCE(cases.subject, v.subj) \
+             FROM (SELECT CAST(NULL AS BIGINT) AS cid, CAST(NULL AS BIGINT) AS ev, CAST(NULL AS TEXT) AS subj \
+             UNION ALL VALUES {}) AS v WHERE cases.id = v.cid",
+            (0..per_case.len()).map(|_| "(CAST(? AS BIGINT), CAST(? AS BIGINT), CAST(? AS TEXT))").collect::<Vec<_>>().join(", ")
+        );
+        let mut p: Vec<Val> = params![now, now].to_vec();
+        for (c, ev, subj) in &per_case {
+            p.extend(params![*c, *ev, subj.as_deref()]);
+        }
+        tx.conn.execute(&sql, &p)?;
+
+        // 7. The keys, so that the same message again is a duplicate.
+        let with_key: Vec<usize> = stored.iter().copied().filter(|i| keys[*i].is_some()).collect();
+        if !with_key.is_empty() {
+            let sql = format!(
+                "INSERT INTO inbound_keys (channel, idem_key, message_id, case_id, customer_id, event_id) VALUES {}",
+                value_rows(with_key.len(), 6)
+            );
+            let mut p: Vec<Val> = Vec::with_capacity(with_key.len() * 6);
+            for (&i, m) in stored.iter().zip(&messages) {
+                if let Some(k) = &keys[i] {
+                    p.extend(params![
+                        items[i].channel.as_str(),
+                        k.as_str(),
+                        m.id,
+                        case_of[i],
+                        customer_of[i],
+                        event_of.get(&i).copied().unwrap_or(0)
+                    ]);
+                }
+            }
+            tx.conn.execute(&sql, &p)?;
+        }
+    }
+
+    // Receipts in request order.
+    let mut receipts: Vec<InboundReceipt> = Vec::with_capacity(n);
+    let mut by_item: HashMap<usize, InboundReceipt> = HashMap::new();
+    for (&i, m) in stored.iter().zip(&messages) {
+        by_item.insert(
+            i,
+            InboundReceipt {
+                message_id: m.id,
+                case_id: m.case_id,
+                customer_id: m.customer_id,
+                event_id: event_of.get(&i).copied().unwrap_or(0),
+                created: true,
+            },
+        );
+    }
+    for i in 0..n {
+        let r = if let Some(j) = dup_of[i] {
+            by_item.get(&j).map(|r| InboundReceipt { created: false, ..*r })
+        } else if let Some(r) = by_item.get(&i) {
+            Some(*r)
+        } else {
+            keys[i].as_ref().and_then(|k| known.get(&(items[i].channel.as_str().to_string(), k.clone())).copied())
+        };
+        receipts.push(r.ok_or_else(|| StoreError::Database("bulk ingest lost a message".into()))?);
+    }
+    Ok(receipts)
 }
 
 fn ingest_in(tx: &mut Tx<'_>, m: &NewInbound, reopen_window_us: i64) -> Result<InboundReceipt, StoreError> {
@@ -117,20 +548,7 @@ fn ingest_in(tx: &mut Tx<'_>, m: &NewInbound, reopen_window_us: i64) -> Result<I
                     reopen(tx, id, customer_id)?;
                     id
                 }
-                Threading::New => {
-                    let id = tx
-                        .conn
-                        .query_opt(
-                            "INSERT INTO cases (customer_id, subject, status, priority, channel, created_at, updated_at) \
-                             VALUES (?, ?, 'open', 'normal', ?, ?, ?) RETURNING id",
-                            &params![customer_id, m.subject.as_deref(), channel, now, now],
-                        )?
-                        .map(|r| r.i64(0))
-                        .ok_or_else(|| StoreError::Database("case insert returned no id".into()))?;
-                    let case = load_case(tx.conn, id)?;
-                    tx.event("case.created", Some(id), Some(customer_id), &json!({ "case": case }))?;
-                    id
-                }
+                Threading::New => new_case(tx, customer_id, m)?,
             }
         }
     };
@@ -165,6 +583,23 @@ fn ingest_in(tx: &mut Tx<'_>, m: &NewInbound, reopen_window_us: i64) -> Result<I
         )?;
     }
     Ok(InboundReceipt { message_id, case_id, customer_id, event_id, created: true })
+}
+
+/// Opens a new case for a message and appends `case.created`.
+fn new_case(tx: &mut Tx<'_>, customer_id: i64, m: &NewInbound) -> Result<i64, StoreError> {
+    let now = tx.now;
+    let id = tx
+        .conn
+        .query_opt(
+            "INSERT INTO cases (customer_id, subject, status, priority, channel, created_at, updated_at) \
+             VALUES (?, ?, 'open', 'normal', ?, ?, ?) RETURNING id",
+            &params![customer_id, m.subject.as_deref(), m.channel.as_str(), now, now],
+        )?
+        .map(|r| r.i64(0))
+        .ok_or_else(|| StoreError::Database("case insert returned no id".into()))?;
+    let case = load_case(tx.conn, id)?;
+    tx.event("case.created", Some(id), Some(customer_id), &json!({ "case": case }))?;
+    Ok(id)
 }
 
 fn reopen(tx: &mut Tx<'_>, case_id: i64, customer_id: i64) -> Result<(), StoreError> {

@@ -57,6 +57,7 @@ pub async fn run(cmd: BenchCommand, mut cfg: Config) -> Result<()> {
     // The server runs on its own runtime, as it would in its own process.
     let store = Store::open(&url, cfg.store_settings())?;
     let (_t, token) = store.create_token("bench".into(), Role::Agent).await?;
+    let stats_store = store.clone();
     let state = AppState::new(store, cfg.clone());
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     listener.set_nonblocking(true)?;
@@ -80,9 +81,13 @@ pub async fn run(cmd: BenchCommand, mut cfg: Config) -> Result<()> {
     if warmup > 0 {
         load(&client, &base, &token, clients, Duration::from_secs(warmup), customers, run_id, "warm-up").await?;
     }
+    let stats_before = stats_store.writer_stats();
     let (ok, errors, hist, elapsed) =
         load(&client, &base, &token, clients, Duration::from_secs(seconds), customers, run_id + 1, "load").await?;
     let rate = ok as f64 / elapsed.as_secs_f64();
+    let stats = stats_store.writer_stats();
+    let batches = stats.batches - stats_before.batches;
+    let per_batch = (stats.ops - stats_before.ops) as f64 / batches.max(1) as f64;
 
     // Phase 2: ingest→stream latency at a fixed rate.
     let stream = if stream_rate > 0 {
@@ -109,6 +114,10 @@ pub async fn run(cmd: BenchCommand, mut cfg: Config) -> Result<()> {
         ms(hist.value_at_quantile(0.9)),
         ms(hist.value_at_quantile(0.99)),
         ms(hist.max())
+    );
+    println!(
+        "| group commit | {batches} transactions, {per_batch:.1} requests each; {} fallbacks |",
+        stats.bulk_fallbacks - stats_before.bulk_fallbacks
     );
     if let Some(s) = &stream {
         println!(

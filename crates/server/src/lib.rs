@@ -16,6 +16,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
+use axum::serve::ListenerExt;
 use axum::Router;
 use kontor_core::Channel;
 use kontor_store::Store;
@@ -81,5 +82,12 @@ pub async fn serve(
     worker::spawn(state.clone());
     metrics::spawn_sampler(state.clone());
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    // Live events are small writes: without TCP_NODELAY, Nagle's algorithm holds them back
+    // until the client's delayed ACK (tens of milliseconds).
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "Cannot set TCP_NODELAY.");
+        }
+    });
     axum::serve(listener, app).with_graceful_shutdown(shutdown).await
 }

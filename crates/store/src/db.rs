@@ -255,7 +255,7 @@ impl PgConn {
             return Ok(st.clone());
         }
         let st = self.client()?.prepare(&numbered_placeholders(sql))?;
-        if self.statements.len() > 256 {
+        if self.statements.len() > 4096 {
             self.statements.clear();
         }
         self.statements.insert(sql.to_string(), st.clone());

@@ -1,7 +1,10 @@
 //! Inbound messages: identify the customer, thread into a case, append events.
 
 use kontor_core::threading::{choose_case, CaseCandidate, Threading};
-use kontor_core::{Attachment, CaseStatus, Channel, DeliveryState, Direction, IdentityKind, Message};
+use kontor_core::{
+    Attachment, Case, CaseStatus, Channel, Customer, DeliveryState, Direction, Identity, IdentityKind, Message,
+    Priority,
+};
 use serde_json::json;
 
 use super::customers::find_or_create_customer;
@@ -157,6 +160,33 @@ fn key_of(m: &NewInbound) -> Option<String> {
         .or_else(|| m.idempotency_key.as_deref().map(|k| format!("k:{k}")))
 }
 
+/// An event row for a multi-row insert.
+struct NewEvent {
+    kind: &'static str,
+    case_id: Option<i64>,
+    customer_id: i64,
+    payload: serde_json::Value,
+}
+
+/// Appends events with one statement; returns their ids (in order, as `Tx::event` would).
+fn insert_events(tx: &mut Tx<'_>, events: &[NewEvent]) -> Result<Vec<i64>, StoreError> {
+    if events.is_empty() {
+        return Ok(vec![]);
+    }
+    let sql = format!(
+        "INSERT INTO events (kind, case_id, customer_id, payload, created_at) VALUES {} RETURNING id",
+        value_rows(events.len(), 5)
+    );
+    let now = tx.now;
+    let p: Vec<Val> =
+        events.iter().flat_map(|e| params![e.kind, e.case_id, e.customer_id, e.payload.to_string(), now]).collect();
+    let ids = ids_in_order(&tx.conn.query(&sql, &p)?, events.len())?;
+    if let Some(max) = ids.last() {
+        tx.note_event(*max);
+    }
+    Ok(ids)
+}
+
 /// `(?, ?, ...), (?, ...)` for `rows` rows of `cols` placeholders.
 fn value_rows(rows: usize, cols: usize) -> String {
     let one = format!("({})", vec!["?"; cols].join(", "));
@@ -251,28 +281,109 @@ fn ingest_many(tx: &mut Tx<'_>, items: &[&NewInbound], window_us: i64) -> Result
             }
         }
     }
-    let mut customer_of: Vec<i64> = vec![0; n];
+    // New customers, one row each in order of first appearance, with the first name given.
+    let mut new_customers: Vec<(IdentityKind, String, Option<String>)> = Vec::new();
+    let mut new_index: HashMap<(&'static str, String), usize> = HashMap::new();
     for i in (0..n).filter(|i| is_new(*i)) {
         let m = items[i];
         let key = (m.from_kind.as_str(), m.from_address.clone());
-        match owners.get(&key).copied() {
-            Some((cid, has_name)) => {
-                if !has_name && m.name.is_some() {
-                    // Same rule as the single path: a name fills in a nameless customer.
-                    find_or_create_customer(tx, m.from_kind, &m.from_address, m.name.as_deref())?;
-                    owners.insert(key, (cid, true));
+        if let Some((cid, has_name)) = owners.get(&key).copied() {
+            if !has_name && m.name.is_some() {
+                // Same rule as the single path: a name fills in a nameless customer.
+                find_or_create_customer(tx, m.from_kind, &m.from_address, m.name.as_deref())?;
+                owners.insert(key, (cid, true));
+            }
+            continue;
+        }
+        match new_index.get(&key) {
+            Some(&k) => {
+                if new_customers[k].2.is_none() {
+                    new_customers[k].2 = m.name.clone();
                 }
-                customer_of[i] = cid;
             }
             None => {
-                let (cid, _) = find_or_create_customer(tx, m.from_kind, &m.from_address, m.name.as_deref())?;
-                owners.insert(key, (cid, m.name.is_some()));
-                customer_of[i] = cid;
+                new_index.insert(key, new_customers.len());
+                new_customers.push((m.from_kind, m.from_address.clone(), m.name.clone()));
             }
         }
     }
+    if !new_customers.is_empty() {
+        let k = new_customers.len();
+        let search_text = |name: &Option<String>, address: &str| {
+            format!("{} {address}", name.as_deref().unwrap_or("")).trim().to_string()
+        };
+        let sql = format!(
+            "INSERT INTO customers (name, search_text, created_at, updated_at) VALUES {} RETURNING id",
+            value_rows(k, 4)
+        );
+        let p: Vec<Val> = new_customers
+            .iter()
+            .flat_map(|(_, address, name)| params![name.as_deref(), search_text(name, address), now, now])
+            .collect();
+        let ids = ids_in_order(&tx.conn.query(&sql, &p)?, k)?;
+        let sql = format!(
+            "INSERT INTO identities (customer_id, kind, address, created_at) VALUES {} RETURNING id",
+            value_rows(k, 4)
+        );
+        let p: Vec<Val> = new_customers
+            .iter()
+            .zip(&ids)
+            .flat_map(|((kind, address, _), id)| params![*id, kind.as_str(), address.as_str(), now])
+            .collect();
+        let identity_ids = ids_in_order(&tx.conn.query(&sql, &p)?, k)?;
+        if tx.backend() == crate::Backend::Sqlite {
+            let sql = format!("INSERT INTO customers_fts (rowid, search_text) VALUES {}", value_rows(k, 2));
+            let p: Vec<Val> = new_customers
+                .iter()
+                .zip(&ids)
+                .flat_map(|((_, address, name), id)| params![*id, search_text(name, address)])
+                .collect();
+            tx.conn.execute(&sql, &p)?;
+        }
+        let created_at = crate::format_ts(now);
+        let events: Vec<NewEvent> = new_customers
+            .iter()
+            .zip(ids.iter().zip(&identity_ids))
+            .map(|((kind, address, name), (id, identity_id))| {
+                let customer = Customer {
+                    id: *id,
+                    name: name.clone(),
+                    language: None,
+                    merged_into: None,
+                    created_at: created_at.clone(),
+                    updated_at: created_at.clone(),
+                    identities: vec![Identity {
+                        id: *identity_id,
+                        customer_id: *id,
+                        kind: *kind,
+                        address: address.clone(),
+                        created_at: created_at.clone(),
+                    }],
+                };
+                NewEvent {
+                    kind: "customer.created",
+                    case_id: None,
+                    customer_id: *id,
+                    payload: json!({ "customer": customer }),
+                }
+            })
+            .collect();
+        insert_events(tx, &events)?;
+        for ((kind, address, name), id) in new_customers.iter().zip(&ids) {
+            owners.insert((kind.as_str(), address.clone()), (*id, name.is_some()));
+        }
+    }
+    let mut customer_of: Vec<i64> = vec![0; n];
+    for i in (0..n).filter(|i| is_new(*i)) {
+        let key = (items[i].from_kind.as_str(), items[i].from_address.clone());
+        customer_of[i] = owners
+            .get(&key)
+            .map(|(cid, _)| *cid)
+            .ok_or_else(|| StoreError::Database("bulk ingest lost a customer".into()))?;
+    }
 
-    // 3. Cases: the customers' candidates, then the same choice as the single path.
+    // 3. Cases: the customers' candidates, then the same choice as the single path. New
+    // cases get placeholder ids (negative) until they are inserted together.
     let mut candidates: HashMap<i64, Vec<CaseCandidate>> = HashMap::new();
     {
         let mut cids: Vec<i64> = (0..n).filter(|i| is_new(*i)).map(|i| customer_of[i]).collect();
@@ -295,8 +406,8 @@ fn ingest_many(tx: &mut Tx<'_>, items: &[&NewInbound], window_us: i64) -> Result
         }
     }
     let mut case_of: Vec<i64> = vec![0; n];
+    let mut new_cases: Vec<usize> = Vec::new(); // the item that opens each new case
     for i in (0..n).filter(|i| is_new(*i)) {
-        let m = items[i];
         let cid = customer_of[i];
         let cands = candidates.entry(cid).or_default();
         let case_id = match choose_case(cands, now, window_us) {
@@ -305,14 +416,14 @@ fn ingest_many(tx: &mut Tx<'_>, items: &[&NewInbound], window_us: i64) -> Result
                 reopen(tx, id, cid)?;
                 if let Some(c) = cands.iter_mut().find(|c| c.id == id) {
                     c.status = CaseStatus::Open;
-                    c.updated_at_us = now;
                 }
                 id
             }
             Threading::New => {
-                let id = new_case(tx, cid, m)?;
-                cands.push(CaseCandidate { id, status: CaseStatus::Open, updated_at_us: now });
-                id
+                new_cases.push(i);
+                let placeholder = -(new_cases.len() as i64);
+                cands.push(CaseCandidate { id: placeholder, status: CaseStatus::Open, updated_at_us: now });
+                placeholder
             }
         };
         // Later messages of this batch go to the same case.
@@ -320,6 +431,61 @@ fn ingest_many(tx: &mut Tx<'_>, items: &[&NewInbound], window_us: i64) -> Result
             c.updated_at_us = now;
         }
         case_of[i] = case_id;
+    }
+    if !new_cases.is_empty() {
+        let sql = format!(
+            "INSERT INTO cases (customer_id, subject, status, priority, channel, created_at, updated_at) VALUES {} RETURNING id",
+            value_rows(new_cases.len(), 7)
+        );
+        let p: Vec<Val> = new_cases
+            .iter()
+            .flat_map(|&i| {
+                params![
+                    customer_of[i],
+                    items[i].subject.as_deref(),
+                    "open",
+                    "normal",
+                    items[i].channel.as_str(),
+                    now,
+                    now
+                ]
+            })
+            .collect();
+        let ids = ids_in_order(&tx.conn.query(&sql, &p)?, new_cases.len())?;
+        let created_at = crate::format_ts(now);
+        let events: Vec<NewEvent> = new_cases
+            .iter()
+            .zip(&ids)
+            .map(|(&i, id)| {
+                let case = Case {
+                    id: *id,
+                    customer_id: customer_of[i],
+                    subject: items[i].subject.clone(),
+                    status: CaseStatus::Open,
+                    priority: Priority::Normal,
+                    assignee_id: None,
+                    team_id: None,
+                    tags: vec![],
+                    channel: items[i].channel,
+                    created_at: created_at.clone(),
+                    updated_at: created_at.clone(),
+                    first_response_at: None,
+                    resolved_at: None,
+                    last_message_at: None,
+                    last_event_id: 0,
+                };
+                NewEvent {
+                    kind: "case.created",
+                    case_id: Some(*id),
+                    customer_id: customer_of[i],
+                    payload: json!({ "case": case }),
+                }
+            })
+            .collect();
+        insert_events(tx, &events)?;
+        for c in case_of.iter_mut().filter(|c| **c < 0) {
+            *c = ids[(-*c - 1) as usize];
+        }
     }
 
     // 4. Messages, in one statement.
@@ -386,20 +552,16 @@ fn ingest_many(tx: &mut Tx<'_>, items: &[&NewInbound], window_us: i64) -> Result
     // 5. Their events, in one statement (ids in order, as `Tx::event` would give them).
     let mut event_of: HashMap<usize, i64> = HashMap::new();
     if !messages.is_empty() {
-        let sql = format!(
-            "INSERT INTO events (kind, case_id, customer_id, payload, created_at) VALUES {} RETURNING id",
-            value_rows(messages.len(), 5)
-        );
-        let p: Vec<Val> = messages
+        let events: Vec<NewEvent> = messages
             .iter()
-            .flat_map(|m| {
-                params!["message.received", m.case_id, m.customer_id, json!({ "message": m }).to_string(), now]
+            .map(|m| NewEvent {
+                kind: "message.received",
+                case_id: Some(m.case_id),
+                customer_id: m.customer_id,
+                payload: json!({ "message": m }),
             })
             .collect();
-        let ids = ids_in_order(&tx.conn.query(&sql, &p)?, messages.len())?;
-        if let Some(max) = ids.last() {
-            tx.note_event(*max);
-        }
+        let ids = insert_events(tx, &events)?;
         for (&i, id) in stored.iter().zip(ids) {
             event_of.insert(i, id);
         }

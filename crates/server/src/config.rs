@@ -191,6 +191,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail closure returns figment::Error
     fn environment_variables_override_nested_keys() {
         figment::Jail::expect_with(|jail| {
             jail.set_env("KONTOR_JOBS__POLL_MS", "123");

@@ -228,13 +228,13 @@ fn group_ingests(batch: Vec<Box<dyn WriteOp>>, counters: &WriterCounters) -> Vec
     let mut ingests = Vec::new();
     for op in batch {
         match op.into_bulk_ingest() {
-            Ok(i) => ingests.push(i),
+            Ok(i) => ingests.push(*i),
             Err(op) => ops.push(op),
         }
     }
     match ingests.len() {
         0 => {}
-        1 => ops.extend(ingests.into_iter().map(|i| i as Box<dyn WriteOp>)),
+        1 => ops.extend(ingests.into_iter().map(|i| Box::new(i) as Box<dyn WriteOp>)),
         n => {
             counters.bulk_messages.fetch_add(n as u64, Ordering::Relaxed);
             ops.push(Box::new(crate::ops::BulkIngest::new(ingests)))

@@ -103,11 +103,11 @@ impl WriteOp for IngestOp {
 /// Several inbound messages stored with set-based statements: a handful of round trips per
 /// batch instead of per message. If it fails, the writer runs the messages one by one.
 pub struct BulkIngest {
-    items: Vec<Box<IngestOp>>,
+    items: Vec<IngestOp>,
 }
 
 impl BulkIngest {
-    pub(crate) fn new(items: Vec<Box<IngestOp>>) -> Self {
+    pub(crate) fn new(items: Vec<IngestOp>) -> Self {
         BulkIngest { items }
     }
 }
@@ -132,7 +132,7 @@ impl WriteOp for BulkIngest {
 
     fn finish(self: Box<Self>, commit: &Result<(), StoreError>) {
         for item in self.items {
-            item.finish(commit);
+            Box::new(item).finish(commit);
         }
     }
 
@@ -146,7 +146,7 @@ impl WriteOp for BulkIngest {
             .into_iter()
             .map(|mut i| {
                 i.out = None;
-                i as Box<dyn WriteOp>
+                Box::new(i) as Box<dyn WriteOp>
             })
             .collect())
     }

@@ -37,7 +37,7 @@ echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 echo "==> cargo clippy"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
-echo "==> tests"
-cargo nextest run --workspace --no-fail-fast --failure-output final "$@"
 echo "==> doc tests"
 cargo test --workspace --doc --quiet
+echo "==> tests"
+cargo nextest run --workspace --no-fail-fast --failure-output final "$@"

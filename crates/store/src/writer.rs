@@ -111,6 +111,22 @@ pub trait WriteOp: Send {
     fn split(self: Box<Self>) -> Result<Vec<Box<dyn WriteOp>>, Box<dyn WriteOp>>;
 }
 
+/// Sends an operation's result once the fate of its transaction is known: its own error,
+/// else the commit's error, else its value.
+pub(crate) fn answer<R>(
+    out: Option<Result<R, StoreError>>,
+    commit: &Result<(), StoreError>,
+    reply: oneshot::Sender<Result<R, StoreError>>,
+) {
+    let result = match (out, commit) {
+        (Some(Err(e)), _) => Err(e),
+        (Some(Ok(r)), Ok(())) => Ok(r),
+        (_, Err(e)) => Err(e.clone()),
+        (None, Ok(())) => Err(StoreError::Database("operation was not run".into())),
+    };
+    let _ = reply.send(result);
+}
+
 /// A write operation with a typed result.
 pub struct Op<R, F> {
     f: Option<F>,
@@ -139,14 +155,7 @@ where
     }
 
     fn finish(self: Box<Self>, commit: &Result<(), StoreError>) {
-        let result = match (self.out, commit) {
-            (Some(Err(e)), _) => Err(e),
-            (Some(Ok(r)), Ok(())) => Ok(r),
-            (Some(Ok(_)), Err(e)) => Err(e.clone()),
-            (None, Err(e)) => Err(e.clone()),
-            (None, Ok(())) => Err(StoreError::Database("operation was not run".into())),
-        };
-        let _ = self.reply.send(result);
+        answer(self.out, commit, self.reply);
     }
 
     fn into_bulk_ingest(self: Box<Self>) -> Result<Box<crate::ops::IngestOp>, Box<dyn WriteOp>> {

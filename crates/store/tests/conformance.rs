@@ -1055,6 +1055,21 @@ async fn check_concurrent_ingests_are_all_stored_once(store: &Store) {
     assert_eq!(event_count(store).await, events.len(), "duplicates append nothing");
 }
 
+/// Keeps the writer busy for `ms` so that the writes submitted meanwhile form one batch.
+async fn park_writer(store: &Store, ms: u64) -> tokio::task::JoinHandle<Result<(), StoreError>> {
+    let store = store.clone();
+    let parked = tokio::spawn(async move {
+        store
+            .write(move |_tx| {
+                std::thread::sleep(Duration::from_millis(ms));
+                Ok(())
+            })
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    parked
+}
+
 /// Inbound messages that arrive together are stored by one bulk operation; the outcome must
 /// be what storing them one by one would give: threading, re-opening, duplicates inside the
 /// batch and against earlier messages, events in order, search index.
@@ -1081,18 +1096,7 @@ async fn check_one_batch_of_inbound_messages_follows_the_single_message_rules(st
     let stats_before = store.writer_stats();
 
     // Park the writer so that everything below lands in one batch.
-    let parked = {
-        let store = store.clone();
-        tokio::spawn(async move {
-            store
-                .write(|_tx| {
-                    std::thread::sleep(Duration::from_millis(300));
-                    Ok(())
-                })
-                .await
-        })
-    };
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    let parked = park_writer(store, 300).await;
     let batch = vec![
         keyed("a@example.de", "A erste", "pre-a"), // 0: duplicate of an earlier message
         keyed("n@example.de", "Neukundin Wärmepumpe", "n-1"), // 1: new customer
@@ -1183,18 +1187,7 @@ async fn check_one_batch_of_inbound_messages_follows_the_single_message_rules(st
 /// is redone message by message and only the offending message fails.
 async fn check_a_failing_bulk_batch_is_redone_message_by_message(store: &Store) {
     let stats_before = store.writer_stats();
-    let parked = {
-        let store = store.clone();
-        tokio::spawn(async move {
-            store
-                .write(|_tx| {
-                    std::thread::sleep(Duration::from_millis(200));
-                    Ok(())
-                })
-                .await
-        })
-    };
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    let parked = park_writer(store, 200).await;
     let batch = vec![
         inbound("ok1@example.de", "gut eins"),
         inbound("nul@example.de", "kaputt \u{0} hier"),

@@ -77,13 +77,7 @@ impl WriteOp for IngestOp {
     }
 
     fn finish(self: Box<Self>, commit: &Result<(), StoreError>) {
-        let result = match (self.out, commit) {
-            (Some(Err(e)), _) => Err(e),
-            (Some(Ok(r)), Ok(())) => Ok(r),
-            (_, Err(e)) => Err(e.clone()),
-            (None, Ok(())) => Err(StoreError::Database("inbound message was not stored".into())),
-        };
-        let _ = self.reply.send(result);
+        crate::writer::answer(self.out, commit, self.reply);
     }
 
     /// Messages for an explicit case take the single path (their checks may refuse them).

@@ -68,6 +68,7 @@ pub fn router(state: AppState) -> Router {
     api::routes()
         .merge(metrics::routes())
         .merge(openapi::routes())
+        .fallback(|| async { error::AppError::NotFound("no such route".into()) })
         .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)

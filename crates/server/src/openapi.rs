@@ -3,7 +3,8 @@
 use axum::routing::get;
 use axum::{Json, Router};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::{Modify, OpenApi};
+use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+use utoipa::{Modify, OpenApi, ToSchema};
 
 use crate::api;
 use crate::AppState;
@@ -20,6 +21,61 @@ impl Modify for BearerAuth {
     }
 }
 
+/// The body of every error answer.
+#[derive(ToSchema)]
+#[allow(dead_code)] // documents the shape `AppError` renders
+pub struct ErrorBody {
+    error: ErrorDetail,
+}
+
+/// What went wrong.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct ErrorDetail {
+    /// bad_request, unauthorized, forbidden, not_found, conflict, stale, too_large, invalid, unavailable, internal
+    code: String,
+    message: String,
+    /// For `invalid`: `{"field": ...}`; for `stale`: the newer messages and events.
+    #[schema(value_type = Option<Object>)]
+    details: Option<serde_json::Value>,
+}
+
+/// Adds the error answers every operation can give.
+struct CommonErrors;
+
+impl Modify for CommonErrors {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let errors = [
+            ("400", "Malformed request (e.g. JSON syntax)"),
+            ("401", "No or unknown API token"),
+            ("403", "The token's role may not do this"),
+            ("404", "No such resource"),
+            ("409", "Conflict with the current state"),
+            ("413", "Body too large"),
+            ("422", "A field is invalid; error.details.field names it"),
+            ("503", "Database unavailable; retry"),
+        ];
+        for item in openapi.paths.paths.values_mut() {
+            let ops = [&mut item.get, &mut item.post, &mut item.patch, &mut item.put, &mut item.delete];
+            for op in ops.into_iter().flatten() {
+                for (code, description) in errors {
+                    op.responses.responses.entry(code.to_string()).or_insert_with(|| {
+                        RefOr::T(
+                            ResponseBuilder::new()
+                                .description(description)
+                                .content(
+                                    "application/json",
+                                    ContentBuilder::new().schema(Some(Ref::from_schema_name("ErrorBody"))).build(),
+                                )
+                                .build(),
+                        )
+                    });
+                }
+            }
+        }
+    }
+}
+
 /// Kontor's REST API.
 #[derive(OpenApi)]
 #[openapi(
@@ -32,7 +88,8 @@ impl Modify for BearerAuth {
         api::search::search,
         api::admin::list_teams, api::admin::create_team, api::admin::list_users, api::admin::job_stats,
     ),
-    modifiers(&BearerAuth)
+    components(schemas(ErrorBody, ErrorDetail)),
+    modifiers(&BearerAuth, &CommonErrors)
 )]
 pub struct ApiDoc;
 

@@ -111,6 +111,8 @@ async fn client_mistakes_get_json_errors_with_the_right_status() {
     assert_eq!((s, v["error"]["code"].as_str()), (413, Some("too_large")));
 
     assert_eq!(app.call("GET", "/api/v1/cases/999999", None).await.0, 404);
+    let (s, v) = app.call("GET", "/api/v1/nothing-here", None).await;
+    assert_eq!((s, v["error"]["code"].as_str()), (404, Some("not_found")));
     assert_eq!(app.call("GET", "/api/v1/cases/abc", None).await.0, 404);
     assert_eq!(app.call("GET", "/api/v1/customers/0", None).await.0, 404);
     let (s, v) = app.call("GET", "/api/v1/cases?status=sleeping", None).await;

@@ -31,9 +31,9 @@ fn parse_enum<T>(
 
 /// Lists cases, most recently changed first.
 #[utoipa::path(get, path = "/api/v1/cases", tag = "cases",
-    params(("status" = Option<String>, Query, description = "open, pending, resolved, closed"),
+    params(("status" = Option<CaseStatus>, Query),
            ("assignee" = Option<i64>, Query), ("team" = Option<i64>, Query),
-           ("channel" = Option<String>, Query, description = "cases with a message on this channel"),
+           ("channel" = Option<Channel>, Query, description = "cases with a message on this channel"),
            ("customer" = Option<i64>, Query), ("cursor" = Option<String>, Query), ("limit" = Option<i64>, Query)),
     responses((status = 200, body = Page<Case>), (status = 422, description = "Invalid filter")),
     security(("bearer" = [])))]
@@ -73,7 +73,9 @@ fn nullable<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Opti
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CasePatchRequest {
+    #[schema(value_type = Option<CaseStatus>)]
     pub status: Option<String>,
+    #[schema(value_type = Option<Priority>)]
     pub priority: Option<String>,
     #[serde(default, deserialize_with = "nullable")]
     #[schema(value_type = Option<i64>)]
@@ -122,6 +124,7 @@ pub async fn patch(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NoteRequest {
+    #[schema(min_length = 1, max_length = 100000, pattern = r"\S")]
     pub text: String,
 }
 
@@ -148,13 +151,16 @@ pub async fn note(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReplyRequest {
+    #[schema(min_length = 1, max_length = 100000, pattern = r"\S")]
     pub text: String,
     /// The newest event id the writer had seen in this case.
+    #[schema(minimum = 0)]
     pub based_on_event_id: i64,
     /// Send even if the case changed since `based_on_event_id`.
     #[serde(default)]
     pub force: bool,
     /// Channel to answer on; default: that of the customer's latest message.
+    #[schema(value_type = Option<Channel>)]
     pub channel: Option<String>,
 }
 

@@ -38,8 +38,10 @@ pub async fn detail(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CustomerPatchRequest {
+    #[schema(min_length = 1, max_length = 200, pattern = r"\S")]
     pub name: Option<String>,
     /// Preferred language, e.g. `de` or `en`.
+    #[schema(pattern = r"^[A-Za-z-]{2,8}$")]
     pub language: Option<String>,
 }
 
@@ -76,6 +78,7 @@ pub async fn patch(
 #[serde(deny_unknown_fields)]
 pub struct IdentityRequest {
     /// email, phone, external_id, whatsapp_id, telegram_id, messenger_id, instagram_id
+    #[schema(value_type = IdentityKind)]
     pub kind: String,
     pub address: String,
 }
@@ -101,6 +104,7 @@ pub async fn add_identity(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MergeRequest {
+    #[schema(minimum = 1)]
     pub source_id: i64,
 }
 

@@ -39,10 +39,13 @@ pub struct AttachmentIn {
 /// An inbound message.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct InboundRequest {
+    #[schema(required = true)]
     pub from: Option<From>,
     /// The sender's name, kept on a new customer.
     pub name: Option<String>,
     pub subject: Option<String>,
+    /// Required unless there are attachments.
+    #[schema(min_length = 1, max_length = 200000, pattern = r"\S")]
     pub text: Option<String>,
     pub html: Option<String>,
     #[serde(default)]
@@ -50,6 +53,7 @@ pub struct InboundRequest {
     /// The sending system's id for this message: the same id again is a duplicate.
     pub provider_message_id: Option<String>,
     /// Thread into this case instead of letting Kontor choose.
+    #[schema(minimum = 1)]
     pub case_id: Option<i64>,
 }
 

@@ -179,6 +179,20 @@ pub struct StaffUser {
     pub created_at: String,
 }
 
+/// A prepared answer that agents insert into a reply, by title or shortcut.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct CannedResponse {
+    pub id: i64,
+    pub title: String,
+    /// Typed in the composer to insert the body (lower case, no spaces; unique when set).
+    pub shortcut: Option<String>,
+    pub body: String,
+    /// Language of the body (`de`, `en`, ...); `None` for responses usable in any language.
+    pub language: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
 /// One row of the append-only event log.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Event {

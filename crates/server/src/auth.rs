@@ -37,11 +37,32 @@ impl TokenCache {
     }
 }
 
-/// The authenticated caller of an API route.
-#[derive(Debug, Clone, Copy)]
+/// The authenticated caller of an API route: an API token, or a signed-in staff user's
+/// session cookie (then every state-changing request must carry `X-CSRF-Token`).
+#[derive(Debug, Clone)]
 pub struct Caller {
-    pub token_id: i64,
+    /// The API token used, if any.
+    pub token_id: Option<i64>,
     pub role: Role,
+    /// The staff user behind a session.
+    pub user_id: Option<i64>,
+    /// That user's display name.
+    pub user_name: Option<String>,
+}
+
+/// Name of the staff session cookie.
+pub const SESSION_COOKIE: &str = "kontor_session";
+
+/// The value of a cookie in the request, if present.
+pub fn cookie<'a>(headers: &'a axum::http::HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(axum::http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
 }
 
 impl Caller {
@@ -59,6 +80,22 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        if parts.headers.get(axum::http::header::AUTHORIZATION).is_none() {
+            if let Some(token) = cookie(&parts.headers, SESSION_COOKIE) {
+                let session = state.store.session(token).await?.ok_or(AppError::Unauthorized)?;
+                let safe = matches!(parts.method, axum::http::Method::GET | axum::http::Method::HEAD);
+                let sent = parts.headers.get("x-csrf-token").and_then(|v| v.to_str().ok()).unwrap_or("");
+                if !safe && !crate::web::same_secret(sent, &session.csrf) {
+                    return Err(AppError::Csrf);
+                }
+                return Ok(Caller {
+                    token_id: None,
+                    role: session.user.role,
+                    user_id: Some(session.user.id),
+                    user_name: Some(session.user.name),
+                });
+            }
+        }
         let header = parts.headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or("");
         let token = header
             .strip_prefix("Bearer ")
@@ -68,12 +105,12 @@ impl FromRequestParts<AppState> for Caller {
             .ok_or(AppError::Unauthorized)?;
         let hash = token_hash(token);
         if let Some((token_id, role)) = state.tokens.get(&hash) {
-            return Ok(Caller { token_id, role });
+            return Ok(Caller { token_id: Some(token_id), role, user_id: None, user_name: None });
         }
         match state.store.authenticate_token(token).await? {
             Some((token_id, role)) => {
                 state.tokens.put(hash, token_id, role);
-                Ok(Caller { token_id, role })
+                Ok(Caller { token_id: Some(token_id), role, user_id: None, user_name: None })
             }
             None => Err(AppError::Unauthorized),
         }

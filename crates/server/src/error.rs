@@ -17,6 +17,8 @@ pub enum AppError {
     Unauthorized,
     /// 403: the token's role may not do this.
     Forbidden,
+    /// 403: a session request without the right CSRF token.
+    Csrf,
     /// 404.
     NotFound(String),
     /// 409.
@@ -68,6 +70,12 @@ impl IntoResponse for AppError {
             AppError::Forbidden => {
                 (StatusCode::FORBIDDEN, "forbidden", "this needs the admin role".into(), Value::Null)
             }
+            AppError::Csrf => (
+                StatusCode::FORBIDDEN,
+                "csrf",
+                "missing or wrong X-CSRF-Token for this session; reload the page".into(),
+                Value::Null,
+            ),
             AppError::NotFound(m) => (StatusCode::NOT_FOUND, "not_found", m, Value::Null),
             AppError::Conflict(m) => (StatusCode::CONFLICT, "conflict", m, Value::Null),
             AppError::Stale(d) => (

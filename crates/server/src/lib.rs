@@ -10,6 +10,7 @@ pub mod config;
 pub mod error;
 pub mod metrics;
 pub mod openapi;
+pub mod web;
 pub mod worker;
 
 use std::net::SocketAddr;
@@ -35,6 +36,8 @@ pub struct AppState {
     pub node: String,
     /// Wakes the local job worker when a job was queued here.
     pub jobs_ready: Arc<Notify>,
+    /// Sign-in attempts per address and per e-mail.
+    pub sign_in_limiter: Arc<web::SignInLimiter>,
 }
 
 impl AppState {
@@ -48,6 +51,7 @@ impl AppState {
             tokens: Arc::new(auth::TokenCache::default()),
             node,
             jobs_ready: Arc::new(Notify::new()),
+            sign_in_limiter: Arc::default(),
         }
     }
 
@@ -68,6 +72,7 @@ pub fn router(state: AppState) -> Router {
     api::routes()
         .merge(metrics::routes())
         .merge(openapi::routes())
+        .merge(web::routes())
         .fallback(|| async { error::AppError::NotFound("no such route".into()) })
         .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
         .layer(DefaultBodyLimit::max(limit))

@@ -84,7 +84,7 @@ impl Modify for CommonErrors {
         api::inbound::inbound,
         api::cases::list, api::cases::detail, api::cases::patch, api::cases::note, api::cases::reply,
         api::customers::list, api::customers::detail, api::customers::patch, api::customers::add_identity, api::customers::merge,
-        api::events::list, api::events::stream,
+        api::events::list, api::events::stream, api::events::presence,
         api::search::search,
         api::admin::list_teams, api::admin::create_team, api::admin::list_users, api::admin::job_stats,
     ),

@@ -98,6 +98,7 @@ struct Inner {
     readers: r2d2::Pool<ConnManager>,
     writer: crossbeam_channel::Sender<Box<dyn writer::WriteOp>>,
     latest_event: watch::Sender<i64>,
+    presence: tokio::sync::broadcast::Sender<String>,
     settings: StoreSettings,
     alive: Arc<()>,
     counters: Arc<writer::WriterCounters>,
@@ -149,6 +150,7 @@ impl Store {
                 readers,
                 writer: tx,
                 latest_event,
+                presence: tokio::sync::broadcast::channel(1024).0,
                 settings,
                 alive: Arc::new(()),
                 counters: Arc::default(),
@@ -167,6 +169,7 @@ impl Store {
             writer::spawn_listener(
                 url.to_string(),
                 store.inner.latest_event.clone(),
+                store.inner.presence.clone(),
                 Arc::downgrade(&store.inner.alive),
             )?;
         }
@@ -222,6 +225,28 @@ impl Store {
     /// Watches the newest committed event id this node knows of.
     pub fn subscribe(&self) -> watch::Receiver<i64> {
         self.inner.latest_event.subscribe()
+    }
+
+    /// Announces an ephemeral presence signal (a JSON text) to every node's subscribers:
+    /// through `NOTIFY` on PostgreSQL, directly on SQLite. Nothing is stored.
+    pub async fn publish_presence(&self, payload: String) -> Result<(), StoreError> {
+        match self.backend() {
+            Backend::Sqlite => {
+                let _ = self.inner.presence.send(payload);
+                Ok(())
+            }
+            Backend::Postgres => {
+                self.read(move |c| {
+                    c.query("SELECT pg_notify(?, ?)", &params![writer::PRESENCE_CHANNEL, payload]).map(|_| ())
+                })
+                .await
+            }
+        }
+    }
+
+    /// Receives the presence signals of all nodes.
+    pub fn subscribe_presence(&self) -> tokio::sync::broadcast::Receiver<String> {
+        self.inner.presence.subscribe()
     }
 
     /// What this node's writer has done so far.

@@ -12,6 +12,8 @@ use crate::{params, StoreError};
 
 /// Channel on which committed event ids are announced to other nodes.
 pub const EVENTS_CHANNEL: &str = "kontor_events";
+/// Channel for ephemeral presence signals (who views or types in a case); never stored.
+pub const PRESENCE_CHANNEL: &str = "kontor_presence";
 /// Advisory lock that serialises write transactions across nodes on PostgreSQL. It makes
 /// event ids visible in commit order (a reader that saw id N never later finds a smaller new
 /// id), and since it is taken first, before any row lock, two nodes cannot deadlock on it.
@@ -344,6 +346,7 @@ fn run_batch(
 pub(crate) fn spawn_listener(
     url: String,
     latest: watch::Sender<i64>,
+    presence: tokio::sync::broadcast::Sender<String>,
     alive: std::sync::Weak<()>,
 ) -> Result<(), StoreError> {
     std::thread::Builder::new()
@@ -352,7 +355,7 @@ pub(crate) fn spawn_listener(
             if alive.upgrade().is_none() {
                 return;
             }
-            if let Err(e) = listen_once(&url, &latest, &alive) {
+            if let Err(e) = listen_once(&url, &latest, &presence, &alive) {
                 tracing::warn!(error = %e, "Event listener lost the database; reconnecting.");
             }
             std::thread::sleep(Duration::from_millis(500));
@@ -372,9 +375,14 @@ fn bump(latest: &watch::Sender<i64>, id: i64) {
     });
 }
 
-fn listen_once(url: &str, latest: &watch::Sender<i64>, alive: &std::sync::Weak<()>) -> Result<(), StoreError> {
+fn listen_once(
+    url: &str,
+    latest: &watch::Sender<i64>,
+    presence: &tokio::sync::broadcast::Sender<String>,
+    alive: &std::sync::Weak<()>,
+) -> Result<(), StoreError> {
     let mut conn = Conn::open(Backend::Postgres, url)?;
-    conn.batch(&format!("LISTEN {EVENTS_CHANNEL}"))?;
+    conn.batch(&format!("LISTEN {EVENTS_CHANNEL}; LISTEN {PRESENCE_CHANNEL}"))?;
     // Catch up on anything committed while we were not listening.
     if let Some(r) = conn.query_opt("SELECT COALESCE(MAX(id), 0) FROM events", &[])? {
         bump(latest, r.i64(0));
@@ -385,6 +393,9 @@ fn listen_once(url: &str, latest: &watch::Sender<i64>, alive: &std::sync::Weak<(
         let mut it = notes.timeout_iter(Duration::from_secs(5));
         loop {
             match it.next() {
+                Ok(Some(n)) if n.channel() == PRESENCE_CHANNEL => {
+                    let _ = presence.send(n.payload().to_string());
+                }
                 Ok(Some(n)) => {
                     if let Ok(id) = n.payload().parse::<i64>() {
                         bump(latest, id);

@@ -11,7 +11,10 @@ use std::future::Future;
 use std::task::Poll;
 use std::time::Duration;
 
-use kontor_core::{normalise_identity, CaseStatus, Channel, DeliveryState, Direction, IdentityKind, Priority, Role};
+use kontor_core::similarity::RelatedReason;
+use kontor_core::{
+    normalise_identity, CaseStatus, Channel, DeliveryState, Direction, IdentityKind, Priority, Role, StaffUser,
+};
 use kontor_store::{
     Backend, CaseFilter, CasePatch, Conn, DeliveryUpdate, InboundReceipt, JobOutcome, NewInbound, NewReply,
     ReplyOutcome, Store, StoreError, StoreSettings,
@@ -260,6 +263,33 @@ conformance! {
     check_a_store_can_be_dropped_inside_the_async_runtime(fixture) =>
         a_store_can_be_dropped_inside_the_async_runtime_on_sqlite,
         a_store_can_be_dropped_inside_the_async_runtime_on_postgres;
+    check_team_members_are_added_listed_and_removed_with_events(store) =>
+        team_members_are_added_listed_and_removed_with_events_on_sqlite,
+        team_members_are_added_listed_and_removed_with_events_on_postgres;
+    check_agents_see_unteamed_and_own_team_cases_and_admins_see_all(store) =>
+        agents_see_unteamed_and_own_team_cases_and_admins_see_all_on_sqlite,
+        agents_see_unteamed_and_own_team_cases_and_admins_see_all_on_postgres;
+    check_list_cases_filters_by_whole_tags_and_unassigned(store) =>
+        list_cases_filters_by_whole_tags_and_unassigned_on_sqlite,
+        list_cases_filters_by_whole_tags_and_unassigned_on_postgres;
+    check_merge_cases_moves_messages_keeps_history_and_makes_old_views_stale(store) =>
+        merge_cases_moves_messages_keeps_history_and_makes_old_views_stale_on_sqlite,
+        merge_cases_moves_messages_keeps_history_and_makes_old_views_stale_on_postgres;
+    check_merge_cases_refuses_itself_other_customers_and_merged_cases(store) =>
+        merge_cases_refuses_itself_other_customers_and_merged_cases_on_sqlite,
+        merge_cases_refuses_itself_other_customers_and_merged_cases_on_postgres;
+    check_related_open_cases_find_the_same_request_across_channels_but_not_unrelated_ones(store) =>
+        related_open_cases_find_the_same_request_across_channels_but_not_unrelated_ones_on_sqlite,
+        related_open_cases_find_the_same_request_across_channels_but_not_unrelated_ones_on_postgres;
+    check_canned_responses_crud_with_unique_shortcuts_and_language_lists(store) =>
+        canned_responses_crud_with_unique_shortcuts_and_language_lists_on_sqlite,
+        canned_responses_crud_with_unique_shortcuts_and_language_lists_on_postgres;
+    check_settings_round_trip_and_reply_only_assignee_defaults_to_off(store) =>
+        settings_round_trip_and_reply_only_assignee_defaults_to_off_on_sqlite,
+        settings_round_trip_and_reply_only_assignee_defaults_to_off_on_postgres;
+    check_a_staff_user_can_change_the_password(store) =>
+        a_staff_user_can_change_the_password_on_sqlite,
+        a_staff_user_can_change_the_password_on_postgres;
 }
 
 /// PostgreSQL only: a node learns of events committed by another node (LISTEN/NOTIFY).
@@ -1366,4 +1396,487 @@ async fn check_a_store_can_be_dropped_inside_the_async_runtime(fx: &Fixture) {
     let store = node.0.take().expect("node is open");
     drop(store);
     assert_eq!(fx.store().max_event_id().await.unwrap(), r.event_id);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Agent inbox: teams and visibility, filters, case merge, duplicates, canned responses,
+// settings, passwords
+// ---------------------------------------------------------------------------------------------
+
+/// An inbound message on `channel` from an address of `kind` (normalised here).
+fn inbound_on(channel: Channel, kind: IdentityKind, from: &str, subject: Option<&str>, text: &str) -> NewInbound {
+    NewInbound {
+        channel,
+        from_kind: kind,
+        from_address: normalise_identity(kind, from, "DE").expect("valid address"),
+        subject: subject.map(str::to_string),
+        ..inbound("unused@example.de", text)
+    }
+}
+
+async fn staff(store: &Store, email: &str, role: Role) -> StaffUser {
+    store.create_user(email.into(), email.into(), role, "sehr geheim 123".into()).await.unwrap()
+}
+
+/// Ids of the cases `filter` lists (all pages of up to 200).
+async fn listed(store: &Store, filter: CaseFilter) -> HashSet<i64> {
+    let page = store.list_cases(CaseFilter { limit: 200, ..filter }).await.unwrap();
+    assert_eq!(page.next_cursor, None, "more than one page");
+    page.items.iter().map(|c| c.id).collect()
+}
+
+async fn set_team(store: &Store, case_id: i64, team_id: i64) {
+    store.patch_case(case_id, CasePatch { team_id: Some(Some(team_id)), ..Default::default() }).await.unwrap();
+}
+
+async fn last_event(store: &Store) -> kontor_core::Event {
+    store.events_after(store.max_event_id().await.unwrap() - 1, 1).await.unwrap().remove(0)
+}
+
+async fn check_team_members_are_added_listed_and_removed_with_events(store: &Store) {
+    let team = store.create_team("Umzüge".into()).await.unwrap();
+    let other = store.create_team("Rechnungen".into()).await.unwrap();
+    let anna = staff(store, "anna@kontor.example", Role::Agent).await;
+    let bert = staff(store, "bert@kontor.example", Role::Agent).await;
+    assert!(store.team_members(team.id).await.unwrap().is_empty());
+
+    let before = store.max_event_id().await.unwrap();
+    store.add_team_member(team.id, bert.id).await.unwrap();
+    store.add_team_member(team.id, anna.id).await.unwrap();
+    store.add_team_member(other.id, anna.id).await.unwrap();
+    let events = store.events_after(before, 100).await.unwrap();
+    assert_eq!(events.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>(), ["team.member_added"; 3]);
+    assert_eq!(events[0].payload, serde_json::json!({ "team_id": team.id, "user_id": bert.id }));
+
+    let events = event_count(store).await;
+    store.add_team_member(team.id, anna.id).await.unwrap();
+    assert_eq!(event_count(store).await, events, "adding a member again changes nothing");
+
+    let members = store.team_members(team.id).await.unwrap();
+    assert_eq!(members, [anna.clone(), bert.clone()], "members by e-mail");
+    assert_eq!(store.user_team_ids(anna.id).await.unwrap(), [team.id, other.id]);
+    assert_eq!(store.user_team_ids(bert.id).await.unwrap(), [team.id]);
+    assert!(store.user_team_ids(bert.id + 10_000).await.unwrap().is_empty());
+
+    assert_not_found(store.add_team_member(other.id + 10_000, anna.id).await);
+    assert_not_found(store.add_team_member(team.id, bert.id + 10_000).await);
+    assert_not_found(store.team_members(other.id + 10_000).await);
+    assert_eq!(event_count(store).await, events, "refused changes append nothing");
+
+    store.remove_team_member(team.id, anna.id).await.unwrap();
+    let ev = last_event(store).await;
+    assert_eq!(ev.kind, "team.member_removed");
+    assert_eq!(ev.payload, serde_json::json!({ "team_id": team.id, "user_id": anna.id }));
+    assert_eq!(store.team_members(team.id).await.unwrap(), [bert]);
+    assert_eq!(store.user_team_ids(anna.id).await.unwrap(), [other.id]);
+    assert_not_found(store.remove_team_member(team.id, anna.id).await);
+}
+
+async fn check_agents_see_unteamed_and_own_team_cases_and_admins_see_all(store: &Store) {
+    let team_a = store.create_team("Team A".into()).await.unwrap();
+    let team_b = store.create_team("Team B".into()).await.unwrap();
+    let agent = staff(store, "agent@kontor.example", Role::Agent).await;
+    let loner = staff(store, "loner@kontor.example", Role::Agent).await;
+    let admin = staff(store, "admin@kontor.example", Role::Admin).await;
+    store.add_team_member(team_a.id, agent.id).await.unwrap();
+
+    let unteamed = store.ingest(inbound("eins@example.de", "ohne Team")).await.unwrap().case_id;
+    let in_a = store.ingest(inbound("zwei@example.de", "für Team A")).await.unwrap().case_id;
+    let in_b = store.ingest(inbound("drei@example.de", "für Team B")).await.unwrap().case_id;
+    set_team(store, in_a, team_a.id).await;
+    set_team(store, in_b, team_b.id).await;
+    let visible = |user: i64| CaseFilter { visible_to: Some(user), ..Default::default() };
+    let all = HashSet::from([unteamed, in_a, in_b]);
+
+    assert_eq!(listed(store, visible(agent.id)).await, HashSet::from([unteamed, in_a]));
+    assert_eq!(listed(store, visible(loner.id)).await, HashSet::from([unteamed]));
+    assert_eq!(listed(store, CaseFilter::default()).await, all, "the admin path lists every case");
+    assert_eq!(listed(store, visible(admin.id)).await, all, "an admin's id shows every case too");
+    let open_for_agent = CaseFilter { status: Some(CaseStatus::Open), ..visible(agent.id) };
+    assert_eq!(listed(store, open_for_agent).await, HashSet::from([unteamed, in_a]), "with other filters");
+    let team_b_for_agent = CaseFilter { team_id: Some(team_b.id), ..visible(agent.id) };
+    assert!(listed(store, team_b_for_agent).await.is_empty(), "asking for team B's cases does not reveal them");
+
+    for (case, agent_sees, loner_sees) in [(unteamed, true, true), (in_a, true, false), (in_b, false, false)] {
+        assert_eq!(store.case_visible_to(case, agent.id).await.unwrap(), agent_sees, "agent, case {case}");
+        assert_eq!(store.case_visible_to(case, loner.id).await.unwrap(), loner_sees, "loner, case {case}");
+        assert!(store.case_visible_to(case, admin.id).await.unwrap(), "admin, case {case}");
+    }
+    assert_not_found(store.case_visible_to(in_b + 10_000, agent.id).await);
+
+    // Membership changes take effect at once.
+    store.add_team_member(team_b.id, agent.id).await.unwrap();
+    store.remove_team_member(team_a.id, agent.id).await.unwrap();
+    assert_eq!(listed(store, visible(agent.id)).await, HashSet::from([unteamed, in_b]));
+    assert!(!store.case_visible_to(in_a, agent.id).await.unwrap());
+    assert!(store.case_visible_to(in_b, agent.id).await.unwrap());
+
+    // Paging through an agent's view returns each visible case once.
+    let mut paged = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = store.list_cases(CaseFilter { cursor: cursor.take(), limit: 1, ..visible(agent.id) }).await.unwrap();
+        paged.extend(page.items.iter().map(|c| c.id));
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    assert_eq!(paged.len(), 2);
+    assert_eq!(paged.into_iter().collect::<HashSet<_>>(), HashSet::from([unteamed, in_b]));
+}
+
+async fn check_list_cases_filters_by_whole_tags_and_unassigned(store: &Store) {
+    let agent = staff(store, "tags@kontor.example", Role::Agent).await;
+    let vip = store.ingest(inbound("vip@example.de", "eins")).await.unwrap().case_id;
+    let gold = store.ingest(inbound("gold@example.de", "zwei")).await.unwrap().case_id;
+    let plain = store.ingest(inbound("plain@example.de", "drei")).await.unwrap().case_id;
+    let tags = |t: &[&str]| Some(t.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+    let patch = CasePatch { tags: tags(&["vip", "umzug"]), assignee_id: Some(Some(agent.id)), ..Default::default() };
+    store.patch_case(vip, patch).await.unwrap();
+    let odd = "Zoë \"Quote\" 100%_";
+    store.patch_case(gold, CasePatch { tags: tags(&["vip-gold", "a,b", odd]), ..Default::default() }).await.unwrap();
+
+    let by_tag = |t: &str| CaseFilter { tag: Some(t.to_string()), ..Default::default() };
+    let table: &[(&str, &[i64])] = &[
+        ("vip", &[vip]),
+        (" vip ", &[vip]),
+        ("umzug", &[vip]),
+        ("vip-gold", &[gold]),
+        ("a,b", &[gold]),
+        (odd, &[gold]),
+        ("VIP", &[]),
+        ("vi", &[]),
+        ("a", &[]),
+        ("\",\"", &[]),
+        ("%", &[]),
+        ("vip%", &[]),
+        ("_ip", &[]),
+    ];
+    for (tag, want) in table {
+        let want: HashSet<i64> = want.iter().copied().collect();
+        assert_eq!(listed(store, by_tag(tag)).await, want, "tag {tag:?}");
+    }
+    assert_eq!(listed(store, by_tag("  ")).await, HashSet::from([vip, gold, plain]), "a blank tag filters nothing");
+
+    let unassigned = CaseFilter { unassigned: true, ..Default::default() };
+    assert_eq!(listed(store, unassigned.clone()).await, HashSet::from([gold, plain]));
+    assert!(listed(store, CaseFilter { tag: Some("vip".into()), ..unassigned.clone() }).await.is_empty());
+    assert_eq!(listed(store, CaseFilter { tag: Some("a,b".into()), ..unassigned }).await, HashSet::from([gold]));
+}
+
+async fn check_merge_cases_moves_messages_keeps_history_and_makes_old_views_stale(store: &Store) {
+    let agent = staff(store, "merger@kontor.example", Role::Agent).await;
+    let channels = vec![Channel::Api, Channel::Email, Channel::Whatsapp];
+    // The same customer wrote by e-mail and by WhatsApp (two customers, merged).
+    let mail = store
+        .ingest(inbound_on(Channel::Email, IdentityKind::Email, "merge@example.de", Some("Umzug"), "Ich ziehe um."))
+        .await
+        .unwrap();
+    let wa = store
+        .ingest(inbound_on(Channel::Whatsapp, IdentityKind::WhatsappId, "+49 170 5550101", None, "Neue Adresse?"))
+        .await
+        .unwrap();
+    let wa2 = store
+        .ingest(NewInbound {
+            provider_message_id: Some("wamid-2".into()),
+            ..inbound_on(Channel::Whatsapp, IdentityKind::WhatsappId, "+49 170 5550101", None, "Goethestraße 5")
+        })
+        .await
+        .unwrap();
+    assert_eq!(wa2.case_id, wa.case_id);
+    store.merge_customers(mail.customer_id, wa.customer_id).await.unwrap();
+    let patch = CasePatch { tags: Some(vec!["umzug".into()]), ..Default::default() };
+    store.patch_case(wa.case_id, patch).await.unwrap();
+
+    let view = store.case_detail(mail.case_id).await.unwrap().case.last_event_id;
+    let history = all_events(store).await;
+    let target = store.merge_cases(mail.case_id, wa.case_id, Some(agent.id)).await.unwrap();
+    assert_eq!((target.id, target.status), (mail.case_id, CaseStatus::Open));
+    assert_eq!(target.tags, ["umzug"], "the target takes over the source's tags");
+    assert!(target.last_message_at.is_some());
+
+    let detail = store.case_detail(mail.case_id).await.unwrap();
+    assert_eq!(detail.case, target);
+    let moved: Vec<(i64, Channel)> = detail.messages.iter().map(|m| (m.id, m.channel)).collect();
+    assert_eq!(
+        moved,
+        [(mail.message_id, Channel::Email), (wa.message_id, Channel::Whatsapp), (wa2.message_id, Channel::Whatsapp)],
+        "one timeline across both channels"
+    );
+    assert!(detail.messages.iter().all(|m| m.case_id == mail.case_id));
+    let source = store.case_detail(wa.case_id).await.unwrap();
+    assert!(source.messages.is_empty());
+    assert_eq!(source.case.status, CaseStatus::Closed);
+    assert_eq!(store.case_merged_into(wa.case_id).await.unwrap(), Some(mail.case_id));
+    assert_eq!(store.case_merged_into(mail.case_id).await.unwrap(), None);
+    assert_not_found(store.case_merged_into(wa.case_id + 10_000).await);
+
+    // History is kept: every earlier event is still there, and both cases got `case.merged`.
+    let events = all_events(store).await;
+    assert_eq!(&events[..history.len()], &history[..], "earlier events are unchanged");
+    let merged: Vec<_> = events[history.len()..].iter().collect();
+    assert_eq!(
+        merged.iter().map(|e| (e.kind.as_str(), e.case_id)).collect::<Vec<_>>(),
+        [("case.merged", Some(wa.case_id)), ("case.merged", Some(mail.case_id))]
+    );
+    assert_eq!(target.last_event_id, merged[1].id);
+    assert_eq!(source.case.last_event_id, merged[0].id);
+    let p = &merged[1].payload;
+    assert_eq!((p["target_case_id"].as_i64(), p["source_case_id"].as_i64()), (Some(mail.case_id), Some(wa.case_id)));
+    assert_eq!(p["moved_messages"], 2);
+    assert_eq!(p["message_ids"], serde_json::json!([wa.message_id, wa2.message_id]));
+    assert_eq!(p["actor_id"], agent.id);
+    assert_eq!(merged[1].customer_id, Some(mail.customer_id));
+
+    // Lists and search follow the messages.
+    let listed_cases = listed(store, CaseFilter { customer_id: Some(mail.customer_id), ..Default::default() }).await;
+    assert_eq!(listed_cases, HashSet::from([mail.case_id]), "a merged case is not listed");
+    let hits = store.search("Goethestraße".into(), 10).await.unwrap();
+    assert_eq!(
+        hits.messages.iter().map(|m| (m.message_id, m.case_id)).collect::<Vec<_>>(),
+        [(wa2.message_id, mail.case_id)]
+    );
+
+    // A reply written against the view from before the merge is held, showing what came in.
+    match store.reply(mail.case_id, reply("Danke!", view, false), channels.clone()).await.unwrap() {
+        ReplyOutcome::Stale { events, messages } => {
+            assert!(events.iter().any(|e| e.kind == "case.merged"), "{events:?}");
+            let ids: Vec<i64> = messages.iter().map(|m| m.id).collect();
+            assert_eq!(ids, [wa.message_id, wa2.message_id], "the moved messages are shown");
+        }
+        other => panic!("expected Stale, got {other:?}"),
+    }
+    let fresh = store.reply(mail.case_id, reply("Danke!", target.last_event_id, false), channels.clone()).await;
+    let ReplyOutcome::Queued { channel, .. } = fresh.unwrap() else { panic!("a current view replies") };
+    assert_eq!(channel, Channel::Whatsapp, "answered on the channel of the latest inbound message");
+    assert_conflict(store.reply(wa.case_id, reply("Hier?", 0, true), channels).await);
+
+    // A redelivered message reports the case it is in now; new messages thread into the target.
+    let again = store
+        .ingest(NewInbound {
+            provider_message_id: Some("wamid-2".into()),
+            ..inbound_on(Channel::Whatsapp, IdentityKind::WhatsappId, "+49 170 5550101", None, "Goethestraße 5")
+        })
+        .await
+        .unwrap();
+    assert_eq!(again, InboundReceipt { created: false, case_id: mail.case_id, ..wa2 });
+    let later = store
+        .ingest(inbound_on(Channel::Whatsapp, IdentityKind::WhatsappId, "+49 170 5550101", None, "Und?"))
+        .await
+        .unwrap();
+    assert_eq!(later.case_id, mail.case_id);
+}
+
+async fn check_merge_cases_refuses_itself_other_customers_and_merged_cases(store: &Store) {
+    let a = store.ingest(inbound("a@example.de", "A")).await.unwrap();
+    let b = store.ingest(inbound("b@example.de", "B")).await.unwrap();
+    let events = event_count(store).await;
+    assert_invalid(store.merge_cases(a.case_id, a.case_id, None).await, "source_id");
+    assert_invalid(store.merge_cases(a.case_id, b.case_id, None).await, "source_id");
+    assert_not_found(store.merge_cases(a.case_id, b.case_id + 10_000, None).await);
+    assert_not_found(store.merge_cases(b.case_id + 10_000, a.case_id, None).await);
+    assert_eq!(event_count(store).await, events, "refused merges append nothing");
+    assert_eq!(store.case_detail(b.case_id).await.unwrap().messages.len(), 1);
+
+    store.merge_customers(a.customer_id, b.customer_id).await.unwrap();
+    store.merge_cases(a.case_id, b.case_id, None).await.unwrap();
+    assert_conflict(store.merge_cases(a.case_id, b.case_id, None).await);
+    assert_conflict(store.merge_cases(b.case_id, a.case_id, None).await);
+
+    // A resolved or closed target is re-opened when an active case is merged into it.
+    let c = store.ingest(inbound("c@example.de", "C")).await.unwrap();
+    store.merge_customers(a.customer_id, c.customer_id).await.unwrap();
+    store.patch_case(a.case_id, CasePatch { status: Some(CaseStatus::Closed), ..Default::default() }).await.unwrap();
+    let target = store.merge_cases(a.case_id, c.case_id, None).await.unwrap();
+    assert_eq!((target.status, target.resolved_at), (CaseStatus::Open, None));
+    assert_eq!(last_event(store).await.payload["reopened"], true);
+}
+
+async fn check_related_open_cases_find_the_same_request_across_channels_but_not_unrelated_ones(store: &Store) {
+    let email = |from: &str, subject: &str, text: &str| {
+        inbound_on(Channel::Email, IdentityKind::Email, from, Some(subject), text)
+    };
+    let mail = store
+        .ingest(email("dup@example.de", "Umzug zum 1. Mai", "Ich ziehe am 1. Mai um, neue Adresse Goethestraße 5"))
+        .await
+        .unwrap();
+    let wa = store
+        .ingest(inbound_on(
+            Channel::Whatsapp,
+            IdentityKind::WhatsappId,
+            "+49 170 5550202",
+            None,
+            "Adressänderung: Umzug nach Berlin",
+        ))
+        .await
+        .unwrap();
+    let bill = store
+        .ingest(email("dup.privat@example.de", "Rechnung doppelt abgebucht", "Sie haben März zweimal abgebucht."))
+        .await
+        .unwrap();
+    let same = store
+        .ingest(email("dup.arbeit@example.de", "Adressänderung", "Bitte ändern Sie meine Adresse, Umzug nach Berlin."))
+        .await
+        .unwrap();
+    let old = store
+        .ingest(inbound_on(Channel::Sms, IdentityKind::Phone, "+49 170 5550303", None, "Umzug, Adresse Berlin"))
+        .await
+        .unwrap();
+    let stranger = store.ingest(email("fremd@example.de", "Umzug zum 1. Mai", "Neue Adresse")).await.unwrap();
+    for r in [&wa, &bill, &same, &old] {
+        store.merge_customers(mail.customer_id, r.customer_id).await.unwrap();
+    }
+    // The SMS case was opened and last written two days ago.
+    let two_days_ago = kontor_store::now_us() - 48 * 3_600_000_000;
+    let old_case = old.case_id;
+    store
+        .write(move |tx| {
+            tx.conn.execute(
+                "UPDATE cases SET created_at = ?, last_message_at = ? WHERE id = ?",
+                &kontor_store::params![two_days_ago, two_days_ago, old_case],
+            )
+        })
+        .await
+        .unwrap();
+
+    let related = |case_id: i64| async move {
+        let found = store.related_open_cases(case_id).await.unwrap();
+        assert!(found.windows(2).all(|w| w[0].score >= w[1].score), "best match first: {found:?}");
+        found.iter().map(|r| (r.id, r.reason)).collect::<HashMap<i64, RelatedReason>>()
+    };
+    let from_mail = store.related_open_cases(mail.case_id).await.unwrap();
+    let wa_hit = from_mail.iter().find(|r| r.id == wa.case_id).expect("the WhatsApp case is related");
+    assert_eq!(
+        (wa_hit.channel, wa_hit.status, wa_hit.reason),
+        (Channel::Whatsapp, CaseStatus::Open, RelatedReason::SimilarText)
+    );
+    assert!(wa_hit.score > 0.3 && wa_hit.score <= 1.0, "{wa_hit:?}");
+    assert_eq!(wa_hit.subject, None);
+    assert!(!wa_hit.last_activity_at.is_empty());
+    assert_eq!(
+        related(mail.case_id).await,
+        HashMap::from([(wa.case_id, RelatedReason::SimilarText), (same.case_id, RelatedReason::SimilarText)]),
+        "similar requests on any channel; not the unrelated e-mail, the old SMS or another customer's case"
+    );
+    assert!(!related(stranger.case_id).await.contains_key(&mail.case_id));
+    assert_eq!(
+        related(wa.case_id).await,
+        HashMap::from([
+            (mail.case_id, RelatedReason::SimilarText),
+            (same.case_id, RelatedReason::SimilarText),
+            (bill.case_id, RelatedReason::OtherChannel),
+        ]),
+        "cases opened the same day on another channel are related whatever they say"
+    );
+
+    // Resolved and merged cases are not offered, and have no related cases themselves.
+    store
+        .patch_case(same.case_id, CasePatch { status: Some(CaseStatus::Resolved), ..Default::default() })
+        .await
+        .unwrap();
+    assert_eq!(related(mail.case_id).await, HashMap::from([(wa.case_id, RelatedReason::SimilarText)]));
+    assert!(related(same.case_id).await.is_empty());
+    store.merge_cases(mail.case_id, wa.case_id, None).await.unwrap();
+    assert!(related(mail.case_id).await.is_empty());
+    assert!(related(wa.case_id).await.is_empty());
+    assert_not_found(store.related_open_cases(mail.case_id + 10_000).await);
+}
+
+async fn check_canned_responses_crud_with_unique_shortcuts_and_language_lists(store: &Store) {
+    assert!(store.list_canned(None).await.unwrap().is_empty());
+    let s = |v: &str| Some(v.to_string());
+    let greet_de = store
+        .create_canned("Begrüßung".into(), s(" /Hallo "), "Guten Tag,\n\nvielen Dank.".into(), s("DE"))
+        .await
+        .unwrap();
+    assert_eq!((greet_de.shortcut.as_deref(), greet_de.language.as_deref()), (Some("/hallo"), Some("de")));
+    assert_eq!(greet_de.body, "Guten Tag,\n\nvielen Dank.");
+    let created = last_event(store).await;
+    assert_eq!(
+        (created.kind.as_str(), created.payload["canned"]["id"].as_i64()),
+        ("canned.created", Some(greet_de.id))
+    );
+    let greet_en = store.create_canned("Greeting".into(), s("/hello"), "Hello,".into(), s("en")).await.unwrap();
+    let sig = store.create_canned("Signatur".into(), None, "Ihr Kontor-Team".into(), None).await.unwrap();
+    let blank = store.create_canned("Abschluss".into(), s("  "), "Mit freundlichen Grüßen".into(), s(" ")).await;
+    let blank = blank.unwrap();
+    assert_eq!((blank.shortcut, blank.language), (None, None), "blank shortcut and language are none");
+
+    let titles = |list: Vec<kontor_core::CannedResponse>| list.into_iter().map(|c| c.title).collect::<Vec<_>>();
+    assert_eq!(titles(store.list_canned(None).await.unwrap()), ["Abschluss", "Begrüßung", "Greeting", "Signatur"]);
+    assert_eq!(titles(store.list_canned(Some("de")).await.unwrap()), ["Abschluss", "Begrüßung", "Signatur"]);
+    assert_eq!(titles(store.list_canned(Some("EN")).await.unwrap()), ["Abschluss", "Greeting", "Signatur"]);
+    assert_eq!(titles(store.list_canned(Some("fr")).await.unwrap()), ["Abschluss", "Signatur"]);
+
+    let events = event_count(store).await;
+    assert_conflict(store.create_canned("Doppelt".into(), s("/HALLO"), "x".into(), None).await);
+    assert_conflict(store.update_canned(greet_en.id, "Greeting".into(), s("/hallo"), "Hello,".into(), s("en")).await);
+    assert_invalid(store.create_canned(" ".into(), None, "x".into(), None).await, "title");
+    assert_invalid(store.create_canned("T".into(), None, " \n ".into(), None).await, "body");
+    assert_invalid(store.create_canned("T".into(), s("zwei worte"), "x".into(), None).await, "shortcut");
+    assert_invalid(store.create_canned("T".into(), None, "x".into(), s("de_DE!")).await, "language");
+    assert_not_found(store.update_canned(sig.id + 10_000, "T".into(), None, "x".into(), None).await);
+    assert_eq!(event_count(store).await, events, "refused changes append nothing");
+
+    // An update may keep its own shortcut; a shortcut given up is free again.
+    let updated = store
+        .update_canned(greet_de.id, "Begrüßung (Sie)".into(), s("/hallo"), "Sehr geehrte Kundin,".into(), s("de"))
+        .await
+        .unwrap();
+    assert_eq!((updated.id, updated.created_at.as_str()), (greet_de.id, greet_de.created_at.as_str()));
+    assert_eq!((updated.title.as_str(), updated.body.as_str()), ("Begrüßung (Sie)", "Sehr geehrte Kundin,"));
+    assert_eq!(store.canned(greet_de.id).await.unwrap(), updated);
+    assert_eq!(last_event(store).await.kind, "canned.updated");
+    store.update_canned(greet_en.id, "Greeting".into(), s("/hi"), "Hello,".into(), s("en")).await.unwrap();
+    let reused = store.create_canned("Hello again".into(), s("/hello"), "Hi!".into(), None).await.unwrap();
+    assert_eq!(reused.shortcut.as_deref(), Some("/hello"));
+
+    store.delete_canned(sig.id).await.unwrap();
+    let deleted = last_event(store).await;
+    assert_eq!((deleted.kind.as_str(), deleted.payload["canned_id"].as_i64()), ("canned.deleted", Some(sig.id)));
+    assert_not_found(store.delete_canned(sig.id).await);
+    assert_not_found(store.canned(sig.id).await);
+    assert!(store.list_canned(None).await.unwrap().iter().all(|c| c.id != sig.id));
+}
+
+async fn check_settings_round_trip_and_reply_only_assignee_defaults_to_off(store: &Store) {
+    assert_eq!(store.setting("reply_only_assignee").await.unwrap(), None);
+    assert!(!store.reply_only_assignee().await.unwrap(), "off unless an admin turns it on");
+
+    store.set_reply_only_assignee(true).await.unwrap();
+    assert!(store.reply_only_assignee().await.unwrap());
+    assert_eq!(store.setting("reply_only_assignee").await.unwrap().as_deref(), Some("true"));
+    let ev = last_event(store).await;
+    assert_eq!(ev.kind, "settings.updated");
+    assert_eq!(ev.payload, serde_json::json!({ "key": "reply_only_assignee", "value": "true" }));
+    let events = event_count(store).await;
+    store.set_reply_only_assignee(true).await.unwrap();
+    assert_eq!(event_count(store).await, events, "setting the same value again appends nothing");
+    store.set_reply_only_assignee(false).await.unwrap();
+    assert!(!store.reply_only_assignee().await.unwrap());
+
+    store.set_setting("inbox.page_size", "50").await.unwrap();
+    store.set_setting("inbox.page_size", "100").await.unwrap();
+    assert_eq!(store.setting("inbox.page_size").await.unwrap().as_deref(), Some("100"));
+    assert_eq!(store.setting("reply_only_assignee").await.unwrap().as_deref(), Some("false"));
+    assert_invalid(store.set_setting("", "x").await, "key");
+    assert_invalid(store.set_setting("Bad Key", "x").await, "key");
+}
+
+async fn check_a_staff_user_can_change_the_password(store: &Store) {
+    let user =
+        store.create_user("pw@kontor.example".into(), "PW".into(), Role::Agent, "altes passwort".into()).await.unwrap();
+    store.set_user_password(user.id, "neues passwort 1".into()).await.unwrap();
+    let verify = |password: &str| store.verify_password("pw@kontor.example".into(), password.into());
+    assert_eq!(verify("altes passwort").await.unwrap(), None);
+    assert_eq!(verify("neues passwort 1").await.unwrap().map(|u| u.id), Some(user.id));
+    let ev = last_event(store).await;
+    assert_eq!((ev.kind.as_str(), ev.payload["user_id"].as_i64()), ("user.password_changed", Some(user.id)));
+    let logged = ev.payload.to_string();
+    assert!(!logged.contains("neues passwort") && !logged.contains("argon2"), "no secret in the log: {logged}");
+
+    assert_invalid(store.set_user_password(user.id, "kurz".into()).await, "password");
+    assert_not_found(store.set_user_password(user.id + 10_000, "lang genug 123".into()).await);
+    assert_eq!(verify("neues passwort 1").await.unwrap().map(|u| u.id), Some(user.id));
 }

@@ -34,10 +34,11 @@ fn parse_enum<T>(
     params(("status" = Option<CaseStatus>, Query),
            ("assignee" = Option<i64>, Query), ("team" = Option<i64>, Query),
            ("channel" = Option<Channel>, Query, description = "cases with a message on this channel"),
-           ("customer" = Option<i64>, Query), ("cursor" = Option<String>, Query), ("limit" = Option<i64>, Query)),
+           ("customer" = Option<i64>, Query), ("tag" = Option<String>, Query), ("unassigned" = Option<bool>, Query),
+           ("cursor" = Option<String>, Query), ("limit" = Option<i64>, Query)),
     responses((status = 200, body = Page<Case>), (status = 422, description = "Invalid filter")),
     security(("bearer" = [])))]
-pub async fn list(State(state): State<AppState>, _caller: Caller, q: Params) -> Result<Json<Page<Case>>, AppError> {
+pub async fn list(State(state): State<AppState>, caller: Caller, q: Params) -> Result<Json<Page<Case>>, AppError> {
     let p = params(q)?;
     let filter = CaseFilter {
         status: parse_enum("status", p.get("status"), CaseStatus::parse, CaseStatus::allowed())?,
@@ -47,6 +48,10 @@ pub async fn list(State(state): State<AppState>, _caller: Caller, q: Params) -> 
         customer_id: int_param(&p, "customer")?,
         cursor: p.get("cursor").cloned().filter(|c| !c.is_empty()),
         limit: int_param(&p, "limit")?.unwrap_or(50),
+        tag: p.get("tag").map(|t| t.trim().to_string()).filter(|t| !t.is_empty()),
+        unassigned: p.get("unassigned").is_some_and(|v| v == "true" || v == "1"),
+        // Staff who are not admins see unteamed cases and their teams' cases; API tokens see all.
+        visible_to: caller.user_id.filter(|_| caller.role != kontor_core::Role::Admin),
     };
     Ok(Json(state.store.list_cases(filter).await?))
 }
@@ -133,7 +138,7 @@ pub struct NoteRequest {
     request_body = NoteRequest, responses((status = 201, description = "Note stored")), security(("bearer" = [])))]
 pub async fn note(
     State(state): State<AppState>,
-    _caller: Caller,
+    caller: Caller,
     Path(id): Path<String>,
     ApiJson(req): ApiJson<NoteRequest>,
 ) -> Result<Response, AppError> {
@@ -142,7 +147,7 @@ pub async fn note(
         return Err(AppError::invalid("text", "must not be empty"));
     }
     check_len("text", &req.text, 100_000)?;
-    let (message, event_id) = state.store.add_note(id, req.text, None).await?;
+    let (message, event_id) = state.store.add_note(id, req.text, caller.user_id).await?;
     Ok((StatusCode::CREATED, Json(json!({ "message_id": message.id, "event_id": event_id, "message": message })))
         .into_response())
 }
@@ -184,7 +189,7 @@ pub struct ReplyAccepted {
     security(("bearer" = [])))]
 pub async fn reply(
     State(state): State<AppState>,
-    _caller: Caller,
+    caller: Caller,
     Path(id): Path<String>,
     ApiJson(req): ApiJson<ReplyRequest>,
 ) -> Result<Response, AppError> {
@@ -202,7 +207,7 @@ pub async fn reply(
         based_on_event_id: req.based_on_event_id,
         force: req.force,
         channel,
-        author_id: None,
+        author_id: caller.user_id,
     };
     match state.store.reply(id, r, state.deliverable_channels()).await? {
         ReplyOutcome::Queued { message_id, event_id, channel, .. } => {

@@ -50,7 +50,8 @@ impl Drop for ClientGauge {
 /// (query); without either, with events from now on.
 #[utoipa::path(get, path = "/api/v1/events/stream", tag = "events",
     params(("Last-Event-ID" = Option<i64>, Header), ("after" = Option<i64>, Query)),
-    responses((status = 200, description = "text/event-stream; each event has `id:` and JSON `data:`")),
+    responses((status = 200, description = "text/event-stream; each event has `id:` and JSON `data:`; \
+        presence signals come as `event: presence` without id")),
     security(("bearer" = [])))]
 pub async fn stream(
     State(state): State<AppState>,
@@ -77,14 +78,28 @@ pub async fn stream(
     let metrics = state.metrics.clone();
     metrics.stream_clients.inc();
     let gauge = ClientGauge(metrics.stream_clients.clone());
+    let mut presence = state.store.subscribe_presence();
     let s = async_stream::stream! {
         let _gauge = gauge;
         let mut cursor = start;
         loop {
             // Only go to the database when something newer is known (or now and then,
-            // in case a notification was missed).
+            // in case a notification was missed). Presence signals pass straight through,
+            // as `event: presence` without an id, so they never disturb Last-Event-ID.
             if *latest.borrow_and_update() <= cursor {
-                let _ = tokio::time::timeout(Duration::from_secs(2), latest.changed()).await;
+                tokio::select! {
+                    _ = tokio::time::timeout(Duration::from_secs(2), latest.changed()) => {}
+                    p = presence.recv() => {
+                        match p {
+                            Ok(payload) => yield Ok(SseEvent::default().event("presence").data(payload)),
+                            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                            Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                                tokio::time::sleep(Duration::from_millis(500)).await;
+                            }
+                        }
+                        continue;
+                    }
+                }
             }
             match store.events_after(cursor, 500).await {
                 Ok(events) => {
@@ -106,4 +121,37 @@ pub async fn stream(
         }
     };
     Ok(Sse::new(s).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+/// What a staff user is doing in a case.
+#[derive(Debug, serde::Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PresenceRequest {
+    /// `viewing`, `typing` or `left`.
+    pub state: String,
+}
+
+/// Tells the other agents that the signed-in user views, types in, or left a case. Sent to
+/// every open event stream as `event: presence`; nothing is stored.
+#[utoipa::path(post, path = "/api/v1/cases/{id}/presence", tag = "events", params(("id" = i64, Path)),
+    request_body = PresenceRequest, responses((status = 204, description = "Announced")), security(("bearer" = [])))]
+pub async fn presence(
+    State(state): State<AppState>,
+    caller: Caller,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    crate::error::ApiJson(req): crate::error::ApiJson<PresenceRequest>,
+) -> Result<axum::http::StatusCode, AppError> {
+    let id = super::path_id(&id, "case")?;
+    let Some(user_id) = caller.user_id else {
+        return Err(AppError::invalid("state", "presence needs a signed-in staff user, not an API token"));
+    };
+    if !matches!(req.state.as_str(), "viewing" | "typing" | "left") {
+        return Err(AppError::invalid("state", "must be viewing, typing or left"));
+    }
+    let payload = serde_json::json!({
+        "case_id": id, "user_id": user_id, "name": caller.user_name, "state": req.state,
+        "at": kontor_store::format_ts(kontor_store::now_us()),
+    });
+    state.store.publish_presence(payload.to_string()).await?;
+    Ok(axum::http::StatusCode::NO_CONTENT)
 }

@@ -25,6 +25,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/cases/{id}", get(cases::detail).patch(cases::patch))
         .route("/api/v1/cases/{id}/notes", post(cases::note))
         .route("/api/v1/cases/{id}/replies", post(cases::reply))
+        .route("/api/v1/cases/{id}/presence", post(events::presence))
         .route("/api/v1/customers", get(customers::list))
         .route("/api/v1/customers/{id}", get(customers::detail).patch(customers::patch))
         .route("/api/v1/customers/{id}/identities", post(customers::add_identity))

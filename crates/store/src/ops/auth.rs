@@ -15,7 +15,7 @@ pub fn token_hash(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
 
-fn user_from_row(r: &Row) -> StaffUser {
+pub(crate) fn user_from_row(r: &Row) -> StaffUser {
     StaffUser {
         id: r.i64(0),
         email: r.text(1),
@@ -23,6 +23,23 @@ fn user_from_row(r: &Row) -> StaffUser {
         role: Role::parse(&r.text(3)).unwrap_or(Role::Agent),
         created_at: format_ts(r.i64(4)),
     }
+}
+
+/// Shortest password accepted, in characters.
+const MIN_PASSWORD_CHARS: usize = 8;
+
+/// Checks a new password's length and hashes it with Argon2id (on a blocking thread).
+async fn hash_new_password(password: String) -> Result<String, StoreError> {
+    if password.chars().count() < MIN_PASSWORD_CHARS {
+        return Err(StoreError::invalid("password", format!("must have at least {MIN_PASSWORD_CHARS} characters")));
+    }
+    tokio::task::spawn_blocking(move || {
+        let salt = SaltString::generate(&mut OsRng);
+        Argon2::default().hash_password(password.as_bytes(), &salt).map(|h| h.to_string())
+    })
+    .await
+    .map_err(|e| StoreError::Database(e.to_string()))?
+    .map_err(|e| StoreError::Database(format!("password hashing failed: {e}")))
 }
 
 /// An API token as listed (never the secret itself).
@@ -50,16 +67,7 @@ impl Store {
         if name.trim().is_empty() {
             return Err(StoreError::invalid("name", "must not be empty"));
         }
-        if password.chars().count() < 8 {
-            return Err(StoreError::invalid("password", "must have at least 8 characters"));
-        }
-        let hash = tokio::task::spawn_blocking(move || {
-            let salt = SaltString::generate(&mut OsRng);
-            Argon2::default().hash_password(password.as_bytes(), &salt).map(|h| h.to_string())
-        })
-        .await
-        .map_err(|e| StoreError::Database(e.to_string()))?
-        .map_err(|e| StoreError::Database(format!("password hashing failed: {e}")))?;
+        let hash = hash_new_password(password).await?;
         self.write(move |tx| {
             if tx.conn.query_opt("SELECT 1 FROM users WHERE email = ?", &params![email.as_str()])?.is_some() {
                 return Err(StoreError::Conflict(format!("a user with e-mail {email} exists")));
@@ -75,6 +83,21 @@ impl Store {
             let user = user_from_row(&r);
             tx.event("user.created", None, None, &json!({ "user": user }))?;
             Ok(user)
+        })
+        .await
+    }
+
+    /// Sets a staff user's password (Argon2id, at least 8 characters); appends
+    /// `user.password_changed` (without the password or its hash). Existing sessions stay.
+    pub async fn set_user_password(&self, user_id: i64, new_password: String) -> Result<(), StoreError> {
+        let hash = hash_new_password(new_password).await?;
+        self.write(move |tx| {
+            let n = tx.conn.execute("UPDATE users SET password_hash = ? WHERE id = ?", &params![hash, user_id])?;
+            if n == 0 {
+                return Err(StoreError::NotFound(format!("user {user_id}")));
+            }
+            tx.event("user.password_changed", None, None, &json!({ "user_id": user_id }))?;
+            Ok(())
         })
         .await
     }

@@ -8,8 +8,9 @@ use super::events::events_from_rows;
 use super::ingest::{insert_message, MessageRow};
 use super::jobs::enqueue;
 use super::{case_from_row, load_case, load_message, message_from_row, Page, CASE_COLS, MESSAGE_COLS};
+use crate::db::Conn;
 use crate::writer::Tx;
-use crate::{params, Store, StoreError, Val};
+use crate::{params, Backend, Store, StoreError, Val};
 
 /// A case with its customer and all its messages in order.
 #[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
@@ -20,15 +21,22 @@ pub struct CaseDetail {
     pub messages: Vec<Message>,
 }
 
-/// Filters for listing cases; all optional.
+/// Filters for listing cases; all optional. Cases merged into another case are never listed.
 #[derive(Debug, Clone, Default)]
 pub struct CaseFilter {
     pub status: Option<CaseStatus>,
     pub assignee_id: Option<i64>,
+    /// Only cases nobody is assigned to.
+    pub unassigned: bool,
     pub team_id: Option<i64>,
     /// Cases with at least one message on this channel.
     pub channel: Option<Channel>,
     pub customer_id: Option<i64>,
+    /// Cases carrying this tag (exact match; surrounding spaces are ignored).
+    pub tag: Option<String>,
+    /// Only cases this staff user may see: cases without a team and cases of the user's
+    /// teams. An admin's id (or `None`) shows every case.
+    pub visible_to: Option<i64>,
     /// Opaque cursor from a previous page.
     pub cursor: Option<String>,
     pub limit: i64,
@@ -68,7 +76,16 @@ pub enum ReplyOutcome {
 }
 
 /// Event kinds that make a reply written earlier stale.
-const CONVERSATION_EVENTS: &str = "('message.received', 'message.created', 'note.added')";
+const CONVERSATION_EVENTS: &str = "('message.received', 'message.created', 'note.added', 'case.merged')";
+
+/// At most this many messages moved in by a merge are shown with a stale reply.
+const STALE_MERGED_MESSAGES: usize = 50;
+
+/// SQL condition on `cases` for the cases a staff user may see: admins see all, others the
+/// cases without a team and those of their teams. Takes the user id twice.
+pub(crate) const VISIBLE_TO_SQL: &str = "(cases.team_id IS NULL \
+     OR EXISTS (SELECT 1 FROM users u WHERE u.id = ? AND u.role = 'admin') \
+     OR cases.team_id IN (SELECT tm.team_id FROM team_members tm WHERE tm.user_id = ?))";
 
 fn decode_cursor(cursor: &str) -> Option<(i64, i64)> {
     let (a, b) = cursor.split_once('_')?;
@@ -96,7 +113,7 @@ impl Store {
         self.read(move |c| load_message(c, id)).await
     }
 
-    /// Cases, most recently changed first.
+    /// Cases, most recently changed first, without those merged into another case.
     pub async fn list_cases(&self, f: CaseFilter) -> Result<Page<Case>, StoreError> {
         let cursor = match f.cursor.as_deref() {
             Some(s) => {
@@ -104,9 +121,10 @@ impl Store {
             }
             None => None,
         };
+        let tag = f.tag.as_deref().map(str::trim).filter(|t| !t.is_empty()).map(str::to_string);
         self.read(move |c| {
             let limit = f.limit.clamp(1, 200);
-            let mut sql = format!("SELECT {CASE_COLS} FROM cases WHERE 1 = 1");
+            let mut sql = format!("SELECT {CASE_COLS} FROM cases WHERE merged_into IS NULL");
             let mut p: Vec<Val> = Vec::new();
             if let Some(s) = f.status {
                 sql.push_str(" AND status = ?");
@@ -115,6 +133,9 @@ impl Store {
             if let Some(a) = f.assignee_id {
                 sql.push_str(" AND assignee_id = ?");
                 p.push(a.into());
+            }
+            if f.unassigned {
+                sql.push_str(" AND assignee_id IS NULL");
             }
             if let Some(t) = f.team_id {
                 sql.push_str(" AND team_id = ?");
@@ -127,6 +148,19 @@ impl Store {
             if let Some(ch) = f.channel {
                 sql.push_str(" AND EXISTS (SELECT 1 FROM messages m WHERE m.case_id = cases.id AND m.channel = ?)");
                 p.push(ch.as_str().into());
+            }
+            if let Some(tag) = &tag {
+                // Tags are a JSON array of strings: match whole elements, not substrings.
+                sql.push_str(match c.backend() {
+                    Backend::Sqlite => " AND EXISTS (SELECT 1 FROM json_each(cases.tags) j WHERE j.value = ?)",
+                    Backend::Postgres => " AND cases.tags::jsonb @> jsonb_build_array(?::text)",
+                });
+                p.push(tag.as_str().into());
+            }
+            if let Some(uid) = f.visible_to {
+                sql.push_str(" AND ");
+                sql.push_str(VISIBLE_TO_SQL);
+                p.extend([uid.into(), uid.into()]);
             }
             if let Some((u, id)) = cursor {
                 sql.push_str(" AND (updated_at < ? OR (updated_at = ? AND id < ?))");
@@ -226,6 +260,11 @@ impl Store {
     }
 }
 
+/// The case a case was merged into, if it was.
+pub(crate) fn merged_into(c: &mut Conn, case_id: i64) -> Result<Option<i64>, StoreError> {
+    Ok(c.query_opt("SELECT merged_into FROM cases WHERE id = ?", &params![case_id])?.and_then(|r| r.opt_i64(0)))
+}
+
 fn patch_case_in(tx: &mut Tx<'_>, id: i64, p: &CasePatch) -> Result<Case, StoreError> {
     let before = load_case(tx.conn, id)?;
     let mut changes = serde_json::Map::new();
@@ -313,6 +352,9 @@ fn reply_in(
     max_attempts: i64,
 ) -> Result<ReplyOutcome, StoreError> {
     let case = load_case(tx.conn, case_id)?;
+    if let Some(into) = merged_into(tx.conn, case_id)? {
+        return Err(StoreError::Conflict(format!("case {case_id} was merged into case {into}; reply there")));
+    }
     if !r.force {
         let rows = tx.conn.query(
             &format!(
@@ -325,12 +367,23 @@ fn reply_in(
             let events = events_from_rows(&rows);
             let mut messages = Vec::new();
             for e in &events {
+                let mut ids: Vec<i64> = Vec::new();
                 if let Some(mid) = e.payload.get("message").and_then(|m| m.get("id")).and_then(|v| v.as_i64()) {
+                    ids.push(mid);
+                }
+                // A merge brought in the other case's messages: show the newest of them.
+                if let Some(moved) = e.payload.get("message_ids").and_then(|v| v.as_array()) {
+                    let moved: Vec<i64> = moved.iter().filter_map(|v| v.as_i64()).collect();
+                    ids.extend(&moved[moved.len().saturating_sub(STALE_MERGED_MESSAGES)..]);
+                }
+                for mid in ids {
                     if let Ok(m) = load_message(tx.conn, mid) {
                         messages.push(m);
                     }
                 }
             }
+            messages.sort_by_key(|m| m.id);
+            messages.dedup_by_key(|m| m.id);
             return Ok(ReplyOutcome::Stale { events, messages });
         }
     }

@@ -1,20 +1,30 @@
 //! The store's operations, grouped by domain object.
 
 mod auth;
+mod canned;
 mod cases;
 mod customers;
 mod events;
+mod inbox;
 mod ingest;
 mod jobs;
+mod merge;
 mod search;
+mod sessions;
+mod settings;
+mod teams;
 
 pub use auth::*;
 pub use cases::*;
 pub use customers::*;
 
+pub use inbox::*;
 pub use ingest::*;
 pub use jobs::*;
+pub use merge::*;
 pub use search::*;
+pub use sessions::*;
+pub use settings::*;
 
 use kontor_core::{Attachment, Case, CaseStatus, Channel, DeliveryState, Direction, Message, Priority};
 

@@ -1,0 +1,167 @@
+//! The interface's words in German and English.
+
+use std::collections::BTreeMap;
+
+/// An interface language.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lang {
+    De,
+    En,
+}
+
+impl Lang {
+    /// The language tag.
+    pub fn code(self) -> &'static str {
+        match self {
+            Lang::De => "de",
+            Lang::En => "en",
+        }
+    }
+
+    /// Parses `de`/`en` (and regional forms such as `de-AT`).
+    pub fn parse(s: &str) -> Option<Lang> {
+        let primary = s.trim().split(['-', '_']).next().unwrap_or("").to_ascii_lowercase();
+        match primary.as_str() {
+            "de" => Some(Lang::De),
+            "en" => Some(Lang::En),
+            _ => None,
+        }
+    }
+
+    /// The best match for an `Accept-Language` header (by q-value), German if none matches.
+    pub fn from_accept_language(header: Option<&str>) -> Lang {
+        let mut best: Option<(f32, Lang)> = None;
+        for part in header.unwrap_or("").split(',') {
+            let mut it = part.split(';');
+            let tag = it.next().unwrap_or("");
+            let q = it.find_map(|p| p.trim().strip_prefix("q=")).and_then(|q| q.parse::<f32>().ok()).unwrap_or(1.0);
+            if let Some(lang) = Lang::parse(tag) {
+                if best.is_none_or(|(bq, _)| q > bq) {
+                    best = Some((q, lang));
+                }
+            }
+        }
+        best.map(|(_, l)| l).unwrap_or(Lang::De)
+    }
+}
+
+/// (key, German, English).
+const WORDS: &[(&str, &str, &str)] = &[
+    ("app_title", "Kontor", "Kontor"),
+    ("sign_in", "Anmelden", "Sign in"),
+    ("sign_out", "Abmelden", "Sign out"),
+    ("email", "E-Mail-Adresse", "E-mail address"),
+    ("password", "Passwort", "Password"),
+    ("sign_in_failed", "E-Mail-Adresse oder Passwort ist falsch.", "Wrong e-mail address or password."),
+    ("too_many_attempts", "Zu viele Versuche. Bitte warten Sie eine Minute.", "Too many attempts. Please wait a minute."),
+    ("inbox", "Posteingang", "Inbox"),
+    ("profile", "Profil", "Profile"),
+    ("settings", "Einstellungen", "Settings"),
+    ("search", "Suchen", "Search"),
+    ("search_placeholder", "Suchen (/)", "Search (/)"),
+    ("filter_all", "Alle", "All"),
+    ("filter_mine", "Meine", "Mine"),
+    ("filter_unassigned", "Nicht zugewiesen", "Unassigned"),
+    ("status", "Status", "Status"),
+    ("channel", "Kanal", "Channel"),
+    ("team", "Team", "Team"),
+    ("tag", "Schlagwort", "Tag"),
+    ("tags", "Schlagwörter", "Tags"),
+    ("priority", "Priorität", "Priority"),
+    ("assignee", "Zuständig", "Assignee"),
+    ("nobody", "niemand", "nobody"),
+    ("customer", "Kunde", "Customer"),
+    ("subject", "Betreff", "Subject"),
+    ("age", "Alter", "Age"),
+    ("no_subject", "(ohne Betreff)", "(no subject)"),
+    ("empty_inbox", "Keine Vorgänge — alles erledigt. Neue Nachrichten erscheinen hier sofort.", "No cases — all done. New messages appear here right away."),
+    ("older", "Ältere", "Older"),
+    ("newest", "Neueste", "Newest"),
+    ("status_open", "offen", "open"),
+    ("status_pending", "wartend", "pending"),
+    ("status_resolved", "erledigt", "resolved"),
+    ("status_closed", "geschlossen", "closed"),
+    ("priority_low", "niedrig", "low"),
+    ("priority_normal", "normal", "normal"),
+    ("priority_high", "hoch", "high"),
+    ("priority_urgent", "dringend", "urgent"),
+    ("delivery_queued", "wartet auf Versand", "queued"),
+    ("delivery_sent", "gesendet", "sent"),
+    ("delivery_delivered", "zugestellt", "delivered"),
+    ("delivery_read", "gelesen", "read"),
+    ("delivery_failed", "fehlgeschlagen", "failed"),
+    ("internal_note", "Interne Notiz", "Internal note"),
+    ("reply", "Antworten", "Reply"),
+    ("note", "Notiz", "Note"),
+    ("send", "Senden", "Send"),
+    ("save_note", "Notiz speichern", "Save note"),
+    ("reply_placeholder", "Antwort schreiben … (r)", "Write a reply … (r)"),
+    ("note_placeholder", "Interne Notiz … (n)", "Internal note … (n)"),
+    ("via", "über", "via"),
+    ("identities", "Erreichbar über", "Reachable via"),
+    ("other_cases", "Weitere Vorgänge", "Other cases"),
+    ("none", "keine", "none"),
+    ("save", "Speichern", "Save"),
+    ("resolve", "Erledigt (e)", "Resolve (e)"),
+    ("assign_me", "Mir zuweisen (a)", "Assign to me (a)"),
+    ("stale_title", "Inzwischen hat sich der Vorgang geändert", "The case changed in the meantime"),
+    ("stale_text", "Bitte prüfen Sie, bevor Sie senden:", "Please check before you send:"),
+    ("send_anyway", "Trotzdem senden", "Send anyway"),
+    ("discard", "Verwerfen", "Discard"),
+    ("sent_ok", "Gesendet.", "Sent."),
+    ("error", "Fehler", "Error"),
+    ("live", "live", "live"),
+    ("offline", "offline – verbinde neu …", "offline – reconnecting …"),
+    ("new_since", "neu", "new"),
+    ("language", "Sprache", "Language"),
+    ("language_browser", "wie im Browser", "as in the browser"),
+    ("new_password", "Neues Passwort", "New password"),
+    ("saved", "Gespeichert.", "Saved."),
+    ("shortcuts", "Tastenkürzel", "Keyboard shortcuts"),
+    ("shortcut_help", "j/k: nächster/vorheriger · Enter: öffnen · r: antworten · n: Notiz · e: erledigt · a: mir zuweisen · /: suchen · ?: diese Hilfe", "j/k: next/previous · Enter: open · r: reply · n: note · e: resolve · a: assign to me · /: search · ?: this help"),
+    ("attachments", "Anhänge", "Attachments"),
+    ("show_formatted", "Formatierte Ansicht", "Formatted view"),
+    ("customer_wrote", "Kunde", "Customer"),
+    ("agent", "Mitarbeiter", "Agent"),
+    ("search_results", "Suchergebnisse", "Search results"),
+    ("no_results", "Nichts gefunden.", "Nothing found."),
+    ("messages", "Nachrichten", "Messages"),
+    ("customers", "Kunden", "Customers"),
+    ("back_to_inbox", "Zurück zum Posteingang", "Back to inbox"),
+    ("not_found", "Nicht gefunden", "Not found"),
+    ("forbidden", "Kein Zugriff auf diesen Vorgang.", "You have no access to this case."),
+];
+
+/// All words of a language, for templates (`{{ t.sign_in }}`).
+pub fn words(lang: Lang) -> BTreeMap<&'static str, &'static str> {
+    WORDS.iter().map(|(k, de, en)| (*k, if lang == Lang::De { *de } else { *en })).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_language_picks_the_best_supported_language() {
+        let table: &[(Option<&str>, Lang)] = &[
+            (None, Lang::De),
+            (Some("de-DE,de;q=0.9"), Lang::De),
+            (Some("en-US,en;q=0.9,de;q=0.8"), Lang::En),
+            (Some("fr-FR,fr;q=0.9,en;q=0.5,de;q=0.7"), Lang::De),
+            (Some("fr"), Lang::De),
+            (Some("en-GB"), Lang::En),
+        ];
+        for (header, want) in table {
+            assert_eq!(Lang::from_accept_language(*header), *want, "{header:?}");
+        }
+    }
+
+    #[test]
+    fn every_key_has_both_languages() {
+        let mut seen = std::collections::HashSet::new();
+        for (k, de, en) in WORDS {
+            assert!(seen.insert(*k), "duplicate key {k}");
+            assert!(!de.is_empty() && !en.is_empty(), "{k}");
+        }
+    }
+}

@@ -1,0 +1,470 @@
+//! Page handlers.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::get;
+use axum::{Form, Router};
+use kontor_core::{CaseStatus, Channel, Role};
+use kontor_store::{CaseFilter, StaffSession};
+use minijinja::Value;
+use rand::RngCore;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::i18n::{words, Lang};
+use super::{cookie_header, over_tls, render, request_lang, same_secret, session_cookie, to_sign_in};
+use crate::auth::{cookie, SESSION_COOKIE};
+use crate::AppState;
+
+const LOGIN_COOKIE: &str = "kontor_login";
+const SESSION_SECS: i64 = 12 * 3600;
+
+/// A signed-in staff user on a page request.
+pub struct Staff {
+    pub session: StaffSession,
+    pub lang: Lang,
+}
+
+impl FromRequestParts<AppState> for Staff {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let Some(token) = session_cookie(&parts.headers) else { return Err(to_sign_in()) };
+        match state.store.session(token).await {
+            Ok(Some(session)) => {
+                let lang =
+                    session.language.as_deref().and_then(Lang::parse).unwrap_or_else(|| request_lang(&parts.headers));
+                Ok(Staff { session, lang })
+            }
+            Ok(None) => Err(to_sign_in()),
+            Err(e) => Err(crate::error::AppError::from(e).into_response()),
+        }
+    }
+}
+
+/// The values every page template gets.
+fn base(staff: Option<&Staff>, lang: Lang) -> BTreeMap<&'static str, Value> {
+    let mut ctx = BTreeMap::new();
+    ctx.insert("t", Value::from_serialize(words(lang)));
+    ctx.insert("lang", Value::from(lang.code()));
+    if let Some(s) = staff {
+        ctx.insert(
+            "user",
+            Value::from_serialize(json!({
+                "id": s.session.user.id, "name": s.session.user.name, "email": s.session.user.email,
+                "role": s.session.user.role, "admin": s.session.user.role == Role::Admin,
+            })),
+        );
+        ctx.insert("csrf", Value::from(s.session.csrf.clone()));
+    }
+    ctx
+}
+
+fn page(name: &str, ctx: BTreeMap<&'static str, Value>) -> Response {
+    render(name, Value::from_serialize(ctx))
+}
+
+fn random_hex() -> String {
+    let mut raw = [0u8; 24];
+    rand::thread_rng().fill_bytes(&mut raw);
+    hex::encode(raw)
+}
+
+fn login_page(headers: &HeaderMap, error: Option<&str>, status: StatusCode) -> Response {
+    let lang = request_lang(headers);
+    let csrf = random_hex();
+    let mut ctx = base(None, lang);
+    ctx.insert("csrf", Value::from(csrf.clone()));
+    if let Some(e) = error {
+        ctx.insert("error", Value::from(words(lang).get(e).copied().unwrap_or(e)));
+    }
+    let mut resp = page("login.html", ctx);
+    *resp.status_mut() = status;
+    resp.headers_mut().append(header::SET_COOKIE, cookie_header(LOGIN_COOKIE, &csrf, Some(3600), over_tls(headers)));
+    resp
+}
+
+async fn home(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if let Some(token) = session_cookie(&headers) {
+        if let Ok(Some(_)) = state.store.session(token).await {
+            return Redirect::to("/inbox").into_response();
+        }
+    }
+    login_page(&headers, None, StatusCode::OK)
+}
+
+async fn login_form(headers: HeaderMap) -> Response {
+    login_page(&headers, None, StatusCode::OK)
+}
+
+#[derive(Deserialize)]
+struct SignIn {
+    email: String,
+    password: String,
+    #[serde(default)]
+    csrf: String,
+}
+
+async fn login(
+    State(state): State<AppState>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Form(form): Form<SignIn>,
+) -> Response {
+    // Login CSRF: the form must come from a page we served to this browser.
+    if !cookie(&headers, LOGIN_COOKIE).is_some_and(|c| same_secret(c, &form.csrf)) {
+        return login_page(&headers, Some("sign_in_failed"), StatusCode::FORBIDDEN);
+    }
+    let email = form.email.trim().to_lowercase();
+    if !state.sign_in_limiter.allow(&[(format!("ip:{}", addr.ip()), 30), (format!("email:{email}"), 10)]) {
+        return login_page(&headers, Some("too_many_attempts"), StatusCode::TOO_MANY_REQUESTS);
+    }
+    let user = match state.store.verify_password(email, form.password).await {
+        Ok(Some(u)) => u,
+        Ok(None) => return login_page(&headers, Some("sign_in_failed"), StatusCode::UNAUTHORIZED),
+        Err(e) => return crate::error::AppError::from(e).into_response(),
+    };
+    match state.store.create_session(user.id, SESSION_SECS).await {
+        Ok(token) => {
+            let mut resp = Redirect::to("/inbox").into_response();
+            let secure = over_tls(&headers);
+            let h = resp.headers_mut();
+            h.append(header::SET_COOKIE, cookie_header(SESSION_COOKIE, &token, Some(SESSION_SECS), secure));
+            h.append(header::SET_COOKIE, cookie_header(LOGIN_COOKIE, "", Some(0), secure));
+            resp
+        }
+        Err(e) => crate::error::AppError::from(e).into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct CsrfForm {
+    #[serde(default)]
+    csrf: String,
+}
+
+/// Signs out (the form carries the session's CSRF token).
+pub async fn logout(State(state): State<AppState>, headers: HeaderMap, Form(form): Form<CsrfForm>) -> Response {
+    if let Some(token) = session_cookie(&headers) {
+        if let Ok(Some(s)) = state.store.session(token).await {
+            if !same_secret(&form.csrf, &s.csrf) {
+                return (StatusCode::FORBIDDEN, "CSRF token missing or wrong").into_response();
+            }
+            let _ = state.store.delete_session(token).await;
+        }
+    }
+    let mut resp = Redirect::to("/").into_response();
+    resp.headers_mut().append(header::SET_COOKIE, cookie_header(SESSION_COOKIE, "", Some(0), over_tls(&headers)));
+    resp
+}
+
+/// How long ago, briefly ("5 min", "3 h", "2 d").
+fn age(ts: &str) -> String {
+    let Ok(t) = chrono::DateTime::parse_from_rfc3339(ts) else { return String::new() };
+    let secs = (chrono::Utc::now().timestamp() - t.timestamp()).max(0);
+    match secs {
+        0..60 => format!("{secs} s"),
+        60..3600 => format!("{} min", secs / 60),
+        3600..86400 => format!("{} h", secs / 3600),
+        _ => format!("{} d", secs / 86400),
+    }
+}
+
+/// A channel's short label with a symbol.
+fn channel_label(c: Channel) -> String {
+    let (icon, name) = match c {
+        Channel::Api => ("⇄", "API"),
+        Channel::Email => ("✉", "E-Mail"),
+        Channel::Sms => ("✆", "SMS"),
+        Channel::Whatsapp => ("◉", "WhatsApp"),
+        Channel::Telegram => ("➤", "Telegram"),
+        Channel::Messenger => ("◌", "Messenger"),
+        Channel::Instagram => ("◎", "Instagram"),
+        Channel::Webchat => ("☰", "Web-Chat"),
+        Channel::Portal => ("⌂", "Portal"),
+        Channel::Phone => ("☎", "Telefon"),
+        Channel::Letter => ("✉", "Brief"),
+        Channel::Note => ("✎", "Notiz"),
+    };
+    format!("{icon} {name}")
+}
+
+/// Inbox filters from the query string (unknown values are ignored, not errors).
+struct InboxQuery {
+    view: String,
+    status: Option<CaseStatus>,
+    channel: Option<Channel>,
+    cursor: Option<String>,
+    q: Option<String>,
+}
+
+impl InboxQuery {
+    fn from(p: &HashMap<String, String>) -> Self {
+        let get = |k: &str| p.get(k).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+        InboxQuery {
+            view: get("view").filter(|v| v == "mine" || v == "unassigned").unwrap_or_else(|| "all".into()),
+            status: get("status").and_then(|s| CaseStatus::parse(&s)),
+            channel: get("channel").and_then(|s| Channel::parse(&s)),
+            cursor: get("cursor"),
+            q: get("q"),
+        }
+    }
+}
+
+async fn inbox_context(
+    state: &AppState,
+    staff: &Staff,
+    q: &InboxQuery,
+) -> Result<BTreeMap<&'static str, Value>, Response> {
+    let err = |e| crate::error::AppError::from(e).into_response();
+    let filter = CaseFilter {
+        status: q.status,
+        assignee_id: (q.view == "mine").then_some(staff.session.user.id),
+        channel: q.channel,
+        cursor: q.cursor.clone(),
+        limit: 50,
+        ..Default::default()
+    };
+    let page = match state.store.list_cases(filter).await {
+        Ok(p) => p,
+        // A cursor from elsewhere: start from the top rather than fail.
+        Err(kontor_store::StoreError::Invalid { .. }) => {
+            state.store.list_cases(CaseFilter { limit: 50, ..Default::default() }).await.map_err(err)?
+        }
+        Err(e) => return Err(err(e)),
+    };
+    let mut items = page.items;
+    if q.view == "unassigned" {
+        items.retain(|c| c.assignee_id.is_none());
+    }
+    let summaries = state.store.case_summaries(items.iter().map(|c| c.id).collect()).await.map_err(err)?;
+    let users: HashMap<i64, String> =
+        state.store.list_users().await.map_err(err)?.into_iter().map(|u| (u.id, u.name)).collect();
+    let t = words(staff.lang);
+    let rows: Vec<serde_json::Value> = items
+        .iter()
+        .map(|c| {
+            let s = summaries.get(&c.id);
+            json!({
+                "id": c.id,
+                "customer": s.and_then(|s| s.customer_name.clone().or(s.customer_address.clone())).unwrap_or_default(),
+                "channel": channel_label(s.and_then(|s| s.last_channel).unwrap_or(c.channel)),
+                "subject": c.subject,
+                "preview": s.and_then(|s| s.preview.clone()),
+                "status": c.status,
+                "status_label": t.get(format!("status_{}", c.status.as_str()).as_str()).copied().unwrap_or(c.status.as_str()),
+                "priority": c.priority,
+                "assignee": c.assignee_id.and_then(|id| users.get(&id).cloned()),
+                "age": age(&c.updated_at),
+                "updated_at": c.updated_at,
+                "awaiting": s.is_some_and(|s| s.awaiting_reply),
+                "tags": c.tags,
+            })
+        })
+        .collect();
+    let mut ctx = base(Some(staff), staff.lang);
+    ctx.insert("rows", Value::from_serialize(&rows));
+    ctx.insert("next_cursor", Value::from_serialize(&page.next_cursor));
+    ctx.insert("view", Value::from(q.view.clone()));
+    ctx.insert("status", Value::from_serialize(q.status));
+    ctx.insert("channel", Value::from_serialize(q.channel));
+    ctx.insert("statuses", Value::from_serialize(CaseStatus::ALL));
+    ctx.insert(
+        "channels",
+        Value::from_serialize(Channel::ALL.iter().filter(|c| **c != Channel::Note).collect::<Vec<_>>()),
+    );
+    ctx.insert("q", Value::from_serialize(&q.q));
+    if let Some(query) = &q.q {
+        let results = state.store.search(query.clone(), 20).await.map_err(err)?;
+        ctx.insert("results", Value::from_serialize(&results));
+    }
+    Ok(ctx)
+}
+
+async fn inbox(State(state): State<AppState>, staff: Staff, Query(p): Query<HashMap<String, String>>) -> Response {
+    match inbox_context(&state, &staff, &InboxQuery::from(&p)).await {
+        Ok(ctx) => page("inbox.html", ctx),
+        Err(r) => r,
+    }
+}
+
+async fn inbox_rows(State(state): State<AppState>, staff: Staff, Query(p): Query<HashMap<String, String>>) -> Response {
+    match inbox_context(&state, &staff, &InboxQuery::from(&p)).await {
+        Ok(ctx) => page("inbox_rows.html", ctx),
+        Err(r) => r,
+    }
+}
+
+/// Everything the case page and its fragments show.
+async fn case_context(state: &AppState, staff: &Staff, id: &str) -> Result<BTreeMap<&'static str, Value>, Response> {
+    let err = |e| crate::error::AppError::from(e).into_response();
+    let Some(id) = id.parse::<i64>().ok().filter(|v| *v > 0) else {
+        return Err(not_found(staff));
+    };
+    let detail = match state.store.case_detail(id).await {
+        Ok(d) => d,
+        Err(kontor_store::StoreError::NotFound(_)) => return Err(not_found(staff)),
+        Err(e) => return Err(err(e)),
+    };
+    let users = state.store.list_users().await.map_err(err)?;
+    let names: HashMap<i64, String> = users.iter().map(|u| (u.id, u.name.clone())).collect();
+    let t = words(staff.lang);
+    let messages: Vec<serde_json::Value> = detail
+        .messages
+        .iter()
+        .map(|m| {
+            let author = match (m.direction, m.author_id) {
+                (kontor_core::Direction::In, _) => detail.customer.name.clone().unwrap_or_else(|| t["customer_wrote"].to_string()),
+                (_, Some(a)) => names.get(&a).cloned().unwrap_or_else(|| t["agent"].to_string()),
+                (_, None) => "Kontor API".to_string(),
+            };
+            json!({
+                "id": m.id, "direction": m.direction, "internal": m.internal, "author": author,
+                "channel": channel_label(m.channel), "channel_code": m.channel, "text": m.text,
+                "html": m.html.as_deref().map(sanitize_html),
+                "attachments": m.attachments, "created_at": m.created_at, "age": age(&m.created_at),
+                "delivery_state": m.delivery_state,
+                "delivery_label": m.delivery_state.map(|d| t.get(format!("delivery_{}", d.as_str()).as_str()).copied().unwrap_or(d.as_str())),
+                "delivery_error": m.delivery_error,
+            })
+        })
+        .collect();
+    let default_channel = detail
+        .messages
+        .iter()
+        .rev()
+        .find(|m| m.direction == kontor_core::Direction::In)
+        .map(|m| m.channel)
+        .unwrap_or(detail.case.channel);
+    let others = state
+        .store
+        .list_cases(CaseFilter { customer_id: Some(detail.case.customer_id), limit: 20, ..Default::default() })
+        .await
+        .map_err(err)?
+        .items
+        .into_iter()
+        .filter(|c| c.id != id)
+        .map(|c| json!({ "id": c.id, "subject": c.subject, "status": c.status, "age": age(&c.updated_at) }))
+        .collect::<Vec<_>>();
+    let mut ctx = base(Some(staff), staff.lang);
+    ctx.insert("case", Value::from_serialize(&detail.case));
+    ctx.insert(
+        "status_label",
+        Value::from(t.get(format!("status_{}", detail.case.status.as_str()).as_str()).copied().unwrap_or("")),
+    );
+    ctx.insert("customer", Value::from_serialize(&detail.customer));
+    ctx.insert("messages", Value::from_serialize(&messages));
+    ctx.insert("others", Value::from_serialize(&others));
+    ctx.insert(
+        "users",
+        Value::from_serialize(users.iter().map(|u| json!({"id": u.id, "name": u.name})).collect::<Vec<_>>()),
+    );
+    ctx.insert("assignee", Value::from_serialize(detail.case.assignee_id.and_then(|a| names.get(&a).cloned())));
+    ctx.insert("statuses", Value::from_serialize(CaseStatus::ALL));
+    ctx.insert("priorities", Value::from_serialize(kontor_core::Priority::ALL));
+    ctx.insert("reply_channels", Value::from_serialize(state.deliverable_channels()));
+    ctx.insert("default_channel", Value::from_serialize(default_channel));
+    ctx.insert("teams", Value::from_serialize(state.store.list_teams().await.map_err(err)?));
+    Ok(ctx)
+}
+
+fn not_found(staff: &Staff) -> Response {
+    let mut ctx = base(Some(staff), staff.lang);
+    ctx.insert("rows", Value::from_serialize(Vec::<()>::new()));
+    ctx.insert("missing", Value::from(true));
+    let mut r = page("inbox.html", ctx);
+    *r.status_mut() = StatusCode::NOT_FOUND;
+    r
+}
+
+/// HTML e-mail bodies: no scripts, styles, forms or remote content.
+pub fn sanitize_html(html: &str) -> String {
+    ammonia::Builder::default()
+        .url_schemes(["http", "https", "mailto", "tel"].into_iter().collect())
+        .rm_tags(["img"])
+        .link_rel(Some("noopener noreferrer nofollow"))
+        .clean(html)
+        .to_string()
+}
+
+async fn case_page(State(state): State<AppState>, staff: Staff, Path(id): Path<String>) -> Response {
+    match case_context(&state, &staff, &id).await {
+        Ok(ctx) => page("case.html", ctx),
+        Err(r) => r,
+    }
+}
+
+async fn case_fragment(
+    State(state): State<AppState>,
+    staff: Staff,
+    Path((id, part)): Path<(String, String)>,
+) -> Response {
+    let template = match part.as_str() {
+        "timeline" => "timeline.html",
+        "meta" => "case_meta.html",
+        _ => return StatusCode::NOT_FOUND.into_response(),
+    };
+    match case_context(&state, &staff, &id).await {
+        Ok(ctx) => page(template, ctx),
+        Err(r) => r,
+    }
+}
+
+async fn profile(staff: Staff, Query(p): Query<HashMap<String, String>>) -> Response {
+    let mut ctx = base(Some(&staff), staff.lang);
+    ctx.insert("language", Value::from_serialize(&staff.session.language));
+    if p.contains_key("saved") {
+        ctx.insert("saved", Value::from(true));
+    }
+    page("profile.html", ctx)
+}
+
+#[derive(Deserialize)]
+struct ProfileForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    language: String,
+}
+
+async fn profile_save(State(state): State<AppState>, staff: Staff, Form(form): Form<ProfileForm>) -> Response {
+    if !same_secret(&form.csrf, &staff.session.csrf) {
+        return (StatusCode::FORBIDDEN, "CSRF token missing or wrong").into_response();
+    }
+    let language = Lang::parse(&form.language).map(|l| l.code().to_string());
+    if let Err(e) = state.store.set_user_language(staff.session.user.id, language).await {
+        return crate::error::AppError::from(e).into_response();
+    }
+    Redirect::to("/profile?saved=1").into_response()
+}
+
+/// The page routes.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/", get(home))
+        .route("/login", get(login_form).post(login))
+        .route("/inbox", get(inbox))
+        .route("/inbox/rows", get(inbox_rows))
+        .route("/cases/{id}", get(case_page))
+        .route("/cases/{id}/{part}", get(case_fragment))
+        .route("/profile", get(profile).post(profile_save))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn html_mail_is_sanitised() {
+        let dirty = r#"<p onclick="x()">Hallo <script>alert(1)</script><img src="https://tracker.example/p.gif"><a href="javascript:alert(1)">x</a><a href="mailto:a@b.de">m</a><style>p{}</style></p>"#;
+        let clean = sanitize_html(dirty);
+        assert!(!clean.contains("script") && !clean.contains("onclick") && !clean.contains("tracker"), "{clean}");
+        assert!(!clean.contains("javascript:") && !clean.contains("<style"), "{clean}");
+        assert!(clean.contains("mailto:a@b.de") && clean.contains("Hallo"), "{clean}");
+    }
+}

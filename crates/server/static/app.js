@@ -1,0 +1,275 @@
+// Kontor staff pages: live updates from the event stream, the reply composer with
+// collision control, and keyboard shortcuts. Plain JavaScript, no build step.
+(() => {
+  'use strict';
+  const body = document.body;
+  const page = body.dataset.page;
+  const csrf = body.dataset.csrf;
+  const userId = Number(body.dataset.userId || 0);
+  const de = document.documentElement.lang === 'de';
+  const $ = (sel, el = document) => el.querySelector(sel);
+  const $$ = (sel, el = document) => [...el.querySelectorAll(sel)];
+
+  const debounce = (fn, ms) => {
+    let timer = null;
+    return () => { clearTimeout(timer); timer = setTimeout(fn, ms); };
+  };
+
+  async function api(method, url, data) {
+    const res = await fetch(url, {
+      method,
+      credentials: 'same-origin',
+      headers: { 'Content-Type': 'application/json', 'X-CSRF-Token': csrf },
+      body: data === undefined ? undefined : JSON.stringify(data),
+    });
+    let json = null;
+    try { json = await res.json(); } catch (_) { /* empty body */ }
+    return { status: res.status, body: json };
+  }
+
+  // Replaces an element's content with its server-rendered fragment (data-src).
+  async function refresh(el, query = '') {
+    const res = await fetch(el.dataset.src + query, { credentials: 'same-origin' });
+    if (res.redirected || res.status === 401) { location.href = '/'; return false; }
+    if (!res.ok) return false;
+    el.innerHTML = await res.text();
+    return true;
+  }
+
+  // The live event stream; EventSource reconnects by itself and resumes with Last-Event-ID.
+  function live(onEvent, onPresence) {
+    const indicator = $('#live');
+    if (!window.EventSource || !indicator) return;
+    const stream = new EventSource('/api/v1/events/stream');
+    if (onPresence) {
+      stream.addEventListener('presence', (e) => {
+        try { onPresence(JSON.parse(e.data)); } catch (_) { /* ignore malformed */ }
+      });
+    }
+    stream.onopen = () => { indicator.textContent = indicator.dataset.on; indicator.classList.add('on'); };
+    stream.onerror = () => { indicator.textContent = indicator.dataset.off; indicator.classList.remove('on'); };
+    stream.onmessage = (e) => {
+      let ev;
+      try { ev = JSON.parse(e.data); } catch (_) { return; }
+      onEvent(ev);
+    };
+  }
+
+  const typing = (el) => el && (el.tagName === 'INPUT' || el.tagName === 'TEXTAREA' || el.tagName === 'SELECT' || el.isContentEditable);
+
+  // ---- Inbox --------------------------------------------------------------------------
+  if (page === 'inbox') {
+    const rows = $('#rows');
+    let selected = null;
+    const select = (id) => {
+      $$('tr.case', rows).forEach((tr) => tr.classList.toggle('selected', tr.dataset.id === id));
+      selected = id;
+      const tr = rows.querySelector(`tr.case[data-id="${id}"]`);
+      if (tr) tr.scrollIntoView({ block: 'nearest' });
+    };
+    const reload = debounce(async () => {
+      if (await refresh(rows, location.search) && selected) select(selected);
+    }, 100);
+    live((ev) => { if (/^(message|case|note|customer)\./.test(ev.type)) reload(); });
+    $$('select[data-autosubmit]').forEach((s) => s.addEventListener('change', () => s.form.submit()));
+    document.addEventListener('keydown', (e) => {
+      if (typing(e.target) || e.ctrlKey || e.metaKey || e.altKey) return;
+      const list = $$('tr.case', rows);
+      const i = list.findIndex((tr) => tr.dataset.id === selected);
+      if (e.key === 'j' && list.length) { select(list[Math.min(i + 1, list.length - 1)].dataset.id); e.preventDefault(); }
+      if (e.key === 'k' && list.length) { select(list[Math.max(i - 1, 0)].dataset.id); e.preventDefault(); }
+      if (e.key === 'Enter' && i >= 0) { location.href = list[i].dataset.href; }
+    });
+  }
+
+  // ---- Case view ----------------------------------------------------------------------
+  if (page === 'case') {
+    const caseEl = $('#case');
+    const caseId = Number(caseEl.dataset.caseId);
+    const timeline = $('#timeline');
+    const meta = $('#meta');
+    const text = $('#composer-text');
+    const status = $('#composer-status');
+    const staleBox = $('#stale');
+    let users = {};
+    try { JSON.parse($('#users-json').textContent).forEach((u) => { users[u.id] = u.name; }); } catch (_) { users = {}; }
+    let mode = 'reply';
+    // The view a reply is written against: fixed while a draft exists, so that anything
+    // arriving meanwhile makes the server hold the send and show what changed.
+    let basedOn = Number(caseEl.dataset.lastEventId);
+    let latestSeen = basedOn;
+
+    const readMarker = () => {
+      const m = timeline.querySelector('[data-last-event-id]');
+      if (m) latestSeen = Math.max(latestSeen, Number(m.dataset.lastEventId));
+      if (!text.value.trim()) basedOn = latestSeen;
+    };
+    const reloadTimeline = debounce(async () => {
+      const nearBottom = window.innerHeight + window.scrollY >= document.body.scrollHeight - 80;
+      if (await refresh(timeline)) {
+        readMarker();
+        if (nearBottom) window.scrollTo(0, document.body.scrollHeight);
+      }
+    }, 80);
+    const reloadMeta = debounce(async () => {
+      if (meta.contains(document.activeElement)) return; // do not pull a select from under the user
+      await refresh(meta);
+    }, 80);
+    // Presence: who else views or types in this case (ephemeral, never stored).
+    const others = new Map(); // user id -> { name, state, at }
+    const presenceEl = $('#presence');
+    const renderPresence = () => {
+      const now = Date.now();
+      for (const [id, p] of others) if (p.state === 'left' || now - p.at > 25000) others.delete(id);
+      const parts = [...others.values()].map((p) => p.state === 'typing'
+        ? (de ? `✎ ${p.name} schreibt gerade …` : `✎ ${p.name} is typing …`)
+        : (de ? `👁 ${p.name} sieht sich den Vorgang an` : `👁 ${p.name} is viewing this case`));
+      presenceEl.textContent = parts.join(' · ');
+      presenceEl.hidden = parts.length === 0;
+    };
+    const announce = (state) => fetch(`/api/v1/cases/${caseId}/presence`, {
+      method: 'POST', credentials: 'same-origin', keepalive: state === 'left',
+      headers: { 'Content-Type': 'application/json', 'X-CSRF-Token': csrf },
+      body: JSON.stringify({ state }),
+    }).catch(() => {});
+    let typingUntil = 0;
+    let lastTypingSent = 0;
+    text.addEventListener('input', () => {
+      const now = Date.now();
+      typingUntil = now + 4000;
+      if (now - lastTypingSent > 2500) { lastTypingSent = now; announce('typing'); }
+    });
+    setInterval(() => {
+      const now = Date.now();
+      if (typingUntil && now > typingUntil) { typingUntil = 0; lastTypingSent = 0; announce('viewing'); }
+      renderPresence();
+    }, 1000);
+    setInterval(() => announce(typingUntil ? 'typing' : 'viewing'), 10000);
+    window.addEventListener('pagehide', () => announce('left'));
+
+    live((ev) => {
+      if (ev.case_id !== caseId) return;
+      if (ev.type !== 'case.updated') reloadTimeline();
+      reloadMeta();
+    }, (p) => {
+      if (p.case_id !== caseId || p.user_id === userId) return;
+      const known = others.has(p.user_id);
+      others.set(p.user_id, { name: p.name || '?', state: p.state, at: Date.now() });
+      // Someone new arrived: tell them we are here too.
+      if (!known && p.state !== 'left') announce(typingUntil ? 'typing' : 'viewing');
+      renderPresence();
+    });
+    // Announce once the stream is likely open, so others learn of us and we of them.
+    setTimeout(() => announce('viewing'), 300);
+
+    const say = (msg, bad) => { status.textContent = msg; status.classList.toggle('bad', !!bad); };
+    const setMode = (m) => {
+      mode = m;
+      $$('.tabs button[data-mode]').forEach((b) => b.classList.toggle('on', b.dataset.mode === m));
+      $('#composer').classList.toggle('note', m === 'note');
+      text.placeholder = text.dataset[m];
+      $('#send').textContent = $('#send').dataset[m];
+      text.focus();
+    };
+    $$('.tabs button[data-mode]').forEach((b) => b.addEventListener('click', () => setMode(b.dataset.mode)));
+
+    const ago = (iso) => {
+      const s = Math.max(0, Math.round((Date.now() - Date.parse(iso)) / 1000));
+      const [n, unit] = s < 60 ? [s, de ? 'Sekunden' : 'seconds'] : s < 3600 ? [Math.round(s / 60), de ? 'Minuten' : 'minutes'] : [Math.round(s / 3600), de ? 'Stunden' : 'hours'];
+      return de ? `vor ${n} ${unit}` : `${n} ${unit} ago`;
+    };
+    const describe = (m) => {
+      const who = m.direction === 'in' ? (caseEl.dataset.customer || (de ? 'Der Kunde' : 'The customer')) : (users[m.author_id] || 'Kontor API');
+      const what = m.internal ? (de ? 'notierte' : 'noted') : m.direction === 'in' ? (de ? 'schrieb' : 'wrote') : (de ? 'antwortete' : 'answered');
+      const via = m.internal ? '' : (de ? ` über ${m.channel}` : ` via ${m.channel}`);
+      return `${who} ${what} ${ago(m.created_at)}${via}: ${m.text}`;
+    };
+    let pendingLatest = null;
+    const showStale = (details) => {
+      const list = $('#stale-items');
+      list.textContent = '';
+      (details.newer_messages || []).forEach((m) => {
+        const li = document.createElement('li');
+        li.textContent = describe(m); // text, never HTML
+        list.appendChild(li);
+      });
+      pendingLatest = details.latest_event_id;
+      staleBox.hidden = false;
+      reloadTimeline();
+    };
+
+    async function send(force) {
+      const t = text.value.trim();
+      if (!t) return;
+      $('#send').disabled = true;
+      try {
+        if (mode === 'note') {
+          const r = await api('POST', `/api/v1/cases/${caseId}/notes`, { text: t });
+          if (r.status === 201) { text.value = ''; say(de ? 'Notiz gespeichert.' : 'Note saved.'); reloadTimeline(); }
+          else say((r.body && r.body.error && r.body.error.message) || 'Error', true);
+          return;
+        }
+        const r = await api('POST', `/api/v1/cases/${caseId}/replies`, {
+          text: t, based_on_event_id: basedOn, force: !!force, channel: $('#reply-channel').value,
+        });
+        if (r.status === 202) {
+          text.value = '';
+          staleBox.hidden = true;
+          basedOn = latestSeen = Math.max(latestSeen, r.body.event_id);
+          say(de ? 'Gesendet.' : 'Sent.');
+          reloadTimeline();
+        } else if (r.status === 409 && r.body && r.body.error && r.body.error.code === 'stale') {
+          showStale(r.body.error.details || {});
+          say(de ? 'Nicht gesendet – bitte prüfen.' : 'Not sent – please check.', true);
+        } else {
+          say((r.body && r.body.error && r.body.error.message) || 'Error', true);
+        }
+      } finally {
+        $('#send').disabled = false;
+      }
+    }
+    $('#composer').addEventListener('submit', (e) => { e.preventDefault(); send(false); });
+    text.addEventListener('keydown', (e) => { if (e.key === 'Enter' && (e.ctrlKey || e.metaKey)) { e.preventDefault(); send(false); } });
+    $('#send-anyway').addEventListener('click', () => send(true));
+    $('#discard').addEventListener('click', () => {
+      text.value = '';
+      staleBox.hidden = true;
+      if (pendingLatest) latestSeen = Math.max(latestSeen, pendingLatest);
+      basedOn = latestSeen;
+      say('');
+    });
+
+    const patch = async (data) => {
+      const r = await api('PATCH', `/api/v1/cases/${caseId}`, data);
+      if (r.status !== 200) say((r.body && r.body.error && r.body.error.message) || 'Error', true);
+      else { say(de ? 'Gespeichert.' : 'Saved.'); reloadMeta(); }
+    };
+    meta.addEventListener('change', (e) => {
+      const field = e.target.dataset.field;
+      if (!field) return;
+      let v = e.target.value;
+      if (field === 'assignee_id' || field === 'team_id') v = v === '' ? null : Number(v);
+      if (field === 'tags') v = v.split(',').map((s) => s.trim()).filter(Boolean);
+      patch({ [field]: v });
+    });
+    meta.addEventListener('click', (e) => {
+      if (e.target.id === 'resolve') patch({ status: 'resolved' });
+      if (e.target.id === 'assign-me') patch({ assignee_id: userId });
+    });
+    document.addEventListener('keydown', (e) => {
+      if (typing(e.target) || e.ctrlKey || e.metaKey || e.altKey) return;
+      if (e.key === 'r') { e.preventDefault(); setMode('reply'); }
+      if (e.key === 'n') { e.preventDefault(); setMode('note'); }
+      if (e.key === 'e') { e.preventDefault(); patch({ status: 'resolved' }); }
+      if (e.key === 'a') { e.preventDefault(); patch({ assignee_id: userId }); }
+    });
+  }
+
+  // ---- Everywhere ---------------------------------------------------------------------
+  document.addEventListener('keydown', (e) => {
+    if (e.key === 'Escape') { if (typing(e.target)) e.target.blur(); const h = $('#help'); if (h) h.hidden = true; return; }
+    if (typing(e.target) || e.ctrlKey || e.metaKey || e.altKey) return;
+    if (e.key === '/') { const s = $('#search'); if (s) { e.preventDefault(); s.focus(); } }
+    if (e.key === '?') { const h = $('#help'); if (h) h.hidden = !h.hidden; }
+  });
+})();

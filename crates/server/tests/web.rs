@@ -1,0 +1,266 @@
+//! Staff pages and the session realm over the real router: sign-in, CSRF, cookies, escaping.
+
+use kontor_core::Role;
+use kontor_server::{AppState, Config};
+use kontor_store::Store;
+use reqwest::header::{HeaderMap, ACCEPT_LANGUAGE, COOKIE, SET_COOKIE};
+use reqwest::redirect::Policy;
+use serde_json::{json, Value};
+
+struct App {
+    base: String,
+    token: String,
+    http: reqwest::Client,
+    _dir: tempfile::TempDir,
+}
+
+async fn start() -> App {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = Config { data_dir: dir.path().to_path_buf(), ..Config::default() };
+    let store = Store::open(&cfg.database_url(), cfg.store_settings()).unwrap();
+    store.create_user("anna@example.de".into(), "Anna Admin".into(), Role::Admin, "geheim123".into()).await.unwrap();
+    store.create_user("ben@example.de".into(), "Ben Berger".into(), Role::Agent, "geheim123".into()).await.unwrap();
+    let (_, token) = store.create_token("t".into(), Role::Admin).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(kontor_server::serve(AppState::new(store, cfg), listener, std::future::pending()));
+    let http = reqwest::Client::builder().redirect(Policy::none()).build().unwrap();
+    App { base, token, http, _dir: dir }
+}
+
+fn cookies(h: &HeaderMap) -> Vec<String> {
+    h.get_all(SET_COOKIE).iter().filter_map(|v| v.to_str().ok()).map(str::to_string).collect()
+}
+
+fn cookie_value(set: &[String], name: &str) -> Option<String> {
+    set.iter().find_map(|c| c.strip_prefix(&format!("{name}=")).map(|r| r.split(';').next().unwrap_or("").to_string()))
+}
+
+fn hidden_csrf(html: &str) -> String {
+    let i = html.find("name=\"csrf\" value=\"").expect("csrf field") + "name=\"csrf\" value=\"".len();
+    html[i..].split('"').next().unwrap_or_default().to_string()
+}
+
+impl App {
+    /// Signs in through the form; returns (session cookie, page CSRF token).
+    async fn sign_in(&self, email: &str, password: &str) -> Result<(String, String), u16> {
+        let page = self.http.get(format!("{}/login", self.base)).send().await.unwrap();
+        let login_cookie = cookie_value(&cookies(page.headers()), "kontor_login").unwrap();
+        let csrf = hidden_csrf(&page.text().await.unwrap());
+        let r = self
+            .http
+            .post(format!("{}/login", self.base))
+            .header(COOKIE, format!("kontor_login={login_cookie}"))
+            .form(&[("email", email), ("password", password), ("csrf", &csrf)])
+            .send()
+            .await
+            .unwrap();
+        if r.status().as_u16() != 303 {
+            return Err(r.status().as_u16());
+        }
+        let session = cookie_value(&cookies(r.headers()), "kontor_session").unwrap();
+        let inbox = self.get(&session, "/inbox").await;
+        Ok((session, hidden_csrf(&inbox.1)))
+    }
+
+    async fn get(&self, session: &str, path: &str) -> (u16, String) {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .header(COOKIE, format!("kontor_session={session}"))
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    }
+}
+
+#[tokio::test]
+async fn sign_in_page_speaks_the_browsers_language() {
+    let app = start().await;
+    let de = app.http.get(format!("{}/", app.base)).header(ACCEPT_LANGUAGE, "de-DE,de;q=0.9").send().await.unwrap();
+    assert_eq!(de.status().as_u16(), 200);
+    let html = de.text().await.unwrap();
+    assert!(html.contains("Anmelden") && html.contains("Passwort") && html.contains("<form"), "{html}");
+    let en = app.http.get(format!("{}/", app.base)).header(ACCEPT_LANGUAGE, "en-US,en;q=0.9").send().await.unwrap();
+    let html = en.text().await.unwrap();
+    assert!(html.contains("Sign in") && html.contains("Password"));
+    // Pages need a session.
+    let inbox = app.http.get(format!("{}/inbox", app.base)).send().await.unwrap();
+    assert_eq!(inbox.status().as_u16(), 303);
+}
+
+#[tokio::test]
+async fn sign_in_sets_a_safe_session_cookie_and_sign_out_ends_it() {
+    let app = start().await;
+    assert_eq!(app.sign_in("anna@example.de", "falsch123").await.err(), Some(401));
+    // Without the login page's cookie the form is refused (login CSRF).
+    let r = app
+        .http
+        .post(format!("{}/login", app.base))
+        .form(&[("email", "anna@example.de"), ("password", "geheim123"), ("csrf", "x")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 403);
+
+    let page = app.http.get(format!("{}/login", app.base)).send().await.unwrap();
+    let login_cookie = cookie_value(&cookies(page.headers()), "kontor_login").unwrap();
+    let csrf = hidden_csrf(&page.text().await.unwrap());
+    let r = app
+        .http
+        .post(format!("{}/login", app.base))
+        .header(COOKIE, format!("kontor_login={login_cookie}"))
+        .header("x-forwarded-proto", "https")
+        .form(&[("email", "Anna@Example.DE"), ("password", "geheim123"), ("csrf", &csrf)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 303);
+    let set = cookies(r.headers());
+    let session_cookie = set.iter().find(|c| c.starts_with("kontor_session=")).unwrap();
+    for flag in ["HttpOnly", "SameSite=Lax", "Secure", "Path=/"] {
+        assert!(session_cookie.contains(flag), "{session_cookie} lacks {flag}");
+    }
+    let (session, page_csrf) = app.sign_in("anna@example.de", "geheim123").await.unwrap();
+    assert!(!app.sign_in("anna@example.de", "geheim123").await.unwrap().0.contains("Secure"));
+    let (s, html) = app.get(&session, "/inbox").await;
+    assert_eq!(s, 200);
+    assert!(html.contains("Anna Admin"));
+
+    // Sign-out needs the page's CSRF token, then the session is gone.
+    let bad = app
+        .http
+        .post(format!("{}/logout", app.base))
+        .header(COOKIE, format!("kontor_session={session}"))
+        .form(&[("csrf", "wrong")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status().as_u16(), 403);
+    let ok = app
+        .http
+        .post(format!("{}/logout", app.base))
+        .header(COOKIE, format!("kontor_session={session}"))
+        .form(&[("csrf", page_csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status().as_u16(), 303);
+    assert_eq!(app.get(&session, "/inbox").await.0, 303);
+}
+
+#[tokio::test]
+async fn repeated_failed_sign_ins_are_slowed_down() {
+    let app = start().await;
+    let mut codes = Vec::new();
+    for _ in 0..12 {
+        codes.push(app.sign_in("ben@example.de", "falsch123").await.err().unwrap_or(303));
+    }
+    assert!(codes[..10].iter().all(|c| *c == 401), "{codes:?}");
+    assert_eq!(codes[10], 429, "{codes:?}");
+    // Even the right password waits out the window.
+    assert_eq!(app.sign_in("ben@example.de", "geheim123").await.err(), Some(429));
+}
+
+#[tokio::test]
+async fn session_api_calls_that_change_things_need_the_csrf_token() {
+    let app = start().await;
+    let r: Value = app
+        .http
+        .post(format!("{}/api/v1/inbound", app.base))
+        .bearer_auth(&app.token)
+        .json(&json!({ "from": { "email": "k@example.de" }, "text": "Hallo" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let (session, csrf) = app.sign_in("anna@example.de", "geheim123").await.unwrap();
+    let note = |csrf: Option<String>| {
+        let mut rb = app
+            .http
+            .post(format!("{}/api/v1/cases/{}/notes", app.base, r["case_id"]))
+            .header(COOKIE, format!("kontor_session={session}"))
+            .json(&json!({ "text": "Rückruf vereinbart" }));
+        if let Some(c) = csrf {
+            rb = rb.header("x-csrf-token", c);
+        }
+        rb.send()
+    };
+    let without = note(None).await.unwrap();
+    assert_eq!(without.status().as_u16(), 403);
+    assert_eq!(without.json::<Value>().await.unwrap()["error"]["code"], "csrf");
+    assert_eq!(note(Some("falsch".into())).await.unwrap().status().as_u16(), 403);
+    let with = note(Some(csrf.clone())).await.unwrap();
+    assert_eq!(with.status().as_u16(), 201);
+    let body: Value = with.json().await.unwrap();
+    assert!(body["message"]["author_id"].is_i64(), "notes carry their author: {body}");
+    // Reading needs no CSRF token.
+    let (s, _) = app.get(&session, &format!("/api/v1/cases/{}", r["case_id"])).await;
+    assert_eq!(s, 200);
+    // Presence: sessions may announce themselves, API tokens may not.
+    let p = app
+        .http
+        .post(format!("{}/api/v1/cases/{}/presence", app.base, r["case_id"]))
+        .header(COOKIE, format!("kontor_session={session}"))
+        .header("x-csrf-token", &csrf)
+        .json(&json!({ "state": "typing" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(p.status().as_u16(), 204);
+    let p = app
+        .http
+        .post(format!("{}/api/v1/cases/{}/presence", app.base, r["case_id"]))
+        .bearer_auth(&app.token)
+        .json(&json!({ "state": "typing" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(p.status().as_u16(), 422);
+}
+
+#[tokio::test]
+async fn message_content_is_escaped_and_html_mail_sanitised() {
+    let app = start().await;
+    let r: Value = app
+        .http
+        .post(format!("{}/api/v1/inbound", app.base))
+        .bearer_auth(&app.token)
+        .json(&json!({
+            "from": { "email": "x@example.de" }, "name": "<b>Mallory</b>", "subject": "<i>Betreff</i>",
+            "text": "Hallo <script>alert(1)</script>",
+            "html": "<p onclick=\"x()\">Formatiert<script>alert(2)</script><img src=\"https://tracker.example/p.gif\"></p>"
+        }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let (session, _) = app.sign_in("anna@example.de", "geheim123").await.unwrap();
+    for path in [format!("/cases/{}", r["case_id"]), "/inbox".to_string()] {
+        let (s, html) = app.get(&session, &path).await;
+        assert_eq!(s, 200, "{path}");
+        assert!(!html.contains("<script>alert"), "{path}: {html}");
+        assert!(!html.contains("<b>Mallory") && !html.contains("<i>Betreff"), "{path}");
+        assert!(html.contains("&lt;b&gt;Mallory"), "{path}");
+    }
+    let (_, html) = app.get(&session, &format!("/cases/{}", r["case_id"])).await;
+    assert!(html.contains("Formatiert") && !html.contains("tracker.example") && !html.contains("onclick"));
+    let page = app
+        .http
+        .get(format!("{}/cases/{}", app.base, r["case_id"]))
+        .header(COOKIE, format!("kontor_session={session}"))
+        .send()
+        .await
+        .unwrap();
+    let csp =
+        page.headers().get("content-security-policy").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+    assert!(csp.contains("script-src 'self'"), "{csp}");
+    // Unknown or foreign ids are a friendly 404 page.
+    assert_eq!(app.get(&session, "/cases/999999").await.0, 404);
+    assert_eq!(app.get(&session, "/cases/abc").await.0, 404);
+}

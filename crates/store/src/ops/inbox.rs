@@ -1,0 +1,77 @@
+//! What the agent inbox shows beside each case: customer name and the latest message.
+
+use std::collections::HashMap;
+
+use kontor_core::{Channel, Direction};
+
+use crate::{format_ts, Store, StoreError, Val};
+
+/// The inbox line of a case.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CaseSummary {
+    pub case_id: i64,
+    pub customer_name: Option<String>,
+    /// The customer's first address, for customers without a name.
+    pub customer_address: Option<String>,
+    /// Start of the latest message that is not an internal note.
+    pub preview: Option<String>,
+    pub last_direction: Option<Direction>,
+    pub last_channel: Option<Channel>,
+    pub last_at: Option<String>,
+    /// The latest message came from the customer: the case awaits an answer.
+    pub awaiting_reply: bool,
+}
+
+impl Store {
+    /// Summaries for the given cases (one query each for customers and latest messages).
+    pub async fn case_summaries(&self, case_ids: Vec<i64>) -> Result<HashMap<i64, CaseSummary>, StoreError> {
+        if case_ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        self.read(move |c| {
+            let marks = vec!["?"; case_ids.len()].join(", ");
+            let ids: Vec<Val> = case_ids.iter().map(|id| Val::Int(*id)).collect();
+            let mut out: HashMap<i64, CaseSummary> = HashMap::new();
+            let customers = c.query(
+                &format!(
+                    "SELECT ca.id, cu.name, (SELECT i.address FROM identities i WHERE i.customer_id = cu.id ORDER BY i.id LIMIT 1) \
+                     FROM cases ca JOIN customers cu ON cu.id = ca.customer_id WHERE ca.id IN ({marks})"
+                ),
+                &ids,
+            )?;
+            for r in customers {
+                out.insert(
+                    r.i64(0),
+                    CaseSummary {
+                        case_id: r.i64(0),
+                        customer_name: r.opt_text(1),
+                        customer_address: r.opt_text(2),
+                        preview: None,
+                        last_direction: None,
+                        last_channel: None,
+                        last_at: None,
+                        awaiting_reply: false,
+                    },
+                );
+            }
+            let latest = c.query(
+                &format!(
+                    "SELECT m.case_id, substr(m.text, 1, 160), m.direction, m.channel, m.created_at FROM messages m \
+                     WHERE m.id IN (SELECT MAX(id) FROM messages WHERE internal = 0 AND case_id IN ({marks}) GROUP BY case_id)"
+                ),
+                &ids,
+            )?;
+            for r in latest {
+                if let Some(s) = out.get_mut(&r.i64(0)) {
+                    s.preview = r.opt_text(1);
+                    s.last_direction = Direction::parse(&r.text(2));
+                    s.last_channel = Channel::parse(&r.text(3));
+                    s.last_at = Some(format_ts(r.i64(4)));
+                    s.awaiting_reply = s.last_direction == Some(Direction::In);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+}

@@ -1,0 +1,193 @@
+//! One request in two cases: finding a customer's related open cases (cross-channel
+//! duplicates) and merging one case into another with its whole history.
+
+use kontor_core::similarity::{relate, RelatedReason, RequestSummary, SAME_REQUEST_WINDOW_US};
+use kontor_core::{Case, CaseStatus, Channel};
+use serde_json::json;
+
+use super::cases::merged_into;
+use super::load_case;
+use crate::db::Row;
+use crate::{format_ts, params, Store, StoreError, Val};
+
+/// Another open case of the same customer that looks like the same request.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
+pub struct RelatedCase {
+    pub id: i64,
+    /// Channel of the message that opened it.
+    pub channel: Channel,
+    pub subject: Option<String>,
+    pub status: CaseStatus,
+    /// Its team (to hide it from staff who may not see it).
+    pub team_id: Option<i64>,
+    /// How alike the two requests are, `0.0..=1.0` (word overlap).
+    pub score: f64,
+    /// Why it is taken for the same request.
+    pub reason: RelatedReason,
+    /// Its last message (or its opening, if it has none), RFC 3339.
+    pub last_activity_at: String,
+}
+
+/// Columns for [`request_of`]: what the duplicate rules need of a case.
+const REQUEST_COLS: &str = "id, channel, subject, status, team_id, created_at, COALESCE(last_message_at, created_at), \
+     (SELECT m.text FROM messages m WHERE m.case_id = cases.id AND m.direction = 'in' AND m.internal = 0 \
+      ORDER BY m.id LIMIT 1), merged_into";
+
+/// A case's channel, opening time and request text (subject and first inbound message).
+fn request_of(r: &Row) -> (Channel, i64, String) {
+    let text = [r.opt_text(2), r.opt_text(7)].into_iter().flatten().collect::<Vec<_>>().join("\n");
+    (Channel::parse(&r.text(1)).unwrap_or(Channel::Api), r.i64(5), text)
+}
+
+impl Store {
+    /// Other open or pending cases of the same customer, active within the last 24 hours,
+    /// that look like the same request: similar text, or opened within 24 hours of this case
+    /// on another channel (see `kontor_core::similarity`). Best match first. Empty if this
+    /// case is not open or pending, or was merged.
+    pub async fn related_open_cases(&self, case_id: i64) -> Result<Vec<RelatedCase>, StoreError> {
+        self.read(move |c| {
+            let me = c
+                .query_opt(&format!("SELECT {REQUEST_COLS}, customer_id FROM cases WHERE id = ?"), &params![case_id])?
+                .ok_or_else(|| StoreError::NotFound(format!("case {case_id}")))?;
+            let active = CaseStatus::parse(&me.text(3)).is_some_and(|s| s.is_active());
+            if !active || me.opt_i64(8).is_some() {
+                return Ok(vec![]);
+            }
+            let (channel, opened_at_us, text) = request_of(&me);
+            let mine = RequestSummary { channel, opened_at_us, text: &text };
+            let since = crate::now_us() - SAME_REQUEST_WINDOW_US;
+            let rows = c.query(
+                &format!(
+                    "SELECT {REQUEST_COLS} FROM cases WHERE customer_id = ? AND id <> ? \
+                     AND status IN ('open', 'pending') AND merged_into IS NULL \
+                     AND COALESCE(last_message_at, created_at) >= ? ORDER BY id"
+                ),
+                &params![me.i64(9), case_id, since],
+            )?;
+            let mut out = Vec::new();
+            for r in &rows {
+                let (channel, opened_at_us, text) = request_of(r);
+                let other = RequestSummary { channel, opened_at_us, text: &text };
+                if let Some(rel) = relate(&mine, &other) {
+                    out.push((
+                        r.i64(6),
+                        RelatedCase {
+                            id: r.i64(0),
+                            channel,
+                            subject: r.opt_text(2),
+                            status: CaseStatus::parse(&r.text(3)).unwrap_or(CaseStatus::Open),
+                            team_id: r.opt_i64(4),
+                            score: rel.score,
+                            reason: rel.reason,
+                            last_activity_at: format_ts(r.i64(6)),
+                        },
+                    ));
+                }
+            }
+            out.sort_by(|(ta, a), (tb, b)| b.score.total_cmp(&a.score).then(tb.cmp(ta)).then(b.id.cmp(&a.id)));
+            Ok(out.into_iter().map(|(_, r)| r).collect())
+        })
+        .await
+    }
+
+    /// The case a case was merged into, `None` if it was not merged.
+    pub async fn case_merged_into(&self, case_id: i64) -> Result<Option<i64>, StoreError> {
+        self.read(move |c| {
+            load_case(c, case_id)?;
+            merged_into(c, case_id)
+        })
+        .await
+    }
+
+    /// Merges case `source_id` into case `target_id` of the same customer: every message
+    /// moves to the target, the source is closed and points at the target, and both cases
+    /// get a `case.merged` event (with both ids, the number and ids of the moved messages and
+    /// the actor), so a reply written against a view from before the merge is stale. The
+    /// target takes over the source's tags, its subject if it has none, and the later last
+    /// message time; it is re-opened if it was resolved or closed and the source was not.
+    /// Returns the target.
+    pub async fn merge_cases(&self, target_id: i64, source_id: i64, actor: Option<i64>) -> Result<Case, StoreError> {
+        self.write(move |tx| {
+            if target_id == source_id {
+                return Err(StoreError::invalid("source_id", "cannot merge a case into itself"));
+            }
+            let target = load_case(tx.conn, target_id)?;
+            let source = load_case(tx.conn, source_id)?;
+            if source.customer_id != target.customer_id {
+                return Err(StoreError::invalid("source_id", "belongs to another customer than the target case"));
+            }
+            if let Some(into) = merged_into(tx.conn, source_id)? {
+                return Err(StoreError::Conflict(format!("case {source_id} was already merged into case {into}")));
+            }
+            if let Some(into) = merged_into(tx.conn, target_id)? {
+                return Err(StoreError::Conflict(format!("case {target_id} was merged into case {into}")));
+            }
+            let now = tx.now;
+            let customer_id = target.customer_id;
+            let message_ids: Vec<i64> = tx
+                .conn
+                .query("SELECT id FROM messages WHERE case_id = ? ORDER BY id", &params![source_id])?
+                .iter()
+                .map(|r| r.i64(0))
+                .collect();
+            tx.conn.execute("UPDATE messages SET case_id = ? WHERE case_id = ?", &params![target_id, source_id])?;
+            // A redelivered inbound message must report the case its message is in now.
+            tx.conn.execute("UPDATE inbound_keys SET case_id = ? WHERE case_id = ?", &params![target_id, source_id])?;
+
+            let times = |tx: &mut crate::Tx<'_>, id: i64| -> Result<(Option<i64>, Option<i64>), StoreError> {
+                let r = tx
+                    .conn
+                    .query_opt("SELECT last_message_at, first_response_at FROM cases WHERE id = ?", &params![id])?
+                    .ok_or_else(|| StoreError::NotFound(format!("case {id}")))?;
+                Ok((r.opt_i64(0), r.opt_i64(1)))
+            };
+            let (t_last, t_first) = times(tx, target_id)?;
+            let (s_last, s_first) = times(tx, source_id)?;
+            let last_message_at = t_last.max(s_last);
+            let first_response_at = match (t_first, s_first) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let mut tags = target.tags.clone();
+            tags.extend(source.tags.iter().cloned());
+            tags.sort();
+            tags.dedup();
+            let reopen = source.status.is_active() && !target.status.is_active();
+
+            let payload = json!({
+                "target_case_id": target_id,
+                "source_case_id": source_id,
+                "moved_messages": message_ids.len(),
+                "message_ids": message_ids,
+                "actor_id": actor,
+                "reopened": reopen,
+            });
+            let source_event = tx.event("case.merged", Some(source_id), Some(customer_id), &payload)?;
+            tx.conn.execute(
+                "UPDATE cases SET status = 'closed', resolved_at = COALESCE(resolved_at, ?), merged_into = ?, \
+                 updated_at = ?, last_event_id = ? WHERE id = ?",
+                &params![now, target_id, now, source_event, source_id],
+            )?;
+            let target_event = tx.event("case.merged", Some(target_id), Some(customer_id), &payload)?;
+            let mut sets = String::from(
+                "last_message_at = ?, first_response_at = ?, tags = ?, subject = COALESCE(subject, ?), \
+                 updated_at = ?, last_event_id = ?",
+            );
+            let mut vals: Vec<Val> = vec![
+                last_message_at.into(),
+                first_response_at.into(),
+                serde_json::to_string(&tags).unwrap_or_else(|_| "[]".into()).into(),
+                source.subject.as_deref().into(),
+                now.into(),
+                target_event.into(),
+            ];
+            if reopen {
+                sets.push_str(", status = 'open', resolved_at = NULL");
+            }
+            vals.push(target_id.into());
+            tx.conn.execute(&format!("UPDATE cases SET {sets} WHERE id = ?"), &vals)?;
+            load_case(tx.conn, target_id)
+        })
+        .await
+    }
+}

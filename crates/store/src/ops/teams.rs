@@ -1,0 +1,100 @@
+//! Team membership, and which cases a staff user may see because of it.
+
+use kontor_core::StaffUser;
+use serde_json::json;
+
+use super::auth::user_from_row;
+use super::cases::VISIBLE_TO_SQL;
+use crate::db::Conn;
+use crate::{params, Store, StoreError};
+
+fn require_team(c: &mut Conn, team_id: i64) -> Result<(), StoreError> {
+    match c.query_opt("SELECT 1 FROM teams WHERE id = ?", &params![team_id])? {
+        Some(_) => Ok(()),
+        None => Err(StoreError::NotFound(format!("team {team_id}"))),
+    }
+}
+
+fn require_user(c: &mut Conn, user_id: i64) -> Result<(), StoreError> {
+    match c.query_opt("SELECT 1 FROM users WHERE id = ?", &params![user_id])? {
+        Some(_) => Ok(()),
+        None => Err(StoreError::NotFound(format!("user {user_id}"))),
+    }
+}
+
+impl Store {
+    /// Makes a staff user a member of a team; appends `team.member_added`. Adding a member
+    /// again changes nothing (and appends no event).
+    pub async fn add_team_member(&self, team_id: i64, user_id: i64) -> Result<(), StoreError> {
+        self.write(move |tx| {
+            require_team(tx.conn, team_id)?;
+            require_user(tx.conn, user_id)?;
+            let added = tx.conn.execute(
+                "INSERT INTO team_members (team_id, user_id) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                &params![team_id, user_id],
+            )?;
+            if added > 0 {
+                tx.event("team.member_added", None, None, &json!({ "team_id": team_id, "user_id": user_id }))?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Removes a staff user from a team; appends `team.member_removed`. Not found if the
+    /// user is not a member.
+    pub async fn remove_team_member(&self, team_id: i64, user_id: i64) -> Result<(), StoreError> {
+        self.write(move |tx| {
+            let removed = tx
+                .conn
+                .execute("DELETE FROM team_members WHERE team_id = ? AND user_id = ?", &params![team_id, user_id])?;
+            if removed == 0 {
+                return Err(StoreError::NotFound(format!("member {user_id} of team {team_id}")));
+            }
+            tx.event("team.member_removed", None, None, &json!({ "team_id": team_id, "user_id": user_id }))?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// The members of a team by e-mail.
+    pub async fn team_members(&self, team_id: i64) -> Result<Vec<StaffUser>, StoreError> {
+        self.read(move |c| {
+            require_team(c, team_id)?;
+            Ok(c.query(
+                "SELECT u.id, u.email, u.name, u.role, u.created_at FROM team_members tm \
+                 JOIN users u ON u.id = tm.user_id WHERE tm.team_id = ? ORDER BY u.email",
+                &params![team_id],
+            )?
+            .iter()
+            .map(user_from_row)
+            .collect())
+        })
+        .await
+    }
+
+    /// Ids of the teams a staff user belongs to, ascending (empty for an unknown user).
+    pub async fn user_team_ids(&self, user_id: i64) -> Result<Vec<i64>, StoreError> {
+        self.read(move |c| {
+            Ok(c.query("SELECT team_id FROM team_members WHERE user_id = ? ORDER BY team_id", &params![user_id])?
+                .iter()
+                .map(|r| r.i64(0))
+                .collect())
+        })
+        .await
+    }
+
+    /// Whether a staff user may see a case: admins see every case, other users the cases
+    /// without a team and the cases of their teams (the rule of `CaseFilter::visible_to`).
+    /// Not found if the case does not exist.
+    pub async fn case_visible_to(&self, case_id: i64, user_id: i64) -> Result<bool, StoreError> {
+        self.read(move |c| {
+            let row = c.query_opt(
+                &format!("SELECT CASE WHEN {VISIBLE_TO_SQL} THEN 1 ELSE 0 END FROM cases WHERE cases.id = ?"),
+                &params![user_id, user_id, case_id],
+            )?;
+            row.map(|r| r.i64(0) == 1).ok_or_else(|| StoreError::NotFound(format!("case {case_id}")))
+        })
+        .await
+    }
+}

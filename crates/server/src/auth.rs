@@ -66,6 +66,23 @@ pub fn cookie<'a>(headers: &'a axum::http::HeaderMap, name: &str) -> Option<&'a 
 }
 
 impl Caller {
+    /// The staff user whose team membership limits what they see (none for admins and API
+    /// tokens).
+    pub fn restricted_user(&self) -> Option<i64> {
+        self.user_id.filter(|_| self.role != Role::Admin)
+    }
+
+    /// 404 unless the caller may see the case (a hidden case must not be told apart from a
+    /// missing one).
+    pub async fn ensure_visible(&self, state: &AppState, case_id: i64) -> Result<(), AppError> {
+        if let Some(user) = self.restricted_user() {
+            if !state.store.case_visible_to(case_id, user).await? {
+                return Err(AppError::NotFound(format!("case {case_id} not found")));
+            }
+        }
+        Ok(())
+    }
+
     /// Fails with 403 unless the caller is an admin.
     pub fn require_admin(&self) -> Result<(), AppError> {
         if self.role == Role::Admin {

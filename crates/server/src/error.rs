@@ -17,6 +17,8 @@ pub enum AppError {
     Unauthorized,
     /// 403: the token's role may not do this.
     Forbidden,
+    /// 403 with its own reason.
+    Refused(String),
     /// 403: a session request without the right CSRF token.
     Csrf,
     /// 404.
@@ -70,6 +72,7 @@ impl IntoResponse for AppError {
             AppError::Forbidden => {
                 (StatusCode::FORBIDDEN, "forbidden", "this needs the admin role".into(), Value::Null)
             }
+            AppError::Refused(m) => (StatusCode::FORBIDDEN, "forbidden", m, Value::Null),
             AppError::Csrf => (
                 StatusCode::FORBIDDEN,
                 "csrf",

@@ -239,6 +239,44 @@
       say('');
     });
 
+    // Canned responses: pick one, or type ::shortcut and press Tab.
+    let canned = [];
+    try { canned = JSON.parse($('#canned-json').textContent) || []; } catch (_) { canned = []; }
+    const insertAtCursor = (snippet, replaceFrom) => {
+      const start = replaceFrom ?? text.selectionStart;
+      const end = text.selectionEnd;
+      text.value = text.value.slice(0, start) + snippet + text.value.slice(end);
+      text.selectionStart = text.selectionEnd = start + snippet.length;
+      text.dispatchEvent(new Event('input'));
+      text.focus();
+    };
+    const cannedSelect = $('#canned');
+    if (cannedSelect) {
+      cannedSelect.addEventListener('change', () => {
+        const c = canned.find((x) => String(x.id) === cannedSelect.value);
+        if (c) insertAtCursor(c.body);
+        cannedSelect.value = '';
+      });
+    }
+    text.addEventListener('keydown', (e) => {
+      if (e.key !== 'Tab') return;
+      const before = text.value.slice(0, text.selectionStart);
+      const m = before.match(/::([A-Za-z0-9_-]+)$/);
+      if (!m) return;
+      const c = canned.find((x) => x.shortcut === m[1].toLowerCase());
+      if (!c) return;
+      e.preventDefault();
+      insertAtCursor(c.body, text.selectionStart - m[0].length);
+    });
+
+    // Merging a probably identical request from another channel into this case.
+    $$('button.merge').forEach((b) => b.addEventListener('click', async () => {
+      if (!window.confirm(b.dataset.confirm)) return;
+      const r = await api('POST', `/api/v1/cases/${caseId}/merge`, { source_id: Number(b.dataset.source) });
+      if (r.status === 200) location.reload();
+      else say((r.body && r.body.error && r.body.error.message) || 'Error', true);
+    }));
+
     const patch = async (data) => {
       const r = await api('PATCH', `/api/v1/cases/${caseId}`, data);
       if (r.status !== 200) say((r.body && r.body.error && r.body.error.message) || 'Error', true);
@@ -264,6 +302,28 @@
       if (e.key === 'a') { e.preventDefault(); patch({ assignee_id: userId }); }
     });
   }
+
+  // ---- Settings: forms and buttons that call the API ------------------------------------
+  const report = (r) => {
+    const el = $('#settings-status');
+    if (r.status >= 200 && r.status < 300) { location.reload(); return; }
+    if (el) { el.textContent = (r.body && r.body.error && r.body.error.message) || `Error ${r.status}`; el.className = 'error'; }
+  };
+  $$('form[data-api]').forEach((form) => form.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    const [method, url] = form.dataset.api.split(' ');
+    const data = {};
+    $$('input[name], select[name], textarea[name]', form).forEach((el) => {
+      if (el.dataset.type === 'bool') data[el.name] = el.checked;
+      else if (el.dataset.type === 'int') data[el.name] = Number(el.value);
+      else if (el.value !== '') data[el.name] = el.value;
+    });
+    report(await api(method, url, data));
+  }));
+  $$('[data-api-click]').forEach((b) => b.addEventListener('click', async () => {
+    const [method, url] = b.dataset.apiClick.split(' ');
+    report(await api(method, url));
+  }));
 
   // ---- Everywhere ---------------------------------------------------------------------
   document.addEventListener('keydown', (e) => {

@@ -51,7 +51,7 @@ pub async fn list(State(state): State<AppState>, caller: Caller, q: Params) -> R
         tag: p.get("tag").map(|t| t.trim().to_string()).filter(|t| !t.is_empty()),
         unassigned: p.get("unassigned").is_some_and(|v| v == "true" || v == "1"),
         // Staff who are not admins see unteamed cases and their teams' cases; API tokens see all.
-        visible_to: caller.user_id.filter(|_| caller.role != kontor_core::Role::Admin),
+        visible_to: caller.restricted_user(),
     };
     Ok(Json(state.store.list_cases(filter).await?))
 }
@@ -62,10 +62,11 @@ pub async fn list(State(state): State<AppState>, caller: Caller, q: Params) -> R
     security(("bearer" = [])))]
 pub async fn detail(
     State(state): State<AppState>,
-    _caller: Caller,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<CaseDetail>, AppError> {
     let id = path_id(&id, "case")?;
+    caller.ensure_visible(&state, id).await?;
     Ok(Json(state.store.case_detail(id).await?))
 }
 
@@ -99,11 +100,12 @@ pub struct CasePatchRequest {
     security(("bearer" = [])))]
 pub async fn patch(
     State(state): State<AppState>,
-    _caller: Caller,
+    caller: Caller,
     Path(id): Path<String>,
     ApiJson(req): ApiJson<CasePatchRequest>,
 ) -> Result<Json<Case>, AppError> {
     let id = path_id(&id, "case")?;
+    caller.ensure_visible(&state, id).await?;
     let status = parse_enum("status", req.status.as_ref(), CaseStatus::parse, CaseStatus::allowed())?;
     let priority = parse_enum("priority", req.priority.as_ref(), Priority::parse, Priority::allowed())?;
     if let Some(tags) = &req.tags {
@@ -143,6 +145,7 @@ pub async fn note(
     ApiJson(req): ApiJson<NoteRequest>,
 ) -> Result<Response, AppError> {
     let id = path_id(&id, "case")?;
+    caller.ensure_visible(&state, id).await?;
     if req.text.trim().is_empty() {
         return Err(AppError::invalid("text", "must not be empty"));
     }
@@ -194,6 +197,7 @@ pub async fn reply(
     ApiJson(req): ApiJson<ReplyRequest>,
 ) -> Result<Response, AppError> {
     let id = path_id(&id, "case")?;
+    caller.ensure_visible(&state, id).await?;
     if req.text.trim().is_empty() {
         return Err(AppError::invalid("text", "must not be empty"));
     }
@@ -202,6 +206,17 @@ pub async fn reply(
         return Err(AppError::invalid("based_on_event_id", "must be ≥ 0"));
     }
     let channel = parse_enum("channel", req.channel.as_ref(), Channel::parse, Channel::allowed())?;
+    if let Some(user) = caller.user_id {
+        if state.store.reply_only_assignee().await? {
+            let case = state.store.case(id).await?;
+            if case.assignee_id.is_some_and(|a| a != user) {
+                return Err(AppError::Refused(
+                    "only the assignee may reply to this case (setting reply_only_assignee); assign it to yourself first"
+                        .into(),
+                ));
+            }
+        }
+    }
     let r = NewReply {
         text: req.text,
         based_on_event_id: req.based_on_event_id,

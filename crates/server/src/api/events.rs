@@ -142,6 +142,7 @@ pub async fn presence(
     crate::error::ApiJson(req): crate::error::ApiJson<PresenceRequest>,
 ) -> Result<axum::http::StatusCode, AppError> {
     let id = super::path_id(&id, "case")?;
+    caller.ensure_visible(&state, id).await?;
     let Some(user_id) = caller.user_id else {
         return Err(AppError::invalid("state", "presence needs a signed-in staff user, not an API token"));
     };

@@ -5,13 +5,14 @@ pub mod cases;
 pub mod customers;
 pub mod events;
 pub mod inbound;
+pub mod inbox;
 pub mod search;
 
 use std::collections::HashMap;
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::Query;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::Router;
 
 use crate::error::AppError;
@@ -33,8 +34,15 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/events", get(events::list))
         .route("/api/v1/events/stream", get(events::stream))
         .route("/api/v1/search", get(search::search))
+        .route("/api/v1/cases/{id}/merge", post(inbox::merge))
+        .route("/api/v1/cases/{id}/related", get(inbox::related))
+        .route("/api/v1/canned", get(inbox::list_canned).post(inbox::create_canned))
+        .route("/api/v1/canned/{id}", axum::routing::put(inbox::update_canned).delete(inbox::delete_canned))
+        .route("/api/v1/settings", get(inbox::get_settings).put(inbox::put_settings))
         .route("/api/v1/teams", get(admin::list_teams).post(admin::create_team))
-        .route("/api/v1/users", get(admin::list_users))
+        .route("/api/v1/teams/{id}/members", get(inbox::members).post(inbox::add_member))
+        .route("/api/v1/teams/{id}/members/{user_id}", delete(inbox::remove_member))
+        .route("/api/v1/users", get(admin::list_users).post(inbox::create_user))
         .route("/api/v1/jobs", get(admin::job_stats))
 }
 

@@ -41,6 +41,7 @@ fn templates() -> &'static Environment<'static> {
             ("case_meta.html", include_str!("../../templates/case_meta.html")),
             ("profile.html", include_str!("../../templates/profile.html")),
             ("message.html", include_str!("../../templates/message.html")),
+            ("settings.html", include_str!("../../templates/settings.html")),
         ] {
             if let Err(e) = env.add_template(name, source) {
                 tracing::error!(error = %e, name, "Template does not compile.");

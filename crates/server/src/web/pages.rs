@@ -47,6 +47,11 @@ impl FromRequestParts<AppState> for Staff {
     }
 }
 
+/// The user whose teams limit what they see (admins see everything).
+fn restricted(staff: &Staff) -> Option<i64> {
+    (staff.session.user.role != Role::Admin).then_some(staff.session.user.id)
+}
+
 /// The values every page template gets.
 fn base(staff: Option<&Staff>, lang: Lang) -> BTreeMap<&'static str, Value> {
     let mut ctx = BTreeMap::new();
@@ -199,6 +204,7 @@ struct InboxQuery {
     view: String,
     status: Option<CaseStatus>,
     channel: Option<Channel>,
+    tag: Option<String>,
     cursor: Option<String>,
     q: Option<String>,
 }
@@ -210,6 +216,7 @@ impl InboxQuery {
             view: get("view").filter(|v| v == "mine" || v == "unassigned").unwrap_or_else(|| "all".into()),
             status: get("status").and_then(|s| CaseStatus::parse(&s)),
             channel: get("channel").and_then(|s| Channel::parse(&s)),
+            tag: get("tag"),
             cursor: get("cursor"),
             q: get("q"),
         }
@@ -226,6 +233,9 @@ async fn inbox_context(
         status: q.status,
         assignee_id: (q.view == "mine").then_some(staff.session.user.id),
         channel: q.channel,
+        tag: q.tag.clone(),
+        unassigned: q.view == "unassigned",
+        visible_to: restricted(staff),
         cursor: q.cursor.clone(),
         limit: 50,
         ..Default::default()
@@ -233,15 +243,14 @@ async fn inbox_context(
     let page = match state.store.list_cases(filter).await {
         Ok(p) => p,
         // A cursor from elsewhere: start from the top rather than fail.
-        Err(kontor_store::StoreError::Invalid { .. }) => {
-            state.store.list_cases(CaseFilter { limit: 50, ..Default::default() }).await.map_err(err)?
-        }
+        Err(kontor_store::StoreError::Invalid { .. }) => state
+            .store
+            .list_cases(CaseFilter { limit: 50, visible_to: restricted(staff), ..Default::default() })
+            .await
+            .map_err(err)?,
         Err(e) => return Err(err(e)),
     };
-    let mut items = page.items;
-    if q.view == "unassigned" {
-        items.retain(|c| c.assignee_id.is_none());
-    }
+    let items = page.items;
     let summaries = state.store.case_summaries(items.iter().map(|c| c.id).collect()).await.map_err(err)?;
     let users: HashMap<i64, String> =
         state.store.list_users().await.map_err(err)?.into_iter().map(|u| (u.id, u.name)).collect();
@@ -279,6 +288,7 @@ async fn inbox_context(
         Value::from_serialize(Channel::ALL.iter().filter(|c| **c != Channel::Note).collect::<Vec<_>>()),
     );
     ctx.insert("q", Value::from_serialize(&q.q));
+    ctx.insert("tag", Value::from_serialize(&q.tag));
     if let Some(query) = &q.q {
         let results = state.store.search(query.clone(), 20).await.map_err(err)?;
         ctx.insert("results", Value::from_serialize(&results));
@@ -306,11 +316,27 @@ async fn case_context(state: &AppState, staff: &Staff, id: &str) -> Result<BTree
     let Some(id) = id.parse::<i64>().ok().filter(|v| *v > 0) else {
         return Err(not_found(staff));
     };
+    if let Some(user) = restricted(staff) {
+        match state.store.case_visible_to(id, user).await {
+            Ok(true) => {}
+            Ok(false) | Err(kontor_store::StoreError::NotFound(_)) => return Err(not_found(staff)),
+            Err(e) => return Err(err(e)),
+        }
+    }
     let detail = match state.store.case_detail(id).await {
         Ok(d) => d,
         Err(kontor_store::StoreError::NotFound(_)) => return Err(not_found(staff)),
         Err(e) => return Err(err(e)),
     };
+    let merged_into = state.store.case_merged_into(id).await.map_err(err)?;
+    let caller = crate::auth::Caller {
+        token_id: None,
+        role: staff.session.user.role,
+        user_id: Some(staff.session.user.id),
+        user_name: None,
+    };
+    let related = crate::api::inbox::visible_related(state, &caller, id).await.map_err(|e| e.into_response())?;
+    let canned = state.store.list_canned(Some(staff.lang.code())).await.map_err(err)?;
     let users = state.store.list_users().await.map_err(err)?;
     let names: HashMap<i64, String> = users.iter().map(|u| (u.id, u.name.clone())).collect();
     let t = words(staff.lang);
@@ -370,6 +396,17 @@ async fn case_context(state: &AppState, staff: &Staff, id: &str) -> Result<BTree
     ctx.insert("reply_channels", Value::from_serialize(state.deliverable_channels()));
     ctx.insert("default_channel", Value::from_serialize(default_channel));
     ctx.insert("teams", Value::from_serialize(state.store.list_teams().await.map_err(err)?));
+    ctx.insert("merged_into", Value::from_serialize(merged_into));
+    ctx.insert(
+        "related",
+        Value::from_serialize(
+            related
+                .iter()
+                .map(|r| json!({ "id": r.id, "subject": r.subject, "channel": channel_label(r.channel), "reason": r.reason, "age": age(&r.last_activity_at) }))
+                .collect::<Vec<_>>(),
+        ),
+    );
+    ctx.insert("canned", Value::from_serialize(&canned));
     Ok(ctx)
 }
 
@@ -430,6 +467,8 @@ struct ProfileForm {
     csrf: String,
     #[serde(default)]
     language: String,
+    #[serde(default)]
+    password: String,
 }
 
 async fn profile_save(State(state): State<AppState>, staff: Staff, Form(form): Form<ProfileForm>) -> Response {
@@ -440,7 +479,51 @@ async fn profile_save(State(state): State<AppState>, staff: Staff, Form(form): F
     if let Err(e) = state.store.set_user_language(staff.session.user.id, language).await {
         return crate::error::AppError::from(e).into_response();
     }
+    if !form.password.is_empty() {
+        if let Err(e) = state.store.set_user_password(staff.session.user.id, form.password).await {
+            let mut ctx = base(Some(&staff), staff.lang);
+            ctx.insert("language", Value::from_serialize(&staff.session.language));
+            ctx.insert("error", Value::from(e.to_string()));
+            let mut r = page("profile.html", ctx);
+            *r.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
+            return r;
+        }
+    }
     Redirect::to("/profile?saved=1").into_response()
+}
+
+async fn settings(State(state): State<AppState>, staff: Staff) -> Response {
+    if staff.session.user.role != Role::Admin {
+        let mut ctx = base(Some(&staff), staff.lang);
+        ctx.insert("rows", Value::from_serialize(Vec::<()>::new()));
+        ctx.insert("missing", Value::from(true));
+        let mut r = page("inbox.html", ctx);
+        *r.status_mut() = StatusCode::FORBIDDEN;
+        return r;
+    }
+    let err = |e| crate::error::AppError::from(e).into_response();
+    let load = async {
+        let users = state.store.list_users().await?;
+        let teams = state.store.list_teams().await?;
+        let mut team_rows = Vec::new();
+        for t in &teams {
+            let members = state.store.team_members(t.id).await?;
+            team_rows.push(json!({ "id": t.id, "name": t.name, "members": members }));
+        }
+        let canned = state.store.list_canned(None).await?;
+        let only_assignee = state.store.reply_only_assignee().await?;
+        Ok::<_, kontor_store::StoreError>((users, team_rows, canned, only_assignee))
+    };
+    let (users, teams, canned, only_assignee) = match load.await {
+        Ok(v) => v,
+        Err(e) => return err(e),
+    };
+    let mut ctx = base(Some(&staff), staff.lang);
+    ctx.insert("users", Value::from_serialize(&users));
+    ctx.insert("teams", Value::from_serialize(&teams));
+    ctx.insert("canned", Value::from_serialize(&canned));
+    ctx.insert("reply_only_assignee", Value::from(only_assignee));
+    page("settings.html", ctx)
 }
 
 /// The page routes.
@@ -453,6 +536,7 @@ pub fn routes() -> Router<AppState> {
         .route("/cases/{id}", get(case_page))
         .route("/cases/{id}/{part}", get(case_fragment))
         .route("/profile", get(profile).post(profile_save))
+        .route("/settings", get(settings))
 }
 
 #[cfg(test)]

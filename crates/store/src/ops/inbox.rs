@@ -23,6 +23,11 @@ pub struct CaseSummary {
 }
 
 impl Store {
+    /// One case without its messages.
+    pub async fn case(&self, id: i64) -> Result<kontor_core::Case, StoreError> {
+        self.read(move |c| super::load_case(c, id)).await
+    }
+
     /// Summaries for the given cases (one query each for customers and latest messages).
     pub async fn case_summaries(&self, case_ids: Vec<i64>) -> Result<HashMap<i64, CaseSummary>, StoreError> {
         if case_ids.is_empty() {

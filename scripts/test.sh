@@ -33,6 +33,15 @@ fi
 
 command -v cargo-nextest >/dev/null 2>&1 || cargo install --locked cargo-nextest
 
+# Browser tests (tests/e2e.rs): node, Debian's chromium, and playwright-core from npm (which
+# drives that chromium; it never downloads a browser).
+need_pkg node nodejs npm
+need_pkg /usr/bin/chromium chromium
+if [ ! -d node_modules/playwright-core ]; then
+  echo "==> npm ci"
+  npm ci --no-audit --no-fund
+fi
+
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 echo "==> cargo clippy"

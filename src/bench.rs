@@ -41,10 +41,166 @@ pub enum BenchCommand {
         #[arg(long)]
         no_raw: bool,
     },
+    /// Server time of the inbox page and of a long case page for a signed-in agent.
+    Pages {
+        /// Cases in the store (one customer each).
+        #[arg(long, default_value_t = 100_000)]
+        cases: u64,
+        /// Messages in the long case.
+        #[arg(long, default_value_t = 1_000)]
+        messages: u64,
+        /// Requests per page.
+        #[arg(long, default_value_t = 200)]
+        requests: u64,
+    },
 }
 
-pub async fn run(cmd: BenchCommand, mut cfg: Config) -> Result<()> {
-    let BenchCommand::Ingest { clients, seconds, warmup, customers, stream_rate, stream_seconds, no_raw } = cmd;
+pub async fn run(cmd: BenchCommand, cfg: Config) -> Result<()> {
+    match cmd {
+        BenchCommand::Ingest { clients, seconds, warmup, customers, stream_rate, stream_seconds, no_raw } => {
+            ingest(cfg, clients, seconds, warmup, customers, stream_rate, stream_seconds, no_raw).await
+        }
+        BenchCommand::Pages { cases, messages, requests } => pages(cfg, cases, messages, requests).await,
+    }
+}
+
+/// Seeds the store through the ingest path, then times the pages over HTTP.
+async fn pages(mut cfg: Config, cases: u64, messages: u64, requests: u64) -> Result<()> {
+    let tmp = tempdir_for(&cfg)?;
+    if cfg.database_url.is_none() {
+        cfg.data_dir = tmp.clone();
+    }
+    let url = cfg.database_url();
+    let store = Store::open(&url, cfg.store_settings())?;
+    eprintln!("Kontor page benchmark on {:?}", store.backend());
+    let bar = ProgressBar::new(cases + messages);
+    bar.set_style(
+        ProgressStyle::with_template("{msg:>8} [{bar:30}] {pos}/{len} {per_sec}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.set_message("seeding");
+    let seed_start = Instant::now();
+    let inbound = |from: String, n: u64| kontor_store::NewInbound {
+        channel: kontor_core::Channel::Email,
+        from_kind: kontor_core::IdentityKind::Email,
+        from_address: from,
+        name: Some(format!("Kundin {n}")),
+        subject: Some(format!("Anfrage {n}: Zählerstand und Abschlag")),
+        text: format!(
+            "Guten Tag, mein Zählerstand ist {} kWh. Bitte passen Sie den Abschlag an. Kundennummer {}.",
+            10_000 + n,
+            500_000 + n
+        ),
+        html: None,
+        attachments: vec![],
+        provider_message_id: Some(format!("seed-{n}")),
+        idempotency_key: None,
+        case_id: None,
+    };
+    let mut n = 0u64;
+    while n < cases {
+        let chunk: Vec<_> = (n..(n + 2000).min(cases))
+            .map(|i| {
+                let store = store.clone();
+                let msg = inbound(format!("kundin{i}@seed.example.de"), i);
+                tokio::spawn(async move { store.ingest(msg).await })
+            })
+            .collect();
+        for t in chunk {
+            t.await??;
+            bar.inc(1);
+        }
+        n = (n + 2000).min(cases);
+    }
+    let mut long_case = 0;
+    for i in 0..messages {
+        let r = store.ingest(inbound("lang@seed.example.de".into(), cases + i)).await?;
+        long_case = r.case_id;
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    eprintln!(
+        "seeded {} cases and a case with {messages} messages in {:.1} s",
+        cases + 1,
+        seed_start.elapsed().as_secs_f64()
+    );
+    let user = match store
+        .create_user("bench@kontor.example".into(), "Bench Agent".into(), Role::Admin, "bench-passwort".into())
+        .await
+    {
+        Ok(u) => u,
+        Err(_) => store.list_users().await?.into_iter().next().context("no user")?,
+    };
+    let session = store.create_session(user.id, 3600).await?;
+
+    let state = AppState::new(store, cfg.clone());
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    listener.set_nonblocking(true)?;
+    let addr = listener.local_addr()?;
+    std::thread::spawn(move || {
+        if let Ok(rt) = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+            rt.block_on(async move {
+                if let Ok(l) = tokio::net::TcpListener::from_std(listener) {
+                    let _ = kontor_server::serve(state, l, std::future::pending()).await;
+                }
+            });
+        }
+    });
+    let base = format!("http://{addr}");
+    let client = reqwest::Client::new();
+    wait_ready(&client, &base).await?;
+    println!();
+    println!("## Page benchmark — {} cases, a case with {messages} messages", cases + 1);
+    println!();
+    println!("| page | requests | p50 | p95 | p99 | max | size |");
+    println!("|---|---|---|---|---|---|---|");
+    for (label, path) in [
+        ("inbox (50 newest of all cases)", "/inbox".to_string()),
+        (&*format!("case with {messages} messages"), format!("/cases/{long_case}")),
+    ] {
+        let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+        let mut size = 0;
+        for i in 0..requests + 5 {
+            let t = Instant::now();
+            let r = client
+                .get(format!("{base}{path}"))
+                .header("cookie", format!("kontor_session={session}"))
+                .send()
+                .await?;
+            if !r.status().is_success() {
+                bail!("{path} answered {}", r.status());
+            }
+            size = r.bytes().await?.len();
+            if i >= 5 {
+                let _ = h.record(t.elapsed().as_micros() as u64);
+            }
+        }
+        println!(
+            "| {label} | {requests} | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms | {} kB |",
+            ms(h.value_at_quantile(0.5)),
+            ms(h.value_at_quantile(0.95)),
+            ms(h.value_at_quantile(0.99)),
+            ms(h.max()),
+            size / 1024
+        );
+    }
+    if cfg.database_url.is_none() {
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn ingest(
+    mut cfg: Config,
+    clients: usize,
+    seconds: u64,
+    warmup: u64,
+    customers: u64,
+    stream_rate: u64,
+    stream_seconds: u64,
+    no_raw: bool,
+) -> Result<()> {
     let tmp = tempdir_for(&cfg)?;
     if cfg.database_url.is_none() {
         cfg.data_dir = tmp.clone();

@@ -123,7 +123,7 @@
       for (const [id, p] of others) if (p.state === 'left' || now - p.at > 25000) others.delete(id);
       const parts = [...others.values()].map((p) => p.state === 'typing'
         ? (de ? `✎ ${p.name} schreibt gerade …` : `✎ ${p.name} is typing …`)
-        : (de ? `👁 ${p.name} sieht sich den Vorgang an` : `👁 ${p.name} is viewing this case`));
+        : (de ? `◉ ${p.name} sieht sich den Vorgang an` : `◉ ${p.name} is viewing this case`));
       presenceEl.textContent = parts.join(' · ');
       presenceEl.hidden = parts.length === 0;
     };
@@ -160,7 +160,7 @@
       renderPresence();
     });
     // Announce once the stream is likely open, so others learn of us and we of them.
-    setTimeout(() => announce('viewing'), 300);
+    setTimeout(() => announce(typingUntil ? 'typing' : 'viewing'), 300);
 
     const say = (msg, bad) => { status.textContent = msg; status.classList.toggle('bad', !!bad); };
     const setMode = (m) => {
@@ -175,6 +175,7 @@
 
     const ago = (iso) => {
       const s = Math.max(0, Math.round((Date.now() - Date.parse(iso)) / 1000));
+      if (s < 10) return de ? 'gerade eben' : 'just now';
       const [n, unit] = s < 60 ? [s, de ? 'Sekunden' : 'seconds'] : s < 3600 ? [Math.round(s / 60), de ? 'Minuten' : 'minutes'] : [Math.round(s / 3600), de ? 'Stunden' : 'hours'];
       return de ? `vor ${n} ${unit}` : `${n} ${unit} ago`;
     };

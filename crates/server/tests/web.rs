@@ -264,3 +264,125 @@ async fn message_content_is_escaped_and_html_mail_sanitised() {
     assert_eq!(app.get(&session, "/cases/999999").await.0, 404);
     assert_eq!(app.get(&session, "/cases/abc").await.0, 404);
 }
+
+#[tokio::test]
+async fn agents_see_only_cases_of_their_teams_and_admins_see_all() {
+    let app = start().await;
+    let api = |method: reqwest::Method, path: &str, body: Value| {
+        app.http.request(method, format!("{}{path}", app.base)).bearer_auth(&app.token).json(&body).send()
+    };
+    let team: Value =
+        api(reqwest::Method::POST, "/api/v1/teams", json!({ "name": "Schaden" })).await.unwrap().json().await.unwrap();
+    let mut cases = Vec::new();
+    for who in ["team@example.de", "open@example.de"] {
+        let r: Value = api(
+            reqwest::Method::POST,
+            "/api/v1/inbound",
+            json!({ "from": { "email": who }, "text": format!("von {who}") }),
+        )
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+        cases.push(r["case_id"].as_i64().unwrap());
+    }
+    api(reqwest::Method::PATCH, &format!("/api/v1/cases/{}", cases[0]), json!({ "team_id": team["id"] }))
+        .await
+        .unwrap();
+
+    let (ben, _) = app.sign_in("ben@example.de", "geheim123").await.unwrap();
+    let (_, inbox) = app.get(&ben, "/inbox").await;
+    assert!(inbox.contains("open@example.de") && !inbox.contains("team@example.de"), "{inbox}");
+    assert_eq!(app.get(&ben, &format!("/cases/{}", cases[0])).await.0, 404);
+    assert_eq!(app.get(&ben, &format!("/api/v1/cases/{}", cases[0])).await.0, 404);
+    let (_, list) = app.get(&ben, "/api/v1/cases").await;
+    assert!(!list.contains("team@example.de") && list.contains(&format!("\"id\":{}", cases[1])), "{list}");
+
+    // In the team, Ben sees the case.
+    let users: Value = app
+        .http
+        .get(format!("{}/api/v1/users", app.base))
+        .bearer_auth(&app.token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ben_id = users.as_array().unwrap().iter().find(|u| u["email"] == "ben@example.de").unwrap()["id"].clone();
+    let r = api(reqwest::Method::POST, &format!("/api/v1/teams/{}/members", team["id"]), json!({ "user_id": ben_id }))
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 204);
+    assert_eq!(app.get(&ben, &format!("/cases/{}", cases[0])).await.0, 200);
+
+    let (anna, _) = app.sign_in("anna@example.de", "geheim123").await.unwrap();
+    let (_, inbox) = app.get(&anna, "/inbox").await;
+    assert!(inbox.contains("team@example.de") && inbox.contains("open@example.de"));
+}
+
+#[tokio::test]
+async fn only_the_assignee_may_reply_when_the_setting_is_on() {
+    let app = start().await;
+    let r: Value = app
+        .http
+        .post(format!("{}/api/v1/inbound", app.base))
+        .bearer_auth(&app.token)
+        .json(&json!({ "from": { "email": "k@example.de" }, "text": "Frage" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let (anna, anna_csrf) = app.sign_in("anna@example.de", "geheim123").await.unwrap();
+    let (ben, ben_csrf) = app.sign_in("ben@example.de", "geheim123").await.unwrap();
+    let send = |session: String, csrf: String, method: reqwest::Method, path: String, body: Value| {
+        app.http
+            .request(method, format!("{}{path}", app.base))
+            .header(COOKIE, format!("kontor_session={session}"))
+            .header("x-csrf-token", csrf)
+            .json(&body)
+            .send()
+    };
+    // Agents may not change settings.
+    let s = send(
+        ben.clone(),
+        ben_csrf.clone(),
+        reqwest::Method::PUT,
+        "/api/v1/settings".into(),
+        json!({ "reply_only_assignee": true }),
+    );
+    assert_eq!(s.await.unwrap().status().as_u16(), 403);
+    let s = send(
+        anna.clone(),
+        anna_csrf.clone(),
+        reqwest::Method::PUT,
+        "/api/v1/settings".into(),
+        json!({ "reply_only_assignee": true }),
+    );
+    assert_eq!(s.await.unwrap().status().as_u16(), 200);
+    let me: Value = app
+        .http
+        .get(format!("{}/api/v1/users", app.base))
+        .bearer_auth(&app.token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let anna_id = me.as_array().unwrap().iter().find(|u| u["email"] == "anna@example.de").unwrap()["id"].clone();
+    let case = format!("/api/v1/cases/{}", r["case_id"]);
+    let p =
+        send(anna.clone(), anna_csrf.clone(), reqwest::Method::PATCH, case.clone(), json!({ "assignee_id": anna_id }));
+    assert_eq!(p.await.unwrap().status().as_u16(), 200);
+    let reply = json!({ "text": "Antwort", "based_on_event_id": 0, "force": true });
+    let by_ben = send(ben, ben_csrf, reqwest::Method::POST, format!("{case}/replies"), reply.clone()).await.unwrap();
+    assert_eq!(by_ben.status().as_u16(), 403);
+    let body: Value = by_ben.json().await.unwrap();
+    assert!(body["error"]["message"].as_str().unwrap_or_default().contains("assignee"), "{body}");
+    let by_anna = send(anna, anna_csrf, reqwest::Method::POST, format!("{case}/replies"), reply).await.unwrap();
+    assert_eq!(by_anna.status().as_u16(), 202);
+}

@@ -132,6 +132,14 @@ async fn pages(mut cfg: Config, cases: u64, messages: u64, requests: u64) -> Res
         Err(_) => store.list_users().await?.into_iter().next().context("no user")?,
     };
     let session = store.create_session(user.id, 3600).await?;
+    // An agent in a team sees unteamed cases and the team's: the inbox query gets the filter.
+    let agent = match store.create_user("agent@kontor.example".into(), "Bench Agentin".into(), Role::Agent, "bench-passwort".into()).await {
+        Ok(u) => u,
+        Err(_) => store.list_users().await?.into_iter().find(|u| u.role == Role::Agent).context("no agent")?,
+    };
+    let team = store.create_team(format!("Bench {}", kontor_store::now_us())).await?;
+    store.add_team_member(team.id, agent.id).await?;
+    let agent_session = store.create_session(agent.id, 3600).await?;
 
     let state = AppState::new(store, cfg.clone());
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
@@ -154,10 +162,15 @@ async fn pages(mut cfg: Config, cases: u64, messages: u64, requests: u64) -> Res
     println!();
     println!("| page | requests | p50 | p95 | p99 | max | size |");
     println!("|---|---|---|---|---|---|---|");
-    for (label, path) in [
-        ("inbox (50 newest of all cases)", "/inbox".to_string()),
-        (&*format!("case with {messages} messages"), format!("/cases/{long_case}")),
-    ] {
+    let long_label = format!("case with {messages} messages");
+    let pages: [(&str, String, &str); 5] = [
+        ("inbox (50 newest of all cases), admin", "/inbox".into(), &session),
+        ("inbox, agent (team visibility filter)", "/inbox".into(), &agent_session),
+        ("inbox, status=open & channel=email", "/inbox?status=open&channel=email".into(), &session),
+        ("inbox with search \"Abschlag 10500\"", "/inbox?q=Abschlag+10500".into(), &session),
+        (&long_label, format!("/cases/{long_case}"), &session),
+    ];
+    for (label, path, session) in pages {
         let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
         let mut size = 0;
         for i in 0..requests + 5 {

@@ -133,7 +133,10 @@ async fn pages(mut cfg: Config, cases: u64, messages: u64, requests: u64) -> Res
     };
     let session = store.create_session(user.id, 3600).await?;
     // An agent in a team sees unteamed cases and the team's: the inbox query gets the filter.
-    let agent = match store.create_user("agent@kontor.example".into(), "Bench Agentin".into(), Role::Agent, "bench-passwort".into()).await {
+    let agent = match store
+        .create_user("agent@kontor.example".into(), "Bench Agentin".into(), Role::Agent, "bench-passwort".into())
+        .await
+    {
         Ok(u) => u,
         Err(_) => store.list_users().await?.into_iter().find(|u| u.role == Role::Agent).context("no agent")?,
     };

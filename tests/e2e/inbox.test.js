@@ -353,6 +353,45 @@ test('keyboard: ? help, / search, j/k and Enter in the inbox; e resolves, a assi
     BEN.name);
 });
 
+test('the same request on two channels is flagged on the case and merged with history kept', STEP, async () => {
+  const call = async (method, path, body) => {
+    const res = await fetch(BASE + path, {
+      method, headers: { Authorization: `Bearer ${TOKEN}`, 'Content-Type': 'application/json' },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    return { status: res.status, body: await res.json().catch(() => null) };
+  };
+  const first = await call('POST', '/api/v1/inbound', {
+    from: { email: 'dora.doppel@example.de' }, name: 'Dora Doppel', subject: 'Rechnung doppelt abgebucht',
+    text: 'Meine Rechnung vom März wurde doppelt abgebucht. Bitte erstatten Sie den Betrag.',
+  });
+  const second = await call('POST', '/api/v1/inbound', {
+    from: { phone: '+49 151 22223333' }, name: 'Dora D.',
+    text: 'Hallo, die Rechnung März wurde zweimal abgebucht, bitte Betrag erstatten.',
+  });
+  assert.equal(first.status, 201);
+  assert.equal(second.status, 201);
+  // The phone number turns out to be Dora's: the customers are merged, so both cases are hers.
+  const merged = await call('POST', `/api/v1/customers/${first.body.customer_id}/merge`, { source_id: second.body.customer_id });
+  assert.equal(merged.status, 200, JSON.stringify(merged.body));
+
+  anna.once('dialog', (d) => d.accept());
+  await anna.goto(`${BASE}/cases/${first.body.case_id}`);
+  await anna.waitForSelector('#related');
+  assert.ok(await anna.$(`#related a[href="/cases/${second.body.case_id}"]`), 'the banner links the other case');
+  await ben.goto(`${BASE}/cases/${second.body.case_id}`);
+  assert.ok(await ben.$(`#related a[href="/cases/${first.body.case_id}"]`), 'the other case shows the banner too');
+  await Promise.all([anna.waitForNavigation(), anna.click(`#related button.merge[data-source="${second.body.case_id}"]`)]);
+  const texts = await timelineTexts(anna);
+  assert.ok(texts.some((t) => t.includes('zweimal abgebucht')), 'the other case\'s message moved here');
+  assert.ok(texts.some((t) => t.includes('doppelt abgebucht')));
+  await waitText(anna, '.history', new RegExp(`#${second.body.case_id}`), 'the merge is in the case history');
+  assert.equal(await anna.$('#related'), null, 'no banner after the merge');
+  await ben.goto(`${BASE}/cases/${second.body.case_id}`);
+  await waitText(ben, '.notice.merged', new RegExp(`#${first.body.case_id}`), 'the old case points to the new one');
+  assert.ok(await ben.isHidden('#composer'), 'no replies on a merged case');
+});
+
 test('screenshots of the inbox', STEP, async () => {
   await inbound({ email: 'jonas@example.net', name: 'Jonas Becker', subject: 'Rückgabe Bestellung 20931', text: 'Ich möchte die Jacke zurückgeben, sie ist zu klein.' });
   await anna.goto(`${BASE}/inbox`);

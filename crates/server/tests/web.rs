@@ -386,3 +386,26 @@ async fn only_the_assignee_may_reply_when_the_setting_is_on() {
     let by_anna = send(anna, anna_csrf, reqwest::Method::POST, format!("{case}/replies"), reply).await.unwrap();
     assert_eq!(by_anna.status().as_u16(), 202);
 }
+
+#[tokio::test]
+async fn a_case_is_unread_until_the_agent_opens_it_and_again_after_news() {
+    let app = start().await;
+    let ingest = |text: &'static str| {
+        app.http
+            .post(format!("{}/api/v1/inbound", app.base))
+            .bearer_auth(&app.token)
+            .json(&json!({ "from": { "email": "u@example.de" }, "subject": "Ungelesen?", "text": text }))
+            .send()
+    };
+    let r: Value = ingest("erste").await.unwrap().json().await.unwrap();
+    let (anna, _) = app.sign_in("anna@example.de", "geheim123").await.unwrap();
+    let (ben, _) = app.sign_in("ben@example.de", "geheim123").await.unwrap();
+    let row_is_unread =
+        |html: &str| html.contains(&format!("class=\"case unread awaiting\" data-id=\"{}\"", r["case_id"]));
+    assert!(row_is_unread(&app.get(&anna, "/inbox/rows").await.1));
+    assert_eq!(app.get(&anna, &format!("/cases/{}", r["case_id"])).await.0, 200);
+    assert!(!row_is_unread(&app.get(&anna, "/inbox/rows").await.1), "Anna has read it");
+    assert!(row_is_unread(&app.get(&ben, "/inbox/rows").await.1), "Ben has not");
+    ingest("zweite").await.unwrap();
+    assert!(row_is_unread(&app.get(&anna, "/inbox/rows").await.1), "news make it unread again");
+}

@@ -72,6 +72,11 @@ ALTER TABLE cases ADD COLUMN merged_into INTEGER;
 CREATE UNIQUE INDEX canned_responses_shortcut ON canned_responses(shortcut);
 CREATE INDEX team_members_user ON team_members(user_id);
 "#,
+    r#"
+CREATE TABLE case_reads (
+    user_id INTEGER NOT NULL, case_id INTEGER NOT NULL, seen_event_id INTEGER NOT NULL,
+    PRIMARY KEY (user_id, case_id));
+"#,
 ];
 
 /// PostgreSQL migrations, applied in order.
@@ -146,6 +151,11 @@ ALTER TABLE cases ADD COLUMN merged_into BIGINT;
     r#"
 CREATE UNIQUE INDEX canned_responses_shortcut ON canned_responses(shortcut);
 CREATE INDEX team_members_user ON team_members(user_id);
+"#,
+    r#"
+CREATE TABLE case_reads (
+    user_id BIGINT NOT NULL, case_id BIGINT NOT NULL, seen_event_id BIGINT NOT NULL,
+    PRIMARY KEY (user_id, case_id));
 "#,
 ];
 

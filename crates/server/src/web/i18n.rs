@@ -152,6 +152,9 @@ const WORDS: &[(&str, &str, &str)] = &[
     ("text", "Text", "Text"),
     ("all_languages", "alle Sprachen", "all languages"),
     ("reply_only_assignee", "Nur die zuständige Person darf antworten", "Only the assignee may reply"),
+    ("unread", "ungelesen", "unread"),
+    ("history_merged_from", "Zusammengeführt aus Vorgang", "Merged from case"),
+    ("awaiting_reply", "wartet auf Antwort", "awaiting a reply"),
     ("password_hint", "leer lassen, um es nicht zu ändern", "leave empty to keep it"),
 ];
 

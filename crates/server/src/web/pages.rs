@@ -205,6 +205,7 @@ struct InboxQuery {
     status: Option<CaseStatus>,
     channel: Option<Channel>,
     tag: Option<String>,
+    team: Option<i64>,
     cursor: Option<String>,
     q: Option<String>,
 }
@@ -217,6 +218,7 @@ impl InboxQuery {
             status: get("status").and_then(|s| CaseStatus::parse(&s)),
             channel: get("channel").and_then(|s| Channel::parse(&s)),
             tag: get("tag"),
+            team: get("team").and_then(|t| t.parse().ok()),
             cursor: get("cursor"),
             q: get("q"),
         }
@@ -234,6 +236,7 @@ async fn inbox_context(
         assignee_id: (q.view == "mine").then_some(staff.session.user.id),
         channel: q.channel,
         tag: q.tag.clone(),
+        team_id: q.team,
         unassigned: q.view == "unassigned",
         visible_to: restricted(staff),
         cursor: q.cursor.clone(),
@@ -252,6 +255,8 @@ async fn inbox_context(
     };
     let items = page.items;
     let summaries = state.store.case_summaries(items.iter().map(|c| c.id).collect()).await.map_err(err)?;
+    let seen =
+        state.store.seen_event_ids(staff.session.user.id, items.iter().map(|c| c.id).collect()).await.map_err(err)?;
     let users: HashMap<i64, String> =
         state.store.list_users().await.map_err(err)?.into_iter().map(|u| (u.id, u.name)).collect();
     let t = words(staff.lang);
@@ -272,6 +277,7 @@ async fn inbox_context(
                 "age": age(&c.updated_at),
                 "updated_at": c.updated_at,
                 "awaiting": s.is_some_and(|s| s.awaiting_reply),
+                "unread": seen.get(&c.id).is_none_or(|e| *e < c.last_event_id),
                 "tags": c.tags,
             })
         })
@@ -289,6 +295,8 @@ async fn inbox_context(
     );
     ctx.insert("q", Value::from_serialize(&q.q));
     ctx.insert("tag", Value::from_serialize(&q.tag));
+    ctx.insert("team", Value::from_serialize(q.team));
+    ctx.insert("teams", Value::from_serialize(state.store.list_teams().await.map_err(err)?));
     if let Some(query) = &q.q {
         let results = state.store.search(query.clone(), 20).await.map_err(err)?;
         ctx.insert("results", Value::from_serialize(&results));
@@ -407,6 +415,23 @@ async fn case_context(state: &AppState, staff: &Staff, id: &str) -> Result<BTree
         ),
     );
     ctx.insert("canned", Value::from_serialize(&canned));
+    let history: Vec<serde_json::Value> = state
+        .store
+        .case_events(id, vec!["case.merged"])
+        .await
+        .map_err(err)?
+        .into_iter()
+        .map(|e| {
+            let p = &e.payload;
+            let actor = p.get("actor_id").and_then(|a| a.as_i64()).and_then(|a| names.get(&a).cloned());
+            json!({
+                "into_this": p.get("target_case_id").and_then(|v| v.as_i64()) == Some(id),
+                "source": p.get("source_case_id"), "target": p.get("target_case_id"),
+                "moved": p.get("moved_messages"), "actor": actor, "age": age(&e.created_at), "at": e.created_at,
+            })
+        })
+        .collect();
+    ctx.insert("history", Value::from_serialize(&history));
     Ok(ctx)
 }
 
@@ -429,9 +454,22 @@ pub fn sanitize_html(html: &str) -> String {
         .to_string()
 }
 
+/// Marks what the agent was just shown as read (a failure here must not fail the page).
+async fn mark_seen(state: &AppState, staff: &Staff, ctx: &BTreeMap<&'static str, Value>) {
+    let field = |name: &str| ctx.get("case").and_then(|c| c.get_attr(name).ok()).and_then(|v| i64::try_from(v).ok());
+    if let (Some(id), Some(event)) = (field("id"), field("last_event_id")) {
+        if let Err(e) = state.store.mark_case_seen(staff.session.user.id, id, event).await {
+            tracing::warn!(error = %e, "Cannot record that a case was read.");
+        }
+    }
+}
+
 async fn case_page(State(state): State<AppState>, staff: Staff, Path(id): Path<String>) -> Response {
     match case_context(&state, &staff, &id).await {
-        Ok(ctx) => page("case.html", ctx),
+        Ok(ctx) => {
+            mark_seen(&state, &staff, &ctx).await;
+            page("case.html", ctx)
+        }
         Err(r) => r,
     }
 }
@@ -447,7 +485,12 @@ async fn case_fragment(
         _ => return StatusCode::NOT_FOUND.into_response(),
     };
     match case_context(&state, &staff, &id).await {
-        Ok(ctx) => page(template, ctx),
+        Ok(ctx) => {
+            if part == "timeline" {
+                mark_seen(&state, &staff, &ctx).await;
+            }
+            page(template, ctx)
+        }
         Err(r) => r,
     }
 }

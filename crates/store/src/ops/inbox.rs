@@ -80,3 +80,67 @@ impl Store {
         .await
     }
 }
+
+impl Store {
+    /// Records that `user_id` has seen `case_id` up to `event_id` (never goes back).
+    pub async fn mark_case_seen(&self, user_id: i64, case_id: i64, event_id: i64) -> Result<(), StoreError> {
+        self.write(move |tx| {
+            tx.conn.execute(
+                "INSERT INTO case_reads (user_id, case_id, seen_event_id) VALUES (?, ?, ?) \
+                 ON CONFLICT (user_id, case_id) DO UPDATE SET seen_event_id = CASE \
+                 WHEN excluded.seen_event_id > case_reads.seen_event_id THEN excluded.seen_event_id \
+                 ELSE case_reads.seen_event_id END",
+                &crate::params![user_id, case_id, event_id],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// The newest event `user_id` has seen in each of the cases (absent: never opened).
+    pub async fn seen_event_ids(&self, user_id: i64, case_ids: Vec<i64>) -> Result<HashMap<i64, i64>, StoreError> {
+        if case_ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        self.read(move |c| {
+            let marks = vec!["?"; case_ids.len()].join(", ");
+            let mut p: Vec<Val> = vec![Val::Int(user_id)];
+            p.extend(case_ids.iter().map(|id| Val::Int(*id)));
+            Ok(c.query(
+                &format!("SELECT case_id, seen_event_id FROM case_reads WHERE user_id = ? AND case_id IN ({marks})"),
+                &p,
+            )?
+            .iter()
+            .map(|r| (r.i64(0), r.i64(1)))
+            .collect())
+        })
+        .await
+    }
+}
+
+impl Store {
+    /// The case's events of the given kinds, oldest first (for the case's history line).
+    pub async fn case_events(
+        &self,
+        case_id: i64,
+        kinds: Vec<&'static str>,
+    ) -> Result<Vec<kontor_core::Event>, StoreError> {
+        if kinds.is_empty() {
+            return Ok(vec![]);
+        }
+        self.read(move |c| {
+            let marks = vec!["?"; kinds.len()].join(", ");
+            let mut p: Vec<Val> = vec![Val::Int(case_id)];
+            p.extend(kinds.iter().map(|k| Val::from(*k)));
+            let rows = c.query(
+                &format!(
+                    "SELECT id, kind, case_id, customer_id, payload, created_at FROM events \
+                     WHERE case_id = ? AND kind IN ({marks}) ORDER BY id"
+                ),
+                &p,
+            )?;
+            Ok(super::events::events_from_rows(&rows))
+        })
+        .await
+    }
+}

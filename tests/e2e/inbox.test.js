@@ -371,12 +371,17 @@ test('the same request on two channels is flagged on the case and merged with hi
   });
   assert.equal(first.status, 201);
   assert.equal(second.status, 201);
-  // The phone number turns out to be Dora's: the customers are merged, so both cases are hers.
-  const merged = await call('POST', `/api/v1/customers/${first.body.customer_id}/merge`, { source_id: second.body.customer_id });
-  assert.equal(merged.status, 200, JSON.stringify(merged.body));
-
-  anna.once('dialog', (d) => d.accept());
+  // The phone number turns out to be Dora's: Anna merges the customers from the case sidebar,
+  // so both cases are hers.
   await anna.goto(`${BASE}/cases/${first.body.case_id}`);
+  assert.equal(await anna.$('#related'), null, 'no banner while the requests belong to two customers');
+  await anna.click('.customer-merge summary');
+  await anna.fill('#customer-search', '0151 22223333');
+  await anna.waitForSelector('#customer-hits button');
+  anna.once('dialog', (d) => d.accept());
+  await Promise.all([anna.waitForNavigation(), anna.click('#customer-hits button')]);
+  assert.ok((await anna.locator('.identities').innerText()).includes('+4915122223333'), 'the phone number is now Dora\'s');
+  anna.once('dialog', (d) => d.accept());
   await anna.waitForSelector('#related');
   assert.ok(await anna.$(`#related a[href="/cases/${second.body.case_id}"]`), 'the banner links the other case');
   await ben.goto(`${BASE}/cases/${second.body.case_id}`);

@@ -270,6 +270,36 @@
       insertAtCursor(c.body, text.selectionStart - m[0].length);
     });
 
+    // Merging another customer (with all cases and addresses) into this case's customer.
+    const customerSearch = $('#customer-search');
+    if (customerSearch) {
+      const hits = $('#customer-hits');
+      const me = Number(customerSearch.dataset.customerId);
+      const find = debounce(async () => {
+        const q = customerSearch.value.trim();
+        hits.textContent = '';
+        if (q.length < 2) return;
+        const r = await api('GET', `/api/v1/search?q=${encodeURIComponent(q)}&limit=8`);
+        const found = ((r.body && r.body.customers) || []).filter((c) => c.customer_id !== me);
+        if (!found.length) { const li = document.createElement('li'); li.textContent = hits.dataset.none; hits.appendChild(li); }
+        found.forEach((c) => {
+          const li = document.createElement('li');
+          li.textContent = `${c.name || '—'} (#${c.customer_id}) `;
+          const b = document.createElement('button');
+          b.type = 'button'; b.className = 'secondary'; b.textContent = hits.dataset.merge;
+          b.addEventListener('click', async () => {
+            if (!window.confirm(hits.dataset.confirm)) return;
+            const m = await api('POST', `/api/v1/customers/${me}/merge`, { source_id: c.customer_id });
+            if (m.status === 200) location.reload();
+            else say((m.body && m.body.error && m.body.error.message) || 'Error', true);
+          });
+          li.appendChild(b);
+          hits.appendChild(li);
+        });
+      }, 250);
+      customerSearch.addEventListener('input', find);
+    }
+
     // Merging a probably identical request from another channel into this case.
     $$('button.merge').forEach((b) => b.addEventListener('click', async () => {
       if (!window.confirm(b.dataset.confirm)) return;

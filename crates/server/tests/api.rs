@@ -384,6 +384,15 @@ async fn operations_endpoints_and_openapi_document() {
         assert!(doc["paths"].get(path).is_some(), "{path} missing from OpenAPI");
     }
     assert!(doc["components"]["schemas"].get("InboundRequest").is_some());
+    let (_, by_phone) = app.call("GET", "/api/v1/search?q=0170%201234567", None).await;
+    assert!(by_phone["customers"].as_array().is_some_and(|c| c.is_empty()), "no such customer yet");
+    app.inbound(json!({ "phone": "+49 170 1234567" }), "Rückruf bitte", "m-2").await;
+    let (_, by_phone) = app.call("GET", "/api/v1/search?q=0170%201234567", None).await;
+    assert_eq!(
+        by_phone["customers"].as_array().map(Vec::len),
+        Some(1),
+        "a national number finds the E.164 one: {by_phone}"
+    );
     let (s, res) = app.call("GET", "/api/v1/search?q=z%C3%A4hlerst", None).await;
     assert_eq!(s, 200);
     assert!(res["messages"][0]["snippet"].as_str().unwrap_or_default().contains("<mark>Zählerstand</mark>"), "{res}");

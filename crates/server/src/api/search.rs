@@ -25,6 +25,16 @@ pub async fn search(
         .filter(|s| !s.is_empty())
         .ok_or_else(|| AppError::invalid("q", "is required"))?;
     super::check_len("q", &query, 500)?;
+    // A query that is a phone number (any format) searches for its E.164 form, which is how
+    // customers' numbers are stored.
+    let digits = query.chars().filter(char::is_ascii_digit).count();
+    let query =
+        match kontor_core::normalise_identity(kontor_core::IdentityKind::Phone, &query, &state.config.default_region) {
+            Ok(e164) if digits >= 6 && query.chars().all(|c| c.is_ascii_digit() || " +-/()".contains(c)) => {
+                e164.trim_start_matches('+').to_string()
+            }
+            _ => query,
+        };
     let limit = int_param(&p, "limit")?.unwrap_or(20);
     Ok(Json(state.store.search(query, limit).await?))
 }

@@ -351,6 +351,15 @@
     });
     report(await api(method, url, data));
   }));
+  // Editing a canned response reuses the form below the list.
+  $$('button.edit-canned').forEach((b) => b.addEventListener('click', () => {
+    const form = $('#canned-form');
+    if (!form) return;
+    for (const f of ['title', 'shortcut', 'language', 'body']) form.elements[f].value = b.dataset[f];
+    form.dataset.api = `PUT /api/v1/canned/${b.dataset.id}`;
+    form.querySelector('button[type=submit]').textContent = form.dataset.save;
+    form.elements.title.focus();
+  }));
   $$('[data-api-click]').forEach((b) => b.addEventListener('click', async () => {
     const [method, url] = b.dataset.apiClick.split(' ');
     report(await api(method, url));

@@ -409,3 +409,38 @@ async fn a_case_is_unread_until_the_agent_opens_it_and_again_after_news() {
     ingest("zweite").await.unwrap();
     assert!(row_is_unread(&app.get(&anna, "/inbox/rows").await.1), "news make it unread again");
 }
+
+#[tokio::test]
+async fn a_new_password_ends_the_other_sessions() {
+    let app = start().await;
+    let (laptop, csrf) = app.sign_in("anna@example.de", "geheim123").await.unwrap();
+    let (phone, _) = app.sign_in("anna@example.de", "geheim123").await.unwrap();
+    let r = app
+        .http
+        .post(format!("{}/profile", app.base))
+        .header(COOKIE, format!("kontor_session={laptop}"))
+        .form(&[("csrf", csrf.as_str()), ("language", "en"), ("password", "neues-geheimnis")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 303);
+    assert_eq!(app.get(&laptop, "/inbox").await.0, 200, "the session that changed it stays");
+    assert_eq!(app.get(&phone, "/inbox").await.0, 303, "other sessions end");
+    assert!(app.get(&laptop, "/inbox").await.1.contains("Inbox"), "the chosen language applies");
+    assert_eq!(app.sign_in("anna@example.de", "geheim123").await.err(), Some(401));
+    assert!(app.sign_in("anna@example.de", "neues-geheimnis").await.is_ok());
+    // Too short: refused with the reason, nothing changes.
+    let (s, _) = (
+        app.http
+            .post(format!("{}/profile", app.base))
+            .header(COOKIE, format!("kontor_session={laptop}"))
+            .form(&[("csrf", csrf.as_str()), ("language", "en"), ("password", "kurz")])
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        (),
+    );
+    assert_eq!(s, 422);
+}

@@ -251,6 +251,9 @@ conformance! {
     check_a_failing_bulk_batch_is_redone_message_by_message(store) =>
         a_failing_bulk_batch_is_redone_message_by_message_on_sqlite,
         a_failing_bulk_batch_is_redone_message_by_message_on_postgres;
+    check_a_merged_case_sends_work_to_the_case_it_was_merged_into(store) =>
+        a_merged_case_sends_work_to_the_case_it_was_merged_into_on_sqlite,
+        a_merged_case_sends_work_to_the_case_it_was_merged_into_on_postgres;
     check_failing_write_does_not_affect_others_in_its_group_commit(store) =>
         failing_write_does_not_affect_others_in_its_group_commit_on_sqlite,
         failing_write_does_not_affect_others_in_its_group_commit_on_postgres;
@@ -1247,6 +1250,30 @@ async fn check_a_failing_bulk_batch_is_redone_message_by_message(store: &Store) 
             assert_eq!(stats.bulk_fallbacks, stats_before.bulk_fallbacks);
         }
     }
+}
+
+/// After a merge, the source case takes no notes or changes, and an inbound message that names
+/// it lands in the case it was merged into.
+async fn check_a_merged_case_sends_work_to_the_case_it_was_merged_into(store: &Store) {
+    let a = store.ingest(inbound("merge.me@example.de", "erste Anfrage")).await.expect("a");
+    // A second case of the same customer: the first is closed, so a new one opens.
+    store
+        .patch_case(a.case_id, CasePatch { status: Some(CaseStatus::Closed), ..Default::default() })
+        .await
+        .expect("close");
+    let b = store.ingest(inbound("merge.me@example.de", "zweite Anfrage")).await.expect("b");
+    assert_ne!(a.case_id, b.case_id);
+    store.merge_cases(b.case_id, a.case_id, None).await.expect("merge a into b");
+    assert_conflict(store.add_note(a.case_id, "Notiz".into(), None).await);
+    assert_conflict(
+        store.patch_case(a.case_id, CasePatch { priority: Some(Priority::High), ..Default::default() }).await,
+    );
+    let late = store
+        .ingest(NewInbound { case_id: Some(a.case_id), ..inbound("merge.me@example.de", "Nachtrag zum alten Vorgang") })
+        .await
+        .expect("late");
+    assert_eq!(late.case_id, b.case_id, "the message follows the merge");
+    assert_eq!(store.case_merged_into(a.case_id).await.expect("merged"), Some(b.case_id));
 }
 
 async fn check_failing_write_does_not_affect_others_in_its_group_commit(store: &Store) {

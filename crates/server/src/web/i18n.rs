@@ -144,6 +144,7 @@ const WORDS: &[(&str, &str, &str)] = &[
     ("add", "Hinzufügen", "Add"),
     ("remove", "Entfernen", "Remove"),
     ("delete", "Löschen", "Delete"),
+    ("edit", "Bearbeiten", "Edit"),
     ("create", "Anlegen", "Create"),
     ("name", "Name", "Name"),
     ("role", "Rolle", "Role"),

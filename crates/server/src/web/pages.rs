@@ -28,6 +28,8 @@ const SESSION_SECS: i64 = 12 * 3600;
 pub struct Staff {
     pub session: StaffSession,
     pub lang: Lang,
+    /// The session cookie's value.
+    pub token: String,
 }
 
 impl FromRequestParts<AppState> for Staff {
@@ -39,7 +41,7 @@ impl FromRequestParts<AppState> for Staff {
             Ok(Some(session)) => {
                 let lang =
                     session.language.as_deref().and_then(Lang::parse).unwrap_or_else(|| request_lang(&parts.headers));
-                Ok(Staff { session, lang })
+                Ok(Staff { session, lang, token: token.to_string() })
             }
             Ok(None) => Err(to_sign_in()),
             Err(e) => Err(crate::error::AppError::from(e).into_response()),
@@ -523,7 +525,13 @@ async fn profile_save(State(state): State<AppState>, staff: Staff, Form(form): F
         return crate::error::AppError::from(e).into_response();
     }
     if !form.password.is_empty() {
-        if let Err(e) = state.store.set_user_password(staff.session.user.id, form.password).await {
+        let changed = state.store.set_user_password(staff.session.user.id, form.password).await;
+        // A new password ends every other session of the user (e.g. a forgotten browser).
+        let changed = match changed {
+            Ok(()) => state.store.end_other_sessions(staff.session.user.id, &staff.token).await.map(|_| ()),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = changed {
             let mut ctx = base(Some(&staff), staff.lang);
             ctx.insert("language", Value::from_serialize(&staff.session.language));
             ctx.insert("error", Value::from(e.to_string()));

@@ -191,6 +191,7 @@ impl Store {
     ) -> Result<(Message, i64), StoreError> {
         self.write(move |tx| {
             let case = load_case(tx.conn, case_id)?;
+            refuse_merged(tx.conn, case_id)?;
             let message = insert_message(
                 tx,
                 &MessageRow {
@@ -265,8 +266,19 @@ pub(crate) fn merged_into(c: &mut Conn, case_id: i64) -> Result<Option<i64>, Sto
     Ok(c.query_opt("SELECT merged_into FROM cases WHERE id = ?", &params![case_id])?.and_then(|r| r.opt_i64(0)))
 }
 
+/// Conflict if the case was merged into another one: work goes on there.
+pub(crate) fn refuse_merged(c: &mut Conn, case_id: i64) -> Result<(), StoreError> {
+    match merged_into(c, case_id)? {
+        Some(target) => {
+            Err(StoreError::Conflict(format!("case {case_id} was merged into case {target}; continue there")))
+        }
+        None => Ok(()),
+    }
+}
+
 fn patch_case_in(tx: &mut Tx<'_>, id: i64, p: &CasePatch) -> Result<Case, StoreError> {
     let before = load_case(tx.conn, id)?;
+    refuse_merged(tx.conn, id)?;
     let mut changes = serde_json::Map::new();
     let mut sets: Vec<&str> = Vec::new();
     let mut vals: Vec<Val> = Vec::new();

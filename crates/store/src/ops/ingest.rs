@@ -674,7 +674,15 @@ fn ingest_in(tx: &mut Tx<'_>, m: &NewInbound, reopen_window_us: i64) -> Result<I
 
     // Choose the case.
     let case_id = match m.case_id {
-        Some(id) => {
+        Some(requested) => {
+            // A case that was merged lives on in the case it was merged into.
+            let mut id = requested;
+            for _ in 0..16 {
+                match super::cases::merged_into(tx.conn, id)? {
+                    Some(target) => id = target,
+                    None => break,
+                }
+            }
             let case = load_case(tx.conn, id)?;
             if case.customer_id != customer_id {
                 return Err(StoreError::invalid("case_id", format!("case {id} belongs to another customer")));

@@ -63,6 +63,16 @@ impl Store {
         self.write(move |tx| tx.conn.execute("DELETE FROM sessions WHERE id = ?", &params![hash]).map(|_| ())).await
     }
 
+    /// Ends every session of a user except the one with cookie value `keep` (after a
+    /// password change).
+    pub async fn end_other_sessions(&self, user_id: i64, keep: &str) -> Result<u64, StoreError> {
+        let keep = token_hash(keep);
+        self.write(move |tx| {
+            tx.conn.execute("DELETE FROM sessions WHERE user_id = ? AND id <> ?", &params![user_id, keep])
+        })
+        .await
+    }
+
     /// Sets a staff user's interface language (`de`, `en`, or `None` for the browser's).
     pub async fn set_user_language(&self, user_id: i64, language: Option<String>) -> Result<(), StoreError> {
         self.write(move |tx| {

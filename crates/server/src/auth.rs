@@ -50,6 +50,41 @@ pub struct Caller {
     pub user_name: Option<String>,
 }
 
+/// Remembers, for one restricted staff user, which cases they may see (for streams and lists
+/// that touch many cases). Answers are kept for a few seconds, so a team change applies soon.
+pub struct Visibility {
+    user: Option<i64>,
+    known: Mutex<HashMap<i64, (bool, Instant)>>,
+}
+
+impl Visibility {
+    const TTL: Duration = Duration::from_secs(10);
+
+    /// For a caller; unrestricted callers (admins, API tokens) see everything.
+    pub fn for_caller(caller: &Caller) -> Self {
+        Visibility { user: caller.restricted_user(), known: Mutex::new(HashMap::new()) }
+    }
+
+    /// True if the caller may see the case (events without a case are visible).
+    pub async fn can_see(&self, state: &AppState, case_id: Option<i64>) -> bool {
+        let (Some(user), Some(case)) = (self.user, case_id) else { return true };
+        if let Some((ok, at)) = self.known.lock().ok().and_then(|m| m.get(&case).copied()) {
+            if at.elapsed() < Self::TTL {
+                return ok;
+            }
+        }
+        // When in doubt (database trouble), hide.
+        let ok = state.store.case_visible_to(case, user).await.unwrap_or(false);
+        if let Ok(mut m) = self.known.lock() {
+            if m.len() > 10_000 {
+                m.clear();
+            }
+            m.insert(case, (ok, Instant::now()));
+        }
+        ok
+    }
+}
+
 /// Name of the staff session cookie.
 pub const SESSION_COOKIE: &str = "kontor_session";
 

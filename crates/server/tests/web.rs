@@ -294,6 +294,16 @@ async fn agents_see_only_cases_of_their_teams_and_admins_see_all() {
     let (ben, _) = app.sign_in("ben@example.de", "geheim123").await.unwrap();
     let (_, inbox) = app.get(&ben, "/inbox").await;
     assert!(inbox.contains("open@example.de") && !inbox.contains("team@example.de"), "{inbox}");
+    // Nor through search or the event log.
+    let (_, found) = app.get(&ben, "/api/v1/search?q=von").await;
+    assert!(found.contains("open@example.de") || found.contains(&format!("\"case_id\":{}", cases[1])), "{found}");
+    assert!(!found.contains(&format!("\"case_id\":{}", cases[0])), "search hides the team's case: {found}");
+    let (_, page) = app.get(&ben, "/inbox?q=team").await;
+    assert!(!page.contains(&format!("/cases/{}\"", cases[0])), "{page}");
+    let (_, log) = app.get(&ben, "/api/v1/events?after=0&limit=1000").await;
+    let log: Value = serde_json::from_str(&log).unwrap();
+    assert!(log["items"].as_array().unwrap().iter().all(|e| e["case_id"] != cases[0]), "event log hides it");
+    assert!(log["items"].as_array().unwrap().iter().any(|e| e["case_id"] == cases[1]));
     assert_eq!(app.get(&ben, &format!("/cases/{}", cases[0])).await.0, 404);
     assert_eq!(app.get(&ben, &format!("/api/v1/cases/{}", cases[0])).await.0, 404);
     let (_, list) = app.get(&ben, "/api/v1/cases").await;

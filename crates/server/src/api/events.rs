@@ -30,12 +30,20 @@ pub struct EventPage {
 #[utoipa::path(get, path = "/api/v1/events", tag = "events",
     params(("after" = Option<i64>, Query), ("limit" = Option<i64>, Query, description = "1..1000, default 100")),
     responses((status = 200, body = EventPage)), security(("bearer" = [])))]
-pub async fn list(State(state): State<AppState>, _caller: Caller, q: Params) -> Result<Json<EventPage>, AppError> {
+pub async fn list(State(state): State<AppState>, caller: Caller, q: Params) -> Result<Json<EventPage>, AppError> {
     let p = params(q)?;
     let after = int_param(&p, "after")?.unwrap_or(0);
     let limit = int_param(&p, "limit")?.unwrap_or(100);
-    let items = state.store.events_after(after, limit).await?;
-    let next_after = items.last().map(|e| e.id).unwrap_or(after);
+    let all = state.store.events_after(after, limit).await?;
+    let next_after = all.last().map(|e| e.id).unwrap_or(after);
+    // Agents do not see events of cases outside their teams (the cursor still moves on).
+    let seen = crate::auth::Visibility::for_caller(&caller);
+    let mut items = Vec::with_capacity(all.len());
+    for e in all {
+        if seen.can_see(&state, e.case_id).await {
+            items.push(e);
+        }
+    }
     Ok(Json(EventPage { items, next_after }))
 }
 
@@ -55,7 +63,7 @@ impl Drop for ClientGauge {
     security(("bearer" = [])))]
 pub async fn stream(
     State(state): State<AppState>,
-    _caller: Caller,
+    caller: Caller,
     headers: HeaderMap,
     q: Params,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, AppError> {
@@ -79,6 +87,8 @@ pub async fn stream(
     metrics.stream_clients.inc();
     let gauge = ClientGauge(metrics.stream_clients.clone());
     let mut presence = state.store.subscribe_presence();
+    let seen = crate::auth::Visibility::for_caller(&caller);
+    let state2 = state.clone();
     let s = async_stream::stream! {
         let _gauge = gauge;
         let mut cursor = start;
@@ -91,7 +101,14 @@ pub async fn stream(
                     _ = tokio::time::timeout(Duration::from_secs(2), latest.changed()) => {}
                     p = presence.recv() => {
                         match p {
-                            Ok(payload) => yield Ok(SseEvent::default().event("presence").data(payload)),
+                            Ok(payload) => {
+                                let case = serde_json::from_str::<serde_json::Value>(&payload)
+                                    .ok()
+                                    .and_then(|v| v.get("case_id").and_then(|c| c.as_i64()));
+                                if seen.can_see(&state2, case).await {
+                                    yield Ok(SseEvent::default().event("presence").data(payload));
+                                }
+                            }
                             Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
                             Err(tokio::sync::broadcast::error::RecvError::Closed) => {
                                 tokio::time::sleep(Duration::from_millis(500)).await;
@@ -106,6 +123,10 @@ pub async fn stream(
                     let now = kontor_store::now_us();
                     for e in events {
                         cursor = e.id;
+                        // Agents do not see events of cases outside their teams.
+                        if !seen.can_see(&state2, e.case_id).await {
+                            continue;
+                        }
                         if let Ok(t) = chrono::DateTime::parse_from_rfc3339(&e.created_at) {
                             metrics.stream_lag.observe(((now - t.timestamp_micros()).max(0) as f64) / 1e6);
                         }

@@ -13,11 +13,7 @@ use crate::AppState;
 #[utoipa::path(get, path = "/api/v1/search", tag = "search",
     params(("q" = String, Query, description = "words; each must match (as a prefix)"), ("limit" = Option<i64>, Query)),
     responses((status = 200, body = SearchResults), (status = 422, description = "q missing")), security(("bearer" = [])))]
-pub async fn search(
-    State(state): State<AppState>,
-    _caller: Caller,
-    q: Params,
-) -> Result<Json<SearchResults>, AppError> {
+pub async fn search(State(state): State<AppState>, caller: Caller, q: Params) -> Result<Json<SearchResults>, AppError> {
     let p = params(q)?;
     let query = p
         .get("q")
@@ -36,5 +32,18 @@ pub async fn search(
             _ => query,
         };
     let limit = int_param(&p, "limit")?.unwrap_or(20);
-    Ok(Json(state.store.search(query, limit).await?))
+    Ok(Json(visible_results(&state, &caller, state.store.search(query, limit).await?).await))
+}
+
+/// Drops message hits in cases the caller may not see.
+pub async fn visible_results(state: &AppState, caller: &Caller, mut results: SearchResults) -> SearchResults {
+    let seen = crate::auth::Visibility::for_caller(caller);
+    let mut kept = Vec::with_capacity(results.messages.len());
+    for hit in std::mem::take(&mut results.messages) {
+        if seen.can_see(state, Some(hit.case_id)).await {
+            kept.push(hit);
+        }
+    }
+    results.messages = kept;
+    results
 }

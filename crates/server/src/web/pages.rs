@@ -32,6 +32,18 @@ pub struct Staff {
     pub token: String,
 }
 
+impl Staff {
+    /// The same user as an API caller (for the visibility rules the API applies).
+    pub fn caller(&self) -> crate::auth::Caller {
+        crate::auth::Caller {
+            token_id: None,
+            role: self.session.user.role,
+            user_id: Some(self.session.user.id),
+            user_name: Some(self.session.user.name.clone()),
+        }
+    }
+}
+
 impl FromRequestParts<AppState> for Staff {
     type Rejection = Response;
 
@@ -301,6 +313,7 @@ async fn inbox_context(
     ctx.insert("teams", Value::from_serialize(state.store.list_teams().await.map_err(err)?));
     if let Some(query) = &q.q {
         let results = state.store.search(query.clone(), 20).await.map_err(err)?;
+        let results = crate::api::search::visible_results(state, &staff.caller(), results).await;
         ctx.insert("results", Value::from_serialize(&results));
     }
     Ok(ctx)
@@ -339,13 +352,8 @@ async fn case_context(state: &AppState, staff: &Staff, id: &str) -> Result<BTree
         Err(e) => return Err(err(e)),
     };
     let merged_into = state.store.case_merged_into(id).await.map_err(err)?;
-    let caller = crate::auth::Caller {
-        token_id: None,
-        role: staff.session.user.role,
-        user_id: Some(staff.session.user.id),
-        user_name: None,
-    };
-    let related = crate::api::inbox::visible_related(state, &caller, id).await.map_err(|e| e.into_response())?;
+    let related =
+        crate::api::inbox::visible_related(state, &staff.caller(), id).await.map_err(|e| e.into_response())?;
     let canned = state.store.list_canned(Some(staff.lang.code())).await.map_err(err)?;
     let users = state.store.list_users().await.map_err(err)?;
     let names: HashMap<i64, String> = users.iter().map(|u| (u.id, u.name.clone())).collect();

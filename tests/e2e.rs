@@ -14,8 +14,9 @@ const CHROMIUM: &str = "/usr/bin/chromium";
 /// The whole browser run may take at most this long.
 const NODE_TIMEOUT: Duration = Duration::from_secs(120);
 
-const ANNA: (&str, &str, &str) = ("anna@example.de", "Anna Admin", "anna-e2e-Passwort-1");
-const BEN: (&str, &str, &str) = ("ben@example.de", "Ben Berger", "ben-e2e-Passwort-2");
+/// (e-mail, name, password, role): Anna administers, Ben is an agent (team visibility applies).
+const ANNA: (&str, &str, &str, &str) = ("anna@example.de", "Anna Admin", "anna-e2e-Passwort-1", "admin");
+const BEN: (&str, &str, &str, &str) = ("ben@example.de", "Ben Berger", "ben-e2e-Passwort-2", "agent");
 
 fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -62,9 +63,9 @@ fn run_ok(mut cmd: Command, what: &str) -> Output {
     out
 }
 
-fn add_user(data_dir: &Path, (email, name, password): (&str, &str, &str)) {
+fn add_user(data_dir: &Path, (email, name, password, role): (&str, &str, &str, &str)) {
     let mut cmd = kontor(data_dir);
-    cmd.args(["user", "add", "--email", email, "--name", name, "--role", "admin", "--password", password])
+    cmd.args(["user", "add", "--email", email, "--name", name, "--role", role, "--password", password])
         .arg("--data-dir")
         .arg(data_dir);
     run_ok(cmd, "kontor user add");

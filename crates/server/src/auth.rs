@@ -48,40 +48,73 @@ pub struct Caller {
     pub user_id: Option<i64>,
     /// That user's display name.
     pub user_name: Option<String>,
+    /// The session cookie's value (to notice a sign-out during a long request).
+    pub session: Option<String>,
 }
 
 /// Remembers, for one restricted staff user, which cases they may see (for streams and lists
 /// that touch many cases). Answers are kept for a few seconds, so a team change applies soon.
 pub struct Visibility {
     user: Option<i64>,
-    known: Mutex<HashMap<i64, (bool, Instant)>>,
+    cases: Mutex<HashMap<i64, (bool, Instant)>>,
+    customers: Mutex<HashMap<i64, (bool, Instant)>>,
 }
 
 impl Visibility {
-    const TTL: Duration = Duration::from_secs(10);
+    const TTL: Duration = Duration::from_secs(3);
 
     /// For a caller; unrestricted callers (admins, API tokens) see everything.
     pub fn for_caller(caller: &Caller) -> Self {
-        Visibility { user: caller.restricted_user(), known: Mutex::new(HashMap::new()) }
+        Visibility { user: caller.restricted_user(), cases: Mutex::default(), customers: Mutex::default() }
     }
 
-    /// True if the caller may see the case (events without a case are visible).
-    pub async fn can_see(&self, state: &AppState, case_id: Option<i64>) -> bool {
-        let (Some(user), Some(case)) = (self.user, case_id) else { return true };
-        if let Some((ok, at)) = self.known.lock().ok().and_then(|m| m.get(&case).copied()) {
-            if at.elapsed() < Self::TTL {
-                return ok;
-            }
-        }
-        // When in doubt (database trouble), hide.
-        let ok = state.store.case_visible_to(case, user).await.unwrap_or(false);
-        if let Ok(mut m) = self.known.lock() {
+    fn cached(map: &Mutex<HashMap<i64, (bool, Instant)>>, id: i64) -> Option<bool> {
+        map.lock().ok().and_then(|m| m.get(&id).copied()).filter(|(_, at)| at.elapsed() < Self::TTL).map(|(ok, _)| ok)
+    }
+
+    fn remember(map: &Mutex<HashMap<i64, (bool, Instant)>>, id: i64, ok: bool) {
+        if let Ok(mut m) = map.lock() {
             if m.len() > 10_000 {
                 m.clear();
             }
-            m.insert(case, (ok, Instant::now()));
+            m.insert(id, (ok, Instant::now()));
         }
+    }
+
+    /// True if the caller may see the case (`None`: no case involved).
+    pub async fn can_see(&self, state: &AppState, case_id: Option<i64>) -> bool {
+        let (Some(user), Some(case)) = (self.user, case_id) else { return true };
+        if let Some(ok) = Self::cached(&self.cases, case) {
+            return ok;
+        }
+        // When in doubt (database trouble), hide.
+        let ok = state.store.case_visible_to(case, user).await.unwrap_or(false);
+        Self::remember(&self.cases, case, ok);
         ok
+    }
+
+    /// True if the caller may see the customer.
+    pub async fn can_see_customer(&self, state: &AppState, customer_id: i64) -> bool {
+        let Some(user) = self.user else { return true };
+        if let Some(ok) = Self::cached(&self.customers, customer_id) {
+            return ok;
+        }
+        let ok = state.store.customer_visible_to(customer_id, user).await.unwrap_or(false);
+        Self::remember(&self.customers, customer_id, ok);
+        ok
+    }
+
+    /// True if the caller may see an event: by its case, else by its customer; events about
+    /// neither (staff, tokens, teams, settings) are for admins and API tokens only.
+    pub async fn can_see_event(&self, state: &AppState, case_id: Option<i64>, customer_id: Option<i64>) -> bool {
+        if self.user.is_none() {
+            return true;
+        }
+        match (case_id, customer_id) {
+            (Some(_), _) => self.can_see(state, case_id).await,
+            (None, Some(customer)) => self.can_see_customer(state, customer).await,
+            (None, None) => false,
+        }
     }
 }
 
@@ -105,6 +138,16 @@ impl Caller {
     /// tokens).
     pub fn restricted_user(&self) -> Option<i64> {
         self.user_id.filter(|_| self.role != Role::Admin)
+    }
+
+    /// 404 unless the caller may see the customer (has a case of theirs it may see).
+    pub async fn ensure_customer_visible(&self, state: &AppState, customer_id: i64) -> Result<(), AppError> {
+        if let Some(user) = self.restricted_user() {
+            if !state.store.customer_visible_to(customer_id, user).await? {
+                return Err(AppError::NotFound(format!("customer {customer_id} not found")));
+            }
+        }
+        Ok(())
     }
 
     /// 404 unless the caller may see the case (a hidden case must not be told apart from a
@@ -145,6 +188,7 @@ impl FromRequestParts<AppState> for Caller {
                     role: session.user.role,
                     user_id: Some(session.user.id),
                     user_name: Some(session.user.name),
+                    session: Some(token.to_string()),
                 });
             }
         }
@@ -157,12 +201,12 @@ impl FromRequestParts<AppState> for Caller {
             .ok_or(AppError::Unauthorized)?;
         let hash = token_hash(token);
         if let Some((token_id, role)) = state.tokens.get(&hash) {
-            return Ok(Caller { token_id: Some(token_id), role, user_id: None, user_name: None });
+            return Ok(Caller { token_id: Some(token_id), role, user_id: None, user_name: None, session: None });
         }
         match state.store.authenticate_token(token).await? {
             Some((token_id, role)) => {
                 state.tokens.put(hash, token_id, role);
-                Ok(Caller { token_id: Some(token_id), role, user_id: None, user_name: None })
+                Ok(Caller { token_id: Some(token_id), role, user_id: None, user_name: None, session: None })
             }
             None => Err(AppError::Unauthorized),
         }

@@ -49,6 +49,7 @@ impl From<StoreError> for AppError {
         match e {
             StoreError::NotFound(what) => AppError::NotFound(format!("{what} not found")),
             StoreError::Conflict(m) => AppError::Conflict(m),
+            StoreError::Forbidden(m) => AppError::Refused(m),
             StoreError::Invalid { field, message } => AppError::Invalid { field, message },
             StoreError::Unavailable(m) => {
                 tracing::warn!(error = %m, "Database unavailable.");

@@ -149,6 +149,12 @@
 
     live((ev) => {
       if (ev.case_id !== caseId) return;
+      if (ev.type === 'case.merged') {
+        // A merge changes the whole page (banner, history, maybe no composer any more):
+        // reload unless that would throw away a draft.
+        if (!text.value.trim()) { location.reload(); return; }
+        say(de ? 'Der Vorgang wurde zusammengeführt – bitte nach dem Sichern des Entwurfs neu laden.' : 'The case was merged – please reload after saving your draft.', true);
+      }
       if (ev.type !== 'case.updated') reloadTimeline();
       reloadMeta();
     }, (p) => {

@@ -123,7 +123,20 @@ async fn sign_in_sets_a_safe_session_cookie_and_sign_out_ends_it() {
         assert!(session_cookie.contains(flag), "{session_cookie} lacks {flag}");
     }
     let (session, page_csrf) = app.sign_in("anna@example.de", "geheim123").await.unwrap();
-    assert!(!app.sign_in("anna@example.de", "geheim123").await.unwrap().0.contains("Secure"));
+    // Without TLS in front, the cookie cannot be Secure (the browser would drop it).
+    let page = app.http.get(format!("{}/login", app.base)).send().await.unwrap();
+    let plain_login = cookie_value(&cookies(page.headers()), "kontor_login").unwrap();
+    let plain_csrf = hidden_csrf(&page.text().await.unwrap());
+    let plain = app
+        .http
+        .post(format!("{}/login", app.base))
+        .header(COOKIE, format!("kontor_login={plain_login}"))
+        .form(&[("email", "anna@example.de"), ("password", "geheim123"), ("csrf", &plain_csrf)])
+        .send()
+        .await
+        .unwrap();
+    let plain_cookie = cookies(plain.headers()).into_iter().find(|c| c.starts_with("kontor_session=")).unwrap();
+    assert!(plain_cookie.contains("HttpOnly") && !plain_cookie.contains("Secure"), "{plain_cookie}");
     let (s, html) = app.get(&session, "/inbox").await;
     assert_eq!(s, 200);
     assert!(html.contains("Anna Admin"));
@@ -307,7 +320,9 @@ async fn agents_see_only_cases_of_their_teams_and_admins_see_all() {
     assert_eq!(app.get(&ben, &format!("/cases/{}", cases[0])).await.0, 404);
     assert_eq!(app.get(&ben, &format!("/api/v1/cases/{}", cases[0])).await.0, 404);
     let (_, list) = app.get(&ben, "/api/v1/cases").await;
-    assert!(!list.contains("team@example.de") && list.contains(&format!("\"id\":{}", cases[1])), "{list}");
+    let list: Value = serde_json::from_str(&list).unwrap();
+    let ids: Vec<i64> = list["items"].as_array().unwrap().iter().filter_map(|c| c["id"].as_i64()).collect();
+    assert!(ids.contains(&cases[1]) && !ids.contains(&cases[0]), "{ids:?}");
 
     // In the team, Ben sees the case.
     let users: Value = app
@@ -444,7 +459,7 @@ async fn a_new_password_ends_the_other_sessions() {
         app.http
             .post(format!("{}/profile", app.base))
             .header(COOKIE, format!("kontor_session={laptop}"))
-            .form(&[("csrf", csrf.as_str()), ("language", "en"), ("password", "kurz")])
+            .form(&[("csrf", csrf.as_str()), ("language", "de"), ("password", "kurz")])
             .send()
             .await
             .unwrap()
@@ -453,4 +468,132 @@ async fn a_new_password_ends_the_other_sessions() {
         (),
     );
     assert_eq!(s, 422);
+    let (_, page) = app.get(&laptop, "/profile").await;
+    assert!(page.contains("<option value=\"en\" selected"), "a refused change changes nothing, not even the language");
+}
+
+#[tokio::test]
+async fn nothing_of_another_teams_cases_reaches_an_agent() {
+    let app = start().await;
+    let admin = |method: reqwest::Method, path: &str, body: Value| {
+        app.http.request(method, format!("{}{path}", app.base)).bearer_auth(&app.token).json(&body).send()
+    };
+    let team: Value =
+        admin(reqwest::Method::POST, "/api/v1/teams", json!({ "name": "Geheim" })).await.unwrap().json().await.unwrap();
+    // One customer with a case of the secret team, and a second customer with a case in view.
+    let secret: Value = admin(
+        reqwest::Method::POST,
+        "/api/v1/inbound",
+        json!({ "from": { "email": "vip@example.de" }, "name": "Vera VIP", "subject": "Scheidung", "text": "vertraulich" }),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    admin(reqwest::Method::PATCH, &format!("/api/v1/cases/{}", secret["case_id"]), json!({ "team_id": team["id"] }))
+        .await
+        .unwrap();
+    admin(reqwest::Method::PATCH, &format!("/api/v1/cases/{}", secret["case_id"]), json!({ "status": "closed" }))
+        .await
+        .unwrap();
+    // The same customer writes again: a new, unteamed case the agent may see.
+    let open: Value = admin(
+        reqwest::Method::POST,
+        "/api/v1/inbound",
+        json!({ "from": { "email": "vip@example.de" }, "subject": "Adresse", "text": "neue Adresse" }),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    assert_ne!(open["case_id"], secret["case_id"]);
+    let hidden_customer: Value = admin(
+        reqwest::Method::POST,
+        "/api/v1/inbound",
+        json!({ "from": { "email": "hidden@example.de" }, "name": "Hanna Hidden", "text": "nur fürs Team" }),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    admin(
+        reqwest::Method::PATCH,
+        &format!("/api/v1/cases/{}", hidden_customer["case_id"]),
+        json!({ "team_id": team["id"] }),
+    )
+    .await
+    .unwrap();
+
+    let (ben, ben_csrf) = app.sign_in("ben@example.de", "geheim123").await.unwrap();
+    // The case page's sidebar lists only the customer's cases Ben may see.
+    let (s, page) = app.get(&ben, &format!("/cases/{}", open["case_id"])).await;
+    assert_eq!(s, 200);
+    assert!(!page.contains(&format!("/cases/{}\"", secret["case_id"])) && !page.contains("Scheidung"), "sidebar leaks");
+    // Customers: only those with a visible case.
+    assert_eq!(app.get(&ben, &format!("/api/v1/customers/{}", hidden_customer["customer_id"])).await.0, 404);
+    assert_eq!(app.get(&ben, &format!("/api/v1/customers/{}", open["customer_id"])).await.0, 200);
+    let (_, customers) = app.get(&ben, "/api/v1/customers").await;
+    assert!(!customers.contains("hidden@example.de") && customers.contains("vip@example.de"), "{customers}");
+    let rename = app
+        .http
+        .patch(format!("{}/api/v1/customers/{}", app.base, hidden_customer["customer_id"]))
+        .header(COOKIE, format!("kontor_session={ben}"))
+        .header("x-csrf-token", &ben_csrf)
+        .json(&json!({ "name": "Umbenannt" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rename.status().as_u16(), 404);
+    // Search shows neither the hidden customer nor its messages.
+    let (_, found) = app.get(&ben, "/api/v1/search?q=Hanna").await;
+    let found: Value = serde_json::from_str(&found).unwrap();
+    assert_eq!(found["customers"].as_array().map(Vec::len), Some(0), "{found}");
+    // The event log has no events of hidden cases or customers, nor staff or token events.
+    let (_, log) = app.get(&ben, "/api/v1/events?after=0&limit=1000").await;
+    let log: Value = serde_json::from_str(&log).unwrap();
+    for e in log["items"].as_array().unwrap() {
+        assert_ne!(e["customer_id"], hidden_customer["customer_id"], "{e}");
+        assert_ne!(e["case_id"], secret["case_id"], "{e}");
+        assert!(!["user.created", "token.created", "team.created"].contains(&e["type"].as_str().unwrap_or("")), "{e}");
+    }
+    // Team members are for admins.
+    assert_eq!(app.get(&ben, &format!("/api/v1/teams/{}/members", team["id"])).await.0, 403);
+}
+
+#[tokio::test]
+async fn an_open_event_stream_ends_when_its_session_ends() {
+    use futures::StreamExt;
+    let app = start().await;
+    let (anna, csrf) = app.sign_in("anna@example.de", "geheim123").await.unwrap();
+    let stream = app
+        .http
+        .get(format!("{}/api/v1/events/stream", app.base))
+        .header(COOKIE, format!("kontor_session={anna}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status().as_u16(), 200);
+    let out = app
+        .http
+        .post(format!("{}/logout", app.base))
+        .header(COOKIE, format!("kontor_session={anna}"))
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.status().as_u16(), 303);
+    // Within the re-check interval (5 s) plus the idle wake-up (2 s) the stream closes.
+    let mut body = stream.bytes_stream();
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(12), async {
+        while let Some(chunk) = body.next().await {
+            if chunk.is_err() {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the stream outlived the session");
 }

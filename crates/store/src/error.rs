@@ -9,6 +9,9 @@ pub enum StoreError {
     /// The request collides with the current state (duplicate, stale view, ...).
     #[error("conflict: {0}")]
     Conflict(String),
+    /// The actor may not do this (a rule, not a missing permission of the API token).
+    #[error("forbidden: {0}")]
+    Forbidden(String),
     /// A field holds a value the store cannot accept.
     #[error("invalid {field}: {message}")]
     Invalid { field: String, message: String },
@@ -40,7 +43,10 @@ impl From<rusqlite::Error> for StoreError {
         use rusqlite::ErrorCode;
         match e.sqlite_error_code() {
             Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => StoreError::Unavailable(e.to_string()),
-            Some(ErrorCode::ConstraintViolation) => StoreError::Conflict(e.to_string()),
+            Some(ErrorCode::ConstraintViolation) => {
+                tracing::debug!(error = %e, "Constraint violation.");
+                StoreError::Conflict("a record with these values already exists".into())
+            }
             Some(ErrorCode::CannotOpen | ErrorCode::DiskFull | ErrorCode::SystemIoFailure) => {
                 StoreError::Unavailable(e.to_string())
             }
@@ -53,7 +59,10 @@ impl From<postgres::Error> for StoreError {
     fn from(e: postgres::Error) -> Self {
         match e.code() {
             None => StoreError::Unavailable(e.to_string()),
-            Some(c) if *c == postgres::error::SqlState::UNIQUE_VIOLATION => StoreError::Conflict(e.to_string()),
+            Some(c) if *c == postgres::error::SqlState::UNIQUE_VIOLATION => {
+                tracing::debug!(error = %e, "Constraint violation.");
+                StoreError::Conflict("a record with these values already exists".into())
+            }
             // 08 connection, 40 rollback (deadlock, serialization), 53 resources, 57 shutdown: retryable.
             Some(c) if ["08", "40", "53", "57"].iter().any(|p| c.code().starts_with(p)) => {
                 StoreError::Unavailable(e.to_string())

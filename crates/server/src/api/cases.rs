@@ -206,23 +206,14 @@ pub async fn reply(
         return Err(AppError::invalid("based_on_event_id", "must be ≥ 0"));
     }
     let channel = parse_enum("channel", req.channel.as_ref(), Channel::parse, Channel::allowed())?;
-    if let Some(user) = caller.user_id {
-        if state.store.reply_only_assignee().await? {
-            let case = state.store.case(id).await?;
-            if case.assignee_id.is_some_and(|a| a != user) {
-                return Err(AppError::Refused(
-                    "only the assignee may reply to this case (setting reply_only_assignee); assign it to yourself first"
-                        .into(),
-                ));
-            }
-        }
-    }
     let r = NewReply {
         text: req.text,
         based_on_event_id: req.based_on_event_id,
         force: req.force,
         channel,
         author_id: caller.user_id,
+        // Staff sessions follow the setting; API integrations are not staff.
+        only_assignee: caller.user_id.is_some() && state.store.reply_only_assignee().await?,
     };
     match state.store.reply(id, r, state.deliverable_channels()).await? {
         ReplyOutcome::Queued { message_id, event_id, channel, .. } => {

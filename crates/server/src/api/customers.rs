@@ -16,11 +16,21 @@ use crate::AppState;
 #[utoipa::path(get, path = "/api/v1/customers", tag = "customers",
     params(("cursor" = Option<i64>, Query), ("limit" = Option<i64>, Query)),
     responses((status = 200, body = Page<Customer>)), security(("bearer" = [])))]
-pub async fn list(State(state): State<AppState>, _caller: Caller, q: Params) -> Result<Json<Page<Customer>>, AppError> {
+pub async fn list(State(state): State<AppState>, caller: Caller, q: Params) -> Result<Json<Page<Customer>>, AppError> {
     let p = params(q)?;
     let cursor = int_param(&p, "cursor")?;
     let limit = int_param(&p, "limit")?.unwrap_or(50);
-    Ok(Json(state.store.list_customers(cursor, limit).await?))
+    let mut page = state.store.list_customers(cursor, limit).await?;
+    // Agents see the customers of cases they may see (a page may then hold fewer items).
+    let seen = crate::auth::Visibility::for_caller(&caller);
+    let mut items = Vec::with_capacity(page.items.len());
+    for c in std::mem::take(&mut page.items) {
+        if seen.can_see_customer(&state, c.id).await {
+            items.push(c);
+        }
+    }
+    page.items = items;
+    Ok(Json(page))
 }
 
 /// One customer with identities.
@@ -28,10 +38,12 @@ pub async fn list(State(state): State<AppState>, _caller: Caller, q: Params) -> 
     responses((status = 200, body = Customer), (status = 404, description = "No such customer")), security(("bearer" = [])))]
 pub async fn detail(
     State(state): State<AppState>,
-    _caller: Caller,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Customer>, AppError> {
-    Ok(Json(state.store.customer(path_id(&id, "customer")?).await?))
+    let id = path_id(&id, "customer")?;
+    caller.ensure_customer_visible(&state, id).await?;
+    Ok(Json(state.store.customer(id).await?))
 }
 
 /// Changes to a customer.
@@ -50,11 +62,12 @@ pub struct CustomerPatchRequest {
     request_body = CustomerPatchRequest, responses((status = 200, body = Customer)), security(("bearer" = [])))]
 pub async fn patch(
     State(state): State<AppState>,
-    _caller: Caller,
+    caller: Caller,
     Path(id): Path<String>,
     ApiJson(req): ApiJson<CustomerPatchRequest>,
 ) -> Result<Json<Customer>, AppError> {
     let id = path_id(&id, "customer")?;
+    caller.ensure_customer_visible(&state, id).await?;
     if let Some(n) = &req.name {
         if n.trim().is_empty() {
             return Err(AppError::invalid("name", "must not be empty"));
@@ -89,11 +102,12 @@ pub struct IdentityRequest {
     security(("bearer" = [])))]
 pub async fn add_identity(
     State(state): State<AppState>,
-    _caller: Caller,
+    caller: Caller,
     Path(id): Path<String>,
     ApiJson(req): ApiJson<IdentityRequest>,
 ) -> Result<Json<Customer>, AppError> {
     let id = path_id(&id, "customer")?;
+    caller.ensure_customer_visible(&state, id).await?;
     let kind = IdentityKind::parse(&req.kind).ok_or_else(|| AppError::invalid("kind", "unknown identity kind"))?;
     let address = normalise_identity(kind, &req.address, &state.config.default_region)
         .map_err(|e| AppError::invalid("address", e.to_string()))?;
@@ -113,10 +127,12 @@ pub struct MergeRequest {
     request_body = MergeRequest, responses((status = 200, body = Customer)), security(("bearer" = [])))]
 pub async fn merge(
     State(state): State<AppState>,
-    _caller: Caller,
+    caller: Caller,
     Path(id): Path<String>,
     ApiJson(req): ApiJson<MergeRequest>,
 ) -> Result<Json<Customer>, AppError> {
     let id = path_id(&id, "customer")?;
+    caller.ensure_customer_visible(&state, id).await?;
+    caller.ensure_customer_visible(&state, req.source_id).await?;
     Ok(Json(state.store.merge_customers(id, req.source_id).await?))
 }

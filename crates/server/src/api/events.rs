@@ -40,7 +40,7 @@ pub async fn list(State(state): State<AppState>, caller: Caller, q: Params) -> R
     let seen = crate::auth::Visibility::for_caller(&caller);
     let mut items = Vec::with_capacity(all.len());
     for e in all {
-        if seen.can_see(&state, e.case_id).await {
+        if seen.can_see_event(&state, e.case_id, e.customer_id).await {
             items.push(e);
         }
     }
@@ -89,10 +89,21 @@ pub async fn stream(
     let mut presence = state.store.subscribe_presence();
     let seen = crate::auth::Visibility::for_caller(&caller);
     let state2 = state.clone();
+    let session = caller.session.clone();
     let s = async_stream::stream! {
         let _gauge = gauge;
         let mut cursor = start;
+        let mut session_checked = std::time::Instant::now();
         loop {
+            // A stream opened with a session ends when the session does (sign-out, new password).
+            if let Some(token) = &session {
+                if session_checked.elapsed() > Duration::from_secs(5) {
+                    session_checked = std::time::Instant::now();
+                    if let Ok(None) = state2.store.session(token).await {
+                        break;
+                    }
+                }
+            }
             // Only go to the database when something newer is known (or now and then,
             // in case a notification was missed). Presence signals pass straight through,
             // as `event: presence` without an id, so they never disturb Last-Event-ID.
@@ -124,7 +135,7 @@ pub async fn stream(
                     for e in events {
                         cursor = e.id;
                         // Agents do not see events of cases outside their teams.
-                        if !seen.can_see(&state2, e.case_id).await {
+                        if !seen.can_see_event(&state2, e.case_id, e.customer_id).await {
                             continue;
                         }
                         if let Ok(t) = chrono::DateTime::parse_from_rfc3339(&e.created_at) {

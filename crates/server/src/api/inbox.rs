@@ -194,9 +194,10 @@ pub struct MemberRequest {
     responses((status = 200, body = Vec<StaffUser>)), security(("bearer" = [])))]
 pub async fn members(
     State(state): State<AppState>,
-    _caller: Caller,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Vec<StaffUser>>, AppError> {
+    caller.require_admin()?;
     Ok(Json(state.store.team_members(path_id(&id, "team")?).await?))
 }
 

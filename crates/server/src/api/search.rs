@@ -32,7 +32,33 @@ pub async fn search(State(state): State<AppState>, caller: Caller, q: Params) ->
             _ => query,
         };
     let limit = int_param(&p, "limit")?.unwrap_or(20);
-    Ok(Json(visible_results(&state, &caller, state.store.search(query, limit).await?).await))
+    Ok(Json(search_visible(&state, &caller, query, limit).await?))
+}
+
+/// A query that is a phone number (any format) searches for its E.164 digits, which is how
+/// customers' numbers are stored; other queries stay as they are.
+pub fn normalise_query(query: String, region: &str) -> String {
+    let digits = query.chars().filter(char::is_ascii_digit).count();
+    let phone_like = digits >= 6 && query.chars().all(|c| c.is_ascii_digit() || " +-/()".contains(c));
+    match kontor_core::normalise_identity(kontor_core::IdentityKind::Phone, &query, region) {
+        Ok(e164) if phone_like => e164.trim_start_matches('+').to_string(),
+        _ => query,
+    }
+}
+
+/// Search with the caller's visibility applied; asks for more hits than shown so that hidden
+/// ones do not leave the page empty.
+pub async fn search_visible(
+    state: &AppState,
+    caller: &Caller,
+    query: String,
+    limit: i64,
+) -> Result<SearchResults, AppError> {
+    let fetch = if caller.restricted_user().is_some() { (limit * 4).min(100) } else { limit };
+    let mut results = visible_results(state, caller, state.store.search(query, fetch).await?).await;
+    results.messages.truncate(limit.max(0) as usize);
+    results.customers.truncate(limit.max(0) as usize);
+    Ok(results)
 }
 
 /// Drops message hits in cases the caller may not see.
@@ -45,5 +71,12 @@ pub async fn visible_results(state: &AppState, caller: &Caller, mut results: Sea
         }
     }
     results.messages = kept;
+    let mut customers = Vec::with_capacity(results.customers.len());
+    for hit in std::mem::take(&mut results.customers) {
+        if seen.can_see_customer(state, hit.customer_id).await {
+            customers.push(hit);
+        }
+    }
+    results.customers = customers;
     results
 }

@@ -40,6 +40,7 @@ impl Staff {
             role: self.session.user.role,
             user_id: Some(self.session.user.id),
             user_name: Some(self.session.user.name.clone()),
+            session: Some(self.token.clone()),
         }
     }
 }
@@ -194,11 +195,12 @@ fn age(ts: &str) -> String {
     }
 }
 
-/// A channel's short label with a symbol.
-fn channel_label(c: Channel) -> String {
+/// A channel's short label with a symbol, in the page's language.
+fn channel_label(c: Channel, lang: Lang) -> String {
+    let de = lang == Lang::De;
     let (icon, name) = match c {
         Channel::Api => ("⇄", "API"),
-        Channel::Email => ("✉", "E-Mail"),
+        Channel::Email => ("✉", if de { "E-Mail" } else { "E-mail" }),
         Channel::Sms => ("✆", "SMS"),
         Channel::Whatsapp => ("◉", "WhatsApp"),
         Channel::Telegram => ("➤", "Telegram"),
@@ -206,9 +208,9 @@ fn channel_label(c: Channel) -> String {
         Channel::Instagram => ("◎", "Instagram"),
         Channel::Webchat => ("☰", "Web-Chat"),
         Channel::Portal => ("⌂", "Portal"),
-        Channel::Phone => ("☎", "Telefon"),
-        Channel::Letter => ("✉", "Brief"),
-        Channel::Note => ("✎", "Notiz"),
+        Channel::Phone => ("☎", if de { "Telefon" } else { "Phone" }),
+        Channel::Letter => ("✉", if de { "Brief" } else { "Letter" }),
+        Channel::Note => ("✎", if de { "Notiz" } else { "Note" }),
     };
     format!("{icon} {name}")
 }
@@ -281,7 +283,7 @@ async fn inbox_context(
             json!({
                 "id": c.id,
                 "customer": s.and_then(|s| s.customer_name.clone().or(s.customer_address.clone())).unwrap_or_default(),
-                "channel": channel_label(s.and_then(|s| s.last_channel).unwrap_or(c.channel)),
+                "channel": channel_label(s.and_then(|s| s.last_channel).unwrap_or(c.channel), staff.lang),
                 "subject": c.subject,
                 "preview": s.and_then(|s| s.preview.clone()),
                 "status": c.status,
@@ -312,8 +314,10 @@ async fn inbox_context(
     ctx.insert("team", Value::from_serialize(q.team));
     ctx.insert("teams", Value::from_serialize(state.store.list_teams().await.map_err(err)?));
     if let Some(query) = &q.q {
-        let results = state.store.search(query.clone(), 20).await.map_err(err)?;
-        let results = crate::api::search::visible_results(state, &staff.caller(), results).await;
+        let query = crate::api::search::normalise_query(query.clone(), &state.config.default_region);
+        let results = crate::api::search::search_visible(state, &staff.caller(), query, 20)
+            .await
+            .map_err(|e| e.into_response())?;
         ctx.insert("results", Value::from_serialize(&results));
     }
     Ok(ctx)
@@ -369,9 +373,13 @@ async fn case_context(state: &AppState, staff: &Staff, id: &str) -> Result<BTree
             };
             json!({
                 "id": m.id, "direction": m.direction, "internal": m.internal, "author": author,
-                "channel": channel_label(m.channel), "channel_code": m.channel, "text": m.text,
+                "channel": channel_label(m.channel, staff.lang), "channel_code": m.channel, "text": m.text,
                 "html": m.html.as_deref().map(sanitize_html),
-                "attachments": m.attachments, "created_at": m.created_at, "age": age(&m.created_at),
+                "attachments": m.attachments.iter().map(|a| json!({
+                    "filename": a.filename, "content_type": a.content_type, "size": a.size,
+                    "link": a.url.as_deref().filter(|u| u.starts_with("https://") || u.starts_with("http://")),
+                })).collect::<Vec<_>>(),
+                "created_at": m.created_at, "age": age(&m.created_at),
                 "delivery_state": m.delivery_state,
                 "delivery_label": m.delivery_state.map(|d| t.get(format!("delivery_{}", d.as_str()).as_str()).copied().unwrap_or(d.as_str())),
                 "delivery_error": m.delivery_error,
@@ -387,7 +395,12 @@ async fn case_context(state: &AppState, staff: &Staff, id: &str) -> Result<BTree
         .unwrap_or(detail.case.channel);
     let others = state
         .store
-        .list_cases(CaseFilter { customer_id: Some(detail.case.customer_id), limit: 20, ..Default::default() })
+        .list_cases(CaseFilter {
+            customer_id: Some(detail.case.customer_id),
+            visible_to: restricted(staff),
+            limit: 20,
+            ..Default::default()
+        })
         .await
         .map_err(err)?
         .items
@@ -420,7 +433,7 @@ async fn case_context(state: &AppState, staff: &Staff, id: &str) -> Result<BTree
         Value::from_serialize(
             related
                 .iter()
-                .map(|r| json!({ "id": r.id, "subject": r.subject, "channel": channel_label(r.channel), "reason": r.reason, "age": age(&r.last_activity_at) }))
+                .map(|r| json!({ "id": r.id, "subject": r.subject, "channel": channel_label(r.channel, staff.lang), "reason": r.reason, "age": age(&r.last_activity_at) }))
                 .collect::<Vec<_>>(),
         ),
     );
@@ -528,10 +541,6 @@ async fn profile_save(State(state): State<AppState>, staff: Staff, Form(form): F
     if !same_secret(&form.csrf, &staff.session.csrf) {
         return (StatusCode::FORBIDDEN, "CSRF token missing or wrong").into_response();
     }
-    let language = Lang::parse(&form.language).map(|l| l.code().to_string());
-    if let Err(e) = state.store.set_user_language(staff.session.user.id, language).await {
-        return crate::error::AppError::from(e).into_response();
-    }
     if !form.password.is_empty() {
         let changed = state.store.set_user_password(staff.session.user.id, form.password).await;
         // A new password ends every other session of the user (e.g. a forgotten browser).
@@ -547,6 +556,10 @@ async fn profile_save(State(state): State<AppState>, staff: Staff, Form(form): F
             *r.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
             return r;
         }
+    }
+    let language = Lang::parse(&form.language).map(|l| l.code().to_string());
+    if let Err(e) = state.store.set_user_language(staff.session.user.id, language).await {
+        return crate::error::AppError::from(e).into_response();
     }
     Redirect::to("/profile?saved=1").into_response()
 }

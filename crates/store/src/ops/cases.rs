@@ -64,6 +64,9 @@ pub struct NewReply {
     /// Channel to answer on; default: the channel of the customer's latest message.
     pub channel: Option<Channel>,
     pub author_id: Option<i64>,
+    /// Refuse unless the author is the case's assignee (or the case has none): the
+    /// "only the assignee may reply" setting, checked inside the transaction.
+    pub only_assignee: bool,
 }
 
 /// What became of a reply.
@@ -366,6 +369,12 @@ fn reply_in(
     let case = load_case(tx.conn, case_id)?;
     if let Some(into) = merged_into(tx.conn, case_id)? {
         return Err(StoreError::Conflict(format!("case {case_id} was merged into case {into}; reply there")));
+    }
+    if r.only_assignee && case.assignee_id.is_some_and(|a| Some(a) != r.author_id) {
+        return Err(StoreError::Forbidden(
+            "only the assignee may reply to this case (setting reply_only_assignee); assign it to yourself first"
+                .into(),
+        ));
     }
     if !r.force {
         let rows = tx.conn.query(

@@ -144,3 +144,20 @@ impl Store {
         .await
     }
 }
+
+impl Store {
+    /// True if a restricted staff user may see the customer: it has at least one case the user
+    /// may see (a case without team, or of one of the user's teams), or the user is an admin.
+    pub async fn customer_visible_to(&self, customer_id: i64, user_id: i64) -> Result<bool, StoreError> {
+        self.read(move |c| {
+            Ok(c.query_opt(
+                "SELECT 1 FROM users u WHERE u.id = ? AND (u.role = 'admin' OR EXISTS (SELECT 1 FROM cases \
+                 WHERE cases.customer_id = ? AND cases.merged_into IS NULL AND (cases.team_id IS NULL \
+                 OR cases.team_id IN (SELECT tm.team_id FROM team_members tm WHERE tm.user_id = ?))))",
+                &crate::params![user_id, customer_id, user_id],
+            )?
+            .is_some())
+        })
+        .await
+    }
+}

@@ -332,7 +332,7 @@ fn inbound(from: &str, text: &str) -> NewInbound {
 }
 
 fn reply(text: &str, based_on_event_id: i64, force: bool) -> NewReply {
-    NewReply { text: text.to_string(), based_on_event_id, force, channel: None, author_id: None }
+    NewReply { text: text.to_string(), based_on_event_id, force, channel: None, author_id: None, only_assignee: false }
 }
 
 /// Every event in the log, oldest first.

@@ -183,8 +183,11 @@ pub fn relate(a: &RequestSummary<'_>, b: &RequestSummary<'_>) -> Option<Relation
     if sim.similar {
         return Some(Relation { reason: RelatedReason::SimilarText, score: sim.score });
     }
+    // On another channel the same day, a request counts as related with less in common (short
+    // messenger texts), but it must share at least one content word: "Hallo?" is no request.
     let close = (a.opened_at_us - b.opened_at_us).abs() <= SAME_REQUEST_WINDOW_US;
-    (close && a.channel != b.channel).then_some(Relation { reason: RelatedReason::OtherChannel, score: sim.score })
+    (close && a.channel != b.channel && sim.shared >= 1)
+        .then_some(Relation { reason: RelatedReason::OtherChannel, score: sim.score })
 }
 
 #[cfg(test)]
@@ -248,15 +251,16 @@ mod tests {
     }
 
     #[test]
-    fn relation_is_similar_text_or_another_channel_within_a_day() {
+    fn relation_is_similar_text_or_a_shared_word_on_another_channel_within_a_day() {
         let s = |channel, hours: i64, text| RequestSummary { channel, opened_at_us: hours * HOUR, text };
         let moving = s(Channel::Email, 0, "Umzug zum 1. Mai, neue Adresse Goethestraße 5");
         let table: &[(RequestSummary<'_>, Option<RelatedReason>)] = &[
             (s(Channel::Whatsapp, 3, "Adressänderung: Umzug nach Berlin"), Some(RelatedReason::SimilarText)),
             (s(Channel::Email, 3, "Adressänderung: Umzug nach Berlin"), Some(RelatedReason::SimilarText)),
             (s(Channel::Email, 72, "Adressänderung: Umzug"), Some(RelatedReason::SimilarText)),
-            (s(Channel::Whatsapp, 3, "Rechnung doppelt abgebucht"), Some(RelatedReason::OtherChannel)),
-            (s(Channel::Sms, -23, "Hallo?"), Some(RelatedReason::OtherChannel)),
+            (s(Channel::Whatsapp, 3, "Frage zur Rechnung und Adresse"), Some(RelatedReason::OtherChannel)),
+            (s(Channel::Whatsapp, 3, "Rechnung doppelt abgebucht"), None),
+            (s(Channel::Sms, -23, "Hallo?"), None),
             (s(Channel::Email, 3, "Rechnung doppelt abgebucht"), None),
             (s(Channel::Whatsapp, 25, "Rechnung doppelt abgebucht"), None),
         ];

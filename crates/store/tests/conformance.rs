@@ -1789,12 +1789,8 @@ async fn check_related_open_cases_find_the_same_request_across_channels_but_not_
     assert!(!related(stranger.case_id).await.contains_key(&mail.case_id));
     assert_eq!(
         related(wa.case_id).await,
-        HashMap::from([
-            (mail.case_id, RelatedReason::SimilarText),
-            (same.case_id, RelatedReason::SimilarText),
-            (bill.case_id, RelatedReason::OtherChannel),
-        ]),
-        "cases opened the same day on another channel are related whatever they say"
+        HashMap::from([(mail.case_id, RelatedReason::SimilarText), (same.case_id, RelatedReason::SimilarText)]),
+        "another channel the same day is not enough when the requests share no word (the bill)"
     );
 
     // Resolved and merged cases are not offered, and have no related cases themselves.

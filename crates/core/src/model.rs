@@ -177,6 +177,8 @@ pub struct StaffUser {
     pub name: String,
     pub role: Role,
     pub created_at: String,
+    /// Deactivated users cannot sign in; their sessions end.
+    pub active: bool,
 }
 
 /// A prepared answer that agents insert into a reply, by title or shortcut.

@@ -88,6 +88,7 @@ impl Modify for CommonErrors {
         api::inbox::merge, api::inbox::related, api::inbox::list_canned, api::inbox::create_canned,
         api::inbox::update_canned, api::inbox::delete_canned, api::inbox::get_settings, api::inbox::put_settings,
         api::inbox::members, api::inbox::add_member, api::inbox::remove_member, api::inbox::create_user,
+        api::inbox::update_user, api::inbox::rename_team, api::inbox::delete_team,
         api::search::search,
         api::admin::list_teams, api::admin::create_team, api::admin::list_users, api::admin::job_stats,
     ),

@@ -40,6 +40,7 @@
   function live(onEvent, onPresence) {
     const indicator = $('#live');
     if (!window.EventSource || !indicator) return;
+    indicator.hidden = false; // only pages that follow the stream show its state
     const stream = new EventSource('/api/v1/events/stream');
     if (onPresence) {
       stream.addEventListener('presence', (e) => {
@@ -367,6 +368,7 @@
     form.elements.title.focus();
   }));
   $$('[data-api-click]').forEach((b) => b.addEventListener('click', async () => {
+    if (b.dataset.confirm && !window.confirm(b.dataset.confirm)) return;
     const [method, url] = b.dataset.apiClick.split(' ');
     report(await api(method, url));
   }));

@@ -597,3 +597,92 @@ async fn an_open_event_stream_ends_when_its_session_ends() {
     .await;
     assert!(ended.is_ok(), "the stream outlived the session");
 }
+
+#[tokio::test]
+async fn admins_manage_staff_and_teams_and_one_active_admin_remains() {
+    let app = start().await;
+    let admin = |method: reqwest::Method, path: String, body: Value| {
+        app.http.request(method, format!("{}{path}", app.base)).bearer_auth(&app.token).json(&body).send()
+    };
+    let users: Value = app
+        .http
+        .get(format!("{}/api/v1/users", app.base))
+        .bearer_auth(&app.token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id_of =
+        |email: &str| users.as_array().unwrap().iter().find(|u| u["email"] == email).unwrap()["id"].as_i64().unwrap();
+    let (anna_id, ben_id) = (id_of("anna@example.de"), id_of("ben@example.de"));
+    let (ben, _) = app.sign_in("ben@example.de", "geheim123").await.unwrap();
+    assert_eq!(app.get(&ben, "/inbox").await.0, 200);
+
+    // Deactivating ends Ben's sessions and keeps him out.
+    let r = admin(reqwest::Method::PATCH, format!("/api/v1/users/{ben_id}"), json!({ "active": false })).await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap()["active"], false);
+    assert_eq!(app.get(&ben, "/inbox").await.0, 303);
+    assert_eq!(app.sign_in("ben@example.de", "geheim123").await.err(), Some(401));
+    let r = admin(
+        reqwest::Method::PATCH,
+        format!("/api/v1/users/{ben_id}"),
+        json!({ "active": true, "role": "admin", "name": "Ben B." }),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.json::<Value>().await.unwrap()["name"], "Ben B.");
+    assert!(app.sign_in("ben@example.de", "geheim123").await.is_ok());
+
+    // Demoting both admins is refused at the last one.
+    let r = admin(reqwest::Method::PATCH, format!("/api/v1/users/{ben_id}"), json!({ "role": "agent" })).await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let r =
+        admin(reqwest::Method::PATCH, format!("/api/v1/users/{anna_id}"), json!({ "active": false })).await.unwrap();
+    assert_eq!(r.status().as_u16(), 409);
+    let r =
+        admin(reqwest::Method::PATCH, format!("/api/v1/users/{anna_id}"), json!({ "role": "agent" })).await.unwrap();
+    assert_eq!(r.status().as_u16(), 409);
+
+    // Teams: rename, and deleting one releases its cases to everyone.
+    let team: Value = admin(reqwest::Method::POST, "/api/v1/teams".into(), json!({ "name": "Alt" }))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let renamed: Value =
+        admin(reqwest::Method::PATCH, format!("/api/v1/teams/{}", team["id"]), json!({ "name": "Neu" }))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+    assert_eq!(renamed["name"], "Neu");
+    let case: Value = admin(
+        reqwest::Method::POST,
+        "/api/v1/inbound".into(),
+        json!({ "from": { "email": "t@example.de" }, "text": "x" }),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    admin(reqwest::Method::PATCH, format!("/api/v1/cases/{}", case["case_id"]), json!({ "team_id": team["id"] }))
+        .await
+        .unwrap();
+    let (ben, _) = app.sign_in("ben@example.de", "geheim123").await.unwrap();
+    assert_eq!(app.get(&ben, &format!("/cases/{}", case["case_id"])).await.0, 404);
+    let r = admin(reqwest::Method::DELETE, format!("/api/v1/teams/{}", team["id"]), json!(null)).await.unwrap();
+    assert_eq!(r.status().as_u16(), 204);
+    assert_eq!(app.get(&ben, &format!("/cases/{}", case["case_id"])).await.0, 200);
+    // The settings page shows it all to admins, and to nobody else.
+    let (anna, _) = app.sign_in("anna@example.de", "geheim123").await.unwrap();
+    let (s, page) = app.get(&anna, "/settings").await;
+    assert_eq!(s, 200);
+    assert!(page.contains("Ben B.") && page.contains("PATCH /api/v1/users/"));
+    assert_eq!(app.get(&ben, "/settings").await.0, 403);
+}

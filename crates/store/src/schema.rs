@@ -77,6 +77,9 @@ CREATE TABLE case_reads (
     user_id INTEGER NOT NULL, case_id INTEGER NOT NULL, seen_event_id INTEGER NOT NULL,
     PRIMARY KEY (user_id, case_id));
 "#,
+    r#"
+ALTER TABLE users ADD COLUMN active INTEGER NOT NULL DEFAULT 1;
+"#,
 ];
 
 /// PostgreSQL migrations, applied in order.
@@ -156,6 +159,9 @@ CREATE INDEX team_members_user ON team_members(user_id);
 CREATE TABLE case_reads (
     user_id BIGINT NOT NULL, case_id BIGINT NOT NULL, seen_event_id BIGINT NOT NULL,
     PRIMARY KEY (user_id, case_id));
+"#,
+    r#"
+ALTER TABLE users ADD COLUMN active BIGINT NOT NULL DEFAULT 1;
 "#,
 ];
 

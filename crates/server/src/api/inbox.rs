@@ -254,3 +254,66 @@ pub async fn create_user(
     let u = state.store.create_user(req.email, req.name, req.role, req.password).await?;
     Ok((StatusCode::CREATED, Json(u)).into_response())
 }
+
+/// Changes to a staff user; absent fields stay.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UserPatch {
+    #[schema(min_length = 1, max_length = 200, pattern = r"\S")]
+    pub name: Option<String>,
+    pub role: Option<Role>,
+    /// False deactivates: no sign-in, sessions end.
+    pub active: Option<bool>,
+}
+
+/// Changes a staff user's name, role or activity (admin); one active admin always remains.
+#[utoipa::path(patch, path = "/api/v1/users/{id}", tag = "admin", params(("id" = i64, Path)), request_body = UserPatch,
+    responses((status = 200, body = StaffUser), (status = 409, description = "Would leave no active admin")),
+    security(("bearer" = [])))]
+pub async fn update_user(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<UserPatch>,
+) -> Result<Json<StaffUser>, AppError> {
+    caller.require_admin()?;
+    if let Some(n) = &req.name {
+        check_len("name", n, 200)?;
+    }
+    Ok(Json(state.store.update_user(path_id(&id, "user")?, req.name, req.role, req.active).await?))
+}
+
+/// A team's new name.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TeamPatch {
+    #[schema(min_length = 1, max_length = 100, pattern = r"\S")]
+    pub name: String,
+}
+
+/// Renames a team (admin).
+#[utoipa::path(patch, path = "/api/v1/teams/{id}", tag = "admin", params(("id" = i64, Path)), request_body = TeamPatch,
+    responses((status = 200, body = kontor_core::Team)), security(("bearer" = [])))]
+pub async fn rename_team(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<TeamPatch>,
+) -> Result<Json<kontor_core::Team>, AppError> {
+    caller.require_admin()?;
+    check_len("name", &req.name, 100)?;
+    Ok(Json(state.store.rename_team(path_id(&id, "team")?, req.name).await?))
+}
+
+/// Deletes a team (admin); its cases keep going without a team.
+#[utoipa::path(delete, path = "/api/v1/teams/{id}", tag = "admin", params(("id" = i64, Path)),
+    responses((status = 204, description = "Deleted")), security(("bearer" = [])))]
+pub async fn delete_team(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<StatusCode, AppError> {
+    caller.require_admin()?;
+    state.store.delete_team(path_id(&id, "team")?).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

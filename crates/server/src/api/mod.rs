@@ -40,9 +40,11 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/canned/{id}", axum::routing::put(inbox::update_canned).delete(inbox::delete_canned))
         .route("/api/v1/settings", get(inbox::get_settings).put(inbox::put_settings))
         .route("/api/v1/teams", get(admin::list_teams).post(admin::create_team))
+        .route("/api/v1/teams/{id}", axum::routing::patch(inbox::rename_team).delete(inbox::delete_team))
         .route("/api/v1/teams/{id}/members", get(inbox::members).post(inbox::add_member))
         .route("/api/v1/teams/{id}/members/{user_id}", delete(inbox::remove_member))
         .route("/api/v1/users", get(admin::list_users).post(inbox::create_user))
+        .route("/api/v1/users/{id}", axum::routing::patch(inbox::update_user))
         .route("/api/v1/jobs", get(admin::job_stats))
 }
 

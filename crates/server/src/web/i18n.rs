@@ -145,6 +145,8 @@ const WORDS: &[(&str, &str, &str)] = &[
     ("remove", "Entfernen", "Remove"),
     ("delete", "Löschen", "Delete"),
     ("edit", "Bearbeiten", "Edit"),
+    ("active", "aktiv", "active"),
+    ("delete_team_confirm", "Team löschen? Seine Vorgänge sind danach für alle sichtbar.", "Delete the team? Its cases become visible to everyone."),
     ("create", "Anlegen", "Create"),
     ("name", "Name", "Name"),
     ("role", "Rolle", "Role"),

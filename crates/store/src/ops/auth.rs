@@ -22,6 +22,7 @@ pub(crate) fn user_from_row(r: &Row) -> StaffUser {
         name: r.text(2),
         role: Role::parse(&r.text(3)).unwrap_or(Role::Agent),
         created_at: format_ts(r.i64(4)),
+        active: r.i64(5) != 0,
     }
 }
 
@@ -76,7 +77,7 @@ impl Store {
                 .conn
                 .query_opt(
                     "INSERT INTO users (email, name, role, password_hash, created_at) VALUES (?, ?, ?, ?, ?) \
-                     RETURNING id, email, name, role, created_at",
+                     RETURNING id, email, name, role, created_at, active",
                     &params![email.as_str(), name.trim(), role.as_str(), hash, tx.now],
                 )?
                 .ok_or_else(|| StoreError::Database("user insert returned no id".into()))?;
@@ -105,7 +106,7 @@ impl Store {
     /// All staff users by e-mail.
     pub async fn list_users(&self) -> Result<Vec<StaffUser>, StoreError> {
         self.read(|c| {
-            Ok(c.query("SELECT id, email, name, role, created_at FROM users ORDER BY email", &[])?
+            Ok(c.query("SELECT id, email, name, role, created_at, active FROM users ORDER BY email", &[])?
                 .iter()
                 .map(user_from_row)
                 .collect())
@@ -119,7 +120,7 @@ impl Store {
         let row = self
             .read(move |c| {
                 c.query_opt(
-                    "SELECT id, email, name, role, created_at, password_hash FROM users WHERE email = ?",
+                    "SELECT id, email, name, role, created_at, active, password_hash FROM users WHERE email = ? AND active = 1",
                     &params![email.as_str()],
                 )
             })
@@ -136,7 +137,7 @@ impl Store {
             .await;
             return Ok(None);
         };
-        let stored = row.text(5);
+        let stored = row.text(6);
         let ok = tokio::task::spawn_blocking(move || {
             PasswordHash::new(&stored)
                 .map(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
@@ -179,6 +180,54 @@ impl Store {
         self.read(move |c| {
             Ok(c.query_opt("SELECT id, role FROM api_tokens WHERE token_hash = ?", &params![hash])?
                 .map(|r| (r.i64(0), Role::parse(&r.text(1)).unwrap_or(Role::Agent))))
+        })
+        .await
+    }
+}
+
+impl Store {
+    /// Changes a staff user's name, role or whether they are active. Deactivating ends their
+    /// sessions. At least one active admin always remains (else Conflict).
+    pub async fn update_user(
+        &self,
+        id: i64,
+        name: Option<String>,
+        role: Option<Role>,
+        active: Option<bool>,
+    ) -> Result<StaffUser, StoreError> {
+        if name.as_deref().is_some_and(|n| n.trim().is_empty()) {
+            return Err(StoreError::invalid("name", "must not be empty"));
+        }
+        self.write(move |tx| {
+            let before = tx
+                .conn
+                .query_opt("SELECT id, email, name, role, created_at, active FROM users WHERE id = ?", &params![id])?
+                .map(|r| user_from_row(&r))
+                .ok_or_else(|| StoreError::NotFound(format!("user {id}")))?;
+            tx.conn.execute(
+                "UPDATE users SET name = COALESCE(?, name), role = COALESCE(?, role), active = COALESCE(?, active) WHERE id = ?",
+                &params![name.as_deref().map(str::trim), role.map(|r| r.as_str()), active, id],
+            )?;
+            let admins = tx
+                .conn
+                .query_opt("SELECT COUNT(*) FROM users WHERE role = 'admin' AND active = 1", &[])?
+                .map(|r| r.i64(0))
+                .unwrap_or(0);
+            if admins == 0 {
+                return Err(StoreError::Conflict("at least one active admin must remain".into()));
+            }
+            if active == Some(false) {
+                tx.conn.execute("DELETE FROM sessions WHERE user_id = ?", &params![id])?;
+            }
+            let after = tx
+                .conn
+                .query_opt("SELECT id, email, name, role, created_at, active FROM users WHERE id = ?", &params![id])?
+                .map(|r| user_from_row(&r))
+                .ok_or_else(|| StoreError::NotFound(format!("user {id}")))?;
+            if after != before {
+                tx.event("user.updated", None, None, &json!({ "user": after, "before": before }))?;
+            }
+            Ok(after)
         })
         .await
     }

@@ -48,11 +48,11 @@ impl Store {
         let hash = token_hash(token);
         self.read(move |c| {
             let row = c.query_opt(
-                "SELECT u.id, u.email, u.name, u.role, u.created_at, s.csrf, u.language FROM sessions s \
-                 JOIN users u ON u.id = s.user_id WHERE s.id = ? AND s.expires_at > ?",
+                "SELECT u.id, u.email, u.name, u.role, u.created_at, u.active, s.csrf, u.language FROM sessions s \
+                 JOIN users u ON u.id = s.user_id WHERE s.id = ? AND s.expires_at > ? AND u.active = 1",
                 &params![hash, crate::now_us()],
             )?;
-            Ok(row.map(|r| StaffSession { user: user_from_row(&r), csrf: r.text(5), language: r.opt_text(6) }))
+            Ok(row.map(|r| StaffSession { user: user_from_row(&r), csrf: r.text(6), language: r.opt_text(7) }))
         })
         .await
     }

@@ -62,7 +62,7 @@ impl Store {
         self.read(move |c| {
             require_team(c, team_id)?;
             Ok(c.query(
-                "SELECT u.id, u.email, u.name, u.role, u.created_at FROM team_members tm \
+                "SELECT u.id, u.email, u.name, u.role, u.created_at, u.active FROM team_members tm \
                  JOIN users u ON u.id = tm.user_id WHERE tm.team_id = ? ORDER BY u.email",
                 &params![team_id],
             )?
@@ -94,6 +94,39 @@ impl Store {
                 &params![user_id, user_id, case_id],
             )?;
             row.map(|r| r.i64(0) == 1).ok_or_else(|| StoreError::NotFound(format!("case {case_id}")))
+        })
+        .await
+    }
+}
+
+impl Store {
+    /// Renames a team (Conflict if the name is taken).
+    pub async fn rename_team(&self, id: i64, name: String) -> Result<kontor_core::Team, StoreError> {
+        let name = name.trim().to_string();
+        if name.is_empty() {
+            return Err(StoreError::invalid("name", "must not be empty"));
+        }
+        self.write(move |tx| {
+            if tx.conn.execute("UPDATE teams SET name = ? WHERE id = ?", &params![name.as_str(), id])? == 0 {
+                return Err(StoreError::NotFound(format!("team {id}")));
+            }
+            tx.event("team.updated", None, None, &serde_json::json!({ "team": { "id": id, "name": name } }))?;
+            Ok(kontor_core::Team { id, name })
+        })
+        .await
+    }
+
+    /// Deletes a team: its cases lose the team (and so become visible to every agent), its
+    /// memberships end.
+    pub async fn delete_team(&self, id: i64) -> Result<(), StoreError> {
+        self.write(move |tx| {
+            let cases = tx.conn.execute("UPDATE cases SET team_id = NULL WHERE team_id = ?", &params![id])?;
+            tx.conn.execute("DELETE FROM team_members WHERE team_id = ?", &params![id])?;
+            if tx.conn.execute("DELETE FROM teams WHERE id = ?", &params![id])? == 0 {
+                return Err(StoreError::NotFound(format!("team {id}")));
+            }
+            tx.event("team.deleted", None, None, &serde_json::json!({ "team_id": id, "cases_without_team": cases }))?;
+            Ok(())
         })
         .await
     }

@@ -148,7 +148,24 @@
     setInterval(() => announce(typingUntil ? 'typing' : 'viewing'), 10000);
     window.addEventListener('pagehide', () => announce('left'));
 
+    const sidebar = $('#sidebar');
+    const relatedBox = $('#related-box');
+    const reloadSidebar = debounce(async () => {
+      const search = $('#customer-search');
+      // Do not pull the customer search away from an agent who is using it.
+      if (sidebar.contains(document.activeElement) || (search && search.value.trim())) return;
+      const open = !!(sidebar.querySelector('details[open]'));
+      await refresh(sidebar);
+      if (open) { const d = sidebar.querySelector('details'); if (d) d.open = true; }
+    }, 150);
+    const reloadRelated = debounce(() => refresh(relatedBox), 150);
     live((ev) => {
+      if (ev.customer_id === customerId && ev.case_id !== caseId) {
+        // Something happened elsewhere for this customer: other cases, addresses, related requests.
+        reloadSidebar();
+        reloadRelated();
+        return;
+      }
       if (ev.case_id !== caseId) return;
       if (ev.type === 'case.merged') {
         // A merge changes the whole page (banner, history, maybe no composer any more):
@@ -278,42 +295,44 @@
     });
 
     // Merging another customer (with all cases and addresses) into this case's customer.
-    const customerSearch = $('#customer-search');
-    if (customerSearch) {
+    const customerId = Number(caseEl.dataset.customerId);
+    const findCustomers = debounce(async () => {
+      const input = $('#customer-search');
       const hits = $('#customer-hits');
-      const me = Number(customerSearch.dataset.customerId);
-      const find = debounce(async () => {
-        const q = customerSearch.value.trim();
-        hits.textContent = '';
-        if (q.length < 2) return;
-        const r = await api('GET', `/api/v1/search?q=${encodeURIComponent(q)}&limit=8`);
-        const found = ((r.body && r.body.customers) || []).filter((c) => c.customer_id !== me);
-        if (!found.length) { const li = document.createElement('li'); li.textContent = hits.dataset.none; hits.appendChild(li); }
-        found.forEach((c) => {
-          const li = document.createElement('li');
-          li.textContent = `${c.name || '—'} (#${c.customer_id}) `;
-          const b = document.createElement('button');
-          b.type = 'button'; b.className = 'secondary'; b.textContent = hits.dataset.merge;
-          b.addEventListener('click', async () => {
-            if (!window.confirm(hits.dataset.confirm)) return;
-            const m = await api('POST', `/api/v1/customers/${me}/merge`, { source_id: c.customer_id });
-            if (m.status === 200) location.reload();
-            else say((m.body && m.body.error && m.body.error.message) || 'Error', true);
-          });
-          li.appendChild(b);
-          hits.appendChild(li);
+      if (!input || !hits) return;
+      const q = input.value.trim();
+      hits.textContent = '';
+      if (q.length < 2) return;
+      const r = await api('GET', `/api/v1/search?q=${encodeURIComponent(q)}&limit=8`);
+      const found = ((r.body && r.body.customers) || []).filter((c) => c.customer_id !== customerId);
+      if (!found.length) { const li = document.createElement('li'); li.textContent = hits.dataset.none; hits.appendChild(li); }
+      found.forEach((c) => {
+        const li = document.createElement('li');
+        li.textContent = `${c.name || '—'} (#${c.customer_id}) `;
+        const b = document.createElement('button');
+        b.type = 'button'; b.className = 'secondary'; b.textContent = hits.dataset.merge;
+        b.addEventListener('click', async () => {
+          if (!window.confirm(hits.dataset.confirm)) return;
+          const m = await api('POST', `/api/v1/customers/${customerId}/merge`, { source_id: c.customer_id });
+          if (m.status === 200) location.reload();
+          else say((m.body && m.body.error && m.body.error.message) || 'Error', true);
         });
-      }, 250);
-      customerSearch.addEventListener('input', find);
-    }
+        li.appendChild(b);
+        hits.appendChild(li);
+      });
+    }, 250);
+    document.addEventListener('input', (e) => { if (e.target.id === 'customer-search') findCustomers(); });
 
-    // Merging a probably identical request from another channel into this case.
-    $$('button.merge').forEach((b) => b.addEventListener('click', async () => {
+    // Merging a probably identical request from another channel into this case (delegated:
+    // the banner is re-rendered live).
+    document.addEventListener('click', async (e) => {
+      const b = e.target.closest('button.merge');
+      if (!b) return;
       if (!window.confirm(b.dataset.confirm)) return;
       const r = await api('POST', `/api/v1/cases/${caseId}/merge`, { source_id: Number(b.dataset.source) });
       if (r.status === 200) location.reload();
       else say((r.body && r.body.error && r.body.error.message) || 'Error', true);
-    }));
+    });
 
     const patch = async (data) => {
       const r = await api('PATCH', `/api/v1/cases/${caseId}`, data);

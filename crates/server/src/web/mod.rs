@@ -39,6 +39,8 @@ fn templates() -> &'static Environment<'static> {
             ("case.html", include_str!("../../templates/case.html")),
             ("timeline.html", include_str!("../../templates/timeline.html")),
             ("case_meta.html", include_str!("../../templates/case_meta.html")),
+            ("case_related.html", include_str!("../../templates/case_related.html")),
+            ("case_sidebar.html", include_str!("../../templates/case_sidebar.html")),
             ("profile.html", include_str!("../../templates/profile.html")),
             ("message.html", include_str!("../../templates/message.html")),
             ("settings.html", include_str!("../../templates/settings.html")),

@@ -505,6 +505,8 @@ async fn case_fragment(
     let template = match part.as_str() {
         "timeline" => "timeline.html",
         "meta" => "case_meta.html",
+        "related" => "case_related.html",
+        "sidebar" => "case_sidebar.html",
         _ => return StatusCode::NOT_FOUND.into_response(),
     };
     match case_context(&state, &staff, &id).await {

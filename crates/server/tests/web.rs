@@ -42,6 +42,31 @@ fn hidden_csrf(html: &str) -> String {
 }
 
 impl App {
+    /// Posts an inbound message with the API token; returns the answer.
+    async fn inbound(&self, body: Value) -> Value {
+        let r = self
+            .http
+            .post(format!("{}/api/v1/inbound", self.base))
+            .bearer_auth(&self.token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "inbound: {}", r.status());
+        r.json().await.unwrap()
+    }
+
+    /// Posts a page form as a signed-in user.
+    async fn post_form(&self, session: &str, path: &str, form: &[(&str, &str)]) -> reqwest::Response {
+        self.http
+            .post(format!("{}{path}", self.base))
+            .header(COOKIE, format!("kontor_session={session}"))
+            .form(form)
+            .send()
+            .await
+            .unwrap()
+    }
+
     /// Signs in through the form; returns (session cookie, page CSRF token).
     async fn sign_in(&self, email: &str, password: &str) -> Result<(String, String), u16> {
         let page = self.http.get(format!("{}/login", self.base)).send().await.unwrap();
@@ -142,23 +167,9 @@ async fn sign_in_sets_a_safe_session_cookie_and_sign_out_ends_it() {
     assert!(html.contains("Anna Admin"));
 
     // Sign-out needs the page's CSRF token, then the session is gone.
-    let bad = app
-        .http
-        .post(format!("{}/logout", app.base))
-        .header(COOKIE, format!("kontor_session={session}"))
-        .form(&[("csrf", "wrong")])
-        .send()
-        .await
-        .unwrap();
+    let bad = app.post_form(&session, "/logout", &[("csrf", "wrong")]).await;
     assert_eq!(bad.status().as_u16(), 403);
-    let ok = app
-        .http
-        .post(format!("{}/logout", app.base))
-        .header(COOKIE, format!("kontor_session={session}"))
-        .form(&[("csrf", page_csrf.as_str())])
-        .send()
-        .await
-        .unwrap();
+    let ok = app.post_form(&session, "/logout", &[("csrf", page_csrf.as_str())]).await;
     assert_eq!(ok.status().as_u16(), 303);
     assert_eq!(app.get(&session, "/inbox").await.0, 303);
 }
@@ -179,17 +190,7 @@ async fn repeated_failed_sign_ins_are_slowed_down() {
 #[tokio::test]
 async fn session_api_calls_that_change_things_need_the_csrf_token() {
     let app = start().await;
-    let r: Value = app
-        .http
-        .post(format!("{}/api/v1/inbound", app.base))
-        .bearer_auth(&app.token)
-        .json(&json!({ "from": { "email": "k@example.de" }, "text": "Hallo" }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let r: Value = app.inbound(json!({ "from": { "email": "k@example.de" }, "text": "Hallo" })).await;
     let (session, csrf) = app.sign_in("anna@example.de", "geheim123").await.unwrap();
     let note = |csrf: Option<String>| {
         let mut rb = app
@@ -238,21 +239,11 @@ async fn session_api_calls_that_change_things_need_the_csrf_token() {
 #[tokio::test]
 async fn message_content_is_escaped_and_html_mail_sanitised() {
     let app = start().await;
-    let r: Value = app
-        .http
-        .post(format!("{}/api/v1/inbound", app.base))
-        .bearer_auth(&app.token)
-        .json(&json!({
+    let r: Value = app.inbound(json!({
             "from": { "email": "x@example.de" }, "name": "<b>Mallory</b>", "subject": "<i>Betreff</i>",
             "text": "Hallo <script>alert(1)</script>",
             "html": "<p onclick=\"x()\">Formatiert<script>alert(2)</script><img src=\"https://tracker.example/p.gif\"></p>"
-        }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        })).await;
     let (session, _) = app.sign_in("anna@example.de", "geheim123").await.unwrap();
     for path in [format!("/cases/{}", r["case_id"]), "/inbox".to_string()] {
         let (s, html) = app.get(&session, &path).await;
@@ -350,17 +341,7 @@ async fn agents_see_only_cases_of_their_teams_and_admins_see_all() {
 #[tokio::test]
 async fn only_the_assignee_may_reply_when_the_setting_is_on() {
     let app = start().await;
-    let r: Value = app
-        .http
-        .post(format!("{}/api/v1/inbound", app.base))
-        .bearer_auth(&app.token)
-        .json(&json!({ "from": { "email": "k@example.de" }, "text": "Frage" }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let r: Value = app.inbound(json!({ "from": { "email": "k@example.de" }, "text": "Frage" })).await;
     let (anna, anna_csrf) = app.sign_in("anna@example.de", "geheim123").await.unwrap();
     let (ben, ben_csrf) = app.sign_in("ben@example.de", "geheim123").await.unwrap();
     let send = |session: String, csrf: String, method: reqwest::Method, path: String, body: Value| {
@@ -441,13 +422,8 @@ async fn a_new_password_ends_the_other_sessions() {
     let (laptop, csrf) = app.sign_in("anna@example.de", "geheim123").await.unwrap();
     let (phone, _) = app.sign_in("anna@example.de", "geheim123").await.unwrap();
     let r = app
-        .http
-        .post(format!("{}/profile", app.base))
-        .header(COOKIE, format!("kontor_session={laptop}"))
-        .form(&[("csrf", csrf.as_str()), ("language", "en"), ("password", "neues-geheimnis")])
-        .send()
-        .await
-        .unwrap();
+        .post_form(&laptop, "/profile", &[("csrf", csrf.as_str()), ("language", "en"), ("password", "neues-geheimnis")])
+        .await;
     assert_eq!(r.status().as_u16(), 303);
     assert_eq!(app.get(&laptop, "/inbox").await.0, 200, "the session that changed it stays");
     assert_eq!(app.get(&phone, "/inbox").await.0, 303, "other sessions end");
@@ -481,16 +457,7 @@ async fn nothing_of_another_teams_cases_reaches_an_agent() {
     let team: Value =
         admin(reqwest::Method::POST, "/api/v1/teams", json!({ "name": "Geheim" })).await.unwrap().json().await.unwrap();
     // One customer with a case of the secret team, and a second customer with a case in view.
-    let secret: Value = admin(
-        reqwest::Method::POST,
-        "/api/v1/inbound",
-        json!({ "from": { "email": "vip@example.de" }, "name": "Vera VIP", "subject": "Scheidung", "text": "vertraulich" }),
-    )
-    .await
-    .unwrap()
-    .json()
-    .await
-    .unwrap();
+    let secret: Value = app.inbound(json!({ "from": { "email": "vip@example.de" }, "name": "Vera VIP", "subject": "Scheidung", "text": "vertraulich" })).await;
     admin(reqwest::Method::PATCH, &format!("/api/v1/cases/{}", secret["case_id"]), json!({ "team_id": team["id"] }))
         .await
         .unwrap();
@@ -498,27 +465,13 @@ async fn nothing_of_another_teams_cases_reaches_an_agent() {
         .await
         .unwrap();
     // The same customer writes again: a new, unteamed case the agent may see.
-    let open: Value = admin(
-        reqwest::Method::POST,
-        "/api/v1/inbound",
-        json!({ "from": { "email": "vip@example.de" }, "subject": "Adresse", "text": "neue Adresse" }),
-    )
-    .await
-    .unwrap()
-    .json()
-    .await
-    .unwrap();
+    let open: Value = app
+        .inbound(json!({ "from": { "email": "vip@example.de" }, "subject": "Adresse", "text": "neue Adresse" }))
+        .await;
     assert_ne!(open["case_id"], secret["case_id"]);
-    let hidden_customer: Value = admin(
-        reqwest::Method::POST,
-        "/api/v1/inbound",
-        json!({ "from": { "email": "hidden@example.de" }, "name": "Hanna Hidden", "text": "nur fürs Team" }),
-    )
-    .await
-    .unwrap()
-    .json()
-    .await
-    .unwrap();
+    let hidden_customer: Value = app
+        .inbound(json!({ "from": { "email": "hidden@example.de" }, "name": "Hanna Hidden", "text": "nur fürs Team" }))
+        .await;
     admin(
         reqwest::Method::PATCH,
         &format!("/api/v1/cases/{}", hidden_customer["case_id"]),
@@ -576,14 +529,7 @@ async fn an_open_event_stream_ends_when_its_session_ends() {
         .await
         .unwrap();
     assert_eq!(stream.status().as_u16(), 200);
-    let out = app
-        .http
-        .post(format!("{}/logout", app.base))
-        .header(COOKIE, format!("kontor_session={anna}"))
-        .form(&[("csrf", csrf.as_str())])
-        .send()
-        .await
-        .unwrap();
+    let out = app.post_form(&anna, "/logout", &[("csrf", csrf.as_str())]).await;
     assert_eq!(out.status().as_u16(), 303);
     // Within the re-check interval (5 s) plus the idle wake-up (2 s) the stream closes.
     let mut body = stream.bytes_stream();
@@ -661,16 +607,7 @@ async fn admins_manage_staff_and_teams_and_one_active_admin_remains() {
             .await
             .unwrap();
     assert_eq!(renamed["name"], "Neu");
-    let case: Value = admin(
-        reqwest::Method::POST,
-        "/api/v1/inbound".into(),
-        json!({ "from": { "email": "t@example.de" }, "text": "x" }),
-    )
-    .await
-    .unwrap()
-    .json()
-    .await
-    .unwrap();
+    let case: Value = app.inbound(json!({ "from": { "email": "t@example.de" }, "text": "x" })).await;
     admin(reqwest::Method::PATCH, format!("/api/v1/cases/{}", case["case_id"]), json!({ "team_id": team["id"] }))
         .await
         .unwrap();

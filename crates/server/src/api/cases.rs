@@ -10,7 +10,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::json;
 use utoipa::ToSchema;
 
-use super::{check_len, int_param, params, path_id, Params};
+use super::{check_len, int_param, params, path_id, required_text, Params};
 use crate::auth::Caller;
 use crate::error::{ApiJson, AppError};
 use crate::AppState;
@@ -146,10 +146,7 @@ pub async fn note(
 ) -> Result<Response, AppError> {
     let id = path_id(&id, "case")?;
     caller.ensure_visible(&state, id).await?;
-    if req.text.trim().is_empty() {
-        return Err(AppError::invalid("text", "must not be empty"));
-    }
-    check_len("text", &req.text, 100_000)?;
+    required_text("text", &req.text, 100_000)?;
     let (message, event_id) = state.store.add_note(id, req.text, caller.user_id).await?;
     Ok((StatusCode::CREATED, Json(json!({ "message_id": message.id, "event_id": event_id, "message": message })))
         .into_response())
@@ -198,10 +195,7 @@ pub async fn reply(
 ) -> Result<Response, AppError> {
     let id = path_id(&id, "case")?;
     caller.ensure_visible(&state, id).await?;
-    if req.text.trim().is_empty() {
-        return Err(AppError::invalid("text", "must not be empty"));
-    }
-    check_len("text", &req.text, 100_000)?;
+    required_text("text", &req.text, 100_000)?;
     if req.based_on_event_id < 0 {
         return Err(AppError::invalid("based_on_event_id", "must be ≥ 0"));
     }

@@ -10,7 +10,7 @@ use kontor_store::RelatedCase;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{check_len, params, path_id, Params};
+use super::{check_len, params, path_id, required_text, Params};
 use crate::auth::Caller;
 use crate::error::{ApiJson, AppError};
 use crate::AppState;
@@ -80,14 +80,8 @@ pub struct CannedRequest {
 }
 
 fn validate_canned(req: &CannedRequest) -> Result<(), AppError> {
-    if req.title.trim().is_empty() {
-        return Err(AppError::invalid("title", "must not be empty"));
-    }
-    check_len("title", &req.title, 200)?;
-    if req.body.trim().is_empty() {
-        return Err(AppError::invalid("body", "must not be empty"));
-    }
-    check_len("body", &req.body, 20_000)?;
+    required_text("title", &req.title, 200)?;
+    required_text("body", &req.body, 20_000)?;
     if let Some(s) = &req.shortcut {
         if s.is_empty() || s.len() > 32 || !s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
             return Err(AppError::invalid("shortcut", "1 to 32 letters, digits, - or _"));

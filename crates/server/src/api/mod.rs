@@ -69,6 +69,14 @@ pub fn int_param(p: &HashMap<String, String>, name: &str) -> Result<Option<i64>,
     }
 }
 
+/// A text field that must hold something other than whitespace, up to `max` characters.
+pub fn required_text(field: &str, value: &str, max: usize) -> Result<(), AppError> {
+    if value.trim().is_empty() {
+        return Err(AppError::invalid(field, "must not be empty"));
+    }
+    check_len(field, value, max)
+}
+
 /// Checks the length of a text field.
 pub fn check_len(field: &str, value: &str, max: usize) -> Result<(), AppError> {
     if value.chars().count() > max {

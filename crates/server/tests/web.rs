@@ -623,3 +623,54 @@ async fn admins_manage_staff_and_teams_and_one_active_admin_remains() {
     assert!(page.contains("Ben B.") && page.contains("PATCH /api/v1/users/"));
     assert_eq!(app.get(&ben, "/settings").await.0, 403);
 }
+
+#[tokio::test]
+async fn an_agents_live_stream_carries_only_what_the_agent_may_see() {
+    use futures::StreamExt;
+    let app = start().await;
+    let team: Value = app
+        .http
+        .post(format!("{}/api/v1/teams", app.base))
+        .bearer_auth(&app.token)
+        .json(&json!({ "name": "Intern" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let hidden = app.inbound(json!({ "from": { "email": "intern@example.de" }, "text": "erste" })).await;
+    app.http
+        .patch(format!("{}/api/v1/cases/{}", app.base, hidden["case_id"]))
+        .bearer_auth(&app.token)
+        .json(&json!({ "team_id": team["id"] }))
+        .send()
+        .await
+        .unwrap();
+    let (ben, _) = app.sign_in("ben@example.de", "geheim123").await.unwrap();
+    let stream = app
+        .http
+        .get(format!("{}/api/v1/events/stream", app.base))
+        .header(COOKIE, format!("kontor_session={ben}"))
+        .send()
+        .await
+        .unwrap();
+    // News in the hidden case first, then in a visible one.
+    app.inbound(json!({ "from": { "email": "intern@example.de" }, "text": "geheime Fortsetzung" })).await;
+    let visible = app.inbound(json!({ "from": { "email": "offen@example.de" }, "text": "für alle" })).await;
+    let mut body = stream.bytes_stream();
+    let mut seen = String::new();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        while let Some(Ok(chunk)) = body.next().await {
+            seen.push_str(&String::from_utf8_lossy(&chunk));
+            if seen.contains(&format!("id: {}", visible["event_id"]))
+                || seen.contains(&format!("id:{}", visible["event_id"]))
+            {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(seen.contains("für alle"), "the visible message arrives: {seen}");
+    assert!(!seen.contains("geheime Fortsetzung"), "the hidden case's message does not: {seen}");
+}

@@ -382,7 +382,7 @@ async fn case_context(state: &AppState, staff: &Staff, id: &str) -> Result<BTree
                 "created_at": m.created_at, "age": age(&m.created_at),
                 "delivery_state": m.delivery_state,
                 "delivery_label": m.delivery_state.map(|d| t.get(format!("delivery_{}", d.as_str()).as_str()).copied().unwrap_or(d.as_str())),
-                "delivery_error": m.delivery_error,
+                "delivery_error": m.delivery_error.as_deref().map(|e| delivery_error_text(e, staff.lang)),
             })
         })
         .collect();
@@ -465,6 +465,26 @@ fn not_found(staff: &Staff) -> Response {
     let mut r = page("inbox.html", ctx);
     *r.status_mut() = StatusCode::NOT_FOUND;
     r
+}
+
+/// The delivery errors Kontor itself words, in the page's language (a provider's own text
+/// after the known start stays as it came).
+fn delivery_error_text(error: &str, lang: Lang) -> String {
+    if lang == Lang::En {
+        return error.to_string();
+    }
+    const GERMAN: &[(&str, &str)] = &[
+        ("the API channel has no webhook_url configured", "Für den API-Kanal ist keine Webhook-Adresse eingerichtet"),
+        ("webhook answered ", "Der Webhook antwortete "),
+        ("webhook unreachable: ", "Webhook nicht erreichbar: "),
+        ("no outbound adapter for channel ", "Für diesen Kanal gibt es noch keinen Versand: "),
+    ];
+    for (en, de) in GERMAN {
+        if let Some(rest) = error.strip_prefix(en) {
+            return format!("{de}{rest}");
+        }
+    }
+    error.to_string()
 }
 
 /// HTML e-mail bodies: no scripts, styles, forms or remote content.
@@ -616,6 +636,22 @@ pub fn routes() -> Router<AppState> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kontors_own_delivery_errors_are_shown_in_german() {
+        let table = [
+            (
+                "the API channel has no webhook_url configured",
+                "Für den API-Kanal ist keine Webhook-Adresse eingerichtet",
+            ),
+            ("webhook answered 500 Internal Server Error", "Der Webhook antwortete 500 Internal Server Error"),
+            ("something a provider said", "something a provider said"),
+        ];
+        for (en, de) in table {
+            assert_eq!(delivery_error_text(en, Lang::De), de);
+            assert_eq!(delivery_error_text(en, Lang::En), en);
+        }
+    }
 
     #[test]
     fn html_mail_is_sanitised() {

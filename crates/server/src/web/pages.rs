@@ -542,7 +542,19 @@ pub fn sanitize_html(html: &str) -> String {
 async fn mark_seen(state: &AppState, staff: &Staff, ctx: &BTreeMap<&'static str, Value>) {
     let field = |name: &str| ctx.get("case").and_then(|c| c.get_attr(name).ok()).and_then(|v| i64::try_from(v).ok());
     if let (Some(id), Some(event)) = (field("id"), field("last_event_id")) {
-        if let Err(e) = state.store.mark_case_seen(staff.session.user.id, id, event).await {
+        // A read first: most refreshes show nothing new to this agent, and the writer is shared.
+        let user = staff.session.user.id;
+        if state
+            .store
+            .seen_event_ids(user, vec![id])
+            .await
+            .ok()
+            .and_then(|m| m.get(&id).copied())
+            .is_some_and(|s| s >= event)
+        {
+            return;
+        }
+        if let Err(e) = state.store.mark_case_seen(user, id, event).await {
             tracing::warn!(error = %e, "Cannot record that a case was read.");
         }
     }

@@ -95,6 +95,7 @@ async fn pages(mut cfg: Config, cases: u64, messages: u64, requests: u64) -> Res
         attachments: vec![],
         provider_message_id: Some(format!("seed-{n}")),
         idempotency_key: None,
+        idempotency_scope: "bench".into(),
         case_id: None,
     };
     let mut n = 0u64;

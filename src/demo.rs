@@ -55,6 +55,7 @@ pub async fn load(store: &Store) -> Result<()> {
                 attachments: vec![],
                 provider_message_id: Some(format!("demo-{i}")),
                 idempotency_key: None,
+                idempotency_scope: String::new(),
                 case_id: None,
             })
             .await?;

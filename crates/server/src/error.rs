@@ -25,6 +25,8 @@ pub enum AppError {
     NotFound(String),
     /// 409.
     Conflict(String),
+    /// 409 with `code = "idempotency_conflict"`: a key came again with another message.
+    IdempotencyConflict(String),
     /// 409 with `code = "stale"` and the newer items.
     Stale(Value),
     /// 413.
@@ -49,6 +51,7 @@ impl From<StoreError> for AppError {
         match e {
             StoreError::NotFound(what) => AppError::NotFound(format!("{what} not found")),
             StoreError::Conflict(m) => AppError::Conflict(m),
+            StoreError::IdempotencyConflict(m) => AppError::IdempotencyConflict(m),
             StoreError::Forbidden(m) => AppError::Refused(m),
             StoreError::Invalid { field, message } => AppError::Invalid { field, message },
             StoreError::Unavailable(m) => {
@@ -82,6 +85,7 @@ impl IntoResponse for AppError {
             ),
             AppError::NotFound(m) => (StatusCode::NOT_FOUND, "not_found", m, Value::Null),
             AppError::Conflict(m) => (StatusCode::CONFLICT, "conflict", m, Value::Null),
+            AppError::IdempotencyConflict(m) => (StatusCode::CONFLICT, "idempotency_conflict", m, Value::Null),
             AppError::Stale(d) => (
                 StatusCode::CONFLICT,
                 "stale",

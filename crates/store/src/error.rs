@@ -9,6 +9,9 @@ pub enum StoreError {
     /// The request collides with the current state (duplicate, stale view, ...).
     #[error("conflict: {0}")]
     Conflict(String),
+    /// An idempotency key (or provider message id) came again with a different message.
+    #[error("idempotency conflict: {0}")]
+    IdempotencyConflict(String),
     /// The actor may not do this (a rule, not a missing permission of the API token).
     #[error("forbidden: {0}")]
     Forbidden(String),

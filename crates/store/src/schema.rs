@@ -80,6 +80,17 @@ CREATE TABLE case_reads (
     r#"
 ALTER TABLE users ADD COLUMN active INTEGER NOT NULL DEFAULT 1;
 "#,
+    // Idempotency keys per sending client (scope), with a fingerprint of the message.
+    r#"
+CREATE TABLE inbound_keys_scoped (
+    channel TEXT NOT NULL, scope TEXT NOT NULL, idem_key TEXT NOT NULL, fingerprint TEXT,
+    message_id INTEGER NOT NULL, case_id INTEGER NOT NULL, customer_id INTEGER NOT NULL, event_id INTEGER NOT NULL,
+    PRIMARY KEY (channel, scope, idem_key));
+INSERT INTO inbound_keys_scoped (channel, scope, idem_key, message_id, case_id, customer_id, event_id)
+    SELECT channel, '', idem_key, message_id, case_id, customer_id, event_id FROM inbound_keys;
+DROP TABLE inbound_keys;
+ALTER TABLE inbound_keys_scoped RENAME TO inbound_keys;
+"#,
 ];
 
 /// PostgreSQL migrations, applied in order.
@@ -162,6 +173,13 @@ CREATE TABLE case_reads (
 "#,
     r#"
 ALTER TABLE users ADD COLUMN active BIGINT NOT NULL DEFAULT 1;
+"#,
+    // Idempotency keys per sending client (scope), with a fingerprint of the message.
+    r#"
+ALTER TABLE inbound_keys ADD COLUMN scope TEXT NOT NULL DEFAULT '', ADD COLUMN fingerprint TEXT;
+ALTER TABLE inbound_keys ALTER COLUMN scope DROP DEFAULT;
+ALTER TABLE inbound_keys DROP CONSTRAINT inbound_keys_pkey;
+ALTER TABLE inbound_keys ADD PRIMARY KEY (channel, scope, idem_key);
 "#,
 ];
 

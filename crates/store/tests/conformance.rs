@@ -327,6 +327,7 @@ fn inbound(from: &str, text: &str) -> NewInbound {
         attachments: vec![],
         provider_message_id: None,
         idempotency_key: None,
+        idempotency_scope: String::new(),
         case_id: None,
     }
 }
@@ -460,12 +461,31 @@ async fn check_duplicate_inbound_is_stored_once(store: &Store) {
     assert!(first.created);
     let events = event_count(store).await;
     let again = store
-        .ingest(NewInbound { provider_message_id: Some("prov-1".into()), ..inbound("dup@example.de", "Redelivery") })
+        .ingest(NewInbound { provider_message_id: Some("prov-1".into()), ..inbound("dup@example.de", "Original") })
         .await
         .unwrap();
     assert_eq!(again, InboundReceipt { created: false, ..first });
     assert_eq!(event_count(store).await, events, "a duplicate appends no events");
     assert_eq!(store.case_detail(first.case_id).await.unwrap().messages.len(), 1);
+
+    // The same key with another text or sender is not a retry: refused, and nothing stored.
+    for other in [inbound("dup@example.de", "Redelivery?"), inbound("someone.else@example.de", "Original")] {
+        let conflict = store.ingest(NewInbound { provider_message_id: Some("prov-1".into()), ..other }).await;
+        assert!(matches!(conflict, Err(StoreError::IdempotencyConflict(_))), "{conflict:?}");
+    }
+    assert_eq!(event_count(store).await, events, "a refused message appends no events");
+
+    // Keys belong to their sending client: another client's "prov-1" is its own message.
+    let other_client = store
+        .ingest(NewInbound {
+            provider_message_id: Some("prov-1".into()),
+            idempotency_scope: "token:other".into(),
+            ..inbound("dup@example.de", "Original")
+        })
+        .await
+        .unwrap();
+    assert!(other_client.created, "another client's key is not swallowed");
+    assert_ne!(other_client.message_id, first.message_id);
 
     let keyed = store
         .ingest(NewInbound { idempotency_key: Some("key-1".into()), ..inbound("dup@example.de", "Mit Schlüssel") })
@@ -475,12 +495,12 @@ async fn check_duplicate_inbound_is_stored_once(store: &Store) {
     assert_ne!(keyed.message_id, first.message_id);
     let events = event_count(store).await;
     let again = store
-        .ingest(NewInbound { idempotency_key: Some("key-1".into()), ..inbound("dup@example.de", "Retry") })
+        .ingest(NewInbound { idempotency_key: Some("key-1".into()), ..inbound("dup@example.de", "Mit Schlüssel") })
         .await
         .unwrap();
     assert_eq!(again, InboundReceipt { created: false, ..keyed });
     assert_eq!(event_count(store).await, events);
-    assert_eq!(store.case_detail(first.case_id).await.unwrap().messages.len(), 2);
+    assert_eq!(store.case_detail(first.case_id).await.unwrap().messages.len(), 3);
 
     // Keys are scoped to the channel.
     let other_channel = store
@@ -536,9 +556,10 @@ async fn check_explicit_case_id_must_exist_and_belong_to_the_customer(store: &St
 
     let foreign = store.ingest(NewInbound { case_id: Some(anna.case_id), ..inbound("bob@example.de", "x") }).await;
     assert_invalid(foreign, "case_id");
+    // An unknown case is answered like another customer's: nothing tells them apart.
     let unknown =
         store.ingest(NewInbound { case_id: Some(anna.case_id + 10_000), ..inbound("carl@example.de", "y") }).await;
-    assert_not_found(unknown);
+    assert_invalid(unknown, "case_id");
     assert_eq!(event_count(store).await, events, "rejected messages leave nothing behind");
     let customers = store.list_customers(None, 100).await.unwrap().items;
     assert_eq!(customers.len(), 2, "no customer was created for the rejected message: {customers:?}");
@@ -1139,6 +1160,8 @@ async fn check_one_batch_of_inbound_messages_follows_the_single_message_rules(st
         keyed("r@example.de", "R zweite", "r-2"),  // 5: re-opens the resolved case
         inbound("c@example.de", "C zweite ohne Schlüssel"), // 6: closed case: a new one
         NewInbound { idempotency_key: Some("idem-7".into()), ..inbound("k@example.de", "mit Idempotency-Key") },
+        keyed("x@example.de", "A erste", "pre-a"), // 8: a known key with another sender
+        keyed("n@example.de", "Anderer Text", "n-1"), // 9: a key of this batch with another text
     ];
     // Submitted in this order (polling a future once queues it), so "first" is well defined.
     let mut pending: Vec<_> = batch.iter().cloned().map(|m| Box::pin(store.ingest(m))).collect();
@@ -1146,12 +1169,21 @@ async fn check_one_batch_of_inbound_messages_follows_the_single_message_rules(st
         submit(p).await;
     }
     let mut got = Vec::new();
-    for p in pending {
-        got.push(p.await.expect("ingest"));
+    let mut refused = Vec::new();
+    for (i, p) in pending.into_iter().enumerate() {
+        match p.await {
+            Ok(r) => got.push(r),
+            Err(e) => refused.push((i, e)),
+        }
     }
     parked.await.expect("task").expect("parked write");
+    assert_eq!(refused.len(), 2, "{refused:?}");
+    assert!(
+        refused.iter().zip([8, 9]).all(|((i, e), want)| *i == want && matches!(e, StoreError::IdempotencyConflict(_))),
+        "keys reused for other messages are refused one by one: {refused:?}"
+    );
     let stats = store.writer_stats();
-    assert_eq!(stats.bulk_messages - stats_before.bulk_messages, 8, "the batch went through the bulk path");
+    assert_eq!(stats.bulk_messages - stats_before.bulk_messages, 10, "the batch went through the bulk path");
     assert_eq!(stats.bulk_fallbacks, stats_before.bulk_fallbacks, "the bulk path did not fall back");
 
     assert_eq!(got[0], InboundReceipt { created: false, ..a0 });
@@ -1209,9 +1241,11 @@ async fn check_one_batch_of_inbound_messages_follows_the_single_message_rules(st
         })
         .collect();
     for (i, p) in again.into_iter().enumerate() {
-        let r = p.await.expect("task").expect("ingest");
-        if i != 6 {
-            assert!(!r.created, "item {i} is a duplicate");
+        let r = p.await.expect("task");
+        match i {
+            6 => assert!(r.is_ok()),
+            8 | 9 => assert!(matches!(r, Err(StoreError::IdempotencyConflict(_))), "item {i}: {r:?}"),
+            _ => assert!(!r.expect("ingest").created, "item {i} is a duplicate"),
         }
     }
 }

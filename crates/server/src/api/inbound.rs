@@ -26,6 +26,9 @@ pub struct From {
     pub external_id: Option<String>,
 }
 
+/// Most attachments one API message may carry.
+pub const MAX_ATTACHMENTS: usize = 100;
+
 /// A file attached to the message (stored by reference).
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -36,21 +39,27 @@ pub struct AttachmentIn {
     pub url: Option<String>,
 }
 
-/// An inbound message.
+/// An inbound message. Unknown fields are refused (422 naming the field), so a misspelt
+/// `provider_message_id` cannot silently lose idempotency.
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct InboundRequest {
     #[schema(required = true)]
     pub from: Option<From>,
     /// The sender's name, kept on a new customer.
     pub name: Option<String>,
+    /// Kept as given (an empty subject stays an empty subject, a missing one stays missing).
     pub subject: Option<String>,
     /// Required unless there are attachments.
     #[schema(min_length = 1, max_length = 200000, pattern = r"\S")]
     pub text: Option<String>,
     pub html: Option<String>,
     #[serde(default)]
+    #[schema(max_items = 100)]
     pub attachments: Vec<AttachmentIn>,
-    /// The sending system's id for this message: the same id again is a duplicate.
+    /// The sending system's id for this message: the same id again (from the same API
+    /// token) is a duplicate; with another sender or text it is refused (409
+    /// `idempotency_conflict`).
     pub provider_message_id: Option<String>,
     /// Thread into this case instead of letting Kontor choose.
     #[schema(minimum = 1)]
@@ -61,8 +70,14 @@ fn non_empty(s: Option<String>) -> Option<String> {
     s.map(|v| v.trim().to_string()).filter(|v| !v.is_empty())
 }
 
-/// Validates the request into a store input.
-pub fn validate(req: InboundRequest, idempotency_key: Option<String>, region: &str) -> Result<NewInbound, AppError> {
+/// Validates the request into a store input; `scope` names the sending client, whose keys
+/// these are (see `NewInbound::idempotency_scope`).
+pub fn validate(
+    req: InboundRequest,
+    idempotency_key: Option<String>,
+    scope: String,
+    region: &str,
+) -> Result<NewInbound, AppError> {
     let from = req
         .from
         .ok_or_else(|| AppError::invalid("from", "is required: {\"email\"}, {\"phone\"} or {\"external_id\"}"))?;
@@ -92,7 +107,7 @@ pub fn validate(req: InboundRequest, idempotency_key: Option<String>, region: &s
     if let Some(n) = &name {
         check_len("name", n, 200)?;
     }
-    let subject = non_empty(req.subject);
+    let subject = req.subject.map(|s| s.trim().to_string());
     if let Some(s) = &subject {
         check_len("subject", s, 998)?;
     }
@@ -102,6 +117,9 @@ pub fn validate(req: InboundRequest, idempotency_key: Option<String>, region: &s
     }
     if req.case_id.is_some_and(|c| c <= 0) {
         return Err(AppError::invalid("case_id", "must be a positive id"));
+    }
+    if req.attachments.len() > MAX_ATTACHMENTS {
+        return Err(AppError::invalid("attachments", format!("at most {MAX_ATTACHMENTS} attachments per message")));
     }
     let mut attachments = Vec::new();
     for (i, a) in req.attachments.into_iter().enumerate() {
@@ -121,6 +139,7 @@ pub fn validate(req: InboundRequest, idempotency_key: Option<String>, region: &s
         attachments,
         provider_message_id,
         idempotency_key,
+        idempotency_scope: scope,
         case_id: req.case_id,
     })
 }
@@ -133,15 +152,25 @@ pub fn validate(req: InboundRequest, idempotency_key: Option<String>, region: &s
         (status = 201, description = "Stored", body = InboundReceipt),
         (status = 200, description = "Duplicate: the first message's ids", body = InboundReceipt),
         (status = 400, description = "Malformed JSON"), (status = 401, description = "No valid token"),
+        (status = 403, description = "Not an API token (staff sessions may not post customer messages)"),
+        (status = 409, description = "idempotency_conflict: the key was used for another message"),
         (status = 413, description = "Body too large"), (status = 422, description = "Invalid field"),
         (status = 503, description = "Database unavailable")),
     security(("bearer" = [])))]
 pub async fn inbound(
     State(state): State<AppState>,
-    _caller: Caller,
+    caller: Caller,
     headers: HeaderMap,
     ApiJson(req): ApiJson<InboundRequest>,
 ) -> Result<Response, AppError> {
+    // Inbound is what customers said, posted by systems: a signed-in agent must not be able
+    // to put words into a customer's mouth (or probe hidden cases through receipts).
+    let Some(token_id) = caller.token_id.filter(|_| caller.session.is_none()) else {
+        return Err(AppError::Refused(
+            "inbound messages are posted by systems with an API token (role ingest, agent or admin), not by a staff session"
+                .into(),
+        ));
+    };
     let key = match headers.get("idempotency-key") {
         None => None,
         Some(v) => {
@@ -156,7 +185,7 @@ pub async fn inbound(
             Some(k)
         }
     };
-    let msg = validate(req, key, &state.config.default_region)?;
+    let msg = validate(req, key, format!("token:{token_id}"), &state.config.default_region)?;
     let receipt = state.store.ingest(msg).await?;
     let result = if receipt.created { "created" } else { "duplicate" };
     state.metrics.ingested.with_label_values(&["api", result]).inc();

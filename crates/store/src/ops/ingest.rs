@@ -32,6 +32,11 @@ pub struct NewInbound {
     pub provider_message_id: Option<String>,
     /// Client-chosen key that makes a retry a no-op when there is no provider id.
     pub idempotency_key: Option<String>,
+    /// Whose keys these are: provider ids and idempotency keys are unique per sending client
+    /// (`token:<id>` for the API channel, the channel account for provider channels), so one
+    /// client's key never swallows another client's message. Empty: one key space for the
+    /// whole channel (e-mail: one message per Message-ID across all mailboxes).
+    pub idempotency_scope: String,
     /// Thread into this case instead of choosing one.
     pub case_id: Option<i64>,
 }
@@ -50,8 +55,9 @@ pub struct InboundReceipt {
 
 impl Store {
     /// Stores an inbound message; answers after commit. A duplicate (same provider id or
-    /// idempotency key on the same channel) returns the first message's ids with
-    /// `created: false` and changes nothing.
+    /// idempotency key from the same client on the same channel, same sender and text)
+    /// returns the first message's ids with `created: false` and changes nothing; the same
+    /// key with another sender or text is refused with `IdempotencyConflict`.
     pub async fn ingest(&self, msg: NewInbound) -> Result<InboundReceipt, StoreError> {
         let window_us = self.settings().reopen_window.as_micros() as i64;
         let (reply, rx) = oneshot::channel();
@@ -113,7 +119,7 @@ impl WriteOp for BulkIngest {
         match ingest_many(tx, &msgs, window) {
             Ok(receipts) => {
                 for (item, r) in self.items.iter_mut().zip(receipts) {
-                    item.out = Some(Ok(r));
+                    item.out = Some(r);
                 }
                 true
             }
@@ -146,12 +152,44 @@ impl WriteOp for BulkIngest {
     }
 }
 
-/// The idempotency key of a message on its channel.
+/// The idempotency key of a message within its channel and scope.
 fn key_of(m: &NewInbound) -> Option<String> {
     m.provider_message_id
         .as_deref()
         .map(|p| format!("p:{p}"))
         .or_else(|| m.idempotency_key.as_deref().map(|k| format!("k:{k}")))
+}
+
+/// What a retry must repeat for its key to count as the same message: sender, subject and
+/// text (hashed; the key row does not keep a second copy of the text).
+fn fingerprint(m: &NewInbound) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for part in [m.from_kind.as_str(), m.from_address.as_str(), m.subject.as_deref().unwrap_or("\u{1}"), m.text.as_str()]
+    {
+        h.update((part.len() as u64).to_be_bytes());
+        h.update(part.as_bytes());
+    }
+    hex::encode(&h.finalize()[..16])
+}
+
+/// The answer for a key seen before: its first message's ids, or a conflict if this
+/// message is not the same (`stored` is `None` for keys kept before fingerprints existed).
+fn repeat_of(
+    first: InboundReceipt,
+    stored: Option<&str>,
+    m: &NewInbound,
+    key: &str,
+) -> Result<InboundReceipt, StoreError> {
+    match stored {
+        Some(f) if f != fingerprint(m) => Err(StoreError::IdempotencyConflict(format!(
+            "{} {:?} was already used for another message (other sender or text); \
+             use a new key for a new message",
+            if key.starts_with("p:") { "provider_message_id" } else { "Idempotency-Key" },
+            &key[2..]
+        ))),
+        _ => Ok(InboundReceipt { created: false, ..first }),
+    }
 }
 
 /// An event row for a multi-row insert.
@@ -198,59 +236,67 @@ fn ids_in_order(rows: &[crate::Row], want: usize) -> Result<Vec<i64>, StoreError
 
 /// The bulk path of `ingest_in` for messages without an explicit case. Same rules, same
 /// events, in the same order per message.
-fn ingest_many(tx: &mut Tx<'_>, items: &[&NewInbound], window_us: i64) -> Result<Vec<InboundReceipt>, StoreError> {
+fn ingest_many(
+    tx: &mut Tx<'_>,
+    items: &[&NewInbound],
+    window_us: i64,
+) -> Result<Vec<Result<InboundReceipt, StoreError>>, StoreError> {
     let now = tx.now;
     let n = items.len();
-    let keys: Vec<Option<String>> = items.iter().map(|m| key_of(m)).collect();
+    // (channel, scope, key) of each item that has a key.
+    type KeyOf = (&'static str, String, String);
+    let keys: Vec<Option<KeyOf>> = items
+        .iter()
+        .map(|m| key_of(m).map(|k| (m.channel.as_str(), m.idempotency_scope.clone(), k)))
+        .collect();
 
     // 1. Keys seen before, and duplicates inside this batch.
-    let mut known: HashMap<(String, String), InboundReceipt> = HashMap::new();
-    let keyed: Vec<(String, String)> = items
-        .iter()
-        .zip(&keys)
-        .filter_map(|(m, k)| k.as_ref().map(|k| (m.channel.as_str().to_string(), k.clone())))
-        .collect();
+    let mut known: HashMap<KeyOf, (InboundReceipt, Option<String>)> = HashMap::new();
+    let keyed: Vec<&KeyOf> = keys.iter().flatten().collect();
     if !keyed.is_empty() {
         let sql = format!(
-            "SELECT channel, idem_key, message_id, case_id, customer_id, event_id FROM inbound_keys \
-             WHERE (channel, idem_key) IN (VALUES {})",
-            value_rows(keyed.len(), 2)
+            "SELECT channel, scope, idem_key, message_id, case_id, customer_id, event_id, fingerprint FROM inbound_keys \
+             WHERE (channel, scope, idem_key) IN (VALUES {})",
+            value_rows(keyed.len(), 3)
         );
-        let p: Vec<Val> = keyed.iter().flat_map(|(c, k)| [Val::from(c.as_str()), Val::from(k.as_str())]).collect();
+        let p: Vec<Val> = keyed
+            .iter()
+            .flat_map(|(c, s, k)| [Val::from(*c), Val::from(s.as_str()), Val::from(k.as_str())])
+            .collect();
         for r in tx.conn.query(&sql, &p)? {
+            let Some(channel) = Channel::parse(&r.text(0)) else { continue };
             known.insert(
-                (r.text(0), r.text(1)),
-                InboundReceipt {
-                    message_id: r.i64(2),
-                    case_id: r.i64(3),
-                    customer_id: r.i64(4),
-                    event_id: r.i64(5),
-                    created: false,
-                },
+                (channel.as_str(), r.text(1), r.text(2)),
+                (
+                    InboundReceipt {
+                        message_id: r.i64(3),
+                        case_id: r.i64(4),
+                        customer_id: r.i64(5),
+                        event_id: r.i64(6),
+                        created: false,
+                    },
+                    r.opt_text(7),
+                ),
             );
         }
     }
-    // For each item: Err(index of the first item with the same key) or Ok(()) to store it.
-    let mut first_with_key: HashMap<(String, String), usize> = HashMap::new();
+    // For each item: the index of the first item of this batch with the same key.
+    let mut first_with_key: HashMap<&KeyOf, usize> = HashMap::new();
     let mut dup_of: Vec<Option<usize>> = vec![None; n];
-    for (i, (m, k)) in items.iter().zip(&keys).enumerate() {
+    for (i, k) in keys.iter().enumerate() {
         if let Some(k) = k {
-            let kk = (m.channel.as_str().to_string(), k.clone());
-            if known.contains_key(&kk) {
+            if known.contains_key(k) {
                 continue;
             }
-            match first_with_key.get(&kk) {
+            match first_with_key.get(k) {
                 Some(j) => dup_of[i] = Some(*j),
                 None => {
-                    first_with_key.insert(kk, i);
+                    first_with_key.insert(k, i);
                 }
             }
         }
     }
-    let is_new = |i: usize| -> bool {
-        dup_of[i].is_none()
-            && keys[i].as_ref().is_none_or(|k| !known.contains_key(&(items[i].channel.as_str().to_string(), k.clone())))
-    };
+    let is_new = |i: usize| -> bool { dup_of[i].is_none() && keys[i].as_ref().is_none_or(|k| !known.contains_key(k)) };
 
     // 2. Customers by identity, creating the unknown ones.
     let mut owners: HashMap<(&'static str, String), (i64, bool)> = HashMap::new();
@@ -590,15 +636,18 @@ fn ingest_many(tx: &mut Tx<'_>, items: &[&NewInbound], window_us: i64) -> Result
         let with_key: Vec<usize> = stored.iter().copied().filter(|i| keys[*i].is_some()).collect();
         if !with_key.is_empty() {
             let sql = format!(
-                "INSERT INTO inbound_keys (channel, idem_key, message_id, case_id, customer_id, event_id) VALUES {}",
-                value_rows(with_key.len(), 6)
+                "INSERT INTO inbound_keys (channel, scope, idem_key, fingerprint, message_id, case_id, customer_id, event_id) \
+                 VALUES {}",
+                value_rows(with_key.len(), 8)
             );
-            let mut p: Vec<Val> = Vec::with_capacity(with_key.len() * 6);
+            let mut p: Vec<Val> = Vec::with_capacity(with_key.len() * 8);
             for (&i, m) in stored.iter().zip(&messages) {
-                if let Some(k) = &keys[i] {
+                if let Some((channel, scope, k)) = &keys[i] {
                     p.extend(params![
-                        items[i].channel.as_str(),
+                        *channel,
+                        scope.as_str(),
                         k.as_str(),
+                        fingerprint(items[i]),
                         m.id,
                         case_of[i],
                         customer_of[i],
@@ -611,7 +660,7 @@ fn ingest_many(tx: &mut Tx<'_>, items: &[&NewInbound], window_us: i64) -> Result
     }
 
     // Receipts in request order.
-    let mut receipts: Vec<InboundReceipt> = Vec::with_capacity(n);
+    let mut receipts: Vec<Result<InboundReceipt, StoreError>> = Vec::with_capacity(n);
     let mut by_item: HashMap<usize, InboundReceipt> = HashMap::new();
     for (&i, m) in stored.iter().zip(&messages) {
         by_item.insert(
@@ -626,46 +675,49 @@ fn ingest_many(tx: &mut Tx<'_>, items: &[&NewInbound], window_us: i64) -> Result
         );
     }
     for i in 0..n {
+        let lost = || StoreError::Database("bulk ingest lost a message".into());
+        let key = keys[i].as_ref().map(|(_, _, k)| k.as_str()).unwrap_or("");
         let r = if let Some(j) = dup_of[i] {
-            by_item.get(&j).map(|r| InboundReceipt { created: false, ..*r })
+            let first = by_item.get(&j).copied().ok_or_else(lost)?;
+            repeat_of(first, Some(&fingerprint(items[j])), items[i], key)
         } else if let Some(r) = by_item.get(&i) {
-            Some(*r)
+            Ok(*r)
         } else {
-            keys[i].as_ref().and_then(|k| known.get(&(items[i].channel.as_str().to_string(), k.clone())).copied())
+            let (first, stored) = keys[i].as_ref().and_then(|k| known.get(k)).ok_or_else(lost)?;
+            repeat_of(*first, stored.as_deref(), items[i], key)
         };
-        receipts.push(r.ok_or_else(|| StoreError::Database("bulk ingest lost a message".into()))?);
+        receipts.push(r);
     }
     Ok(receipts)
 }
 
 fn ingest_in(tx: &mut Tx<'_>, m: &NewInbound, reopen_window_us: i64) -> Result<InboundReceipt, StoreError> {
-    let key = m
-        .provider_message_id
-        .as_deref()
-        .map(|p| format!("p:{p}"))
-        .or_else(|| m.idempotency_key.as_deref().map(|k| format!("k:{k}")));
+    let key = key_of(m);
     let channel = m.channel.as_str();
+    let scope = m.idempotency_scope.as_str();
     if let Some(key) = &key {
         let claimed = tx.conn.execute(
-            "INSERT INTO inbound_keys (channel, idem_key, message_id, case_id, customer_id, event_id) \
-             VALUES (?, ?, 0, 0, 0, 0) ON CONFLICT DO NOTHING",
-            &params![channel, key.as_str()],
+            "INSERT INTO inbound_keys (channel, scope, idem_key, fingerprint, message_id, case_id, customer_id, event_id) \
+             VALUES (?, ?, ?, ?, 0, 0, 0, 0) ON CONFLICT DO NOTHING",
+            &params![channel, scope, key.as_str(), fingerprint(m)],
         )?;
         if claimed == 0 {
             let r = tx
                 .conn
                 .query_opt(
-                    "SELECT message_id, case_id, customer_id, event_id FROM inbound_keys WHERE channel = ? AND idem_key = ?",
-                    &params![channel, key.as_str()],
+                    "SELECT message_id, case_id, customer_id, event_id, fingerprint FROM inbound_keys \
+                     WHERE channel = ? AND scope = ? AND idem_key = ?",
+                    &params![channel, scope, key.as_str()],
                 )?
                 .ok_or_else(|| StoreError::Conflict("duplicate is still being stored".into()))?;
-            return Ok(InboundReceipt {
+            let first = InboundReceipt {
                 message_id: r.i64(0),
                 case_id: r.i64(1),
                 customer_id: r.i64(2),
                 event_id: r.i64(3),
                 created: false,
-            });
+            };
+            return repeat_of(first, r.opt_text(4).as_deref(), m, key);
         }
     }
 
@@ -683,9 +735,16 @@ fn ingest_in(tx: &mut Tx<'_>, m: &NewInbound, reopen_window_us: i64) -> Result<I
                     None => break,
                 }
             }
-            let case = load_case(tx.conn, id)?;
+            // An unknown case and another customer's case get the same answer: the sender
+            // learns nothing about cases that are not theirs.
+            let not_theirs = || StoreError::invalid("case_id", format!("no case {requested} of this sender"));
+            let case = match load_case(tx.conn, id) {
+                Ok(c) => c,
+                Err(StoreError::NotFound(_)) => return Err(not_theirs()),
+                Err(e) => return Err(e),
+            };
             if case.customer_id != customer_id {
-                return Err(StoreError::invalid("case_id", format!("case {id} belongs to another customer")));
+                return Err(not_theirs());
             }
             if !case.status.is_active() {
                 reopen(tx, id, case.customer_id)?;
@@ -742,8 +801,9 @@ fn ingest_in(tx: &mut Tx<'_>, m: &NewInbound, reopen_window_us: i64) -> Result<I
     )?;
     if let Some(key) = &key {
         tx.conn.execute(
-            "UPDATE inbound_keys SET message_id = ?, case_id = ?, customer_id = ?, event_id = ? WHERE channel = ? AND idem_key = ?",
-            &params![message_id, case_id, customer_id, event_id, channel, key.as_str()],
+            "UPDATE inbound_keys SET message_id = ?, case_id = ?, customer_id = ?, event_id = ? \
+             WHERE channel = ? AND scope = ? AND idem_key = ?",
+            &params![message_id, case_id, customer_id, event_id, channel, scope, key.as_str()],
         )?;
     }
     Ok(InboundReceipt { message_id, case_id, customer_id, event_id, created: true })

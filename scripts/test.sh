@@ -42,6 +42,22 @@ if [ ! -d node_modules/playwright-core ]; then
   npm ci --no-audit --no-fund
 fi
 
+# Python tools of the suite (schemathesis for the OpenAPI conformance run) in the suite's own
+# virtualenv, reinstalled when tests/requirements.txt changes.
+VENV="${KONTOR_VENV:-$HOME/.cache/kontor-venv}"
+if ! cmp -s tests/requirements.txt "$VENV/requirements.txt" 2>/dev/null; then
+  echo "==> python virtualenv $VENV"
+  need_pkg python3 python3 python3-venv
+  if ! python3 -m venv "$VENV" >/dev/null 2>&1; then
+    [ -n "$apt_updated" ] || { as_root apt-get update -qq; apt_updated=1; }
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+    python3 -m venv "$VENV"
+  fi
+  "$VENV/bin/pip" install -q --disable-pip-version-check -r tests/requirements.txt
+  cp tests/requirements.txt "$VENV/requirements.txt"
+fi
+export KONTOR_SCHEMATHESIS="$VENV/bin/schemathesis"
+
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 echo "==> cargo clippy"

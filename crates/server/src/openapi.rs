@@ -76,6 +76,20 @@ impl Modify for CommonErrors {
     }
 }
 
+/// Constraints across fields that derived schemas cannot state.
+struct CrossFieldRules;
+
+impl Modify for CrossFieldRules {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::schema::AllOfBuilder;
+        let Some(components) = openapi.components.as_mut() else { return };
+        if let Some(derived) = components.schemas.remove("InboundRequest") {
+            let both = AllOfBuilder::new().item(derived).item(api::inbound::text_or_attachments()).build();
+            components.schemas.insert("InboundRequest".into(), RefOr::T(both.into()));
+        }
+    }
+}
+
 /// Kontor's REST API.
 #[derive(OpenApi)]
 #[openapi(
@@ -93,7 +107,7 @@ impl Modify for CommonErrors {
         api::admin::list_teams, api::admin::create_team, api::admin::list_users, api::admin::job_stats,
     ),
     components(schemas(ErrorBody, ErrorDetail)),
-    modifiers(&BearerAuth, &CommonErrors)
+    modifiers(&BearerAuth, &CommonErrors, &CrossFieldRules)
 )]
 pub struct ApiDoc;
 

@@ -555,11 +555,11 @@ async fn check_explicit_case_id_must_exist_and_belong_to_the_customer(store: &St
     let events = event_count(store).await;
 
     let foreign = store.ingest(NewInbound { case_id: Some(anna.case_id), ..inbound("bob@example.de", "x") }).await;
-    assert_invalid(foreign, "case_id");
+    assert_not_found(foreign);
     // An unknown case is answered like another customer's: nothing tells them apart.
     let unknown =
         store.ingest(NewInbound { case_id: Some(anna.case_id + 10_000), ..inbound("carl@example.de", "y") }).await;
-    assert_invalid(unknown, "case_id");
+    assert_not_found(unknown);
     assert_eq!(event_count(store).await, events, "rejected messages leave nothing behind");
     let customers = store.list_customers(None, 100).await.unwrap().items;
     assert_eq!(customers.len(), 2, "no customer was created for the rejected message: {customers:?}");

@@ -33,10 +33,56 @@ pub const MAX_ATTACHMENTS: usize = 100;
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AttachmentIn {
+    /// The file's name (with a visible character).
+    #[schema(min_length = 1, max_length = 255, pattern = r"\S")]
     pub filename: String,
+    /// Its media type as the sender gave it.
+    #[schema(max_length = 255)]
     pub content_type: String,
+    /// Bytes.
+    #[schema(minimum = 0)]
     pub size: i64,
+    /// Where the sending system keeps it.
+    #[schema(max_length = 2048)]
     pub url: Option<String>,
+}
+
+/// A pattern (ECMA-262 and Python `re` alike) for text with at least one visible character and
+/// no control or invisible ones (`kontor_core::is_invisible`, within the Basic Multilingual
+/// Plane).
+const VISIBLE_TEXT: &str = concat!(
+    r"^[^\u0000-\u001f\u007f-\u009f\u00a0\u00ad\u034f\u1680\u2000-\u200a\u202f\u205f\u3000\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u2028-\u202e\u2060-\u206f\u3164\ufe00-\ufe0f\ufeff\uffa0\ufff0-\ufff8]*",
+    r"[^\s\u0000-\u001f\u007f-\u009f\u00a0\u00ad\u034f\u1680\u2000-\u200a\u202f\u205f\u3000\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u2028-\u202e\u2060-\u206f\u3164\ufe00-\ufe0f\ufeff\uffa0\ufff0-\ufff8]",
+    r"[^\u0000-\u001f\u007f-\u009f\u00a0\u00ad\u034f\u1680\u2000-\u200a\u202f\u205f\u3000\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u2028-\u202e\u2060-\u206f\u3164\ufe00-\ufe0f\ufeff\uffa0\ufff0-\ufff8]*$"
+);
+
+/// The document's shape of `from`: an object with exactly one of `email`, `phone`,
+/// `external_id` (serde reads it into [`From`], whose three optional fields cannot say that).
+fn from_schema() -> utoipa::openapi::schema::Schema {
+    use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, OneOfBuilder, SchemaFormat, Type};
+    let one = |name: &str, value: ObjectBuilder, description: &str| {
+        ObjectBuilder::new()
+            .property(name, value)
+            .required(name)
+            .additional_properties(Some(AdditionalProperties::FreeForm(false)))
+            .description(Some(description))
+    };
+    let text = || ObjectBuilder::new().schema_type(Type::String).min_length(Some(1)).max_length(Some(256));
+    OneOfBuilder::new()
+        .item(one(
+            "email",
+            text().format(Some(SchemaFormat::Custom("email".into()))),
+            "E-mail address (Unicode NFC, case-folded; no control or invisible characters)",
+        ))
+        .item(one(
+            "phone",
+            text().pattern(Some(r"^\+?[0-9][0-9 ()/.-]{2,38}[0-9]$")),
+            "Phone number, E.164 or national (read in the configured default region); must be a valid number",
+        ))
+        .item(one("external_id", text().pattern(Some(VISIBLE_TEXT)), "The customer's id in the sending system"))
+        .description(Some("Who sent the message: exactly one of email, phone or external_id."))
+        .build()
+        .into()
 }
 
 /// An inbound message. Unknown fields are refused (422 naming the field), so a misspelt
@@ -44,15 +90,19 @@ pub struct AttachmentIn {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InboundRequest {
-    #[schema(required = true)]
+    #[schema(required = true, schema_with = from_schema)]
     pub from: Option<From>,
     /// The sender's name, kept on a new customer.
+    #[schema(max_length = 200)]
     pub name: Option<String>,
     /// Kept as given (an empty subject stays an empty subject, a missing one stays missing).
+    #[schema(max_length = 998)]
     pub subject: Option<String>,
-    /// Required unless there are attachments.
-    #[schema(min_length = 1, max_length = 200000, pattern = r"\S")]
+    /// Required (with a visible character) unless there are attachments.
+    #[schema(max_length = 200000)]
     pub text: Option<String>,
+    /// The HTML form of the message (shown sanitised).
+    #[schema(max_length = 1000000)]
     pub html: Option<String>,
     #[serde(default)]
     #[schema(max_items = 100)]
@@ -60,6 +110,7 @@ pub struct InboundRequest {
     /// The sending system's id for this message: the same id again (from the same API
     /// token) is a duplicate; with another sender or text it is refused (409
     /// `idempotency_conflict`).
+    #[schema(max_length = 256)]
     pub provider_message_id: Option<String>,
     /// Thread into this case instead of letting Kontor choose.
     #[schema(minimum = 1)]
@@ -68,6 +119,25 @@ pub struct InboundRequest {
 
 fn non_empty(s: Option<String>) -> Option<String> {
     s.map(|v| v.trim().to_string()).filter(|v| !v.is_empty())
+}
+
+/// What the derived schema of [`InboundRequest`] cannot say: a message has visible text or at
+/// least one attachment. Applied to the OpenAPI document by `openapi::ApiDoc`.
+pub fn text_or_attachments() -> utoipa::openapi::schema::Schema {
+    use utoipa::openapi::schema::{AnyOfBuilder, ArrayBuilder, ObjectBuilder, Type};
+    AnyOfBuilder::new()
+        .item(
+            ObjectBuilder::new()
+                .property("text", ObjectBuilder::new().schema_type(Type::String).pattern(Some(r"\S")))
+                .required("text"),
+        )
+        .item(
+            ObjectBuilder::new()
+                .property("attachments", ArrayBuilder::new().min_items(Some(1)))
+                .required("attachments"),
+        )
+        .build()
+        .into()
 }
 
 /// Validates the request into a store input; `scope` names the sending client, whose keys
@@ -123,8 +193,17 @@ pub fn validate(
     }
     let mut attachments = Vec::new();
     for (i, a) in req.attachments.into_iter().enumerate() {
-        if a.filename.trim().is_empty() || a.size < 0 {
-            return Err(AppError::invalid(&format!("attachments[{i}]"), "needs a filename and a size ≥ 0"));
+        let field = |name: &str| format!("attachments[{i}].{name}");
+        if a.filename.trim().is_empty() {
+            return Err(AppError::invalid(&field("filename"), "must not be empty"));
+        }
+        if a.size < 0 {
+            return Err(AppError::invalid(&field("size"), "must be ≥ 0"));
+        }
+        check_len(&field("filename"), &a.filename, 255)?;
+        check_len(&field("content_type"), &a.content_type, 255)?;
+        if let Some(url) = &a.url {
+            check_len(&field("url"), url, 2048)?;
         }
         attachments.push(Attachment { filename: a.filename, content_type: a.content_type, size: a.size, url: a.url });
     }
@@ -147,7 +226,9 @@ pub fn validate(
 /// Takes a message from any system, threads it into a case, answers after commit.
 #[utoipa::path(post, path = "/api/v1/inbound", tag = "inbound",
     request_body = InboundRequest,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retry without provider_message_id a no-op")),
+    params(("Idempotency-Key" = Option<String>, Header,
+        description = "Makes a retry without provider_message_id a no-op (per API token); visible ASCII",
+        min_length = 1, max_length = 256, pattern = r"^[!-~]([ -~]*[!-~])?$")),
     responses(
         (status = 201, description = "Stored", body = InboundReceipt),
         (status = 200, description = "Duplicate: the first message's ids", body = InboundReceipt),

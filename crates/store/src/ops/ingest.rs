@@ -737,7 +737,7 @@ fn ingest_in(tx: &mut Tx<'_>, m: &NewInbound, reopen_window_us: i64) -> Result<I
             }
             // An unknown case and another customer's case get the same answer: the sender
             // learns nothing about cases that are not theirs.
-            let not_theirs = || StoreError::NotFound(format!("case_id {requested}: a case of this sender"));
+            let not_theirs = || StoreError::NotFound(format!("case {requested} of this sender"));
             let case = match load_case(tx.conn, id) {
                 Ok(c) => c,
                 Err(StoreError::NotFound(_)) => return Err(not_theirs()),

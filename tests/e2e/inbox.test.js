@@ -410,7 +410,14 @@ test('the same request on two channels is flagged on the case and merged with hi
   await ben.waitForSelector(`#related a[href="/cases/${first.body.case_id}"]`); // the other case shows the banner too
   await ben.waitForSelector('#live.on');
   // Merging reloads Anna's page (her request's answer and the live event may each start a
-  // reload) and Ben's, who has the merged case open (live event).
+  // reload) and Ben's, who has the merged case open (live event). The reloaded pages load
+  // slowly here, so that Anna's two reloads overlap often (as they did on a loaded machine,
+  // where waiting for a navigation event failed with net::ERR_ABORTED), not only by chance.
+  const slowCasePages = async (route) => {
+    if (route.request().isNavigationRequest()) await new Promise((f) => setTimeout(f, 1000));
+    await route.continue();
+  };
+  for (const p of [anna, ben]) await p.route(/\/cases\/\d+$/, slowCasePages);
   await markDocument(anna);
   await markDocument(ben);
   await anna.click(`#related button.merge[data-source="${second.body.case_id}"]`);
@@ -421,6 +428,7 @@ test('the same request on two channels is flagged on the case and merged with hi
   assert.ok(texts.some((t) => t.includes('doppelt abgebucht')));
   assert.equal(await anna.$('#related'), null, 'no banner after the merge');
   await newDocument(ben, '.notice.merged', 'Ben\'s open page of the merged case reloads by itself');
+  for (const p of [anna, ben]) await p.unroute(/\/cases\/\d+$/, slowCasePages);
   await waitText(ben, '.notice.merged', new RegExp(`#${first.body.case_id}`), 'the old case points to the new one');
   assert.ok(await ben.isHidden('#composer'), 'no replies on a merged case');
 });

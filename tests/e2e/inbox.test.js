@@ -105,6 +105,25 @@ async function signIn(page, user, words) {
   await page.waitForSelector('#live.on'); // the event stream is connected
 }
 
+/** Marks the document `page` shows now, so that `newDocument` can tell when it was replaced. */
+async function markDocument(page) {
+  await page.evaluate(() => { window.__oldDocument = true; });
+}
+
+/**
+ * Waits until `page` shows a new document (one `markDocument` did not mark), fully loaded and
+ * holding `selector`: the state the test needs, not a navigation event. A page may start its
+ * reload more than once (after its own request and on a live event), which aborts the first
+ * navigation; and `waitForFunction` keeps polling across the document change.
+ */
+async function newDocument(page, selector, what, timeout = 10_000) {
+  const ok = await page
+    .waitForFunction((selector) => !window.__oldDocument && document.readyState === 'complete'
+      && !!document.querySelector(selector), selector, { timeout })
+    .then(() => true, () => false);
+  if (!ok) assert.fail(`${what}: no newly loaded page with ${selector} within ${timeout} ms (at ${page.url()})`);
+}
+
 const timelineTexts = (page) => page.$$eval('#timeline li.msg .msg-text', (els) => els.map((e) => e.textContent.trim()));
 
 async function shot(page, name) {
@@ -379,20 +398,37 @@ test('the same request on two channels is flagged on the case and merged with hi
   await anna.fill('#customer-search', '0151 22223333');
   await anna.waitForSelector('#customer-hits button');
   anna.once('dialog', (d) => d.accept());
-  await Promise.all([anna.waitForNavigation(), anna.click('#customer-hits button')]);
-  assert.ok((await anna.locator('.identities').innerText()).includes('+4915122223333'), 'the phone number is now Dora\'s');
+  // The page reloads after the merge: wait for the reloaded page, not for a navigation event.
+  await markDocument(anna);
+  await anna.click('#customer-hits button');
+  await newDocument(anna, '.identities', 'the case page after the customer merge');
+  await waitText(anna, '.identities', /\+4915122223333/, 'the phone number is now Dora\'s');
   anna.once('dialog', (d) => d.accept());
-  await anna.waitForSelector('#related');
-  assert.ok(await anna.$(`#related a[href="/cases/${second.body.case_id}"]`), 'the banner links the other case');
+  await anna.waitForSelector(`#related a[href="/cases/${second.body.case_id}"]`); // the banner links the other case
+  await anna.waitForSelector('#live.on');
   await ben.goto(`${BASE}/cases/${second.body.case_id}`);
-  assert.ok(await ben.$(`#related a[href="/cases/${first.body.case_id}"]`), 'the other case shows the banner too');
-  await Promise.all([anna.waitForNavigation(), anna.click(`#related button.merge[data-source="${second.body.case_id}"]`)]);
+  await ben.waitForSelector(`#related a[href="/cases/${first.body.case_id}"]`); // the other case shows the banner too
+  await ben.waitForSelector('#live.on');
+  // Merging reloads Anna's page (her request's answer and the live event may each start a
+  // reload) and Ben's, who has the merged case open (live event). The reloaded pages load
+  // slowly here, so that Anna's two reloads overlap often (as they did on a loaded machine,
+  // where waiting for a navigation event failed with net::ERR_ABORTED), not only by chance.
+  const slowCasePages = async (route) => {
+    if (route.request().isNavigationRequest()) await new Promise((f) => setTimeout(f, 1000));
+    await route.continue();
+  };
+  for (const p of [anna, ben]) await p.route(/\/cases\/\d+$/, slowCasePages);
+  await markDocument(anna);
+  await markDocument(ben);
+  await anna.click(`#related button.merge[data-source="${second.body.case_id}"]`);
+  await newDocument(anna, '.history', 'the case page after the case merge');
+  await waitText(anna, '.history', new RegExp(`#${second.body.case_id}`), 'the merge is in the case history');
   const texts = await timelineTexts(anna);
   assert.ok(texts.some((t) => t.includes('zweimal abgebucht')), 'the other case\'s message moved here');
   assert.ok(texts.some((t) => t.includes('doppelt abgebucht')));
-  await waitText(anna, '.history', new RegExp(`#${second.body.case_id}`), 'the merge is in the case history');
   assert.equal(await anna.$('#related'), null, 'no banner after the merge');
-  await ben.goto(`${BASE}/cases/${second.body.case_id}`);
+  await newDocument(ben, '.notice.merged', 'Ben\'s open page of the merged case reloads by itself');
+  for (const p of [anna, ben]) await p.unroute(/\/cases\/\d+$/, slowCasePages);
   await waitText(ben, '.notice.merged', new RegExp(`#${first.body.case_id}`), 'the old case points to the new one');
   assert.ok(await ben.isHidden('#composer'), 'no replies on a merged case');
 });

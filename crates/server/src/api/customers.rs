@@ -96,9 +96,11 @@ pub struct IdentityRequest {
     pub address: String,
 }
 
-/// Adds an address to a customer (409 if it belongs to another one: merge instead).
+/// Adds an address to a customer (409 if it belongs to another one: merge instead; the
+/// answer names that customer only to callers who may see it).
 #[utoipa::path(post, path = "/api/v1/customers/{id}/identities", tag = "customers", params(("id" = i64, Path)),
-    request_body = IdentityRequest, responses((status = 200, body = Customer), (status = 409, description = "Owned by another customer")),
+    request_body = IdentityRequest, responses((status = 200, body = Customer), (status = 404, description = "No such customer"),
+        (status = 409, description = "Owned by another customer")),
     security(("bearer" = [])))]
 pub async fn add_identity(
     State(state): State<AppState>,
@@ -111,7 +113,8 @@ pub async fn add_identity(
     let kind = IdentityKind::parse(&req.kind).ok_or_else(|| AppError::invalid("kind", "unknown identity kind"))?;
     let address = normalise_identity(kind, &req.address, &state.config.default_region)
         .map_err(|e| AppError::invalid("address", e.to_string()))?;
-    Ok(Json(state.store.add_identity(id, kind, address).await?))
+    // Only callers who may see the address's owner learn which customer that is.
+    Ok(Json(state.store.add_identity_as(id, kind, address, caller.restricted_user()).await?))
 }
 
 /// Which customer to merge into this one.
@@ -122,9 +125,12 @@ pub struct MergeRequest {
     pub source_id: i64,
 }
 
-/// Merges `source_id` into this customer with all identities, cases and messages.
+/// Merges `source_id` into this customer with all identities, cases and messages. A staff
+/// user who is not an admin must see both customers (else 404) and every case of them (else
+/// 403).
 #[utoipa::path(post, path = "/api/v1/customers/{id}/merge", tag = "customers", params(("id" = i64, Path)),
-    request_body = MergeRequest, responses((status = 200, body = Customer)), security(("bearer" = [])))]
+    request_body = MergeRequest, responses((status = 200, body = Customer), (status = 403, description = "A case of these customers is hidden from the caller"),
+        (status = 404, description = "No such customer")), security(("bearer" = [])))]
 pub async fn merge(
     State(state): State<AppState>,
     caller: Caller,
@@ -133,6 +139,6 @@ pub async fn merge(
 ) -> Result<Json<Customer>, AppError> {
     let id = path_id(&id, "customer")?;
     caller.ensure_customer_visible(&state, id).await?;
-    caller.ensure_customer_visible(&state, req.source_id).await?;
-    Ok(Json(state.store.merge_customers(id, req.source_id).await?))
+    // The store checks both customers and every case of them in the merge's transaction.
+    Ok(Json(state.store.merge_customers_as(id, req.source_id, caller.restricted_user()).await?))
 }

@@ -35,8 +35,8 @@ pub async fn merge(
 ) -> Result<Json<Case>, AppError> {
     let id = path_id(&id, "case")?;
     caller.ensure_visible(&state, id).await?;
-    caller.ensure_visible(&state, req.source_id).await?;
-    Ok(Json(state.store.merge_cases(id, req.source_id, caller.user_id).await?))
+    // The store checks both cases again in the merge's transaction.
+    Ok(Json(state.store.merge_cases_as(id, req.source_id, caller.user_id, caller.restricted_user()).await?))
 }
 
 /// Other open cases of the same customer from the last 24 hours with a similar request, or

@@ -90,6 +90,16 @@ pub(crate) const VISIBLE_TO_SQL: &str = "(cases.team_id IS NULL \
      OR EXISTS (SELECT 1 FROM users u WHERE u.id = ? AND u.role = 'admin') \
      OR cases.team_id IN (SELECT tm.team_id FROM team_members tm WHERE tm.user_id = ?))";
 
+/// Whether a staff user may see a case (the rule of [`VISIBLE_TO_SQL`]); false if there is
+/// no such case, so a hidden case and a missing one answer alike.
+pub(crate) fn case_visible(c: &mut Conn, case_id: i64, user_id: i64) -> Result<bool, StoreError> {
+    Ok(c.query_opt(
+        &format!("SELECT 1 FROM cases WHERE cases.id = ? AND {VISIBLE_TO_SQL}"),
+        &params![case_id, user_id, user_id],
+    )?
+    .is_some())
+}
+
 fn decode_cursor(cursor: &str) -> Option<(i64, i64)> {
     let (a, b) = cursor.split_once('_')?;
     Some((a.parse().ok()?, b.parse().ok()?))

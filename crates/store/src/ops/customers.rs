@@ -3,6 +3,7 @@
 use kontor_core::{Customer, Identity, IdentityKind};
 use serde_json::json;
 
+use super::cases::VISIBLE_TO_SQL;
 use super::Page;
 use crate::db::{Conn, Row};
 use crate::writer::Tx;
@@ -91,6 +92,32 @@ pub(crate) fn find_or_create_customer(
     Ok((id, true))
 }
 
+/// Whether a restricted staff user may see a customer: it has an unmerged case the user may
+/// see (the rule of `Store::customer_visible_to`). False if there is no such customer.
+pub(crate) fn customer_visible(c: &mut Conn, customer_id: i64, user_id: i64) -> Result<bool, StoreError> {
+    Ok(c.query_opt(
+        &format!(
+            "SELECT 1 FROM cases WHERE cases.customer_id = ? AND cases.merged_into IS NULL AND {VISIBLE_TO_SQL} LIMIT 1"
+        ),
+        &params![customer_id, user_id, user_id],
+    )?
+    .is_some())
+}
+
+/// Whether any case of these customers (merged ones included) is hidden from a staff user.
+fn hides_a_case(c: &mut Conn, customers: &[i64], user_id: i64) -> Result<bool, StoreError> {
+    for id in customers {
+        let hidden = c.query_opt(
+            &format!("SELECT 1 FROM cases WHERE cases.customer_id = ? AND NOT {VISIBLE_TO_SQL} LIMIT 1"),
+            &params![*id, user_id, user_id],
+        )?;
+        if hidden.is_some() {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
 /// Recomputes the text by which a customer is found (name and addresses).
 pub(crate) fn refresh_customer_search(tx: &mut Tx<'_>, id: i64) -> Result<(), StoreError> {
     let name = tx
@@ -172,6 +199,20 @@ impl Store {
         kind: IdentityKind,
         address: String,
     ) -> Result<Customer, StoreError> {
+        self.add_identity_as(customer_id, kind, address, None).await
+    }
+
+    /// [`Store::add_identity`] on behalf of a restricted staff user (`visible_to`; `None`: an
+    /// admin or API token). The conflict names the customer owning the address only if the
+    /// caller may see that customer; otherwise it says no more than that the address cannot be
+    /// added, so a hidden customer is not revealed.
+    pub async fn add_identity_as(
+        &self,
+        customer_id: i64,
+        kind: IdentityKind,
+        address: String,
+        visible_to: Option<i64>,
+    ) -> Result<Customer, StoreError> {
         self.write(move |tx| {
             load_customer(tx.conn, customer_id)?;
             if let Some(r) = tx.conn.query_opt(
@@ -182,10 +223,15 @@ impl Store {
                 if owner == customer_id {
                     return load_customer(tx.conn, customer_id);
                 }
-                return Err(StoreError::Conflict(format!(
-                    "{} {address} belongs to customer {owner}; merge the customers instead",
-                    kind.as_str()
-                )));
+                let owner_visible = match visible_to {
+                    None => true,
+                    Some(user) => customer_visible(tx.conn, owner, user)?,
+                };
+                return Err(StoreError::Conflict(if owner_visible {
+                    format!("{} {address} belongs to customer {owner}; merge the customers instead", kind.as_str())
+                } else {
+                    format!("this {} address cannot be added to this customer", kind.as_str())
+                }));
             }
             tx.conn.execute(
                 "INSERT INTO identities (customer_id, kind, address, created_at) VALUES (?, ?, ?, ?)",
@@ -202,7 +248,32 @@ impl Store {
     /// Merges `source` into `target`: identities, cases and messages move over with their
     /// whole history; `source` remains as a tombstone pointing at `target`.
     pub async fn merge_customers(&self, target: i64, source: i64) -> Result<Customer, StoreError> {
+        self.merge_customers_as(target, source, None).await
+    }
+
+    /// [`Store::merge_customers`] on behalf of a restricted staff user (`visible_to`; `None`:
+    /// an admin or API token). A customer the user may not see is not found, as if it did not
+    /// exist; if the user sees both but not every case of them, the merge is refused
+    /// (Forbidden): it would move cases of a team the user is not in.
+    pub async fn merge_customers_as(
+        &self,
+        target: i64,
+        source: i64,
+        visible_to: Option<i64>,
+    ) -> Result<Customer, StoreError> {
         self.write(move |tx| {
+            if let Some(user) = visible_to {
+                for id in [target, source] {
+                    if !customer_visible(tx.conn, id, user)? {
+                        return Err(StoreError::NotFound(format!("customer {id}")));
+                    }
+                }
+                if target != source && hides_a_case(tx.conn, &[target, source], user)? {
+                    return Err(StoreError::Forbidden(
+                        "these customers have cases you cannot see; only an admin can merge them".into(),
+                    ));
+                }
+            }
             if target == source {
                 return Err(StoreError::invalid("source_id", "cannot merge a customer into itself"));
             }

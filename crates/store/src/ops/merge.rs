@@ -5,7 +5,7 @@ use kontor_core::similarity::{relate, RelatedReason, RequestSummary, SAME_REQUES
 use kontor_core::{Case, CaseStatus, Channel};
 use serde_json::json;
 
-use super::cases::merged_into;
+use super::cases::{case_visible, merged_into};
 use super::load_case;
 use crate::db::Row;
 use crate::{format_ts, params, Store, StoreError, Val};
@@ -107,7 +107,31 @@ impl Store {
     /// message time; it is re-opened if it was resolved or closed and the source was not.
     /// Returns the target.
     pub async fn merge_cases(&self, target_id: i64, source_id: i64, actor: Option<i64>) -> Result<Case, StoreError> {
+        self.merge_cases_as(target_id, source_id, actor, None).await
+    }
+
+    /// [`Store::merge_cases`] on behalf of a restricted staff user (`visible_to`; `None`: an
+    /// admin or API token): a case the user may not see is not found, as if it did not exist,
+    /// and a refusal names no case the user may not see.
+    pub async fn merge_cases_as(
+        &self,
+        target_id: i64,
+        source_id: i64,
+        actor: Option<i64>,
+        visible_to: Option<i64>,
+    ) -> Result<Case, StoreError> {
         self.write(move |tx| {
+            let visible = |conn: &mut crate::Conn, id: i64| -> Result<bool, StoreError> {
+                match visible_to {
+                    None => Ok(true),
+                    Some(user) => case_visible(conn, id, user),
+                }
+            };
+            for id in [target_id, source_id] {
+                if !visible(tx.conn, id)? {
+                    return Err(StoreError::NotFound(format!("case {id}")));
+                }
+            }
             if target_id == source_id {
                 return Err(StoreError::invalid("source_id", "cannot merge a case into itself"));
             }
@@ -116,11 +140,14 @@ impl Store {
             if source.customer_id != target.customer_id {
                 return Err(StoreError::invalid("source_id", "belongs to another customer than the target case"));
             }
-            if let Some(into) = merged_into(tx.conn, source_id)? {
-                return Err(StoreError::Conflict(format!("case {source_id} was already merged into case {into}")));
-            }
-            if let Some(into) = merged_into(tx.conn, target_id)? {
-                return Err(StoreError::Conflict(format!("case {target_id} was merged into case {into}")));
+            for (id, what) in [(source_id, "was already merged"), (target_id, "was merged")] {
+                if let Some(into) = merged_into(tx.conn, id)? {
+                    return Err(StoreError::Conflict(if visible(tx.conn, into)? {
+                        format!("case {id} {what} into case {into}")
+                    } else {
+                        format!("case {id} {what} into another case")
+                    }));
+                }
             }
             let now = tx.now;
             let customer_id = target.customer_id;

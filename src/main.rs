@@ -73,7 +73,7 @@ enum UserCommand {
         email: String,
         #[arg(long)]
         name: String,
-        /// admin or agent
+        /// admin or agent (ingest is a role for API tokens only)
         #[arg(long, default_value = "agent")]
         role: String,
         /// The password (prefer the prompt: command lines end up in shell history).
@@ -90,9 +90,16 @@ enum TokenCommand {
     Create {
         #[arg(long)]
         name: String,
-        /// admin or agent
+        /// admin, agent, or ingest (may only post inbound messages: for a CRM or a shop)
         #[arg(long, default_value = "agent")]
         role: String,
+    },
+    /// List API tokens (id, name, role, created, revoked; never the secret).
+    List,
+    /// Revoke an API token: it stops working at once on every node.
+    Revoke {
+        /// The token's id (see `kontor token list`).
+        id: i64,
     },
 }
 
@@ -166,6 +173,12 @@ async fn run(cli: Cli) -> Result<()> {
             match command {
                 UserCommand::Add { email, name, role, password } => {
                     let role = parse_role(&role)?;
+                    if !role.is_staff() {
+                        bail!(
+                            "the role {role} is for API tokens only (kontor token create --role {role}); \
+                             a staff user is admin or agent"
+                        );
+                    }
                     let password = match password {
                         Some(p) => p,
                         None => read_password()?,
@@ -192,6 +205,23 @@ async fn run(cli: Cli) -> Result<()> {
                     let (t, secret) = store.create_token(name, parse_role(&role)?).await?;
                     eprintln!("token {} \"{}\" ({}) created; it is shown only this once:", t.id, t.name, t.role);
                     println!("{secret}");
+                }
+                TokenCommand::List => {
+                    let tokens = store.list_tokens().await?;
+                    if tokens.is_empty() {
+                        println!("no API tokens yet — create one with: kontor token create --name N --role ingest");
+                    }
+                    for t in tokens {
+                        let state = match &t.revoked_at {
+                            Some(at) => format!("revoked {at}"),
+                            None => "active".to_string(),
+                        };
+                        println!("{:>5}  {:<6}  {:<24}  created {}  {}", t.id, t.role.as_str(), t.name, t.created_at, state);
+                    }
+                }
+                TokenCommand::Revoke { id } => {
+                    let t = store.revoke_token(id).await?;
+                    println!("token {} \"{}\" ({}) revoked", t.id, t.name, t.role);
                 }
             }
             Ok(())

@@ -1,5 +1,7 @@
 //! The `kontor` command line as an operator uses it.
 
+mod common;
+
 use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -122,4 +124,125 @@ fn serve_demo_loads_searchable_demo_data() {
     let n = cases["items"].as_array().map(Vec::len).unwrap_or(0);
     assert!(n >= 6, "demo cases: {n}");
     assert!(cases.to_string().contains("wasserschaden"));
+}
+
+#[test]
+fn the_ingest_role_is_for_tokens_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = kontor(dir.path(), &["token", "create", "--name", "shop", "--role", "ingest"], None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("(ingest)"), "{}", text(&out.stderr));
+    let user = kontor(
+        dir.path(),
+        &["user", "add", "--email", "bot@example.de", "--name", "Bot", "--role", "ingest", "--password", "geheim123"],
+        None,
+    );
+    assert!(!user.status.success());
+    let err = text(&user.stderr);
+    assert!(err.contains("for API tokens only") && err.contains("admin or agent"), "{err}");
+    let list = text(&kontor(dir.path(), &["user", "list"], None).stdout);
+    assert!(!list.contains("bot@example.de"), "{list}");
+}
+
+#[test]
+fn token_list_shows_tokens_without_secrets_and_token_revoke_revokes() {
+    let dir = tempfile::tempdir().unwrap();
+    let created = kontor(dir.path(), &["token", "create", "--name", "crm", "--role", "ingest"], None);
+    assert!(created.status.success(), "{}", text(&created.stderr));
+    let secret = text(&created.stdout).trim().to_string();
+    let out = kontor(dir.path(), &["token", "list"], None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let list = text(&out.stdout);
+    let row = list.lines().find(|l| l.contains("crm")).unwrap_or_else(|| panic!("crm is listed: {list}"));
+    assert!(row.contains("ingest") && row.contains("created 20") && row.contains("active"), "{row}");
+    assert!(!list.contains(&secret) && !list.contains("kt_"), "no secrets: {list}");
+    let id = row.split_whitespace().next().unwrap().to_string();
+
+    let out = kontor(dir.path(), &["token", "revoke", &id], None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("revoked"), "{}", text(&out.stdout));
+    let list = text(&kontor(dir.path(), &["token", "list"], None).stdout);
+    let row = list.lines().find(|l| l.contains("crm")).unwrap_or_default().to_string();
+    assert!(row.contains("revoked 20") && !row.contains("active"), "{row}");
+
+    let unknown = kontor(dir.path(), &["token", "revoke", "4711"], None);
+    assert!(!unknown.status.success());
+    assert!(text(&unknown.stderr).contains("not found"), "{}", text(&unknown.stderr));
+}
+
+/// Runs `kontor ARGS` against a deployment's store (clean environment, its data directory).
+fn kontor_on(dep: &common::Deployment, args: &[&str]) -> std::process::Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kontor"));
+    cmd.current_dir(dep.dir.path());
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("KONTOR_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.args(args).arg("--data-dir").arg(&dep.data_dir);
+    if let Some(u) = &dep.database_url {
+        cmd.arg("--database-url").arg(u);
+    }
+    cmd.stdin(Stdio::null()).output().expect("run kontor")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_revoked_with_the_cli_stops_working_at_once_on_every_node() {
+    use futures::StreamExt;
+    let Some(dep) = common::Deployment::postgres().await else { return };
+    common::within(Duration::from_secs(120), "the token revocation test", async {
+        let _admin = dep.token();
+        let out = kontor_on(&dep, &["token", "create", "--name", "crm", "--role", "agent"]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let secret = text(&out.stdout).trim().to_string();
+        let a = dep.start_node("a", &[("KONTOR_NODE_NAME", "a")]).await;
+        let b = dep.start_node("b", &[("KONTOR_NODE_NAME", "b")]).await;
+        let http = reqwest::Client::builder().timeout(common::REQUEST_TIMEOUT).build().unwrap();
+        let status = |node: &common::Node| {
+            let rb = http.get(node.url("/api/v1/cases")).bearer_auth(&secret);
+            async move { rb.send().await.expect("GET /api/v1/cases").status().as_u16() }
+        };
+        // Both nodes know (and cache) the token.
+        assert_eq!(status(&a).await, 200);
+        assert_eq!(status(&b).await, 200);
+        let stream = reqwest::Client::new()
+            .get(b.url("/api/v1/events/stream"))
+            .bearer_auth(&secret)
+            .send()
+            .await
+            .expect("open the event stream");
+        assert_eq!(stream.status().as_u16(), 200);
+        let mut body = stream.bytes_stream();
+
+        // Revoked by another process: neither node's cache is touched directly.
+        let list = text(&kontor_on(&dep, &["token", "list"]).stdout);
+        let id = list.lines().find(|l| l.contains("crm")).and_then(|l| l.split_whitespace().next()).unwrap().to_string();
+        let out = kontor_on(&dep, &["token", "revoke", &id]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let revoked = Instant::now();
+        // Far sooner than the 30 s a node caches a token.
+        let deadline = revoked + Duration::from_secs(3);
+        for node in [&a, &b] {
+            loop {
+                let s = status(node).await;
+                if s == 401 {
+                    break;
+                }
+                assert_eq!(s, 200);
+                assert!(Instant::now() < deadline, "node {} still takes the revoked token", node.name);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            eprintln!("node {} refused the revoked token after {:?}", node.name, revoked.elapsed());
+        }
+        // The stream opened with it on b has ended.
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, body.next()).await {
+                Ok(None) | Ok(Some(Err(_))) => break,
+                Ok(Some(Ok(_))) => {}
+                Err(_) => panic!("the event stream opened with the revoked token is still open"),
+            }
+        }
+    })
+    .await;
 }

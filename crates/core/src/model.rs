@@ -79,7 +79,21 @@ string_enum! {
 
 string_enum! {
     /// What a staff user or API token may do.
-    Role { Admin => "admin", Agent => "agent" }
+    Role {
+        Admin => "admin", Agent => "agent",
+        /// API tokens only: may post inbound messages (`POST /api/v1/inbound`) and nothing else.
+        Ingest => "ingest"
+    }
+}
+
+impl Role {
+    /// The roles a staff user can have (`ingest` is for API tokens only).
+    pub const STAFF: &'static [Role] = &[Role::Admin, Role::Agent];
+
+    /// True if a staff user may have this role.
+    pub fn is_staff(self) -> bool {
+        Role::STAFF.contains(&self)
+    }
 }
 
 /// A person or organisation the company talks with.
@@ -222,6 +236,7 @@ mod tests {
             assert_eq!(DeliveryState::parse(s.as_str()), Some(*s));
         }
         assert_eq!(CaseStatus::parse("sleeping"), None);
-        assert_eq!(Role::allowed(), "admin, agent");
+        assert_eq!(Role::allowed(), "admin, agent, ingest");
+        assert!(Role::Admin.is_staff() && Role::Agent.is_staff() && !Role::Ingest.is_staff());
     }
 }

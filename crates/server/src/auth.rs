@@ -1,40 +1,112 @@
 //! API token authentication: `Authorization: Bearer <token>`, looked up by hash, cached
 //! briefly so the hot ingest path does not read the token table on every request.
+//!
+//! A revoked token must stop working at once on every node, not when the cache entry
+//! expires: the node that revokes evicts it before answering, and every node watches the
+//! event log for `token.revoked` (see [`spawn_revocation_watch`]).
+//!
+//! An `ingest` token may call only the routes in [`INGEST_ROUTES`]; the [`Caller`]
+//! extractor refuses it everywhere else, so a new route cannot forget the rule.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::extract::FromRequestParts;
+use axum::extract::{FromRequestParts, MatchedPath};
 use axum::http::request::Parts;
+use axum::http::Method;
 use kontor_core::Role;
-use kontor_store::token_hash;
+use kontor_store::{token_hash, Store};
 
 use crate::error::AppError;
 use crate::AppState;
 
 const CACHE_TTL: Duration = Duration::from_secs(30);
 
-/// Recently seen valid tokens by hash.
+/// The only routes (method, matched path) an `ingest` token may call.
+pub const INGEST_ROUTES: &[(Method, &str)] = &[(Method::POST, "/api/v1/inbound")];
+
+#[derive(Default)]
+struct CacheState {
+    /// Token hash → (token id, role, when it was looked up).
+    entries: HashMap<String, (i64, Role, Instant)>,
+    /// Tokens known to be revoked: never answered from or put into the cache again.
+    revoked: HashSet<i64>,
+}
+
+/// Recently seen valid tokens by hash, and the tokens this node knows are revoked.
 #[derive(Default)]
 pub struct TokenCache {
-    entries: Mutex<HashMap<String, (i64, Role, Instant)>>,
+    state: Mutex<CacheState>,
 }
 
 impl TokenCache {
     fn get(&self, hash: &str) -> Option<(i64, Role)> {
-        let map = self.entries.lock().ok()?;
-        map.get(hash).filter(|(_, _, at)| at.elapsed() < CACHE_TTL).map(|(id, role, _)| (*id, *role))
+        let st = self.state.lock().ok()?;
+        st.entries
+            .get(hash)
+            .filter(|(id, _, at)| at.elapsed() < CACHE_TTL && !st.revoked.contains(id))
+            .map(|(id, role, _)| (*id, *role))
     }
 
     fn put(&self, hash: String, id: i64, role: Role) {
-        if let Ok(mut map) = self.entries.lock() {
-            if map.len() > 10_000 {
-                map.clear();
+        if let Ok(mut st) = self.state.lock() {
+            // A lookup that raced with the revocation must not bring the token back.
+            if st.revoked.contains(&id) {
+                return;
             }
-            map.insert(hash, (id, role, Instant::now()));
+            if st.entries.len() > 10_000 {
+                st.entries.clear();
+            }
+            st.entries.insert(hash, (id, role, Instant::now()));
         }
     }
+
+    /// Forgets a revoked token at once; it is never cached again on this node.
+    pub fn evict(&self, token_id: i64) {
+        if let Ok(mut st) = self.state.lock() {
+            st.revoked.insert(token_id);
+            st.entries.retain(|_, (id, _, _)| *id != token_id);
+        }
+    }
+
+    /// True if this node knows the token was revoked.
+    pub fn is_revoked(&self, token_id: i64) -> bool {
+        self.state.lock().map(|st| st.revoked.contains(&token_id)).unwrap_or(true)
+    }
+}
+
+/// Starts this node's task that reads each new stretch of the event log for
+/// `token.revoked` and evicts those tokens from the cache (on PostgreSQL, the store learns
+/// of other nodes' events through `LISTEN`). One small indexed read per commit batch, not
+/// per request: the ingest path stays free of an extra database read.
+pub fn spawn_revocation_watch(store: Store, tokens: Arc<TokenCache>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut latest = store.subscribe();
+        let mut cursor = *latest.borrow_and_update();
+        loop {
+            let upto = *latest.borrow_and_update();
+            if upto > cursor {
+                match store.token_revocations(cursor, upto).await {
+                    Ok(ids) => {
+                        for id in ids {
+                            tokens.evict(id);
+                            tracing::info!(token_id = id, "Revoked API token evicted from the token cache.");
+                        }
+                        cursor = upto;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "Cannot read token revocations; retrying.");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        continue;
+                    }
+                }
+            }
+            if latest.changed().await.is_err() {
+                return;
+            }
+        }
+    })
 }
 
 /// The authenticated caller of an API route: an API token, or a signed-in staff user's
@@ -43,6 +115,7 @@ impl TokenCache {
 pub struct Caller {
     /// The API token used, if any.
     pub token_id: Option<i64>,
+    /// What the caller may do (the token's role, or the staff user's role).
     pub role: Role,
     /// The staff user behind a session.
     pub user_id: Option<i64>,
@@ -65,7 +138,16 @@ impl Visibility {
 
     /// For a caller; unrestricted callers (admins, API tokens) see everything.
     pub fn for_caller(caller: &Caller) -> Self {
-        Visibility { user: caller.restricted_user(), cases: Mutex::default(), customers: Mutex::default() }
+        Self::for_restricted_user(caller.restricted_user())
+    }
+
+    /// For a staff user with the role they have now (admins see everything).
+    pub fn for_staff(user_id: i64, role: Role) -> Self {
+        Self::for_restricted_user((role != Role::Admin).then_some(user_id))
+    }
+
+    fn for_restricted_user(user: Option<i64>) -> Self {
+        Visibility { user, cases: Mutex::default(), customers: Mutex::default() }
     }
 
     fn cached(map: &Mutex<HashMap<i64, (bool, Instant)>>, id: i64) -> Option<bool> {
@@ -171,10 +253,28 @@ impl Caller {
     }
 }
 
+/// True if an `ingest` token may call this route.
+fn ingest_may_call(parts: &Parts) -> bool {
+    let Some(path) = parts.extensions.get::<MatchedPath>() else { return false };
+    INGEST_ROUTES.iter().any(|(method, route)| parts.method == *method && path.as_str() == *route)
+}
+
 impl FromRequestParts<AppState> for Caller {
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let caller = Self::authenticate(parts, state).await?;
+        if caller.role == Role::Ingest && !ingest_may_call(parts) {
+            return Err(AppError::Refused(
+                "an ingest token may only post inbound messages (POST /api/v1/inbound)".into(),
+            ));
+        }
+        Ok(caller)
+    }
+}
+
+impl Caller {
+    async fn authenticate(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
         if parts.headers.get(axum::http::header::AUTHORIZATION).is_none() {
             if let Some(token) = cookie(&parts.headers, SESSION_COOKIE) {
                 let session = state.store.session(token).await?.ok_or(AppError::Unauthorized)?;

@@ -86,6 +86,7 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     worker::spawn(state.clone());
+    auth::spawn_revocation_watch(state.store.clone(), state.tokens.clone());
     metrics::spawn_sampler(state.clone());
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
     // Live events are small writes: without TCP_NODELAY, Nagle's algorithm holds them back

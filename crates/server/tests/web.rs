@@ -422,7 +422,16 @@ async fn a_new_password_ends_the_other_sessions() {
     let (laptop, csrf) = app.sign_in("anna@example.de", "geheim123").await.unwrap();
     let (phone, _) = app.sign_in("anna@example.de", "geheim123").await.unwrap();
     let r = app
-        .post_form(&laptop, "/profile", &[("csrf", csrf.as_str()), ("language", "en"), ("password", "neues-geheimnis")])
+        .post_form(
+            &laptop,
+            "/profile",
+            &[
+                ("csrf", csrf.as_str()),
+                ("language", "en"),
+                ("current_password", "geheim123"),
+                ("password", "neues-geheimnis"),
+            ],
+        )
         .await;
     assert_eq!(r.status().as_u16(), 303);
     assert_eq!(app.get(&laptop, "/inbox").await.0, 200, "the session that changed it stays");
@@ -435,7 +444,12 @@ async fn a_new_password_ends_the_other_sessions() {
         app.http
             .post(format!("{}/profile", app.base))
             .header(COOKIE, format!("kontor_session={laptop}"))
-            .form(&[("csrf", csrf.as_str()), ("language", "de"), ("password", "kurz")])
+            .form(&[
+                ("csrf", csrf.as_str()),
+                ("language", "de"),
+                ("current_password", "neues-geheimnis"),
+                ("password", "kurz"),
+            ])
             .send()
             .await
             .unwrap()

@@ -47,6 +47,10 @@ pub async fn list(State(state): State<AppState>, caller: Caller, q: Params) -> R
     Ok(Json(EventPage { items, next_after }))
 }
 
+/// How often a stream opened with a session re-reads it (role, teams, sign-out): what a
+/// stream shows follows such changes within 5 s.
+const SESSION_RECHECK: Duration = Duration::from_secs(4);
+
 struct ClientGauge(prometheus::IntGauge);
 impl Drop for ClientGauge {
     fn drop(&mut self) {
@@ -87,20 +91,30 @@ pub async fn stream(
     metrics.stream_clients.inc();
     let gauge = ClientGauge(metrics.stream_clients.clone());
     let mut presence = state.store.subscribe_presence();
-    let seen = crate::auth::Visibility::for_caller(&caller);
+    let mut seen = crate::auth::Visibility::for_caller(&caller);
     let state2 = state.clone();
     let session = caller.session.clone();
+    let token_id = caller.token_id;
     let s = async_stream::stream! {
         let _gauge = gauge;
         let mut cursor = start;
         let mut session_checked = std::time::Instant::now();
         loop {
-            // A stream opened with a session ends when the session does (sign-out, new password).
+            // A stream opened with a token ends when the token is revoked.
+            if token_id.is_some_and(|id| state2.tokens.is_revoked(id)) {
+                break;
+            }
+            // A stream opened with a session ends when the session does (sign-out, new
+            // password, deactivation), and follows the user's role and teams: what it may
+            // show is worked out anew from the user as they are now.
             if let Some(token) = &session {
-                if session_checked.elapsed() > Duration::from_secs(5) {
+                if session_checked.elapsed() >= SESSION_RECHECK {
                     session_checked = std::time::Instant::now();
-                    if let Ok(None) = state2.store.session(token).await {
-                        break;
+                    match state2.store.session(token).await {
+                        Ok(None) => break,
+                        Ok(Some(s)) => seen = crate::auth::Visibility::for_staff(s.user.id, s.user.role),
+                        // Database trouble: keep going; visibility checks hide when in doubt.
+                        Err(e) => tracing::debug!(error = %e, "Event stream cannot re-read its session."),
                     }
                 }
             }
@@ -108,8 +122,14 @@ pub async fn stream(
             // in case a notification was missed). Presence signals pass straight through,
             // as `event: presence` without an id, so they never disturb Last-Event-ID.
             if *latest.borrow_and_update() <= cursor {
+                // Wake in time for the next session check.
+                let wait = if session.is_some() {
+                    SESSION_RECHECK.saturating_sub(session_checked.elapsed()).min(Duration::from_secs(2))
+                } else {
+                    Duration::from_secs(2)
+                };
                 tokio::select! {
-                    _ = tokio::time::timeout(Duration::from_secs(2), latest.changed()) => {}
+                    _ = tokio::time::timeout(wait, latest.changed()) => {}
                     p = presence.recv() => {
                         match p {
                             Ok(payload) => {
@@ -129,11 +149,19 @@ pub async fn stream(
                     }
                 }
             }
+            let mut revoked = false;
             match store.events_after(cursor, 500).await {
                 Ok(events) => {
                     let now = kontor_store::now_us();
                     for e in events {
                         cursor = e.id;
+                        if e.kind == "token.revoked"
+                            && token_id.is_some()
+                            && e.payload.pointer("/token/id").and_then(|v| v.as_i64()) == token_id
+                        {
+                            revoked = true;
+                            break;
+                        }
                         // Agents do not see events of cases outside their teams.
                         if !seen.can_see_event(&state2, e.case_id, e.customer_id).await {
                             continue;
@@ -149,6 +177,9 @@ pub async fn stream(
                     tracing::warn!(error = %e, "Event stream cannot read events; retrying.");
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }
+            }
+            if revoked {
+                break;
             }
         }
     };

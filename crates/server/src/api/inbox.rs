@@ -222,6 +222,15 @@ pub async fn remove_member(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// The roles a staff user can have (`ingest` is a role for API tokens only: 422).
+#[derive(ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[allow(dead_code)] // documents what the users API accepts; requests carry a `Role`
+pub enum StaffRole {
+    Admin,
+    Agent,
+}
+
 /// A new staff user.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -230,6 +239,8 @@ pub struct UserRequest {
     pub email: String,
     #[schema(min_length = 1, max_length = 200, pattern = r"\S")]
     pub name: String,
+    /// `admin` or `agent`; the store refuses `ingest` (422).
+    #[schema(value_type = StaffRole)]
     pub role: Role,
     #[schema(min_length = 8)]
     pub password: String,
@@ -255,6 +266,8 @@ pub async fn create_user(
 pub struct UserPatch {
     #[schema(min_length = 1, max_length = 200, pattern = r"\S")]
     pub name: Option<String>,
+    /// `admin` or `agent`; the store refuses `ingest` (422).
+    #[schema(value_type = Option<StaffRole>)]
     pub role: Option<Role>,
     /// False deactivates: no sign-in, sessions end.
     pub active: Option<bool>,

@@ -7,6 +7,7 @@ pub mod events;
 pub mod inbound;
 pub mod inbox;
 pub mod search;
+pub mod tokens;
 
 use std::collections::HashMap;
 
@@ -46,6 +47,8 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/users", get(admin::list_users).post(inbox::create_user))
         .route("/api/v1/users/{id}", axum::routing::patch(inbox::update_user))
         .route("/api/v1/jobs", get(admin::job_stats))
+        .route("/api/v1/tokens", get(tokens::list))
+        .route("/api/v1/tokens/{id}", delete(tokens::revoke))
 }
 
 /// Query parameters as a map; a query that cannot be decoded is a 400.

@@ -162,6 +162,10 @@ const WORDS: &[(&str, &str, &str)] = &[
     ("history_merged_from", "Zusammengeführt aus Vorgang", "Merged from case"),
     ("awaiting_reply", "wartet auf Antwort", "awaiting a reply"),
     ("password_hint", "leer lassen, um es nicht zu ändern", "leave empty to keep it"),
+    ("current_password", "Aktuelles Passwort", "Current password"),
+    ("current_password_hint", "nur nötig, um das Passwort zu ändern", "needed only to change the password"),
+    ("current_password_missing", "Bitte geben Sie Ihr aktuelles Passwort an, um es zu ändern.", "Please enter your current password to change it."),
+    ("current_password_wrong", "Das aktuelle Passwort ist falsch. Das Passwort wurde nicht geändert.", "The current password is wrong. The password was not changed."),
 ];
 
 /// All words of a language, for templates (`{{ t.sign_in }}`).

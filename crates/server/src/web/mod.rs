@@ -5,7 +5,7 @@
 pub mod i18n;
 mod pages;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -99,32 +99,139 @@ pub fn cookie_header(name: &str, value: &str, max_age: Option<i64>, secure: bool
     HeaderValue::from_str(&c).unwrap_or_else(|_| HeaderValue::from_static("invalid=1"))
 }
 
-/// Sign-in attempts per client address and per e-mail address, in a sliding minute.
+/// Limits on password checks (sign-in, and the current password on a password change).
+#[derive(Debug, Clone)]
+pub struct SignInLimits {
+    /// Password checks per client address in `window`.
+    pub per_address: usize,
+    /// Password checks per e-mail address in `window`.
+    pub per_email: usize,
+    /// The sliding window of the two limits above.
+    pub window: Duration,
+    /// Password checks in all per `global_period`: the last line against a flood from
+    /// many addresses.
+    pub global: usize,
+    /// The sliding window of `global`.
+    pub global_period: Duration,
+    /// Most keys each table holds. A table full of live entries refuses new keys rather
+    /// than forget one (memory stays bounded without letting an attacker flush it).
+    pub max_keys: usize,
+}
+
+impl Default for SignInLimits {
+    fn default() -> Self {
+        SignInLimits {
+            per_address: 30,
+            per_email: 10,
+            window: Duration::from_secs(60),
+            global: 20,
+            global_period: Duration::from_secs(1),
+            max_keys: 100_000,
+        }
+    }
+}
+
+/// Recent password checks of each key (client address or e-mail), oldest first.
 #[derive(Default)]
+struct Attempts(HashMap<String, VecDeque<Instant>>);
+
+impl Attempts {
+    /// True if `key` may have one more check (nothing is recorded).
+    fn has_room(&mut self, key: &str, limit: usize, max_keys: usize, now: Instant, window: Duration) -> bool {
+        match self.0.get_mut(key) {
+            Some(list) => {
+                expire(list, now, window);
+                list.len() < limit
+            }
+            None => limit > 0 && self.0.len() < max_keys,
+        }
+    }
+
+    fn record(&mut self, key: &str, now: Instant) {
+        self.0.entry(key.to_string()).or_default().push_back(now);
+    }
+
+    /// Drops the keys whose every check is older than `window` (and only those).
+    fn forget_expired(&mut self, now: Instant, window: Duration) {
+        self.0.retain(|_, list| {
+            expire(list, now, window);
+            !list.is_empty()
+        });
+    }
+}
+
+fn expire(list: &mut VecDeque<Instant>, now: Instant, window: Duration) {
+    while list.front().is_some_and(|t| now.duration_since(*t) >= window) {
+        list.pop_front();
+    }
+}
+
+struct LimiterState {
+    addresses: Attempts,
+    emails: Attempts,
+    global: VecDeque<Instant>,
+    cleaned: Instant,
+}
+
+/// Password checks per client address, per e-mail address and in all, in sliding windows.
+/// Only checks that are let through count (a refused attempt costs nothing and changes
+/// nothing). Keys leave the tables only once their window has passed.
 pub struct SignInLimiter {
-    attempts: Mutex<HashMap<String, Vec<Instant>>>,
+    limits: SignInLimits,
+    state: Mutex<LimiterState>,
+}
+
+impl Default for SignInLimiter {
+    fn default() -> Self {
+        SignInLimiter::new(SignInLimits::default())
+    }
 }
 
 impl SignInLimiter {
-    const WINDOW: Duration = Duration::from_secs(60);
+    /// How often expired keys are swept out.
+    const SWEEP_EVERY: Duration = Duration::from_secs(10);
 
-    /// Records an attempt for each key; false if any key is over `limit` in the window.
-    pub fn allow(&self, keys: &[(String, usize)]) -> bool {
-        let Ok(mut map) = self.attempts.lock() else { return true };
-        if map.len() > 50_000 {
-            map.clear();
+    /// A limiter with these limits.
+    pub fn new(limits: SignInLimits) -> Self {
+        let state = LimiterState {
+            addresses: Attempts::default(),
+            emails: Attempts::default(),
+            global: VecDeque::new(),
+            cleaned: Instant::now(),
+        };
+        SignInLimiter { limits, state: Mutex::new(state) }
+    }
+
+    /// True (and counted) if a password check for `email` from client `address` may run now.
+    pub fn allow(&self, address: &str, email: &str) -> bool {
+        self.allow_at(address, email, Instant::now())
+    }
+
+    fn allow_at(&self, address: &str, email: &str, now: Instant) -> bool {
+        let Ok(mut st) = self.state.lock() else { return false };
+        let l = &self.limits;
+        let full = st.addresses.0.len() >= l.max_keys || st.emails.0.len() >= l.max_keys;
+        let since = now.duration_since(st.cleaned);
+        if since >= Self::SWEEP_EVERY || (full && since >= Duration::from_secs(1)) {
+            st.addresses.forget_expired(now, l.window);
+            st.emails.forget_expired(now, l.window);
+            st.cleaned = now;
         }
-        let now = Instant::now();
-        let mut ok = true;
-        for (key, limit) in keys {
-            let list = map.entry(key.clone()).or_default();
-            list.retain(|t| now.duration_since(*t) < Self::WINDOW);
-            if list.len() >= *limit {
-                ok = false;
-            }
-            list.push(now);
+        expire(&mut st.global, now, l.global_period);
+        let ok = st.addresses.has_room(address, l.per_address, l.max_keys, now, l.window)
+            && st.emails.has_room(email, l.per_email, l.max_keys, now, l.window)
+            && st.global.len() < l.global;
+        if ok {
+            st.addresses.record(address, now);
+            st.emails.record(email, now);
+            st.global.push_back(now);
         }
         ok
+    }
+
+    /// How many keys (client addresses and e-mail addresses) the limiter holds now.
+    pub fn tracked_keys(&self) -> usize {
+        self.state.lock().map(|st| st.addresses.0.len() + st.emails.0.len()).unwrap_or(0)
     }
 }
 
@@ -154,4 +261,57 @@ fn static_file(content_type: &'static str, body: &'static str) -> Response {
 /// The session cookie of a request, if any.
 pub fn session_cookie(headers: &HeaderMap) -> Option<&str> {
     cookie(headers, SESSION_COOKIE)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limiter(window_ms: u64, max_keys: usize) -> SignInLimiter {
+        SignInLimiter::new(SignInLimits {
+            per_address: 3,
+            per_email: 2,
+            window: Duration::from_millis(window_ms),
+            global: 1_000,
+            global_period: Duration::from_secs(60),
+            max_keys,
+        })
+    }
+
+    #[test]
+    fn refused_attempts_are_not_counted() {
+        let l = limiter(60_000, 100);
+        assert!(l.allow("a", "x@example.de"));
+        assert!(l.allow("a", "x@example.de"));
+        assert!(!l.allow("a", "x@example.de"), "the e-mail's limit");
+        // The refusal did not use up the address: one more check for another e-mail.
+        assert!(l.allow("a", "y@example.de"));
+        assert!(!l.allow("a", "z@example.de"), "the address's limit");
+    }
+
+    #[test]
+    fn a_full_table_refuses_new_keys_and_keeps_the_old_ones() {
+        let l = limiter(60_000, 10);
+        assert!(l.allow("a", "victim@example.de"));
+        assert!(l.allow("a", "victim@example.de"));
+        for i in 0..20 {
+            l.allow(&format!("flood-{i}"), &format!("flood-{i}@example.de"));
+        }
+        assert!(l.tracked_keys() <= 20, "bounded: {}", l.tracked_keys());
+        assert!(!l.allow("b", "victim@example.de"), "the victim's attempts are remembered");
+    }
+
+    #[test]
+    fn keys_go_once_their_window_has_passed_and_not_before() {
+        let l = limiter(60_000, 100);
+        let t0 = Instant::now();
+        assert!(l.allow_at("a", "x@example.de", t0));
+        assert!(l.allow_at("a", "x@example.de", t0));
+        assert!(!l.allow_at("a", "x@example.de", t0 + Duration::from_secs(59)), "still in the window");
+        assert!(l.allow_at("b", "y@example.de", t0 + Duration::from_secs(30)));
+        // The sweep after the first window drops x's and a's keys, keeps b's and y's.
+        assert!(l.allow_at("c", "z@example.de", t0 + Duration::from_secs(61)));
+        assert_eq!(l.tracked_keys(), 4, "b, y, c, z");
+        assert!(l.allow_at("a", "x@example.de", t0 + Duration::from_secs(61)), "x's window has passed");
+    }
 }

@@ -141,7 +141,7 @@ async fn login(
         return login_page(&headers, Some("sign_in_failed"), StatusCode::FORBIDDEN);
     }
     let email = form.email.trim().to_lowercase();
-    if !state.sign_in_limiter.allow(&[(format!("ip:{}", addr.ip()), 30), (format!("email:{email}"), 10)]) {
+    if !state.sign_in_limiter.allow(&addr.ip().to_string(), &email) {
         return login_page(&headers, Some("too_many_attempts"), StatusCode::TOO_MANY_REQUESTS);
     }
     let user = match state.store.verify_password(email, form.password).await {
@@ -610,26 +610,53 @@ struct ProfileForm {
     language: String,
     #[serde(default)]
     password: String,
+    /// Needed to set a new password (a session left open must not be enough).
+    #[serde(default)]
+    current_password: String,
 }
 
-async fn profile_save(State(state): State<AppState>, staff: Staff, Form(form): Form<ProfileForm>) -> Response {
+/// The profile page again with an error; nothing was changed.
+fn profile_refused(staff: &Staff, message: &str, status: StatusCode) -> Response {
+    let mut ctx = base(Some(staff), staff.lang);
+    ctx.insert("language", Value::from_serialize(&staff.session.language));
+    ctx.insert("error", Value::from(message));
+    let mut r = page("profile.html", ctx);
+    *r.status_mut() = status;
+    r
+}
+
+async fn profile_save(
+    State(state): State<AppState>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    staff: Staff,
+    Form(form): Form<ProfileForm>,
+) -> Response {
     if !same_secret(&form.csrf, &staff.session.csrf) {
         return (StatusCode::FORBIDDEN, "CSRF token missing or wrong").into_response();
     }
     if !form.password.is_empty() {
-        let changed = state.store.set_user_password(staff.session.user.id, form.password).await;
+        let t = words(staff.lang);
+        if form.current_password.is_empty() {
+            return profile_refused(&staff, t["current_password_missing"], StatusCode::UNPROCESSABLE_ENTITY);
+        }
+        // Checking the current password is a password check like a sign-in: same limits.
+        let user = &staff.session.user;
+        if !state.sign_in_limiter.allow(&addr.ip().to_string(), &user.email) {
+            return profile_refused(&staff, t["too_many_attempts"], StatusCode::TOO_MANY_REQUESTS);
+        }
+        match state.store.verify_password(user.email.clone(), form.current_password).await {
+            Ok(Some(u)) if u.id == user.id => {}
+            Ok(_) => return profile_refused(&staff, t["current_password_wrong"], StatusCode::UNPROCESSABLE_ENTITY),
+            Err(e) => return crate::error::AppError::from(e).into_response(),
+        }
+        let changed = state.store.set_user_password(user.id, form.password).await;
         // A new password ends every other session of the user (e.g. a forgotten browser).
         let changed = match changed {
-            Ok(()) => state.store.end_other_sessions(staff.session.user.id, &staff.token).await.map(|_| ()),
+            Ok(()) => state.store.end_other_sessions(user.id, &staff.token).await.map(|_| ()),
             Err(e) => Err(e),
         };
         if let Err(e) = changed {
-            let mut ctx = base(Some(&staff), staff.lang);
-            ctx.insert("language", Value::from_serialize(&staff.session.language));
-            ctx.insert("error", Value::from(e.to_string()));
-            let mut r = page("profile.html", ctx);
-            *r.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
-            return r;
+            return profile_refused(&staff, &e.to_string(), StatusCode::UNPROCESSABLE_ENTITY);
         }
     }
     let language = Lang::parse(&form.language).map(|l| l.code().to_string());

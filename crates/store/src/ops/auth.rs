@@ -43,13 +43,41 @@ async fn hash_new_password(password: String) -> Result<String, StoreError> {
     .map_err(|e| StoreError::Database(format!("password hashing failed: {e}")))
 }
 
-/// An API token as listed (never the secret itself).
-#[derive(Debug, Clone, serde::Serialize)]
+/// An API token as listed (never the secret itself, nor its hash).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
 pub struct ApiToken {
+    /// The token's id (for `DELETE /api/v1/tokens/{id}` and `kontor token revoke ID`).
     pub id: i64,
+    /// What the token is for (e.g. the integration using it).
     pub name: String,
+    /// What the token may do.
     pub role: Role,
+    /// When it was created.
     pub created_at: String,
+    /// When it was revoked; a revoked token no longer authenticates.
+    pub revoked_at: Option<String>,
+}
+
+fn token_from_row(r: &Row) -> ApiToken {
+    ApiToken {
+        id: r.i64(0),
+        name: r.text(1),
+        role: Role::parse(&r.text(2)).unwrap_or(Role::Ingest),
+        created_at: format_ts(r.i64(3)),
+        revoked_at: r.opt_i64(4).map(format_ts),
+    }
+}
+
+/// Refuses roles that staff users cannot have.
+fn check_staff_role(role: Role) -> Result<(), StoreError> {
+    if role.is_staff() {
+        Ok(())
+    } else {
+        Err(StoreError::invalid(
+            "role",
+            format!("{role} is a role for API tokens only; a staff user is admin or agent"),
+        ))
+    }
 }
 
 impl Store {
@@ -68,6 +96,7 @@ impl Store {
         if name.trim().is_empty() {
             return Err(StoreError::invalid("name", "must not be empty"));
         }
+        check_staff_role(role)?;
         let hash = hash_new_password(password).await?;
         self.write(move |tx| {
             if tx.conn.query_opt("SELECT 1 FROM users WHERE email = ?", &params![email.as_str()])?.is_some() {
@@ -166,7 +195,13 @@ impl Store {
                         &params![name.trim(), role.as_str(), hash, tx.now],
                     )?
                     .ok_or_else(|| StoreError::Database("token insert returned no id".into()))?;
-                let t = ApiToken { id: r.i64(0), name: name.trim().to_string(), role, created_at: format_ts(tx.now) };
+                let t = ApiToken {
+                    id: r.i64(0),
+                    name: name.trim().to_string(),
+                    role,
+                    created_at: format_ts(tx.now),
+                    revoked_at: None,
+                };
                 tx.event("token.created", None, None, &json!({ "token": t }))?;
                 Ok(t)
             })
@@ -174,12 +209,62 @@ impl Store {
         Ok((token, secret))
     }
 
-    /// The role of a token, if it is known.
+    /// The id and role of a token, if it is known and not revoked.
     pub async fn authenticate_token(&self, token: &str) -> Result<Option<(i64, Role)>, StoreError> {
         let hash = token_hash(token);
         self.read(move |c| {
-            Ok(c.query_opt("SELECT id, role FROM api_tokens WHERE token_hash = ?", &params![hash])?
-                .map(|r| (r.i64(0), Role::parse(&r.text(1)).unwrap_or(Role::Agent))))
+            // An unknown role in the table gives the least power there is.
+            Ok(c.query_opt("SELECT id, role FROM api_tokens WHERE token_hash = ? AND revoked_at IS NULL", &params![hash])?
+                .map(|r| (r.i64(0), Role::parse(&r.text(1)).unwrap_or(Role::Ingest))))
+        })
+        .await
+    }
+
+    /// Every API token, revoked ones included, oldest first (never the secret or its hash).
+    pub async fn list_tokens(&self) -> Result<Vec<ApiToken>, StoreError> {
+        self.read(|c| {
+            Ok(c.query("SELECT id, name, role, created_at, revoked_at FROM api_tokens ORDER BY id", &[])?
+                .iter()
+                .map(token_from_row)
+                .collect())
+        })
+        .await
+    }
+
+    /// Revokes a token: it stops authenticating and `token.revoked` is appended (nodes
+    /// evict it from their caches on that event). Revoking a revoked token changes nothing.
+    pub async fn revoke_token(&self, id: i64) -> Result<ApiToken, StoreError> {
+        self.write(move |tx| {
+            const SELECT: &str = "SELECT id, name, role, created_at, revoked_at FROM api_tokens WHERE id = ?";
+            let before = tx
+                .conn
+                .query_opt(SELECT, &params![id])?
+                .map(|r| token_from_row(&r))
+                .ok_or_else(|| StoreError::NotFound(format!("token {id}")))?;
+            if before.revoked_at.is_some() {
+                return Ok(before);
+            }
+            tx.conn.execute("UPDATE api_tokens SET revoked_at = ? WHERE id = ?", &params![tx.now, id])?;
+            let token = ApiToken { revoked_at: Some(format_ts(tx.now)), ..before };
+            tx.event("token.revoked", None, None, &json!({ "token": token }))?;
+            Ok(token)
+        })
+        .await
+    }
+
+    /// The ids of the tokens revoked by events `after < id <= upto` (what a node evicts
+    /// from its token cache when it learns of new events).
+    pub async fn token_revocations(&self, after: i64, upto: i64) -> Result<Vec<i64>, StoreError> {
+        self.read(move |c| {
+            let rows = c.query(
+                "SELECT payload FROM events WHERE id > ? AND id <= ? AND kind = 'token.revoked' ORDER BY id",
+                &params![after, upto],
+            )?;
+            Ok(rows
+                .iter()
+                .filter_map(|r| serde_json::from_str::<serde_json::Value>(&r.text(0)).ok())
+                .filter_map(|p| p.pointer("/token/id").and_then(|v| v.as_i64()))
+                .collect())
         })
         .await
     }
@@ -197,6 +282,9 @@ impl Store {
     ) -> Result<StaffUser, StoreError> {
         if name.as_deref().is_some_and(|n| n.trim().is_empty()) {
             return Err(StoreError::invalid("name", "must not be empty"));
+        }
+        if let Some(role) = role {
+            check_staff_role(role)?;
         }
         self.write(move |tx| {
             let before = tx

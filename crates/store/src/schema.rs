@@ -79,7 +79,8 @@ CREATE TABLE case_reads (
 "#,
     r#"
 ALTER TABLE users ADD COLUMN active INTEGER NOT NULL DEFAULT 1;
-"#,    r#"
+"#,
+    r#"
 ALTER TABLE api_tokens ADD COLUMN revoked_at INTEGER;
 "#,
     // Idempotency keys per sending client (scope), with a fingerprint of the message.
@@ -175,7 +176,8 @@ CREATE TABLE case_reads (
 "#,
     r#"
 ALTER TABLE users ADD COLUMN active BIGINT NOT NULL DEFAULT 1;
-"#,    r#"
+"#,
+    r#"
 ALTER TABLE api_tokens ADD COLUMN revoked_at BIGINT;
 "#,
     // Idempotency keys per sending client (scope), with a fingerprint of the message.

@@ -79,7 +79,8 @@ CREATE TABLE case_reads (
 "#,
     r#"
 ALTER TABLE users ADD COLUMN active INTEGER NOT NULL DEFAULT 1;
-"#,    r#"
+"#,
+    r#"
 ALTER TABLE api_tokens ADD COLUMN revoked_at INTEGER;
 "#,
 ];
@@ -164,7 +165,8 @@ CREATE TABLE case_reads (
 "#,
     r#"
 ALTER TABLE users ADD COLUMN active BIGINT NOT NULL DEFAULT 1;
-"#,    r#"
+"#,
+    r#"
 ALTER TABLE api_tokens ADD COLUMN revoked_at BIGINT;
 "#,
 ];

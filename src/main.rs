@@ -216,7 +216,14 @@ async fn run(cli: Cli) -> Result<()> {
                             Some(at) => format!("revoked {at}"),
                             None => "active".to_string(),
                         };
-                        println!("{:>5}  {:<6}  {:<24}  created {}  {}", t.id, t.role.as_str(), t.name, t.created_at, state);
+                        println!(
+                            "{:>5}  {:<6}  {:<24}  created {}  {}",
+                            t.id,
+                            t.role.as_str(),
+                            t.name,
+                            t.created_at,
+                            state
+                        );
                     }
                 }
                 TokenCommand::Revoke { id } => {

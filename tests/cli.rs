@@ -216,7 +216,8 @@ async fn a_token_revoked_with_the_cli_stops_working_at_once_on_every_node() {
 
         // Revoked by another process: neither node's cache is touched directly.
         let list = text(&kontor_on(&dep, &["token", "list"]).stdout);
-        let id = list.lines().find(|l| l.contains("crm")).and_then(|l| l.split_whitespace().next()).unwrap().to_string();
+        let id =
+            list.lines().find(|l| l.contains("crm")).and_then(|l| l.split_whitespace().next()).unwrap().to_string();
         let out = kontor_on(&dep, &["token", "revoke", &id]);
         assert!(out.status.success(), "{}", text(&out.stderr));
         let revoked = Instant::now();

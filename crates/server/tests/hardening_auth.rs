@@ -85,7 +85,8 @@ impl App {
     }
 
     async fn inbound(&self, email: &str, text: &str) -> Value {
-        let (s, v) = self.call("POST", "/api/v1/inbound", Some(json!({ "from": { "email": email }, "text": text }))).await;
+        let (s, v) =
+            self.call("POST", "/api/v1/inbound", Some(json!({ "from": { "email": email }, "text": text }))).await;
         assert_eq!(s, 201, "{v}");
         v
     }
@@ -209,7 +210,12 @@ async fn an_ingest_token_may_post_inbound_messages_and_nothing_else() {
     let app = start().await;
     let (_, ingest) = app.store.create_token("shop".into(), Role::Ingest).await.unwrap();
     let (s, receipt) = app
-        .call_as(&ingest, "POST", "/api/v1/inbound", Some(json!({ "from": { "email": "k@example.de" }, "text": "Hallo" })))
+        .call_as(
+            &ingest,
+            "POST",
+            "/api/v1/inbound",
+            Some(json!({ "from": { "email": "k@example.de" }, "text": "Hallo" })),
+        )
         .await;
     assert_eq!(s, 201, "an ingest token posts inbound messages: {receipt}");
     let case = receipt["case_id"].as_i64().unwrap();
@@ -311,6 +317,14 @@ async fn admins_list_tokens_without_secrets_and_a_revoked_token_stops_at_once() 
     assert_eq!(revoked.len(), 1, "{revoked:?}");
     assert_eq!(revoked[0]["payload"]["token"]["id"], crm.id);
     assert!(!events.to_string().contains(&crm_secret));
+
+    // The document lists both routes and the token's shape.
+    let (_, doc) = app.call("GET", "/api/openapi.json", None).await;
+    assert!(
+        doc["paths"]["/api/v1/tokens"]["get"].is_object() && doc["paths"]["/api/v1/tokens/{id}"]["delete"].is_object()
+    );
+    let fields = doc["components"]["schemas"]["ApiToken"]["properties"].as_object().expect("ApiToken schema");
+    assert!(fields.contains_key("revoked_at") && !fields.contains_key("token_hash"), "{fields:?}");
 }
 
 #[tokio::test]
@@ -433,8 +447,8 @@ async fn a_flood_of_made_up_addresses_does_not_reset_the_limit_for_an_address_un
 
 #[tokio::test]
 async fn password_checks_have_a_global_cap() {
-    let app = start_with(SignInLimits { global: 3, global_period: Duration::from_secs(60), ..SignInLimits::default() })
-        .await;
+    let app =
+        start_with(SignInLimits { global: 3, global_period: Duration::from_secs(60), ..SignInLimits::default() }).await;
     for i in 0..3 {
         assert_eq!(app.sign_in(&format!("made-up-{i}@example.invalid"), "falsch123").await.err(), Some(401));
     }

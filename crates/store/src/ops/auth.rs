@@ -214,8 +214,11 @@ impl Store {
         let hash = token_hash(token);
         self.read(move |c| {
             // An unknown role in the table gives the least power there is.
-            Ok(c.query_opt("SELECT id, role FROM api_tokens WHERE token_hash = ? AND revoked_at IS NULL", &params![hash])?
-                .map(|r| (r.i64(0), Role::parse(&r.text(1)).unwrap_or(Role::Ingest))))
+            Ok(c.query_opt(
+                "SELECT id, role FROM api_tokens WHERE token_hash = ? AND revoked_at IS NULL",
+                &params![hash],
+            )?
+            .map(|r| (r.i64(0), Role::parse(&r.text(1)).unwrap_or(Role::Ingest))))
         })
         .await
     }

@@ -91,7 +91,11 @@ async fn run(state: &AppState, job: ClaimedJob, claimed_at: Instant) {
         match state.store.finish_claimed_job(&job, state.node.clone(), outcome.clone(), delivery.clone()).await {
             Ok(true) => return,
             Ok(false) => {
-                tracing::warn!(job_id = job.id, attempts = job.attempts, "Job lease lost before its outcome was recorded.");
+                tracing::warn!(
+                    job_id = job.id,
+                    attempts = job.attempts,
+                    "Job lease lost before its outcome was recorded."
+                );
                 return;
             }
             Err(e) if e.is_unavailable() => {

@@ -93,7 +93,10 @@ impl ApiWebhook {
             let provider_message_id = match read_capped(resp, MAX_ANSWER_BYTES).await {
                 Some(body) => provider_id(&body),
                 None => {
-                    tracing::warn!(max_bytes = MAX_ANSWER_BYTES, "Webhook answer too large or unreadable; no provider id kept.");
+                    tracing::warn!(
+                        max_bytes = MAX_ANSWER_BYTES,
+                        "Webhook answer too large or unreadable; no provider id kept."
+                    );
                     None
                 }
             };

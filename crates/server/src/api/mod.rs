@@ -77,10 +77,9 @@ pub fn int_param_in(
     range: std::ops::RangeInclusive<i64>,
 ) -> Result<Option<i64>, AppError> {
     match int_param(p, name)? {
-        Some(v) if !range.contains(&v) => Err(AppError::invalid(
-            name,
-            format!("must be between {} and {}", range.start(), range.end()),
-        )),
+        Some(v) if !range.contains(&v) => {
+            Err(AppError::invalid(name, format!("must be between {} and {}", range.start(), range.end())))
+        }
         v => Ok(v),
     }
 }

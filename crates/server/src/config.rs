@@ -25,6 +25,9 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// Name of this node in job leases and logs (default: host name and process id).
     pub node_name: Option<String>,
+    /// Most write operations waiting for the writer; beyond that, writes answer 503 with
+    /// `Retry-After` ("write queue full") instead of queueing without limit.
+    pub write_queue_capacity: usize,
     /// The generic API channel.
     pub api_channel: ApiChannelConfig,
     /// Background jobs.
@@ -94,6 +97,7 @@ impl Default for Config {
             reopen_window_hours: 168,
             max_body_bytes: 1024 * 1024,
             node_name: None,
+            write_queue_capacity: 10_000,
             api_channel: ApiChannelConfig { timeout_secs: 10, ..Default::default() },
             jobs: JobsConfig::default(),
         }
@@ -111,15 +115,24 @@ impl std::fmt::Debug for Config {
             .field("reopen_window_hours", &self.reopen_window_hours)
             .field("max_body_bytes", &self.max_body_bytes)
             .field("node_name", &self.node_name)
+            .field("write_queue_capacity", &self.write_queue_capacity)
             .field("api_channel", &self.api_channel)
             .field("jobs", &self.jobs)
             .finish()
     }
 }
 
-/// Hides the password in a database URL.
+/// Query parameters whose values are secrets (compared without regard to case).
+const SECRET_QUERY_KEYS: &[&str] = &["password", "sslpassword", "secret", "token"];
+
+/// Hides the secrets in a database URL: the password of `user:password@` and the values of
+/// query parameters such as `?password=` (see [`SECRET_QUERY_KEYS`]), before the URL goes
+/// into an error message or a log line. Used by `Config`'s `Debug` and by the binary
+/// (`kontor migrate`, `serve` and `bench` output, and the "cannot open the store" error).
 pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
+    // The password first, up to the last `@` (a password may hold `/` or `?`; an `@` in the
+    // query then hides more than needed, never less).
+    let mut out = match (url.find("://"), url.rfind('@')) {
         (Some(s), Some(at)) if at > s => {
             let creds = &url[s + 3..at];
             match creds.split_once(':') {
@@ -128,7 +141,18 @@ pub fn redact_url(url: &str) -> String {
             }
         }
         _ => url.to_string(),
+    };
+    if let Some((base, query)) = out.split_once('?') {
+        let pairs: Vec<String> = query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((k, _)) if SECRET_QUERY_KEYS.iter().any(|s| k.eq_ignore_ascii_case(s)) => format!("{k}=***"),
+                _ => pair.to_string(),
+            })
+            .collect();
+        out = format!("{base}?{}", pairs.join("&"));
     }
+    out
 }
 
 const TOP_KEYS: &[&str] = &[
@@ -139,6 +163,7 @@ const TOP_KEYS: &[&str] = &[
     "reopen_window_hours",
     "max_body_bytes",
     "node_name",
+    "write_queue_capacity",
     "api_channel",
     "jobs",
 ];
@@ -160,7 +185,31 @@ impl Config {
                 .split("__")
                 .filter(|k| TOP_KEYS.iter().any(|t| k == *t || k.starts_with(&format!("{t}.")))),
         );
-        fig.extract().map_err(|e| format!("configuration: {e}"))
+        let cfg: Config = fig.extract().map_err(|e| format!("configuration: {e}"))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Refuses settings that cannot work together (checked by [`Config::load`]).
+    ///
+    /// A delivery's webhook timeout must be well below the job lease: at most half of
+    /// `jobs.lease_secs`. The worker renews a running job's lease, but a handler that may run
+    /// as long as the lease would depend on every renewal arriving in time.
+    pub fn validate(&self) -> Result<(), String> {
+        let (lease, timeout) = (self.jobs.lease_secs, self.api_channel.timeout_secs);
+        if !(1..=86_400).contains(&lease) {
+            return Err(format!("configuration: jobs.lease_secs must be between 1 and 86400, not {lease}"));
+        }
+        if timeout == 0 || timeout.saturating_mul(2) > lease as u64 {
+            return Err(format!(
+                "configuration: api_channel.timeout_secs ({timeout}) must be at least 1 and at most half of \
+                 jobs.lease_secs ({lease}), so that a delivery ends well before its job's lease runs out"
+            ));
+        }
+        if self.write_queue_capacity == 0 {
+            return Err("configuration: write_queue_capacity must be at least 1".into());
+        }
+        Ok(())
     }
 
     /// The database URL in effect.
@@ -174,6 +223,7 @@ impl Config {
             reopen_window: std::time::Duration::from_secs(self.reopen_window_hours * 3600),
             default_region: self.default_region.clone(),
             job_max_attempts: self.jobs.max_attempts,
+            write_queue_capacity: self.write_queue_capacity,
             ..Default::default()
         }
     }
@@ -185,9 +235,43 @@ mod tests {
 
     #[test]
     fn database_passwords_are_redacted() {
-        assert_eq!(redact_url("postgres://kontor:geheim@db:5432/k"), "postgres://kontor:***@db:5432/k");
-        assert_eq!(redact_url("postgres://postgres@db/k"), "postgres://postgres@db/k");
-        assert_eq!(redact_url("sqlite:kontor-data/kontor.db"), "sqlite:kontor-data/kontor.db");
+        for (url, shown) in [
+            ("postgres://kontor:geheim@db:5432/k", "postgres://kontor:***@db:5432/k"),
+            ("postgres://postgres@db/k", "postgres://postgres@db/k"),
+            ("sqlite:kontor-data/kontor.db", "sqlite:kontor-data/kontor.db"),
+            ("postgres://kontor@db/k?password=geheim", "postgres://kontor@db/k?password=***"),
+            ("postgres://db/k?sslmode=require&PassWord=geheim", "postgres://db/k?sslmode=require&PassWord=***"),
+            ("postgres://db/k?sslpassword=geheim&user=kontor", "postgres://db/k?sslpassword=***&user=kontor"),
+            ("postgres://db/k?SECRET=geheim&token=geheim", "postgres://db/k?SECRET=***&token=***"),
+            ("postgres://a:geheim@db/k?password=geheim2", "postgres://a:***@db/k?password=***"),
+            ("postgres://db/k?application_name=password", "postgres://db/k?application_name=password"),
+            ("postgres://db/k?passwords=x&password", "postgres://db/k?passwords=x&password"),
+            ("postgres://u:ge?heim@db/k", "postgres://u:***@db/k"),
+            ("postgres://u@db/k?password=ge@heim", "postgres://u@db/k?password=***"),
+            ("postgres://u:x@db/k?password=ge@heim", "postgres://u:***@heim"),
+        ] {
+            assert_eq!(redact_url(url), shown, "{url}");
+            assert!(!redact_url(url).contains("geheim"), "{url}");
+        }
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail closure returns figment::Error
+    fn a_webhook_timeout_not_well_below_the_job_lease_is_refused() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("KONTOR_JOBS__LEASE_SECS", "2");
+            jail.set_env("KONTOR_API_CHANNEL__TIMEOUT_SECS", "6");
+            let err = Config::load(None).err().unwrap_or_default();
+            assert!(err.contains("api_channel.timeout_secs") && err.contains("jobs.lease_secs"), "{err}");
+            jail.set_env("KONTOR_API_CHANNEL__TIMEOUT_SECS", "2");
+            assert!(Config::load(None).is_err(), "a timeout equal to the lease is refused");
+            jail.set_env("KONTOR_API_CHANNEL__TIMEOUT_SECS", "1");
+            assert!(Config::load(None).is_ok(), "half the lease is allowed");
+            jail.set_env("KONTOR_JOBS__LEASE_SECS", "0");
+            assert!(Config::load(None).unwrap_err().contains("lease_secs"));
+            Ok(())
+        });
+        assert!(Config::default().validate().is_ok(), "the defaults are valid");
     }
 
     #[test]

@@ -35,6 +35,8 @@ pub enum AppError {
     Invalid { field: String, message: String },
     /// 503: the database is unreachable.
     Unavailable,
+    /// 503: too many writes are waiting for the database (the writer's queue is full).
+    Overloaded,
     /// 500: a bug; details are logged, never sent.
     Internal(String),
 }
@@ -54,6 +56,7 @@ impl From<StoreError> for AppError {
             StoreError::IdempotencyConflict(m) => AppError::IdempotencyConflict(m),
             StoreError::Forbidden(m) => AppError::Refused(m),
             StoreError::Invalid { field, message } => AppError::Invalid { field, message },
+            StoreError::Unavailable(m) if m == kontor_store::WRITE_QUEUE_FULL => AppError::Overloaded,
             StoreError::Unavailable(m) => {
                 tracing::warn!(error = %m, "Database unavailable.");
                 AppError::Unavailable
@@ -102,6 +105,12 @@ impl IntoResponse for AppError {
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",
                 "the database is unavailable; retry shortly".into(),
+                Value::Null,
+            ),
+            AppError::Overloaded => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "write queue full: too many writes are waiting for the database; retry shortly".into(),
                 Value::Null,
             ),
             AppError::Internal(m) => {

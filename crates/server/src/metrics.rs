@@ -136,11 +136,24 @@ async fn healthz() -> impl IntoResponse {
     Json(json!({ "status": "ok" }))
 }
 
+/// How long a readiness probe waits for a write to commit.
+const WRITE_PROBE_DEADLINE: Duration = Duration::from_secs(2);
+
+/// Ready when reads are answered and a write commits through this node's writer within
+/// [`WRITE_PROBE_DEADLINE`]: a held write lock (SQLite) or a stuck writer makes the node
+/// unready even though reads still work.
 async fn readyz(State(state): State<AppState>) -> Response {
-    match state.store.ping().await {
-        Ok(()) => Json(json!({ "status": "ready" })).into_response(),
-        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "unavailable", "reason": e.to_string() })))
-            .into_response(),
+    let checked = match state.store.ping().await {
+        Ok(()) => state.store.probe_write(WRITE_PROBE_DEADLINE).await,
+        Err(e) => Err(e),
+    };
+    let queued = state.store.write_queue_len();
+    match checked {
+        Ok(()) => Json(json!({ "status": "ready", "write_queue": queued })).into_response(),
+        Err(e) => {
+            let body = json!({ "status": "unavailable", "reason": e.to_string(), "write_queue": queued });
+            (StatusCode::SERVICE_UNAVAILABLE, [("Retry-After", "1")], Json(body)).into_response()
+        }
     }
 }
 

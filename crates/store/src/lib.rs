@@ -46,7 +46,13 @@ pub struct StoreSettings {
     pub max_batch: usize,
     /// Attempts a delivery job gets before the dead letter.
     pub job_max_attempts: i64,
+    /// Most operations waiting for the writer; a write beyond that fails at once with
+    /// [`StoreError::Unavailable`] ([`WRITE_QUEUE_FULL`]) instead of queueing without limit.
+    pub write_queue_capacity: usize,
 }
+
+/// The reason of the [`StoreError::Unavailable`] a write gets when the writer's queue is full.
+pub const WRITE_QUEUE_FULL: &str = "write queue full";
 
 impl Default for StoreSettings {
     fn default() -> Self {
@@ -56,6 +62,7 @@ impl Default for StoreSettings {
             read_pool_size: 8,
             max_batch: 512,
             job_max_attempts: 8,
+            write_queue_capacity: 10_000,
         }
     }
 }
@@ -102,6 +109,9 @@ struct Inner {
     settings: StoreSettings,
     alive: Arc<()>,
     counters: Arc<writer::WriterCounters>,
+    /// The answer of a write probe that ran out of time, awaited by the next probe instead of
+    /// queueing another one (see [`Store::probe_write`]).
+    probe: tokio::sync::Mutex<Option<tokio::sync::oneshot::Receiver<Result<(), StoreError>>>>,
 }
 
 /// Handle to the store; cheap to clone.
@@ -143,7 +153,7 @@ impl Store {
             .connection_timeout(Duration::from_secs(3))
             .build_unchecked(ConnManager { backend, url: url.to_string() });
         let (latest_event, _) = watch::channel(latest);
-        let (tx, rx) = crossbeam_channel::unbounded();
+        let (tx, rx) = crossbeam_channel::bounded(settings.write_queue_capacity.max(1));
         let store = Store {
             inner: Arc::new(Inner {
                 backend,
@@ -154,6 +164,7 @@ impl Store {
                 settings,
                 alive: Arc::new(()),
                 counters: Arc::default(),
+                probe: tokio::sync::Mutex::new(None),
             }),
         };
         writer::spawn(
@@ -193,13 +204,46 @@ impl Store {
         F: FnOnce(&mut Tx<'_>) -> Result<R, StoreError> + Send + 'static,
     {
         let (op, rx) = writer::Op::new(f);
-        self.inner.writer.send(Box::new(op)).map_err(|_| StoreError::Unavailable("writer stopped".into()))?;
+        self.submit(Box::new(op))?;
         rx.await.map_err(|_| StoreError::Unavailable("writer stopped".into()))?
     }
 
-    /// Queues a prepared write operation.
+    /// Queues a prepared write operation; fails at once if the queue is full.
     pub(crate) fn submit(&self, op: Box<dyn writer::WriteOp>) -> Result<(), StoreError> {
-        self.inner.writer.send(op).map_err(|_| StoreError::Unavailable("writer stopped".into()))
+        self.inner.writer.try_send(op).map_err(|e| match e {
+            crossbeam_channel::TrySendError::Full(_) => StoreError::Unavailable(WRITE_QUEUE_FULL.into()),
+            crossbeam_channel::TrySendError::Disconnected(_) => StoreError::Unavailable("writer stopped".into()),
+        })
+    }
+
+    /// Operations waiting for the writer (not counting the batch it is committing).
+    pub fn write_queue_len(&self) -> usize {
+        self.inner.writer.len()
+    }
+
+    /// Checks that a write can commit now: an empty transaction through the writer (on
+    /// SQLite `BEGIN IMMEDIATE` takes the write lock, on PostgreSQL the write lock is taken
+    /// too), which must commit within `deadline`. A probe that ran out of time stays queued
+    /// and the next call waits for its answer, so probing never piles up operations.
+    pub async fn probe_write(&self, deadline: Duration) -> Result<(), StoreError> {
+        let late = || StoreError::Unavailable(format!("no write committed within {} ms", deadline.as_millis()));
+        let until = tokio::time::Instant::now() + deadline;
+        let mut slot = tokio::time::timeout_at(until, self.inner.probe.lock()).await.map_err(|_| late())?;
+        let mut rx = match slot.take() {
+            Some(rx) => rx,
+            None => {
+                let (op, rx) = writer::Op::new(|_: &mut Tx<'_>| Ok(()));
+                self.submit(Box::new(op))?;
+                rx
+            }
+        };
+        match tokio::time::timeout_at(until, &mut rx).await {
+            Ok(answer) => answer.map_err(|_| StoreError::Unavailable("writer stopped".into()))?,
+            Err(_) => {
+                *slot = Some(rx);
+                Err(late())
+            }
+        }
     }
 
     /// Runs `f` with a pooled read connection on a blocking thread.

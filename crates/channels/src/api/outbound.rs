@@ -21,10 +21,21 @@ pub struct OutboundMessage {
     pub created_at: String,
 }
 
+/// Most bytes read from a webhook's answer; the rest is not read.
+pub const MAX_ANSWER_BYTES: usize = 64 * 1024;
+/// Longest provider message id kept (in characters).
+pub const MAX_PROVIDER_ID_CHARS: usize = 256;
+
 /// The receiving system's answer to a delivery.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WebhookReceipt {
     /// The receiver's id for the message, if it answered with JSON `{"id": "..."}`.
+    ///
+    /// A 2xx answer means the message was delivered, whatever its body: the id is kept only
+    /// if the body is at most [`MAX_ANSWER_BYTES`] of JSON and the id is 1 to
+    /// [`MAX_PROVIDER_ID_CHARS`] characters without control characters; otherwise the
+    /// delivery counts as sent without a provider id (and a warning is logged), since
+    /// failing it would send the customer the same message again.
     pub provider_message_id: Option<String>,
 }
 
@@ -79,10 +90,16 @@ impl ApiWebhook {
             .map_err(|e| DeliveryError::Temporary(format!("webhook unreachable: {e}")))?;
         let status = resp.status();
         if status.is_success() {
-            let provider_message_id =
-                resp.json::<serde_json::Value>().await.ok().and_then(|v| {
-                    v.get("id").map(|id| id.as_str().map(str::to_string).unwrap_or_else(|| id.to_string()))
-                });
+            let provider_message_id = match read_capped(resp, MAX_ANSWER_BYTES).await {
+                Some(body) => provider_id(&body),
+                None => {
+                    tracing::warn!(
+                        max_bytes = MAX_ANSWER_BYTES,
+                        "Webhook answer too large or unreadable; no provider id kept."
+                    );
+                    None
+                }
+            };
             return Ok(WebhookReceipt { provider_message_id });
         }
         let text = format!("webhook answered {status}");
@@ -91,5 +108,64 @@ impl ApiWebhook {
         } else {
             Err(DeliveryError::Permanent(text))
         }
+    }
+}
+
+/// Reads at most `max` bytes of a body, chunk by chunk; `None` if it is longer (the rest is
+/// never read) or cannot be read.
+async fn read_capped(mut resp: reqwest::Response, max: usize) -> Option<Vec<u8>> {
+    if resp.content_length().is_some_and(|n| n > max as u64) {
+        return None;
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.ok()? {
+        if body.len() + chunk.len() > max {
+            return None;
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Some(body)
+}
+
+/// The `id` of a JSON answer (a string, or a number as its text), if it is a usable id (see
+/// [`WebhookReceipt::provider_message_id`]).
+fn provider_id(body: &[u8]) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let id = match v.get("id")? {
+        serde_json::Value::String(s) => s.clone(),
+        n @ serde_json::Value::Number(_) => n.to_string(),
+        _ => return None,
+    };
+    let chars = id.chars().count();
+    if chars == 0 || chars > MAX_PROVIDER_ID_CHARS || id.chars().any(char::is_control) {
+        tracing::warn!(chars, "Webhook answered with an unusable message id; none kept.");
+        return None;
+    }
+    Some(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_short_printable_ids_are_kept() {
+        let long = format!("{{\"id\": \"{}\"}}", "x".repeat(MAX_PROVIDER_ID_CHARS + 1));
+        let longest = format!("{{\"id\": \"{}\"}}", "ü".repeat(MAX_PROVIDER_ID_CHARS));
+        for (body, id) in [
+            (r#"{"id": "ext-1"}"#, Some("ext-1")),
+            (r#"{"id": 4711}"#, Some("4711")),
+            (r#"{"id": ""}"#, None),
+            (r#"{"id": "a\nb"}"#, None),
+            (r#"{"id": "a\u0007"}"#, None),
+            (r#"{"id": {"x": 1}}"#, None),
+            (r#"{"id": null}"#, None),
+            (r#"{"other": 1}"#, None),
+            ("not json", None),
+            (long.as_str(), None),
+        ] {
+            assert_eq!(provider_id(body.as_bytes()).as_deref(), id, "{body}");
+        }
+        assert_eq!(provider_id(longest.as_bytes()).map(|s| s.chars().count()), Some(MAX_PROVIDER_ID_CHARS));
     }
 }

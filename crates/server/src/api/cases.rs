@@ -35,7 +35,8 @@ fn parse_enum<T>(
            ("assignee" = Option<i64>, Query), ("team" = Option<i64>, Query),
            ("channel" = Option<Channel>, Query, description = "cases with a message on this channel"),
            ("customer" = Option<i64>, Query), ("tag" = Option<String>, Query), ("unassigned" = Option<bool>, Query),
-           ("cursor" = Option<String>, Query), ("limit" = Option<i64>, Query)),
+           ("cursor" = Option<String>, Query),
+           ("limit" = Option<i64>, Query, minimum = 1, maximum = 200, description = "1..=200, default 50")),
     responses((status = 200, body = Page<Case>), (status = 422, description = "Invalid filter")),
     security(("bearer" = [])))]
 pub async fn list(State(state): State<AppState>, caller: Caller, q: Params) -> Result<Json<Page<Case>>, AppError> {
@@ -47,7 +48,7 @@ pub async fn list(State(state): State<AppState>, caller: Caller, q: Params) -> R
         channel: parse_enum("channel", p.get("channel"), Channel::parse, Channel::allowed())?,
         customer_id: int_param(&p, "customer")?,
         cursor: p.get("cursor").cloned().filter(|c| !c.is_empty()),
-        limit: int_param(&p, "limit")?.unwrap_or(50),
+        limit: super::int_param_in(&p, "limit", 1..=200)?.unwrap_or(50),
         tag: p.get("tag").map(|t| t.trim().to_string()).filter(|t| !t.is_empty()),
         unassigned: p.get("unassigned").is_some_and(|v| v == "true" || v == "1"),
         // Staff who are not admins see unteamed cases and their teams' cases; API tokens see all.

@@ -14,12 +14,13 @@ use crate::AppState;
 
 /// Lists customers, newest first.
 #[utoipa::path(get, path = "/api/v1/customers", tag = "customers",
-    params(("cursor" = Option<i64>, Query), ("limit" = Option<i64>, Query)),
+    params(("cursor" = Option<i64>, Query),
+           ("limit" = Option<i64>, Query, minimum = 1, maximum = 200, description = "1..=200, default 50")),
     responses((status = 200, body = Page<Customer>)), security(("bearer" = [])))]
 pub async fn list(State(state): State<AppState>, caller: Caller, q: Params) -> Result<Json<Page<Customer>>, AppError> {
     let p = params(q)?;
     let cursor = int_param(&p, "cursor")?;
-    let limit = int_param(&p, "limit")?.unwrap_or(50);
+    let limit = super::int_param_in(&p, "limit", 1..=200)?.unwrap_or(50);
     let mut page = state.store.list_customers(cursor, limit).await?;
     // Agents see the customers of cases they may see (a page may then hold fewer items).
     let seen = crate::auth::Visibility::for_caller(&caller);

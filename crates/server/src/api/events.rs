@@ -28,12 +28,12 @@ pub struct EventPage {
 
 /// Events with id greater than `after`, oldest first.
 #[utoipa::path(get, path = "/api/v1/events", tag = "events",
-    params(("after" = Option<i64>, Query), ("limit" = Option<i64>, Query, description = "1..1000, default 100")),
+    params(("after" = Option<i64>, Query), ("limit" = Option<i64>, Query, minimum = 1, maximum = 1000, description = "1..=1000, default 100")),
     responses((status = 200, body = EventPage)), security(("bearer" = [])))]
 pub async fn list(State(state): State<AppState>, caller: Caller, q: Params) -> Result<Json<EventPage>, AppError> {
     let p = params(q)?;
     let after = int_param(&p, "after")?.unwrap_or(0);
-    let limit = int_param(&p, "limit")?.unwrap_or(100);
+    let limit = super::int_param_in(&p, "limit", 1..=1000)?.unwrap_or(100);
     let all = state.store.events_after(after, limit).await?;
     let next_after = all.last().map(|e| e.id).unwrap_or(after);
     // Agents do not see events of cases outside their teams (the cursor still moves on).

@@ -72,6 +72,21 @@ pub fn int_param(p: &HashMap<String, String>, name: &str) -> Result<Option<i64>,
     }
 }
 
+/// An optional integer query parameter that must lie in `range` (422 naming it and the
+/// range if it does not).
+pub fn int_param_in(
+    p: &HashMap<String, String>,
+    name: &str,
+    range: std::ops::RangeInclusive<i64>,
+) -> Result<Option<i64>, AppError> {
+    match int_param(p, name)? {
+        Some(v) if !range.contains(&v) => {
+            Err(AppError::invalid(name, format!("must be between {} and {}", range.start(), range.end())))
+        }
+        v => Ok(v),
+    }
+}
+
 /// A text field that must hold something other than whitespace, up to `max` characters.
 pub fn required_text(field: &str, value: &str, max: usize) -> Result<(), AppError> {
     if value.trim().is_empty() {

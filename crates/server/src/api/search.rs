@@ -4,15 +4,17 @@ use axum::extract::State;
 use axum::Json;
 use kontor_store::SearchResults;
 
-use super::{int_param, params, Params};
+use super::{int_param_in, params, Params};
 use crate::auth::Caller;
 use crate::error::AppError;
 use crate::AppState;
 
 /// Ranked full-text search over messages and customers, with highlighted snippets.
 #[utoipa::path(get, path = "/api/v1/search", tag = "search",
-    params(("q" = String, Query, description = "words; each must match (as a prefix)"), ("limit" = Option<i64>, Query)),
-    responses((status = 200, body = SearchResults), (status = 422, description = "q missing")), security(("bearer" = [])))]
+    params(("q" = String, Query, description = "words; each must match (as a prefix)"),
+           ("limit" = Option<i64>, Query, minimum = 1, maximum = 100, description = "hits per list, 1..=100, default 20")),
+    responses((status = 200, body = SearchResults), (status = 422, description = "q missing or limit out of range")),
+    security(("bearer" = [])))]
 pub async fn search(State(state): State<AppState>, caller: Caller, q: Params) -> Result<Json<SearchResults>, AppError> {
     let p = params(q)?;
     let query = p
@@ -31,7 +33,7 @@ pub async fn search(State(state): State<AppState>, caller: Caller, q: Params) ->
             }
             _ => query,
         };
-    let limit = int_param(&p, "limit")?.unwrap_or(20);
+    let limit = int_param_in(&p, "limit", 1..=MAX_LIMIT)?.unwrap_or(20);
     Ok(Json(search_visible(&state, &caller, query, limit).await?))
 }
 
@@ -46,18 +48,23 @@ pub fn normalise_query(query: String, region: &str) -> String {
     }
 }
 
+/// Most hits per list a search answers with.
+pub const MAX_LIMIT: i64 = 100;
+
 /// Search with the caller's visibility applied; asks for more hits than shown so that hidden
-/// ones do not leave the page empty.
+/// ones do not leave the page empty. `limit` is clamped to 1..=[`MAX_LIMIT`].
 pub async fn search_visible(
     state: &AppState,
     caller: &Caller,
     query: String,
     limit: i64,
 ) -> Result<SearchResults, AppError> {
-    let fetch = if caller.restricted_user().is_some() { (limit * 4).min(100) } else { limit };
+    let limit = limit.clamp(1, MAX_LIMIT);
+    let fetch = if caller.restricted_user().is_some() { limit.saturating_mul(4).min(MAX_LIMIT) } else { limit };
     let mut results = visible_results(state, caller, state.store.search(query, fetch).await?).await;
-    results.messages.truncate(limit.max(0) as usize);
-    results.customers.truncate(limit.max(0) as usize);
+    let shown = usize::try_from(limit).unwrap_or(0);
+    results.messages.truncate(shown);
+    results.customers.truncate(shown);
     Ok(results)
 }
 

@@ -80,7 +80,8 @@ impl Store {
                  OR (status = 'running' AND locked_until < ?) ORDER BY run_at, id LIMIT ?{lock}) \
                  RETURNING id, kind, payload, attempts, max_attempts"
             );
-            let rows = tx.conn.query(&sql, &params![node.as_str(), now + lease_ms * 1000, now, now, now, limit])?;
+            let until = now.saturating_add(lease_ms.saturating_mul(1000));
+            let rows = tx.conn.query(&sql, &params![node.as_str(), until, now, now, now, limit])?;
             let mut jobs: Vec<ClaimedJob> = rows
                 .iter()
                 .map(|r| ClaimedJob {
@@ -97,12 +98,61 @@ impl Store {
         .await
     }
 
+    /// Extends the lease of a job this node still runs: `node` must hold it with the claim
+    /// that counted `attempts` (a node that lost its lease and claimed the job again holds a
+    /// newer claim, so a stale run cannot renew it). Returns false if the claim is gone; the
+    /// caller must then stop the job's handler.
+    pub async fn renew_job_lease(
+        &self,
+        job_id: i64,
+        node: String,
+        attempts: i64,
+        lease_ms: i64,
+    ) -> Result<bool, StoreError> {
+        self.write(move |tx| {
+            let until = tx.now.saturating_add(lease_ms.saturating_mul(1000));
+            let n = tx.conn.execute(
+                "UPDATE jobs SET locked_until = ?, updated_at = ? \
+                 WHERE id = ? AND status = 'running' AND locked_by = ? AND attempts = ?",
+                &params![until, tx.now, job_id, node.as_str(), attempts],
+            )?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
     /// Records how a claimed job ended, together with its effect on a message. Does nothing
-    /// (returns false) if `node` no longer holds the job's lease.
+    /// (returns false) if `node` no longer holds the job's lease, whichever claim it was.
+    /// Job runners use [`Store::finish_claimed_job`], which also checks the claim.
     pub async fn finish_job(
         &self,
         job_id: i64,
         node: String,
+        outcome: JobOutcome,
+        delivery: Option<DeliveryUpdate>,
+    ) -> Result<bool, StoreError> {
+        self.finish(job_id, node, None, outcome, delivery).await
+    }
+
+    /// Records how the run of `job` (as claimed) ended, together with its effect on a message.
+    /// Does nothing (returns false) unless `node` still holds that very claim: after a lease
+    /// ran out and the job was claimed again (by any node, this one included), the older run
+    /// cannot record its outcome over the newer one.
+    pub async fn finish_claimed_job(
+        &self,
+        job: &ClaimedJob,
+        node: String,
+        outcome: JobOutcome,
+        delivery: Option<DeliveryUpdate>,
+    ) -> Result<bool, StoreError> {
+        self.finish(job.id, node, Some(job.attempts), outcome, delivery).await
+    }
+
+    async fn finish(
+        &self,
+        job_id: i64,
+        node: String,
+        claim: Option<i64>,
         outcome: JobOutcome,
         delivery: Option<DeliveryUpdate>,
     ) -> Result<bool, StoreError> {
@@ -114,12 +164,16 @@ impl Store {
             else {
                 return Ok(false);
             };
+            if claim.is_some_and(|a| a != row.i64(0)) {
+                return Ok(false);
+            }
             let (attempts, max_attempts) = (row.i64(0), row.i64(1));
             let now = tx.now;
             let (status, error, run_at) = match &outcome {
                 JobOutcome::Done => ("done", None, now),
                 JobOutcome::Retry { error, delay_ms } if attempts < max_attempts => {
-                    ("queued", Some(error.clone()), now + (*delay_ms as i64) * 1000)
+                    let delay_us = i64::try_from(*delay_ms).unwrap_or(i64::MAX).saturating_mul(1000);
+                    ("queued", Some(error.clone()), now.saturating_add(delay_us))
                 }
                 JobOutcome::Retry { error, .. } | JobOutcome::Fail { error } => ("dead", Some(error.clone()), now),
             };
@@ -168,5 +222,45 @@ impl Store {
             Ok(s)
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::StoreSettings;
+
+    /// A store with one queued job.
+    async fn store_with_job() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite:{}", dir.path().join("k.db").display());
+        let store = Store::open(&url, StoreSettings::default()).unwrap();
+        store.write(|tx| enqueue(tx, "outbound", "test_job", &json!({}), 8, 0)).await.unwrap();
+        (dir, store)
+    }
+
+    #[tokio::test]
+    async fn only_the_current_claim_renews_and_finishes_a_job() {
+        let (_dir, store) = store_with_job().await;
+        // A lease that has run out at once: the same node claims the job again.
+        let first = store.claim_jobs("node-a".into(), 10, -1).await.unwrap().remove(0);
+        let second = store.claim_jobs("node-a".into(), 10, 30_000).await.unwrap().remove(0);
+        assert_eq!((first.id, first.attempts, second.attempts), (second.id, 1, 2));
+        assert!(!store.renew_job_lease(first.id, "node-a".into(), first.attempts, 30_000).await.unwrap());
+        assert!(!store.renew_job_lease(first.id, "node-b".into(), second.attempts, 30_000).await.unwrap());
+        assert!(store.renew_job_lease(first.id, "node-a".into(), second.attempts, 30_000).await.unwrap());
+        assert!(!store.finish_claimed_job(&first, "node-a".into(), JobOutcome::Done, None).await.unwrap());
+        assert_eq!(store.queue_stats().await.unwrap().running, 1, "the stale run changed nothing");
+        assert!(store.finish_claimed_job(&second, "node-a".into(), JobOutcome::Done, None).await.unwrap());
+        assert!(!store.renew_job_lease(first.id, "node-a".into(), second.attempts, 30_000).await.unwrap());
+        assert_eq!(store.queue_stats().await.unwrap().done, 1);
+    }
+
+    #[tokio::test]
+    async fn a_renewed_lease_is_not_claimed_by_another_node() {
+        let (_dir, store) = store_with_job().await;
+        let job = store.claim_jobs("node-a".into(), 10, -1).await.unwrap().remove(0);
+        assert!(store.renew_job_lease(job.id, "node-a".into(), job.attempts, 30_000).await.unwrap());
+        assert!(store.claim_jobs("node-b".into(), 10, 30_000).await.unwrap().is_empty());
     }
 }

@@ -4,13 +4,32 @@
 use crate::db::Conn;
 use crate::{format_ts, params, Backend, Store, StoreError};
 
-/// Start and end markers of highlights inside snippets (replaced after HTML escaping).
-const HL_START: char = '\u{2}';
-const HL_END: char = '\u{3}';
 /// Stand-ins for `<` and `>` while PostgreSQL's `ts_headline` (which strips anything that
-/// looks like a tag) works on the text.
+/// looks like a tag) works on the text; the same characters in the text itself are dropped
+/// before (see `PG_TEXT`).
 const LT: char = '\u{e}';
 const GT: char = '\u{f}';
+
+/// PostgreSQL expression for a text column as `ts_headline` gets it: `<` and `>` become the
+/// stand-ins, stand-in characters already in the text are dropped.
+fn pg_text(column: &str) -> String {
+    format!("translate({column}, '<>' || chr(14) || chr(15), chr(14) || chr(15))")
+}
+
+/// The start and end markers the database puts around matches in a snippet. They hold a
+/// random nonce per search, so a stored text cannot contain them: markup in a snippet can
+/// only be Kontor's own (the text's control characters are dropped as well).
+struct Markers {
+    start: String,
+    end: String,
+}
+
+impl Markers {
+    fn new() -> Markers {
+        let nonce: u64 = rand::random();
+        Markers { start: format!("\u{2}{nonce:016x}\u{3}"), end: format!("\u{3}{nonce:016x}\u{2}") }
+    }
+}
 
 /// A message that matched.
 #[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
@@ -48,21 +67,62 @@ fn tokens(q: &str) -> Vec<String> {
     q.split(|c: char| !c.is_alphanumeric()).filter(|t| !t.is_empty()).take(16).map(|t| t.to_lowercase()).collect()
 }
 
-/// Escapes HTML and turns the highlight markers into `<mark>` tags.
-fn highlight(raw: &str) -> String {
+/// Escapes HTML, drops control characters (but tabs and line breaks) and turns the
+/// highlight markers into balanced `<mark>` tags. `stand_ins`: the text went through
+/// [`pg_text`], so [`LT`] and [`GT`] stand for `<` and `>`.
+fn highlight(raw: &str, markers: &Markers, stand_ins: bool) -> String {
     let mut out = String::with_capacity(raw.len() + 16);
-    for ch in raw.chars() {
+    let mut open = false;
+    let mut rest = raw;
+    loop {
+        let next_start = rest.find(&markers.start);
+        let next_end = rest.find(&markers.end);
+        let (cut, marker) = match (next_start, next_end) {
+            (Some(a), Some(b)) if a < b => (a, Some(true)),
+            (Some(a), None) => (a, Some(true)),
+            (_, Some(b)) => (b, Some(false)),
+            (None, None) => (rest.len(), None),
+        };
+        escape_into(&mut out, &rest[..cut], stand_ins);
+        match marker {
+            Some(true) => {
+                if !open {
+                    out.push_str("<mark>");
+                    open = true;
+                }
+                rest = &rest[cut + markers.start.len()..];
+            }
+            Some(false) => {
+                if open {
+                    out.push_str("</mark>");
+                    open = false;
+                }
+                rest = &rest[cut + markers.end.len()..];
+            }
+            None => break,
+        }
+    }
+    if open {
+        out.push_str("</mark>");
+    }
+    out
+}
+
+/// Appends `text` HTML-escaped and without control characters.
+fn escape_into(out: &mut String, text: &str, stand_ins: bool) {
+    for ch in text.chars() {
         match ch {
             '&' => out.push_str("&amp;"),
-            '<' | LT => out.push_str("&lt;"),
-            '>' | GT => out.push_str("&gt;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            LT if stand_ins => out.push_str("&lt;"),
+            GT if stand_ins => out.push_str("&gt;"),
             '"' => out.push_str("&quot;"),
-            HL_START => out.push_str("<mark>"),
-            HL_END => out.push_str("</mark>"),
+            '\t' | '\n' | '\r' => out.push(ch),
+            c if c.is_control() => {}
             c => out.push(c),
         }
     }
-    out
 }
 
 impl Store {
@@ -74,9 +134,10 @@ impl Store {
         }
         let limit = limit.clamp(1, 100);
         self.read(move |c| {
+            let markers = Markers::new();
             let (customers, messages) = match c.backend() {
-                Backend::Sqlite => sqlite_search(c, &toks, limit)?,
-                Backend::Postgres => pg_search(c, &toks, limit)?,
+                Backend::Sqlite => sqlite_search(c, &toks, limit, &markers)?,
+                Backend::Postgres => pg_search(c, &toks, limit, &markers)?,
             };
             Ok(SearchResults { query: q, customers, messages })
         })
@@ -86,30 +147,30 @@ impl Store {
 
 type Hits = (Vec<CustomerHit>, Vec<MessageHit>);
 
-fn sqlite_search(c: &mut Conn, toks: &[String], limit: i64) -> Result<Hits, StoreError> {
+fn sqlite_search(c: &mut Conn, toks: &[String], limit: i64, hl: &Markers) -> Result<Hits, StoreError> {
     let fts_query = toks.iter().map(|t| format!("\"{t}\"*")).collect::<Vec<_>>().join(" ");
     let customers = c
         .query(
-            "SELECT f.rowid, cu.name, highlight(customers_fts, 0, char(2), char(3)), bm25(customers_fts) AS r \
+            "SELECT f.rowid, cu.name, highlight(customers_fts, 0, ?, ?), bm25(customers_fts) AS r \
              FROM customers_fts f JOIN customers cu ON cu.id = f.rowid \
              WHERE customers_fts MATCH ? AND cu.merged_into IS NULL ORDER BY r LIMIT ?",
-            &params![fts_query.as_str(), limit],
+            &params![hl.start.as_str(), hl.end.as_str(), fts_query.as_str(), limit],
         )?
         .iter()
         .map(|r| CustomerHit {
             customer_id: r.i64(0),
             name: r.opt_text(1),
-            snippet: highlight(&r.text(2)),
+            snippet: highlight(&r.text(2), hl, false),
             rank: -r.f64(3),
         })
         .collect();
     let messages = c
         .query(
-            "SELECT m.id, m.case_id, m.customer_id, m.subject, snippet(messages_fts, -1, char(2), char(3), '…', 24), \
+            "SELECT m.id, m.case_id, m.customer_id, m.subject, snippet(messages_fts, -1, ?, ?, '…', 24), \
              bm25(messages_fts) AS r, m.created_at \
              FROM messages_fts JOIN messages m ON m.id = messages_fts.rowid \
              WHERE messages_fts MATCH ? ORDER BY r LIMIT ?",
-            &params![fts_query.as_str(), limit],
+            &params![hl.start.as_str(), hl.end.as_str(), fts_query.as_str(), limit],
         )?
         .iter()
         .map(|r| MessageHit {
@@ -117,7 +178,7 @@ fn sqlite_search(c: &mut Conn, toks: &[String], limit: i64) -> Result<Hits, Stor
             case_id: r.i64(1),
             customer_id: r.i64(2),
             subject: r.opt_text(3),
-            snippet: highlight(&r.text(4)),
+            snippet: highlight(&r.text(4), hl, false),
             rank: -r.f64(5),
             created_at: format_ts(r.i64(6)),
         })
@@ -125,29 +186,42 @@ fn sqlite_search(c: &mut Conn, toks: &[String], limit: i64) -> Result<Hits, Stor
     Ok((customers, messages))
 }
 
-fn pg_search(c: &mut Conn, toks: &[String], limit: i64) -> Result<Hits, StoreError> {
+fn pg_search(c: &mut Conn, toks: &[String], limit: i64, hl: &Markers) -> Result<Hits, StoreError> {
     let tsq = toks.iter().map(|t| format!("{t}:*")).collect::<Vec<_>>().join(" & ");
+    // The markers hold only control characters and hex digits: no quoting needed in options.
+    let customer_opts = format!("StartSel={}, StopSel={}, HighlightAll=true", hl.start, hl.end);
+    let message_opts = format!("StartSel={}, StopSel={}, MaxWords=30, MinWords=10", hl.start, hl.end);
     let customers = c
         .query(
-            "SELECT id, name, ts_headline('simple', translate(search_text, '<>', chr(14) || chr(15)), to_tsquery('simple', ?), \
-             'StartSel=' || chr(2) || ', StopSel=' || chr(3) || ', HighlightAll=true'), \
-             ts_rank(to_tsvector('simple', search_text), to_tsquery('simple', ?)) AS r \
-             FROM customers WHERE to_tsvector('simple', search_text) @@ to_tsquery('simple', ?) AND merged_into IS NULL \
-             ORDER BY r DESC, id DESC LIMIT ?",
-            &params![tsq.as_str(), tsq.as_str(), tsq.as_str(), limit],
+            &format!(
+                "SELECT id, name, ts_headline('simple', {}, to_tsquery('simple', ?), ?), \
+                 ts_rank(to_tsvector('simple', search_text), to_tsquery('simple', ?)) AS r \
+                 FROM customers WHERE to_tsvector('simple', search_text) @@ to_tsquery('simple', ?) AND merged_into IS NULL \
+                 ORDER BY r DESC, id DESC LIMIT ?",
+                pg_text("search_text")
+            ),
+            &params![tsq.as_str(), customer_opts.as_str(), tsq.as_str(), tsq.as_str(), limit],
         )?
         .iter()
-        .map(|r| CustomerHit { customer_id: r.i64(0), name: r.opt_text(1), snippet: highlight(&r.text(2)), rank: r.f64(3) })
+        .map(|r| CustomerHit {
+            customer_id: r.i64(0),
+            name: r.opt_text(1),
+            snippet: highlight(&r.text(2), hl, true),
+            rank: r.f64(3),
+        })
         .collect();
     let messages = c
         .query(
-            "WITH q AS (SELECT to_tsquery('german', ?) || to_tsquery('english', ?) AS q), \
-             hits AS (SELECT m.id, m.case_id, m.customer_id, m.subject, m.text, m.created_at, ts_rank(m.tsv, q.q) AS r \
-             FROM messages m, q WHERE m.tsv @@ q.q ORDER BY r DESC, m.id DESC LIMIT ?) \
-             SELECT hits.id, hits.case_id, hits.customer_id, hits.subject, \
-             ts_headline('german', translate(hits.text, '<>', chr(14) || chr(15)), q.q, 'StartSel=' || chr(2) || ', StopSel=' || chr(3) || ', MaxWords=30, MinWords=10'), \
-             hits.r, hits.created_at FROM hits, q ORDER BY hits.r DESC, hits.id DESC",
-            &params![tsq.as_str(), tsq.as_str(), limit],
+            &format!(
+                "WITH q AS (SELECT to_tsquery('german', ?) || to_tsquery('english', ?) AS q), \
+                 hits AS (SELECT m.id, m.case_id, m.customer_id, m.subject, m.text, m.created_at, ts_rank(m.tsv, q.q) AS r \
+                 FROM messages m, q WHERE m.tsv @@ q.q ORDER BY r DESC, m.id DESC LIMIT ?) \
+                 SELECT hits.id, hits.case_id, hits.customer_id, hits.subject, \
+                 ts_headline('german', {}, q.q, ?), \
+                 hits.r, hits.created_at FROM hits, q ORDER BY hits.r DESC, hits.id DESC",
+                pg_text("hits.text")
+            ),
+            &params![tsq.as_str(), tsq.as_str(), limit, message_opts.as_str()],
         )?
         .iter()
         .map(|r| MessageHit {
@@ -155,7 +229,7 @@ fn pg_search(c: &mut Conn, toks: &[String], limit: i64) -> Result<Hits, StoreErr
             case_id: r.i64(1),
             customer_id: r.i64(2),
             subject: r.opt_text(3),
-            snippet: highlight(&r.text(4)),
+            snippet: highlight(&r.text(4), hl, true),
             rank: r.f64(5),
             created_at: format_ts(r.i64(6)),
         })
@@ -176,6 +250,23 @@ mod tests {
 
     #[test]
     fn snippets_are_escaped_before_highlighting() {
-        assert_eq!(highlight("<b>\u{2}Umzug\u{3}</b> & mehr"), "&lt;b&gt;<mark>Umzug</mark>&lt;/b&gt; &amp; mehr");
+        let m = Markers::new();
+        let raw = format!("<b>{}Umzug{}</b> & mehr", m.start, m.end);
+        assert_eq!(highlight(&raw, &m, false), "&lt;b&gt;<mark>Umzug</mark>&lt;/b&gt; &amp; mehr");
+    }
+
+    #[test]
+    fn only_the_markers_of_this_search_become_marks() {
+        let m = Markers::new();
+        let (s, e) = (m.start.as_str(), m.end.as_str());
+        for (raw, stand_ins, html) in [
+            (format!("a\u{3} {s}Umzug{e} \u{2}b"), false, "a <mark>Umzug</mark> b".to_string()),
+            (format!("{e}x{s}{s}y{e}{e}z{s}w"), false, "x<mark>y</mark>z<mark>w</mark>".to_string()),
+            (format!("\u{e}b\u{f} {s}c{e}\u{7}\n"), true, "&lt;b&gt; <mark>c</mark>\n".to_string()),
+            ("\u{e}\u{2}x\u{3}\u{f}".to_string(), false, "x".to_string()),
+        ] {
+            assert_eq!(highlight(&raw, &m, stand_ins), html, "{raw:?}");
+        }
+        assert_ne!(Markers::new().start, m.start, "each search has its own markers");
     }
 }

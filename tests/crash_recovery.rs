@@ -45,7 +45,7 @@ async fn client(api: Api, c: usize, killed: Arc<AtomicBool>, stop: Arc<AtomicBoo
         n += 1;
         report.sent += 1;
         let after_kill = killed.load(Ordering::SeqCst);
-        match api.inbound(&pmid, &email, &format!("Nachricht {n} von Client {c}")).await {
+        match api.inbound(&pmid, &email, &format!("Nachricht {pmid}")).await {
             Ok((201, body)) => match body["message_id"].as_i64() {
                 Some(id) => report.acked.push((pmid, email, id)),
                 None => report.problems.push(format!("{pmid}: 201 without message_id: {body}")),
@@ -130,7 +130,8 @@ async fn sigkill_during_ingest(dep: &Deployment) {
     let wrong: Vec<String> = futures::stream::iter(acked.iter().map(|(pmid, (email, id))| {
         let api = api.clone();
         async move {
-            match api.inbound(pmid, email, "again").await {
+            // A redelivery repeats the message: same key, same sender, same text.
+            match api.inbound(pmid, email, &format!("Nachricht {pmid}")).await {
                 Ok((200, body)) if body["message_id"].as_i64() == Some(*id) => None,
                 Ok((status, body)) => Some(format!("{pmid} (message {id}): answered {status}: {body}")),
                 Err(e) => Some(format!("{pmid}: {e}")),

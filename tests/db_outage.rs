@@ -130,7 +130,8 @@ async fn database_outage_answers_503_and_recovers() {
         let twice: Vec<_> = received.iter().filter(|(_, ids)| ids.len() > 1).collect();
         assert!(twice.is_empty(), "stored more than once: {twice:?}");
         for (pmid, id) in &acked {
-            let (status, body) = api.inbound(pmid, "outage@example.test", "nochmal").await.expect("re-send");
+            let (status, body) =
+                api.inbound(pmid, "outage@example.test", "Ist die Datenbank da?").await.expect("re-send");
             assert_eq!((status, body["message_id"].as_i64()), (200, Some(*id)), "re-sending {pmid}: {body}");
         }
         drop(node);

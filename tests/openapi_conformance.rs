@@ -16,9 +16,9 @@ use std::process::Command;
 use common::Deployment;
 
 fn schemathesis() -> Option<PathBuf> {
-    let path = std::env::var_os("KONTOR_SCHEMATHESIS").map(PathBuf::from).or_else(|| {
-        std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/kontor-venv/bin/schemathesis"))
-    })?;
+    let path = std::env::var_os("KONTOR_SCHEMATHESIS")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/kontor-venv/bin/schemathesis")))?;
     path.exists().then_some(path)
 }
 
@@ -43,7 +43,18 @@ async fn every_generated_request_gets_the_answer_the_openapi_document_promises()
         move || {
             let config = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/schemathesis.toml");
             Command::new(st)
-                .args(["--config-file", config, "run", &url, "--checks", "all", "--seed", "20261201", "--max-examples", "25"])
+                .args([
+                    "--config-file",
+                    config,
+                    "run",
+                    &url,
+                    "--checks",
+                    "all",
+                    "--seed",
+                    "20261201",
+                    "--max-examples",
+                    "25",
+                ])
                 .args(["--generation-database", "none", "--no-color", "--workers", "2"])
                 // NUL characters are refused in every JSON string (documented in the
                 // document's description): not worth a pattern on every field.

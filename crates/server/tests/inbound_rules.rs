@@ -130,7 +130,8 @@ async fn staff_sessions_cannot_post_customer_messages() {
 #[tokio::test]
 async fn one_clients_idempotency_key_never_swallows_another_clients_message() {
     let app = start().await;
-    let msg = |email: &str, text: &str| json!({ "from": { "email": email }, "text": text, "provider_message_id": "4711" });
+    let msg =
+        |email: &str, text: &str| json!({ "from": { "email": email }, "text": text, "provider_message_id": "4711" });
     let (s, a) = app.inbound(&app.crm, msg("a@example.de", "Von der CRM")).await;
     assert_eq!(s, 201);
     let (s, b) = app.inbound(&app.shop, msg("b@example.de", "Vom Shop")).await;
@@ -186,7 +187,8 @@ async fn unknown_fields_are_refused_naming_the_field() {
 #[tokio::test]
 async fn an_empty_subject_stays_an_empty_subject() {
     let app = start().await;
-    let (s, r) = app.inbound(&app.crm, json!({ "from": { "email": "s@example.de" }, "subject": "", "text": "x" })).await;
+    let (s, r) =
+        app.inbound(&app.crm, json!({ "from": { "email": "s@example.de" }, "subject": "", "text": "x" })).await;
     assert_eq!(s, 201);
     let (_, case) = app.get(&app.crm, &format!("/api/v1/cases/{}", r["case_id"])).await;
     assert_eq!(case["messages"][0]["subject"], json!(""), "{case}");
@@ -203,11 +205,13 @@ async fn at_most_a_hundred_attachments_per_message() {
             .map(|i| json!({ "filename": format!("f{i}.pdf"), "content_type": "application/pdf", "size": 10 }))
             .collect::<Vec<_>>()
     };
-    let (s, body) =
-        app.inbound(&app.crm, json!({ "from": { "email": "a@example.de" }, "text": "x", "attachments": files(101) })).await;
+    let (s, body) = app
+        .inbound(&app.crm, json!({ "from": { "email": "a@example.de" }, "text": "x", "attachments": files(101) }))
+        .await;
     assert_eq!((s, field_of(&body)), (422, "attachments"), "{body}");
-    let (s, _) =
-        app.inbound(&app.crm, json!({ "from": { "email": "a@example.de" }, "text": "x", "attachments": files(100) })).await;
+    let (s, _) = app
+        .inbound(&app.crm, json!({ "from": { "email": "a@example.de" }, "text": "x", "attachments": files(100) }))
+        .await;
     assert_eq!(s, 201);
 }
 
@@ -228,7 +232,15 @@ async fn an_unknown_case_and_another_customers_case_get_the_same_answer() {
     assert_eq!(other.0, unknown.0);
     assert_eq!(other.1["error"]["code"], unknown.1["error"]["code"]);
     assert!(other.1["error"]["message"].as_str().unwrap().contains("of this sender"), "{}", other.1);
-    let strip = |v: &Value| v["error"]["message"].as_str().unwrap().split_whitespace().filter(|w| w.parse::<i64>().is_err()).collect::<Vec<_>>().join(" ");
+    let strip = |v: &Value| {
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .split_whitespace()
+            .filter(|w| w.parse::<i64>().is_err())
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
     assert_eq!(strip(&other.1), strip(&unknown.1), "the message differs only by the id asked for");
 }
 
@@ -240,7 +252,8 @@ async fn email_addresses_are_one_identity_in_any_unicode_form() {
     let (_, c) = app.inbound(&app.crm, json!({ "from": { "email": "JOS\u{c9}@Example.DE" }, "text": "drei" })).await;
     assert_eq!(a["customer_id"], b["customer_id"], "precomposed and decomposed é are one customer");
     assert_eq!(a["customer_id"], c["customer_id"], "and so is the capital");
-    for sneaky in ["\u{200b}jose@example.de", "jo\u{200d}se@example.de", "jose@example.de\u{feff}", "jose\u{7}@example.de"]
+    for sneaky in
+        ["\u{200b}jose@example.de", "jo\u{200d}se@example.de", "jose@example.de\u{feff}", "jose\u{7}@example.de"]
     {
         let (s, body) = app.inbound(&app.crm, json!({ "from": { "email": sneaky }, "text": "x" })).await;
         assert_eq!((s, field_of(&body)), (422, "from.email"), "{sneaky:?}: {body}");

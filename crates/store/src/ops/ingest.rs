@@ -165,7 +165,8 @@ fn key_of(m: &NewInbound) -> Option<String> {
 fn fingerprint(m: &NewInbound) -> String {
     use sha2::{Digest, Sha256};
     let mut h = Sha256::new();
-    for part in [m.from_kind.as_str(), m.from_address.as_str(), m.subject.as_deref().unwrap_or("\u{1}"), m.text.as_str()]
+    for part in
+        [m.from_kind.as_str(), m.from_address.as_str(), m.subject.as_deref().unwrap_or("\u{1}"), m.text.as_str()]
     {
         h.update((part.len() as u64).to_be_bytes());
         h.update(part.as_bytes());
@@ -245,10 +246,8 @@ fn ingest_many(
     let n = items.len();
     // (channel, scope, key) of each item that has a key.
     type KeyOf = (&'static str, String, String);
-    let keys: Vec<Option<KeyOf>> = items
-        .iter()
-        .map(|m| key_of(m).map(|k| (m.channel.as_str(), m.idempotency_scope.clone(), k)))
-        .collect();
+    let keys: Vec<Option<KeyOf>> =
+        items.iter().map(|m| key_of(m).map(|k| (m.channel.as_str(), m.idempotency_scope.clone(), k))).collect();
 
     // 1. Keys seen before, and duplicates inside this batch.
     let mut known: HashMap<KeyOf, (InboundReceipt, Option<String>)> = HashMap::new();
@@ -259,10 +258,8 @@ fn ingest_many(
              WHERE (channel, scope, idem_key) IN (VALUES {})",
             value_rows(keyed.len(), 3)
         );
-        let p: Vec<Val> = keyed
-            .iter()
-            .flat_map(|(c, s, k)| [Val::from(*c), Val::from(s.as_str()), Val::from(k.as_str())])
-            .collect();
+        let p: Vec<Val> =
+            keyed.iter().flat_map(|(c, s, k)| [Val::from(*c), Val::from(s.as_str()), Val::from(k.as_str())]).collect();
         for r in tx.conn.query(&sql, &p)? {
             let Some(channel) = Channel::parse(&r.text(0)) else { continue };
             known.insert(

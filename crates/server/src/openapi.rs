@@ -90,6 +90,31 @@ impl Modify for CrossFieldRules {
     }
 }
 
+/// Query and header parameters are text: an optional one is absent or a value, never JSON
+/// `null` (which utoipa states for `Option<T>`; a client sending `?after=null` gets a 422).
+struct NoNullParameters;
+
+impl Modify for NoNullParameters {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::schema::{Schema, SchemaType, Type};
+        for item in openapi.paths.paths.values_mut() {
+            let ops = [&mut item.get, &mut item.post, &mut item.patch, &mut item.put, &mut item.delete];
+            for op in ops.into_iter().flatten() {
+                for param in op.parameters.iter_mut().flatten() {
+                    if let Some(RefOr::T(Schema::Object(obj))) = param.schema.as_mut() {
+                        if let SchemaType::Array(types) = &obj.schema_type {
+                            let kept: Vec<Type> = types.iter().filter(|t| **t != Type::Null).cloned().collect();
+                            if let [only] = kept.as_slice() {
+                                obj.schema_type = SchemaType::Type(only.clone());
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Kontor's REST API.
 #[derive(OpenApi)]
 #[openapi(
@@ -108,7 +133,7 @@ impl Modify for CrossFieldRules {
         api::tokens::list, api::tokens::revoke,
     ),
     components(schemas(ErrorBody, ErrorDetail)),
-    modifiers(&BearerAuth, &CommonErrors, &CrossFieldRules)
+    modifiers(&BearerAuth, &CommonErrors, &CrossFieldRules, &NoNullParameters)
 )]
 pub struct ApiDoc;
 

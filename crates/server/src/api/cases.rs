@@ -35,7 +35,7 @@ fn parse_enum<T>(
            ("assignee" = Option<i64>, Query), ("team" = Option<i64>, Query),
            ("channel" = Option<Channel>, Query, description = "cases with a message on this channel"),
            ("customer" = Option<i64>, Query), ("tag" = Option<String>, Query), ("unassigned" = Option<bool>, Query),
-           ("cursor" = Option<String>, Query),
+           ("cursor" = Option<String>, Query, pattern = "^-?[0-9]{1,18}_-?[0-9]{1,18}$", description = "next_cursor of the previous page"),
            ("limit" = Option<i64>, Query, minimum = 1, maximum = 200, description = "1..=200, default 50")),
     responses((status = 200, body = Page<Case>), (status = 422, description = "Invalid filter")),
     security(("bearer" = [])))]
@@ -47,10 +47,14 @@ pub async fn list(State(state): State<AppState>, caller: Caller, q: Params) -> R
         team_id: int_param(&p, "team")?,
         channel: parse_enum("channel", p.get("channel"), Channel::parse, Channel::allowed())?,
         customer_id: int_param(&p, "customer")?,
-        cursor: p.get("cursor").cloned().filter(|c| !c.is_empty()),
+        cursor: p.get("cursor").cloned(),
         limit: super::int_param_in(&p, "limit", 1..=200)?.unwrap_or(50),
         tag: p.get("tag").map(|t| t.trim().to_string()).filter(|t| !t.is_empty()),
-        unassigned: p.get("unassigned").is_some_and(|v| v == "true" || v == "1"),
+        unassigned: match p.get("unassigned").map(String::as_str) {
+            None | Some("false") => false,
+            Some("true") => true,
+            Some(_) => return Err(AppError::invalid("unassigned", "must be true or false")),
+        },
         // Staff who are not admins see unteamed cases and their teams' cases; API tokens see all.
         visible_to: caller.restricted_user(),
     };

@@ -11,7 +11,7 @@ use crate::AppState;
 
 /// Ranked full-text search over messages and customers, with highlighted snippets.
 #[utoipa::path(get, path = "/api/v1/search", tag = "search",
-    params(("q" = String, Query, description = "words; each must match (as a prefix)"),
+    params(("q" = String, Query, description = "words; each must match (as a prefix)", min_length = 1, max_length = 500, pattern = r"\S"),
            ("limit" = Option<i64>, Query, minimum = 1, maximum = 100, description = "hits per list, 1..=100, default 20")),
     responses((status = 200, body = SearchResults), (status = 422, description = "q missing or limit out of range")),
     security(("bearer" = [])))]

@@ -100,9 +100,17 @@ pub(crate) fn case_visible(c: &mut Conn, case_id: i64, user_id: i64) -> Result<b
     .is_some())
 }
 
+/// Reads a cursor: two integers of up to 18 digits (so they fit), joined by `_` (the
+/// pattern the OpenAPI document states for `cursor`).
 fn decode_cursor(cursor: &str) -> Option<(i64, i64)> {
     let (a, b) = cursor.split_once('_')?;
-    Some((a.parse().ok()?, b.parse().ok()?))
+    let number = |s: &str| {
+        let digits = s.strip_prefix('-').unwrap_or(s);
+        (!digits.is_empty() && digits.len() <= 18 && digits.bytes().all(|c| c.is_ascii_digit()))
+            .then(|| s.parse().ok())
+            .flatten()
+    };
+    Some((number(a)?, number(b)?))
 }
 
 impl Store {

@@ -188,23 +188,36 @@ fn kontor_on(dep: &common::Deployment, args: &[&str]) -> std::process::Output {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_revoked_with_the_cli_stops_working_at_once_on_every_node() {
-    use futures::StreamExt;
     let Some(dep) = common::Deployment::postgres().await else { return };
+    token_revoked_with_the_cli_stops_working(&dep, &["a", "b"]).await;
+}
+
+/// On SQLite the CLI is another process on the same file: the serving node must notice too.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_token_revoked_with_the_cli_stops_working_at_once_on_sqlite() {
+    token_revoked_with_the_cli_stops_working(&common::Deployment::sqlite(), &["a"]).await;
+}
+
+async fn token_revoked_with_the_cli_stops_working(dep: &common::Deployment, names: &[&str]) {
+    use futures::StreamExt;
     common::within(Duration::from_secs(120), "the token revocation test", async {
         let _admin = dep.token();
-        let out = kontor_on(&dep, &["token", "create", "--name", "crm", "--role", "agent"]);
+        let out = kontor_on(dep, &["token", "create", "--name", "crm", "--role", "agent"]);
         assert!(out.status.success(), "{}", text(&out.stderr));
         let secret = text(&out.stdout).trim().to_string();
-        let a = dep.start_node("a", &[("KONTOR_NODE_NAME", "a")]).await;
-        let b = dep.start_node("b", &[("KONTOR_NODE_NAME", "b")]).await;
+        let mut nodes = Vec::new();
+        for name in names {
+            nodes.push(dep.start_node(name, &[("KONTOR_NODE_NAME", name)]).await);
+        }
+        let (a, b) = (&nodes[0], nodes.last().expect("a node"));
         let http = reqwest::Client::builder().timeout(common::REQUEST_TIMEOUT).build().unwrap();
         let status = |node: &common::Node| {
             let rb = http.get(node.url("/api/v1/cases")).bearer_auth(&secret);
             async move { rb.send().await.expect("GET /api/v1/cases").status().as_u16() }
         };
         // Both nodes know (and cache) the token.
-        assert_eq!(status(&a).await, 200);
-        assert_eq!(status(&b).await, 200);
+        assert_eq!(status(a).await, 200);
+        assert_eq!(status(b).await, 200);
         let stream = reqwest::Client::new()
             .get(b.url("/api/v1/events/stream"))
             .bearer_auth(&secret)
@@ -215,15 +228,15 @@ async fn a_token_revoked_with_the_cli_stops_working_at_once_on_every_node() {
         let mut body = stream.bytes_stream();
 
         // Revoked by another process: neither node's cache is touched directly.
-        let list = text(&kontor_on(&dep, &["token", "list"]).stdout);
+        let list = text(&kontor_on(dep, &["token", "list"]).stdout);
         let id =
             list.lines().find(|l| l.contains("crm")).and_then(|l| l.split_whitespace().next()).unwrap().to_string();
-        let out = kontor_on(&dep, &["token", "revoke", &id]);
+        let out = kontor_on(dep, &["token", "revoke", &id]);
         assert!(out.status.success(), "{}", text(&out.stderr));
         let revoked = Instant::now();
         // Far sooner than the 30 s a node caches a token.
         let deadline = revoked + Duration::from_secs(3);
-        for node in [&a, &b] {
+        for node in &nodes {
             loop {
                 let s = status(node).await;
                 if s == 401 {

@@ -84,8 +84,12 @@ pub fn spawn_revocation_watch(store: Store, tokens: Arc<TokenCache>) -> tokio::t
     tokio::spawn(async move {
         let mut latest = store.subscribe();
         let mut cursor = *latest.borrow_and_update();
+        // On SQLite another process on the same file (`kontor token revoke`) commits without
+        // telling this one: look at the newest event id now and then.
+        let poll = store.backend() == kontor_store::Backend::Sqlite;
+        let mut polled = 0;
         loop {
-            let upto = *latest.borrow_and_update();
+            let upto = (*latest.borrow_and_update()).max(polled);
             if upto > cursor {
                 match store.token_revocations(cursor, upto).await {
                     Ok(ids) => {
@@ -102,8 +106,17 @@ pub fn spawn_revocation_watch(store: Store, tokens: Arc<TokenCache>) -> tokio::t
                     }
                 }
             }
-            if latest.changed().await.is_err() {
-                return;
+            tokio::select! {
+                changed = latest.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                }
+                _ = tokio::time::sleep(Duration::from_millis(500)), if poll => {
+                    if let Ok(max) = store.max_event_id().await {
+                        polled = max;
+                    }
+                }
             }
         }
     })

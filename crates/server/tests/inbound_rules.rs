@@ -165,6 +165,21 @@ async fn one_clients_idempotency_key_never_swallows_another_clients_message() {
     assert_eq!(keyed("eins").await.unwrap().status().as_u16(), 200);
     assert_eq!(keyed("zwei").await.unwrap().status().as_u16(), 409);
     assert_eq!(app.message_count().await, 3);
+
+    // Attachment-only messages differ by their files, and a message with HTML from one without.
+    let file = |name: &str| json!([{ "filename": name, "content_type": "application/pdf", "size": 10 }]);
+    let with = |extra: Value| {
+        let mut m = json!({ "from": { "email": "f@example.de" }, "text": "", "provider_message_id": "files-1" });
+        if let (Some(m), Some(extra)) = (m.as_object_mut(), extra.as_object()) {
+            m.extend(extra.clone());
+        }
+        m
+    };
+    assert_eq!(app.inbound(&app.crm, with(json!({ "attachments": file("a.pdf") }))).await.0, 201);
+    assert_eq!(app.inbound(&app.crm, with(json!({ "attachments": file("a.pdf") }))).await.0, 200);
+    assert_eq!(app.inbound(&app.crm, with(json!({ "attachments": file("b.pdf") }))).await.0, 409);
+    assert_eq!(app.inbound(&app.crm, with(json!({ "attachments": file("a.pdf"), "html": "<p>x</p>" }))).await.0, 409);
+    assert_eq!(app.message_count().await, 4);
 }
 
 #[tokio::test]

@@ -160,16 +160,32 @@ fn key_of(m: &NewInbound) -> Option<String> {
         .or_else(|| m.idempotency_key.as_deref().map(|k| format!("k:{k}")))
 }
 
-/// What a retry must repeat for its key to count as the same message: sender, subject and
-/// text (hashed; the key row does not keep a second copy of the text).
+/// What a retry must repeat for its key to count as the same message: sender, subject,
+/// text, HTML, attachments and the requested case (hashed; the key row keeps no second copy
+/// of the content). Absent and empty optional fields hash differently.
 fn fingerprint(m: &NewInbound) -> String {
     use sha2::{Digest, Sha256};
     let mut h = Sha256::new();
-    for part in
-        [m.from_kind.as_str(), m.from_address.as_str(), m.subject.as_deref().unwrap_or("\u{1}"), m.text.as_str()]
-    {
-        h.update((part.len() as u64).to_be_bytes());
-        h.update(part.as_bytes());
+    let attachments = serde_json::to_string(&m.attachments).unwrap_or_default();
+    let case = m.case_id.map(|c| c.to_string());
+    let parts: [Option<&str>; 7] = [
+        Some(m.from_kind.as_str()),
+        Some(m.from_address.as_str()),
+        m.subject.as_deref(),
+        Some(m.text.as_str()),
+        m.html.as_deref(),
+        Some(attachments.as_str()),
+        case.as_deref(),
+    ];
+    for part in parts {
+        match part {
+            None => h.update([0u8]),
+            Some(p) => {
+                h.update([1u8]);
+                h.update((p.len() as u64).to_be_bytes());
+                h.update(p.as_bytes());
+            }
+        }
     }
     hex::encode(&h.finalize()[..16])
 }
@@ -184,8 +200,8 @@ fn repeat_of(
 ) -> Result<InboundReceipt, StoreError> {
     match stored {
         Some(f) if f != fingerprint(m) => Err(StoreError::IdempotencyConflict(format!(
-            "{} {:?} was already used for another message (other sender or text); \
-             use a new key for a new message",
+            "{} {:?} was already used for another message (other sender, subject, text, html, \
+             attachments or case_id); use a new key for a new message",
             if key.starts_with("p:") { "provider_message_id" } else { "Idempotency-Key" },
             &key[2..]
         ))),

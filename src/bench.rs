@@ -229,7 +229,10 @@ async fn ingest(
 
     // The server runs on its own runtime, as it would in its own process.
     let store = Store::open(&url, cfg.store_settings())?;
-    let (_t, token) = store.create_token("bench".into(), Role::Agent).await?;
+    // Messages come in with an ingest token, as from an integration; the stream is read with
+    // an agent token.
+    let (_t, token) = store.create_token("bench".into(), Role::Ingest).await?;
+    let (_t, reader) = store.create_token("bench-stream".into(), Role::Agent).await?;
     let stats_store = store.clone();
     let state = AppState::new(store, cfg.clone());
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
@@ -265,8 +268,16 @@ async fn ingest(
     // Phase 2: ingest→stream latency at a fixed rate.
     let stream = if stream_rate > 0 {
         Some(
-            stream_latency(&client, &base, &token, stream_rate, Duration::from_secs(stream_seconds), run_id + 2)
-                .await?,
+            stream_latency(
+                &client,
+                &base,
+                &token,
+                &reader,
+                stream_rate,
+                Duration::from_secs(stream_seconds),
+                run_id + 2,
+            )
+            .await?,
         )
     } else {
         None
@@ -438,6 +449,7 @@ async fn stream_latency(
     client: &reqwest::Client,
     base: &str,
     token: &str,
+    reader: &str,
     rate: u64,
     dur: Duration,
     run: u64,
@@ -446,7 +458,7 @@ async fn stream_latency(
     let arrivals: Arc<Mutex<Vec<(String, Instant)>>> = Arc::new(Mutex::new(Vec::new()));
     let resp = client
         .get(format!("{base}/api/v1/events/stream"))
-        .bearer_auth(token)
+        .bearer_auth(reader)
         .header("accept", "text/event-stream")
         .send()
         .await

@@ -118,7 +118,7 @@ impl Modify for NoNullParameters {
 /// Kontor's REST API.
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Kontor API", description = "Omnichannel customer communication: inbound messages, cases, replies, events, search."),
+    info(title = "Kontor API", description = "Omnichannel customer communication: inbound messages, cases, replies, events, search. Every JSON string is refused with 422 if it contains a NUL character."),
     paths(
         api::inbound::inbound,
         api::cases::list, api::cases::detail, api::cases::patch, api::cases::note, api::cases::reply,

@@ -34,27 +34,7 @@ pub struct Config {
     pub jobs: JobsConfig,
 }
 
-/// Where replies on the API channel are delivered.
-#[derive(Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ApiChannelConfig {
-    /// URL that receives outbound messages as signed JSON POSTs.
-    pub webhook_url: Option<String>,
-    /// Shared secret for the `X-Kontor-Signature` HMAC-SHA256 header.
-    pub webhook_secret: Option<String>,
-    /// Seconds before a webhook request counts as failed.
-    pub timeout_secs: u64,
-}
-
-impl std::fmt::Debug for ApiChannelConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ApiChannelConfig")
-            .field("webhook_url", &self.webhook_url)
-            .field("webhook_secret", &self.webhook_secret.as_ref().map(|_| "<hidden>"))
-            .field("timeout_secs", &self.timeout_secs)
-            .finish()
-    }
-}
+pub use kontor_channels::api::ApiChannelConfig;
 
 /// How jobs are run.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -98,7 +78,7 @@ impl Default for Config {
             max_body_bytes: 1024 * 1024,
             node_name: None,
             write_queue_capacity: 10_000,
-            api_channel: ApiChannelConfig { timeout_secs: 10, ..Default::default() },
+            api_channel: ApiChannelConfig::default(),
             jobs: JobsConfig::default(),
         }
     }
@@ -169,6 +149,11 @@ const TOP_KEYS: &[&str] = &[
 ];
 
 impl Config {
+    /// The channels' sections, as the channel registry takes them.
+    pub fn channels(&self) -> kontor_channels::ChannelsConfig {
+        kontor_channels::ChannelsConfig { api: self.api_channel.clone() }
+    }
+
     /// Loads defaults, then `file` (if given, it must exist; else `kontor.toml` in the
     /// working directory if present), then `KONTOR_*` variables (`__` separates nested
     /// keys: `KONTOR_API_CHANNEL__WEBHOOK_URL`).

@@ -6,19 +6,23 @@
 
 pub mod api;
 pub mod auth;
+pub mod channels;
 pub mod config;
 pub mod error;
+pub mod jobs;
 pub mod metrics;
 pub mod openapi;
 pub mod web;
 pub mod worker;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
 use axum::serve::ListenerExt;
 use axum::Router;
+use kontor_channel::{ChannelRegistry, ListenerHealth, Supervisor};
 use kontor_core::Channel;
 use kontor_store::Store;
 use tokio::sync::Notify;
@@ -38,13 +42,31 @@ pub struct AppState {
     pub jobs_ready: Arc<Notify>,
     /// Sign-in attempts per address and per e-mail.
     pub sign_in_limiter: Arc<web::SignInLimiter>,
+    /// The channels of this node: senders, webhooks, listeners.
+    pub channels: Arc<ChannelRegistry>,
+    /// The handlers of the job kinds.
+    pub jobs: Arc<jobs::JobRegistry>,
+    /// The supervisor of the channels' listeners, once `serve` started it.
+    pub runtime: Arc<OnceLock<Supervisor>>,
 }
 
 impl AppState {
-    /// State for a store and configuration.
+    /// State for a store and configuration, with the channels the configuration names.
     pub fn new(store: Store, config: Config) -> AppState {
+        let channels = kontor_channels::registry(&config.channels()).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "Cannot set up the channels; none will send.");
+            ChannelRegistry::new()
+        });
+        Self::with_channels(store, config, channels)
+    }
+
+    /// State with a given channel registry (tests register fake channels this way).
+    pub fn with_channels(store: Store, config: Config, channels: ChannelRegistry) -> AppState {
         let node = config.node_name.clone().unwrap_or_else(default_node_name);
         AppState {
+            channels: Arc::new(channels),
+            jobs: Arc::new(jobs::JobRegistry::standard()),
+            runtime: Arc::default(),
             store,
             config: Arc::new(config),
             metrics: Arc::new(metrics::Metrics::new()),
@@ -57,7 +79,12 @@ impl AppState {
 
     /// Channels that have an outbound adapter.
     pub fn deliverable_channels(&self) -> Vec<Channel> {
-        vec![Channel::Api]
+        self.channels.deliverable()
+    }
+
+    /// The health of the channels' listeners (empty before `serve` started them).
+    pub fn listener_health(&self) -> Vec<ListenerHealth> {
+        self.runtime.get().map(Supervisor::health).unwrap_or_default()
     }
 }
 
@@ -73,18 +100,48 @@ pub fn router(state: AppState) -> Router {
         .merge(metrics::routes())
         .merge(openapi::routes())
         .merge(web::routes())
+        .merge(channels::routes())
         .fallback(|| async { error::AppError::NotFound("no such route".into()) })
         .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
 }
 
-/// Serves `router(state)` on `addr` with the job workers, until `shutdown` resolves.
+/// How long the channels' listeners get to finish their in-flight work at shutdown.
+const LISTENER_GRACE: Duration = Duration::from_secs(10);
+
+/// Serves `router(state)` on `addr` with the job workers and the channels' listeners, until
+/// `shutdown` resolves; then stops taking requests and connections, and waits for in-flight
+/// work to be committed or refused.
 pub async fn serve(
     state: AppState,
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let stop = tokio_util::sync::CancellationToken::new();
+    tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            shutdown.await;
+            stop.cancel();
+        }
+    });
+    let supervisor = Supervisor::start(
+        state.channels.listeners(),
+        Arc::new(channels::StoreSink::new(state.store.clone())),
+        Duration::from_millis(state.config.jobs.backoff_base_ms.max(100)),
+        Duration::from_millis(state.config.jobs.backoff_max_ms.clamp(1000, 300_000)),
+    );
+    let _ = state.runtime.set(supervisor.clone());
+    let listeners_stopped = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            stop.cancelled().await;
+            if !supervisor.shutdown(LISTENER_GRACE).await {
+                tracing::warn!("Some channel listeners did not stop in time and were aborted.");
+            }
+        }
+    });
     worker::spawn(state.clone());
     auth::spawn_revocation_watch(state.store.clone(), state.tokens.clone());
     metrics::spawn_sampler(state.clone());
@@ -96,5 +153,8 @@ pub async fn serve(
             tracing::debug!(error = %e, "Cannot set TCP_NODELAY.");
         }
     });
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+    let served = axum::serve(listener, app).with_graceful_shutdown(stop.clone().cancelled_owned()).await;
+    stop.cancel();
+    let _ = listeners_stopped.await;
+    served
 }

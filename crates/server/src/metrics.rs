@@ -27,6 +27,12 @@ pub struct Metrics {
     pub stream_clients: IntGauge,
     /// Seconds from an event's commit to its delivery on a live stream.
     pub stream_lag: Histogram,
+    /// Channel webhook requests by channel and outcome (`ok`, `forged`, `refused`, `error`).
+    pub webhooks: IntCounterVec,
+    /// 1 while a channel listener runs, 0 while it waits to restart or has stopped.
+    pub listener_up: IntGaugeVec,
+    /// Restarts of a channel listener after failures.
+    pub listener_restarts: IntGaugeVec,
 }
 
 impl Default for Metrics {
@@ -68,8 +74,22 @@ impl Metrics {
                 .buckets(vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0]),
         )
         .unwrap_or_else(|_| unreachable!());
+        let webhooks = IntCounterVec::new(
+            Opts::new("webhook_requests_total", "Channel webhook requests by channel and outcome"),
+            &["channel", "outcome"],
+        )
+        .unwrap_or_else(|_| unreachable!());
+        let listener_up =
+            IntGaugeVec::new(Opts::new("listener_up", "Channel listener running (1) or not (0)"), &["name"])
+                .unwrap_or_else(|_| unreachable!());
+        let listener_restarts =
+            IntGaugeVec::new(Opts::new("listener_restarts", "Channel listener restarts after failures"), &["name"])
+                .unwrap_or_else(|_| unreachable!());
         for c in [
-            Box::new(http_requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(webhooks.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(listener_up.clone()),
+            Box::new(listener_restarts.clone()),
+            Box::new(http_requests.clone()),
             Box::new(http_seconds.clone()),
             Box::new(ingested.clone()),
             Box::new(jobs.clone()),
@@ -90,6 +110,9 @@ impl Metrics {
             latest_event_id,
             stream_clients,
             stream_lag,
+            webhooks,
+            listener_up,
+            listener_restarts,
         }
     }
 
@@ -159,6 +182,11 @@ async fn readyz(State(state): State<AppState>) -> Response {
 
 async fn metrics(State(state): State<AppState>) -> Response {
     state.metrics.latest_event_id.set(state.store.latest_event_id());
+    for h in state.listener_health() {
+        let up = i64::from(h.state == kontor_channel::ListenerState::Running);
+        state.metrics.listener_up.with_label_values(&[&h.name]).set(up);
+        state.metrics.listener_restarts.with_label_values(&[&h.name]).set(h.restarts as i64);
+    }
     ([("content-type", "text/plain; version=0.0.4")], state.metrics.render()).into_response()
 }
 

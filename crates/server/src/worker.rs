@@ -1,4 +1,5 @@
-//! Background job workers: claim due jobs with a lease, run them, record the outcome.
+//! Background job workers: claim due jobs with a lease, run each with the handler of its kind
+//! (see [`crate::jobs`]), record the outcome with its effect.
 //! Handlers are idempotent: a job whose node died is re-run by another after its lease.
 //!
 //! A job never runs twice at once: while its handler runs, the worker renews the lease
@@ -11,13 +12,10 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use kontor_channels::api::{ApiWebhook, DeliveryError, OutboundMessage};
-use kontor_core::retry::backoff_ms;
-use kontor_core::{Channel, DeliveryState};
-use kontor_store::{ClaimedJob, DeliveryUpdate, JobOutcome};
-use serde_json::json;
+use kontor_store::{ClaimedJob, JobOutcome};
 use tokio::sync::Semaphore;
 
+use crate::jobs::JobResult;
 use crate::AppState;
 
 /// Starts the claim loop of this node.
@@ -61,13 +59,8 @@ fn lease_ms(state: &AppState) -> i64 {
 }
 
 async fn run(state: &AppState, job: ClaimedJob, claimed_at: Instant) {
-    let handler = async {
-        match job.kind.as_str() {
-            "deliver_message" => deliver(state, &job).await,
-            other => (JobOutcome::Fail { error: format!("unknown job kind {other}") }, None),
-        }
-    };
-    let (outcome, delivery) = tokio::select! {
+    let handler = state.jobs.run(state, job.clone());
+    let JobResult { outcome, effect } = tokio::select! {
         done = handler => done,
         () = hold_lease(state, &job, claimed_at) => {
             // Dropping the handler stops it (an HTTP request in flight is cancelled).
@@ -86,9 +79,10 @@ async fn run(state: &AppState, job: ClaimedJob, claimed_at: Instant) {
         tracing::warn!(job_id = job.id, attempts = job.attempts, %error, outcome = label, "Job failed.");
     }
     // The outcome must be recorded; if the database is away, keep trying until the lease
-    // would run out (then another node redoes the idempotent job).
+    // would run out (then another node redoes the idempotent job). The effect is committed
+    // with the outcome, in the same transaction.
     for attempt in 0..30 {
-        match state.store.finish_claimed_job(&job, state.node.clone(), outcome.clone(), delivery.clone()).await {
+        match state.store.finish_claimed_job(&job, state.node.clone(), outcome.clone(), effect.clone()).await {
             Ok(true) => return,
             Ok(false) => {
                 tracing::warn!(
@@ -138,83 +132,6 @@ async fn hold_lease(state: &AppState, job: &ClaimedJob, claimed_at: Instant) {
                 pause = every / 4;
             }
             Err(_) => return,
-        }
-    }
-}
-
-fn retry_delay(state: &AppState, attempts: i64) -> u64 {
-    let cfg = &state.config.jobs;
-    backoff_ms(attempts.max(1) as u32, cfg.backoff_base_ms, cfg.backoff_max_ms)
-}
-
-async fn deliver(state: &AppState, job: &ClaimedJob) -> (JobOutcome, Option<DeliveryUpdate>) {
-    let Some(message_id) = job.payload.get("message_id").and_then(|v| v.as_i64()) else {
-        return (JobOutcome::Fail { error: "job payload has no message_id".into() }, None);
-    };
-    let message = match state.store.message(message_id).await {
-        Ok(m) => m,
-        Err(e) if e.is_unavailable() => {
-            return (JobOutcome::Retry { error: e.to_string(), delay_ms: retry_delay(state, job.attempts) }, None)
-        }
-        Err(e) => return (JobOutcome::Fail { error: e.to_string() }, None),
-    };
-    let update = |state: DeliveryState, error: Option<String>, provider_message_id: Option<String>| DeliveryUpdate {
-        message_id,
-        state,
-        error,
-        provider_message_id,
-    };
-    if message.channel != Channel::Api {
-        let err = format!("no outbound adapter for channel {}", message.channel);
-        return (JobOutcome::Fail { error: err.clone() }, Some(update(DeliveryState::Failed, Some(err), None)));
-    }
-    let cfg = &state.config.api_channel;
-    let Some(url) = cfg.webhook_url.clone() else {
-        let err = "the API channel has no webhook_url configured".to_string();
-        return (JobOutcome::Fail { error: err.clone() }, Some(update(DeliveryState::Failed, Some(err), None)));
-    };
-    let customer = match state.store.customer(message.customer_id).await {
-        Ok(c) => c,
-        Err(e) => {
-            return (JobOutcome::Retry { error: e.to_string(), delay_ms: retry_delay(state, job.attempts) }, None)
-        }
-    };
-    let to = json!({
-        "name": customer.name,
-        "identities": customer.identities.iter().map(|i| json!({ "kind": i.kind, "address": i.address })).collect::<Vec<_>>(),
-    });
-    let out = OutboundMessage {
-        kind: "message.outbound",
-        message_id,
-        case_id: message.case_id,
-        customer_id: message.customer_id,
-        to,
-        subject: message.subject.clone(),
-        text: message.text.clone(),
-        created_at: message.created_at.clone(),
-    };
-    let hook = match ApiWebhook::new(
-        url,
-        cfg.webhook_secret.clone().unwrap_or_default(),
-        Duration::from_secs(cfg.timeout_secs.max(1)),
-    ) {
-        Ok(h) => h,
-        Err(e) => {
-            return (
-                JobOutcome::Fail { error: e.to_string() },
-                Some(update(DeliveryState::Failed, Some(e.to_string()), None)),
-            )
-        }
-    };
-    match hook.send(&out, kontor_store::now_us() / 1_000_000).await {
-        Ok(receipt) => (JobOutcome::Done, Some(update(DeliveryState::Sent, None, receipt.provider_message_id))),
-        Err(DeliveryError::Temporary(e)) => (
-            JobOutcome::Retry { error: e.clone(), delay_ms: retry_delay(state, job.attempts) },
-            // Applied only if this was the last attempt (then as failed).
-            Some(update(DeliveryState::Failed, Some(e), None)),
-        ),
-        Err(DeliveryError::Permanent(e)) => {
-            (JobOutcome::Fail { error: e.clone() }, Some(update(DeliveryState::Failed, Some(e), None)))
         }
     }
 }

@@ -1,14 +1,17 @@
 //! Sending a reply to the customer system's webhook.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use kontor_channel::{Outbound, OutboundMessage, SendError, SendReceipt};
+use kontor_core::Channel;
 use serde::Serialize;
 
+use super::config::ApiChannelConfig;
 use super::signature::{sign, SIGNATURE_HEADER};
 
-/// What the webhook receives for one outbound message.
+/// What the webhook receives for one outbound message (the API channel's wire format).
 #[derive(Debug, Clone, Serialize)]
-pub struct OutboundMessage {
+pub struct WebhookPayload {
     #[serde(rename = "type")]
     pub kind: &'static str,
     pub message_id: i64,
@@ -76,7 +79,7 @@ impl ApiWebhook {
     }
 
     /// POSTs the message; `Idempotency-Key` lets the receiver drop a repeated delivery.
-    pub async fn send(&self, msg: &OutboundMessage, now_secs: i64) -> Result<WebhookReceipt, DeliveryError> {
+    pub async fn send(&self, msg: &WebhookPayload, now_secs: i64) -> Result<WebhookReceipt, DeliveryError> {
         let body = serde_json::to_vec(msg).map_err(|e| DeliveryError::Permanent(e.to_string()))?;
         let resp = self
             .client
@@ -107,6 +110,57 @@ impl ApiWebhook {
             Err(DeliveryError::Temporary(text))
         } else {
             Err(DeliveryError::Permanent(text))
+        }
+    }
+}
+
+/// The API channel's sender: posts each outbound message to the configured webhook.
+#[derive(Debug, Clone)]
+pub struct ApiOutbound {
+    hook: Option<ApiWebhook>,
+}
+
+impl ApiOutbound {
+    /// The sender for `config`; without a `webhook_url` every send fails for good (the reply
+    /// is marked failed with that reason).
+    pub fn new(config: &ApiChannelConfig) -> Result<Self, DeliveryError> {
+        let hook = match &config.webhook_url {
+            Some(url) => Some(ApiWebhook::new(
+                url.clone(),
+                config.webhook_secret.clone().unwrap_or_default(),
+                Duration::from_secs(config.timeout_secs.max(1)),
+            )?),
+            None => None,
+        };
+        Ok(ApiOutbound { hook })
+    }
+}
+
+#[async_trait::async_trait]
+impl Outbound for ApiOutbound {
+    fn channel(&self) -> Channel {
+        Channel::Api
+    }
+
+    async fn send(&self, message: &OutboundMessage) -> Result<SendReceipt, SendError> {
+        let Some(hook) = &self.hook else {
+            return Err(SendError::Permanent("the API channel has no webhook_url configured".into()));
+        };
+        let payload = WebhookPayload {
+            kind: "message.outbound",
+            message_id: message.message_id,
+            case_id: message.case_id,
+            customer_id: message.customer_id,
+            to: serde_json::to_value(&message.to).unwrap_or(serde_json::Value::Null),
+            subject: message.subject.clone(),
+            text: message.text.clone(),
+            created_at: message.created_at.clone(),
+        };
+        let now_secs = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+        match hook.send(&payload, now_secs).await {
+            Ok(receipt) => Ok(SendReceipt { provider_message_id: receipt.provider_message_id }),
+            Err(DeliveryError::Temporary(e)) => Err(SendError::Retryable(e)),
+            Err(DeliveryError::Permanent(e)) => Err(SendError::Permanent(e)),
         }
     }
 }

@@ -6,7 +6,7 @@ use serde_json::json;
 use super::customers::load_customer;
 use super::events::events_from_rows;
 use super::ingest::{insert_message, MessageRow};
-use super::jobs::enqueue;
+use super::jobs::{enqueue_job, DeliverMessage};
 use super::{case_from_row, load_case, load_message, message_from_row, Page, CASE_COLS, MESSAGE_COLS};
 use crate::db::Conn;
 use crate::writer::Tx;
@@ -471,6 +471,6 @@ fn reply_in(
         "UPDATE cases SET updated_at = ?, last_message_at = ?, last_event_id = ?, first_response_at = COALESCE(first_response_at, ?) WHERE id = ?",
         &params![now, now, event_id, now, case_id],
     )?;
-    let job_id = enqueue(tx, "outbound", "deliver_message", &json!({ "message_id": message_id }), max_attempts, 0)?;
+    let job_id = enqueue_job(tx, &DeliverMessage { message_id }, max_attempts, 0)?;
     Ok(ReplyOutcome::Queued { message_id, event_id, job_id, channel })
 }

@@ -16,42 +16,11 @@ use tokio::sync::oneshot;
 use crate::writer::{Tx, WriteOp};
 use crate::{params, Store, StoreError, Val};
 
-/// A validated inbound message from any channel.
-#[derive(Debug, Clone)]
-pub struct NewInbound {
-    pub channel: Channel,
-    pub from_kind: IdentityKind,
-    /// Already normalised (see `kontor_core::normalise_identity`).
-    pub from_address: String,
-    pub name: Option<String>,
-    pub subject: Option<String>,
-    pub text: String,
-    pub html: Option<String>,
-    pub attachments: Vec<Attachment>,
-    /// The sending system's id for the message; the same id again is a duplicate.
-    pub provider_message_id: Option<String>,
-    /// Client-chosen key that makes a retry a no-op when there is no provider id.
-    pub idempotency_key: Option<String>,
-    /// Whose keys these are: provider ids and idempotency keys are unique per sending client
-    /// (`token:<id>` for the API channel, the channel account for provider channels), so one
-    /// client's key never swallows another client's message. Empty: one key space for the
-    /// whole channel (e-mail: one message per Message-ID across all mailboxes).
-    pub idempotency_scope: String,
-    /// Thread into this case instead of choosing one.
-    pub case_id: Option<i64>,
-}
+/// A validated inbound message from any channel (the channel contract's type).
+pub use kontor_channel::{InboundMessage, InboundReceipt};
 
-/// Ids of what an inbound message became.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
-pub struct InboundReceipt {
-    pub message_id: i64,
-    pub case_id: i64,
-    pub customer_id: i64,
-    /// The `message.received` event.
-    pub event_id: i64,
-    /// False when this was a duplicate of an earlier message.
-    pub created: bool,
-}
+/// The former name of [`InboundMessage`], kept while callers move over.
+pub type NewInbound = InboundMessage;
 
 impl Store {
     /// Stores an inbound message; answers after commit. A duplicate (same provider id or

@@ -39,6 +39,91 @@ pub struct DeliveryUpdate {
     pub provider_message_id: Option<String>,
 }
 
+/// A job's payload: a serialisable struct with its kind (the name in the `jobs` table) and
+/// queue. Each kind has one handler, registered with the worker.
+pub trait JobPayload: serde::Serialize + serde::de::DeserializeOwned + Send + Sync + 'static {
+    /// The job's kind, stored with it and used to find its handler.
+    const KIND: &'static str;
+    /// The queue it runs in.
+    const QUEUE: &'static str = "default";
+}
+
+/// Deliver an outbound message through its channel's sender.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DeliverMessage {
+    pub message_id: i64,
+}
+
+impl JobPayload for DeliverMessage {
+    const KIND: &'static str = "deliver_message";
+    const QUEUE: &'static str = "outbound";
+}
+
+/// How a job's run ended, as recorded: the effect of a job sees this, so it can act on the
+/// final outcome (a delivery marks its message failed only when no retry is left).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobEnd {
+    /// Done for good.
+    Done,
+    /// Will run again.
+    Retrying,
+    /// In the dead letter.
+    Dead,
+}
+
+/// The recorded end of one run, as a job's effect sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct JobFinish<'a> {
+    pub end: JobEnd,
+    /// The run's error, for a retry or the dead letter.
+    pub error: Option<&'a str>,
+    /// Attempts including this run.
+    pub attempts: i64,
+}
+
+/// What a job changes besides its own row, committed in the same transaction as its outcome
+/// (and only if the run still held its claim). It may be called again if that transaction
+/// failed and recording the outcome is retried (its earlier changes were rolled back then).
+pub type JobEffect =
+    std::sync::Arc<dyn for<'t, 'c> Fn(&mut Tx<'c>, JobFinish<'t>) -> Result<(), StoreError> + Send + Sync>;
+
+impl DeliveryUpdate {
+    /// This update as a job effect: applied when the job is done, as `failed` (with the job's
+    /// error) when it is dead, and not at all while it will be retried.
+    pub fn into_effect(self) -> JobEffect {
+        std::sync::Arc::new(move |tx, finish| {
+            let update = match finish.end {
+                JobEnd::Retrying => return Ok(()),
+                JobEnd::Dead => DeliveryUpdate {
+                    state: DeliveryState::Failed,
+                    error: finish.error.map(str::to_string),
+                    ..self.clone()
+                },
+                JobEnd::Done => self.clone(),
+            };
+            apply_delivery(tx, &update, Some(finish.attempts)).map(|_| ())
+        })
+    }
+}
+
+/// Sets a message's delivery state and announces it (`message.delivery`). `attempts` is the
+/// job's attempt count when a job's run decided it (absent for provider reports).
+pub(crate) fn apply_delivery(tx: &mut Tx<'_>, d: &DeliveryUpdate, attempts: Option<i64>) -> Result<i64, StoreError> {
+    tx.conn.execute(
+        "UPDATE messages SET delivery_state = ?, delivery_error = ?, provider_message_id = COALESCE(?, provider_message_id) WHERE id = ?",
+        &params![d.state.as_str(), d.error.as_deref(), d.provider_message_id.as_deref(), d.message_id],
+    )?;
+    let m = load_message(tx.conn, d.message_id)?;
+    let mut payload =
+        json!({ "message_id": m.id, "state": d.state, "error": d.error, "provider_message_id": m.provider_message_id });
+    if let Some(a) = attempts {
+        payload["attempts"] = json!(a);
+    }
+    let ev = tx.event("message.delivery", Some(m.case_id), Some(m.customer_id), &payload)?;
+    tx.conn.execute("UPDATE cases SET last_event_id = ? WHERE id = ?", &params![ev, m.case_id])?;
+    Ok(ev)
+}
+
 /// Job counts by status.
 #[derive(Debug, Clone, Default, serde::Serialize, utoipa::ToSchema)]
 pub struct QueueStats {
@@ -65,6 +150,17 @@ pub(crate) fn enqueue(
         )?
         .map(|r| r.i64(0))
         .ok_or_else(|| StoreError::Database("job insert returned no id".into()))
+}
+
+/// Adds a typed job in the caller's transaction; it becomes visible with the commit.
+pub fn enqueue_job<J: JobPayload>(
+    tx: &mut Tx<'_>,
+    job: &J,
+    max_attempts: i64,
+    delay_ms: i64,
+) -> Result<i64, StoreError> {
+    let payload = serde_json::to_value(job).map_err(|e| StoreError::Database(format!("job payload: {e}")))?;
+    enqueue(tx, J::QUEUE, J::KIND, &payload, max_attempts, delay_ms)
 }
 
 impl Store {
@@ -131,21 +227,21 @@ impl Store {
         outcome: JobOutcome,
         delivery: Option<DeliveryUpdate>,
     ) -> Result<bool, StoreError> {
-        self.finish(job_id, node, None, outcome, delivery).await
+        self.finish(job_id, node, None, outcome, delivery.map(DeliveryUpdate::into_effect)).await
     }
 
-    /// Records how the run of `job` (as claimed) ended, together with its effect on a message.
-    /// Does nothing (returns false) unless `node` still holds that very claim: after a lease
-    /// ran out and the job was claimed again (by any node, this one included), the older run
-    /// cannot record its outcome over the newer one.
+    /// Records how the run of `job` (as claimed) ended, together with its effect, in one
+    /// transaction. Does nothing (returns false) unless `node` still holds that very claim:
+    /// after a lease ran out and the job was claimed again (by any node, this one included),
+    /// the older run cannot record its outcome or effect over the newer one.
     pub async fn finish_claimed_job(
         &self,
         job: &ClaimedJob,
         node: String,
         outcome: JobOutcome,
-        delivery: Option<DeliveryUpdate>,
+        effect: Option<JobEffect>,
     ) -> Result<bool, StoreError> {
-        self.finish(job.id, node, Some(job.attempts), outcome, delivery).await
+        self.finish(job.id, node, Some(job.attempts), outcome, effect).await
     }
 
     async fn finish(
@@ -154,7 +250,7 @@ impl Store {
         node: String,
         claim: Option<i64>,
         outcome: JobOutcome,
-        delivery: Option<DeliveryUpdate>,
+        effect: Option<JobEffect>,
     ) -> Result<bool, StoreError> {
         self.write(move |tx| {
             let Some(row) = tx.conn.query_opt(
@@ -169,37 +265,25 @@ impl Store {
             }
             let (attempts, max_attempts) = (row.i64(0), row.i64(1));
             let now = tx.now;
-            let (status, error, run_at) = match &outcome {
-                JobOutcome::Done => ("done", None, now),
+            let (end, error, run_at) = match &outcome {
+                JobOutcome::Done => (JobEnd::Done, None, now),
                 JobOutcome::Retry { error, delay_ms } if attempts < max_attempts => {
                     let delay_us = i64::try_from(*delay_ms).unwrap_or(i64::MAX).saturating_mul(1000);
-                    ("queued", Some(error.clone()), now.saturating_add(delay_us))
+                    (JobEnd::Retrying, Some(error.clone()), now.saturating_add(delay_us))
                 }
-                JobOutcome::Retry { error, .. } | JobOutcome::Fail { error } => ("dead", Some(error.clone()), now),
+                JobOutcome::Retry { error, .. } | JobOutcome::Fail { error } => (JobEnd::Dead, Some(error.clone()), now),
+            };
+            let status = match end {
+                JobEnd::Done => "done",
+                JobEnd::Retrying => "queued",
+                JobEnd::Dead => "dead",
             };
             tx.conn.execute(
                 "UPDATE jobs SET status = ?, last_error = ?, run_at = ?, locked_by = NULL, locked_until = NULL, updated_at = ? WHERE id = ?",
                 &params![status, error.as_deref(), run_at, now, job_id],
             )?;
-            let delivery = match (status, delivery) {
-                // A retry leaves the message queued.
-                ("queued", _) => None,
-                ("dead", Some(d)) => Some(DeliveryUpdate { state: DeliveryState::Failed, error: error.clone(), ..d }),
-                (_, d) => d,
-            };
-            if let Some(d) = delivery {
-                tx.conn.execute(
-                    "UPDATE messages SET delivery_state = ?, delivery_error = ?, provider_message_id = COALESCE(?, provider_message_id) WHERE id = ?",
-                    &params![d.state.as_str(), d.error.as_deref(), d.provider_message_id.as_deref(), d.message_id],
-                )?;
-                let m = load_message(tx.conn, d.message_id)?;
-                let ev = tx.event(
-                    "message.delivery",
-                    Some(m.case_id),
-                    Some(m.customer_id),
-                    &json!({ "message_id": m.id, "state": d.state, "error": d.error, "provider_message_id": m.provider_message_id, "attempts": attempts }),
-                )?;
-                tx.conn.execute("UPDATE cases SET last_event_id = ? WHERE id = ?", &params![ev, m.case_id])?;
+            if let Some(effect) = effect {
+                effect(tx, JobFinish { end, error: error.as_deref(), attempts })?;
             }
             Ok(true)
         })

@@ -4,6 +4,7 @@ mod auth;
 mod canned;
 mod cases;
 mod customers;
+mod delivery;
 mod events;
 mod inbox;
 mod ingest;

@@ -1,0 +1,87 @@
+//! Messages coming in from any channel.
+
+use kontor_core::{Attachment, Channel, IdentityKind};
+
+/// A validated inbound message from any channel, ready for the store.
+#[derive(Debug, Clone)]
+pub struct InboundMessage {
+    pub channel: Channel,
+    pub from_kind: IdentityKind,
+    /// Already normalised (see `kontor_core::normalise_identity`).
+    pub from_address: String,
+    pub name: Option<String>,
+    pub subject: Option<String>,
+    pub text: String,
+    pub html: Option<String>,
+    pub attachments: Vec<Attachment>,
+    /// The sending system's id for the message; the same id again is a duplicate.
+    pub provider_message_id: Option<String>,
+    /// Client-chosen key that makes a retry a no-op when there is no provider id.
+    pub idempotency_key: Option<String>,
+    /// Whose keys these are: provider ids and idempotency keys are unique per sending client
+    /// (`token:<id>` for the API channel, the channel account for provider channels), so one
+    /// client's key never swallows another client's message. Empty: one key space for the
+    /// whole channel (e-mail: one message per Message-ID across all mailboxes).
+    pub idempotency_scope: String,
+    /// Thread into this case instead of choosing one.
+    pub case_id: Option<i64>,
+}
+
+impl InboundMessage {
+    /// A plain text message from `from_address` (already normalised) with no options set.
+    pub fn text(
+        channel: Channel,
+        from_kind: IdentityKind,
+        from_address: impl Into<String>,
+        text: impl Into<String>,
+    ) -> Self {
+        InboundMessage {
+            channel,
+            from_kind,
+            from_address: from_address.into(),
+            name: None,
+            subject: None,
+            text: text.into(),
+            html: None,
+            attachments: Vec::new(),
+            provider_message_id: None,
+            idempotency_key: None,
+            idempotency_scope: String::new(),
+            case_id: None,
+        }
+    }
+}
+
+/// Ids of what an inbound message became.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct InboundReceipt {
+    pub message_id: i64,
+    pub case_id: i64,
+    pub customer_id: i64,
+    /// The `message.received` event.
+    pub event_id: i64,
+    /// False when this was a duplicate of an earlier message.
+    pub created: bool,
+}
+
+/// Why an inbound message was not taken.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SinkError {
+    /// Nothing was stored, and the sender should try again later (database away, write queue
+    /// full): an SMTP listener answers 451, a webhook 503.
+    #[error("temporarily unavailable: {0}")]
+    Temporary(String),
+    /// Nothing was stored, and the same message will never be taken (an idempotency key
+    /// reused for other content, an unknown case): an SMTP listener answers 550, a webhook 4xx.
+    #[error("rejected: {0}")]
+    Rejected(String),
+}
+
+/// Where channel adapters hand over inbound messages. `accept` resolves only once the message
+/// is committed (or was a duplicate of a committed one): only then may an adapter acknowledge
+/// it to the provider.
+#[async_trait::async_trait]
+pub trait InboundSink: Send + Sync {
+    /// Stores one message durably; resolves after the commit.
+    async fn accept(&self, message: InboundMessage) -> Result<InboundReceipt, SinkError>;
+}

@@ -1,0 +1,194 @@
+//! The server's side of the channel contract: channels' webhooks mounted at
+//! `/webhooks/<channel>/...` (their messages and reports committed before the provider gets its
+//! answer), the inbound sink that listeners hand messages to, and the channels' status for
+//! admins (`GET /api/v1/channels`).
+
+use std::collections::BTreeMap;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use axum::{Json, Router};
+use kontor_channel::{
+    InboundMessage, InboundReceipt, InboundSink, ListenerHealth, SinkError, WebhookError, WebhookRequest,
+};
+use kontor_store::{Store, StoreError};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::auth::Caller;
+use crate::error::AppError;
+use crate::AppState;
+
+/// Hands inbound messages from listeners to the store; answers after the commit.
+#[derive(Clone)]
+pub struct StoreSink {
+    store: Store,
+}
+
+impl StoreSink {
+    /// A sink writing to `store`.
+    pub fn new(store: Store) -> Self {
+        StoreSink { store }
+    }
+}
+
+fn sink_error(e: StoreError) -> SinkError {
+    if e.is_unavailable() {
+        SinkError::Temporary(e.to_string())
+    } else {
+        SinkError::Rejected(e.to_string())
+    }
+}
+
+/// Normalises the sender's address (a channel may hand it over as the provider wrote it) and
+/// stores the message; resolves after the commit.
+async fn ingest(store: &Store, mut message: InboundMessage) -> Result<InboundReceipt, SinkError> {
+    message.from_address =
+        kontor_core::normalise_identity(message.from_kind, &message.from_address, &store.settings().default_region)
+            .map_err(|e| SinkError::Rejected(format!("sender {}: {e}", message.from_kind.as_str())))?;
+    store.ingest(message).await.map_err(sink_error)
+}
+
+#[async_trait::async_trait]
+impl InboundSink for StoreSink {
+    async fn accept(&self, message: InboundMessage) -> Result<InboundReceipt, SinkError> {
+        ingest(&self.store, message).await
+    }
+}
+
+/// Routes of the channels' webhooks (no API authentication: each channel verifies its
+/// provider's signature).
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/webhooks/{channel}/{*path}", any(webhook))
+        .route("/webhooks/{channel}", any(webhook_root))
+        .route("/api/v1/channels", get(status))
+}
+
+async fn webhook_root(
+    state: State<AppState>,
+    Path(channel): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    handle(state, channel, String::new(), method, uri, headers, body).await
+}
+
+async fn webhook(
+    state: State<AppState>,
+    Path((channel, path)): Path<(String, String)>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    handle(state, channel, path, method, uri, headers, body).await
+}
+
+fn refusal(status: u16, message: &str) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
+    let code = match status.as_u16() {
+        401 => "unauthorized",
+        404 => "not_found",
+        422 => "invalid",
+        503 => "unavailable",
+        _ => "bad_request",
+    };
+    (status, Json(serde_json::json!({ "error": { "code": code, "message": message } }))).into_response()
+}
+
+async fn handle(
+    State(state): State<AppState>,
+    channel: String,
+    path: String,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Some(hook) = state.channels.webhook(&channel) else {
+        return refusal(404, "no webhook for this channel");
+    };
+    let mut map: BTreeMap<String, String> = BTreeMap::new();
+    for (name, value) in &headers {
+        let Ok(value) = value.to_str() else { continue };
+        map.entry(name.as_str().to_string())
+            .and_modify(|v| {
+                v.push_str(", ");
+                v.push_str(value);
+            })
+            .or_insert_with(|| value.to_string());
+    }
+    let host = map.get("host").cloned().unwrap_or_default();
+    let scheme = map.get("x-forwarded-proto").map(String::as_str).unwrap_or("http").to_string();
+    let request = WebhookRequest {
+        method: method.as_str().to_ascii_uppercase(),
+        path,
+        query: uri.query().unwrap_or_default().to_string(),
+        url: format!("{scheme}://{host}{uri}"),
+        headers: map,
+        body,
+    };
+    let outcome = match hook.handle(&request).await {
+        Ok(o) => o,
+        Err(e @ WebhookError::Signature(_)) => {
+            state.metrics.webhooks.with_label_values(&[&channel, "forged"]).inc();
+            tracing::warn!(channel = %channel, error = %e, "Webhook refused: signature.");
+            return refusal(e.status(), &e.to_string());
+        }
+        Err(e) => {
+            state.metrics.webhooks.with_label_values(&[&channel, "refused"]).inc();
+            return refusal(e.status(), &e.to_string());
+        }
+    };
+    // Commit everything before answering: a provider that gets no 2xx sends again, and the
+    // provider ids make a repeat a no-op.
+    let stored = futures::future::join_all(outcome.inbound.into_iter().map(|m| ingest(&state.store, m))).await;
+    for r in stored {
+        if let Err(e) = r {
+            state.metrics.webhooks.with_label_values(&[&channel, "error"]).inc();
+            return match e {
+                SinkError::Temporary(m) => refusal(503, &m),
+                SinkError::Rejected(m) => refusal(422, &m),
+            };
+        }
+    }
+    for report in outcome.reports {
+        if let Err(e) = state.store.apply_delivery_report(report).await {
+            state.metrics.webhooks.with_label_values(&[&channel, "error"]).inc();
+            return refusal(503, &e.to_string());
+        }
+    }
+    state.metrics.webhooks.with_label_values(&[&channel, "ok"]).inc();
+    let reply = outcome.reply;
+    let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::OK);
+    (status, [(axum::http::header::CONTENT_TYPE, reply.content_type)], reply.body).into_response()
+}
+
+/// The channels this node runs and the health of their listeners.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ChannelsStatus {
+    /// Channels replies can be sent on.
+    pub outbound: Vec<kontor_core::Channel>,
+    /// Channels with a webhook at `/webhooks/<channel>/...`.
+    pub webhooks: Vec<kontor_core::Channel>,
+    /// Long-running listeners and pollers.
+    pub listeners: Vec<ListenerHealth>,
+}
+
+/// The channels of this node and their listeners' health (admins).
+#[utoipa::path(get, path = "/api/v1/channels", tag = "admin",
+    responses((status = 200, body = ChannelsStatus)), security(("bearer" = [])))]
+pub async fn status(State(state): State<AppState>, caller: Caller) -> Result<Json<ChannelsStatus>, AppError> {
+    caller.require_admin()?;
+    Ok(Json(ChannelsStatus {
+        outbound: state.channels.deliverable(),
+        webhooks: state.channels.webhook_channels(),
+        listeners: state.listener_health(),
+    }))
+}

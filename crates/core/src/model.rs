@@ -174,6 +174,9 @@ pub struct Message {
     pub delivery_state: Option<DeliveryState>,
     pub delivery_error: Option<String>,
     pub created_at: String,
+    /// Length of a recorded phone call (channel `phone`), in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_seconds: Option<i64>,
 }
 
 /// A group of staff users that cases can be routed to.

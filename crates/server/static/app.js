@@ -191,11 +191,17 @@
       mode = m;
       $$('.tabs button[data-mode]').forEach((b) => b.classList.toggle('on', b.dataset.mode === m));
       $('#composer').classList.toggle('note', m === 'note');
+      $('#contact-fields').hidden = m !== 'contact';
       text.placeholder = text.dataset[m];
       $('#send').textContent = $('#send').dataset[m];
       text.focus();
     };
     $$('.tabs button[data-mode]').forEach((b) => b.addEventListener('click', () => setMode(b.dataset.mode)));
+    $('#contact-channel').addEventListener('change', (e) => { $('#contact-minutes-label').hidden = e.target.value !== 'phone'; });
+    // "Record a call" in the customer's sidebar opens the composer in contact mode.
+    document.addEventListener('click', (e) => {
+      if (e.target.closest && e.target.closest('[data-record-contact]')) { e.preventDefault(); setMode('contact'); }
+    });
 
     const ago = (iso) => {
       const s = Math.max(0, Math.round((Date.now() - Date.parse(iso)) / 1000));
@@ -228,6 +234,20 @@
       if (!t) return;
       $('#send').disabled = true;
       try {
+        if (mode === 'contact') {
+          const channel = $('#contact-channel').value;
+          const minutes = $('#contact-minutes').value;
+          const body = { channel, direction: $('#contact-direction').value, text: t, case_id: caseId };
+          if (channel === 'phone' && minutes !== '') body.duration_seconds = Math.round(Number(minutes) * 60);
+          const r = await api('POST', `/api/v1/customers/${caseEl.dataset.customerId}/contacts`, body);
+          if (r.status === 201) {
+            text.value = '';
+            $('#contact-minutes').value = '';
+            say(de ? 'Kontakt gespeichert.' : 'Contact saved.');
+            reloadTimeline();
+          } else say((r.body && r.body.error && r.body.error.message) || 'Error', true);
+          return;
+        }
         if (mode === 'note') {
           const r = await api('POST', `/api/v1/cases/${caseId}/notes`, { text: t });
           if (r.status === 201) { text.value = ''; say(de ? 'Notiz gespeichert.' : 'Note saved.'); reloadTimeline(); }
@@ -355,6 +375,7 @@
       if (typing(e.target) || e.ctrlKey || e.metaKey || e.altKey) return;
       if (e.key === 'r') { e.preventDefault(); setMode('reply'); }
       if (e.key === 'n') { e.preventDefault(); setMode('note'); }
+      if (e.key === 'c') { e.preventDefault(); setMode('contact'); }
       if (e.key === 'e') { e.preventDefault(); patch({ status: 'resolved' }); }
       if (e.key === 'a') { e.preventDefault(); patch({ assignee_id: userId }); }
     });

@@ -14,6 +14,7 @@ const SQLITE: &[&str] = &[
     include_str!("../migrations/sqlite/0006_token_revoked.sql"),
     include_str!("../migrations/sqlite/0007_inbound_key_scope.sql"),
     include_str!("../migrations/sqlite/0008_outbound_provider_ids.sql"),
+    include_str!("../migrations/sqlite/0009_contact_duration.sql"),
 ];
 
 /// PostgreSQL migrations (`migrations/postgres/NNNN_name.sql`), applied in order.
@@ -26,6 +27,7 @@ const POSTGRES: &[&str] = &[
     include_str!("../migrations/postgres/0006_token_revoked.sql"),
     include_str!("../migrations/postgres/0007_inbound_key_scope.sql"),
     include_str!("../migrations/postgres/0008_outbound_provider_ids.sql"),
+    include_str!("../migrations/postgres/0009_contact_duration.sql"),
 ];
 
 /// Applies every migration not yet applied; returns how many ran. Safe to call from several

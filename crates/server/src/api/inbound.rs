@@ -4,7 +4,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use kontor_core::{normalise_identity, Attachment, Channel, IdentityKind};
+use kontor_core::{normalise_identity, Channel, IdentityKind};
 use kontor_store::{InboundReceipt, NewInbound};
 use serde::Deserialize;
 use utoipa::ToSchema;
@@ -26,26 +26,7 @@ pub struct From {
     pub external_id: Option<String>,
 }
 
-/// Most attachments one API message may carry.
-pub const MAX_ATTACHMENTS: usize = 100;
-
-/// A file attached to the message (stored by reference).
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct AttachmentIn {
-    /// The file's name (with a visible character).
-    #[schema(min_length = 1, max_length = 255, pattern = r"\S")]
-    pub filename: String,
-    /// Its media type as the sender gave it.
-    #[schema(max_length = 255)]
-    pub content_type: String,
-    /// Bytes.
-    #[schema(minimum = 0)]
-    pub size: i64,
-    /// Where the sending system keeps it.
-    #[schema(max_length = 2048)]
-    pub url: Option<String>,
-}
+pub use super::attachments::{AttachmentIn, MAX_ATTACHMENTS};
 
 /// A pattern (ECMA-262 and Python `re` alike) for text with at least one visible character and
 /// no control or invisible ones (`kontor_core::is_invisible`, within the Basic Multilingual
@@ -188,25 +169,7 @@ pub fn validate(
     if req.case_id.is_some_and(|c| c <= 0) {
         return Err(AppError::invalid("case_id", "must be a positive id"));
     }
-    if req.attachments.len() > MAX_ATTACHMENTS {
-        return Err(AppError::invalid("attachments", format!("at most {MAX_ATTACHMENTS} attachments per message")));
-    }
-    let mut attachments = Vec::new();
-    for (i, a) in req.attachments.into_iter().enumerate() {
-        let field = |name: &str| format!("attachments[{i}].{name}");
-        if a.filename.trim().is_empty() {
-            return Err(AppError::invalid(&field("filename"), "must not be empty"));
-        }
-        if a.size < 0 {
-            return Err(AppError::invalid(&field("size"), "must be ≥ 0"));
-        }
-        check_len(&field("filename"), &a.filename, 255)?;
-        check_len(&field("content_type"), &a.content_type, 255)?;
-        if let Some(url) = &a.url {
-            check_len(&field("url"), url, 2048)?;
-        }
-        attachments.push(Attachment { filename: a.filename, content_type: a.content_type, size: a.size, url: a.url });
-    }
+    let attachments = super::attachments::validate(req.attachments)?;
     Ok(NewInbound {
         channel: Channel::Api,
         from_kind: kind,

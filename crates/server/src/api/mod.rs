@@ -1,7 +1,9 @@
 //! The JSON REST API under `/api/v1`.
 
 pub mod admin;
+pub mod attachments;
 pub mod cases;
+pub mod contacts;
 pub mod customers;
 pub mod events;
 pub mod inbound;
@@ -32,6 +34,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/customers/{id}", get(customers::detail).patch(customers::patch))
         .route("/api/v1/customers/{id}/identities", post(customers::add_identity))
         .route("/api/v1/customers/{id}/merge", post(customers::merge))
+        .route("/api/v1/customers/{id}/contacts", post(contacts::record))
         .route("/api/v1/events", get(events::list))
         .route("/api/v1/events/stream", get(events::stream))
         .route("/api/v1/search", get(search::search))

@@ -415,6 +415,10 @@ async fn case_context(
                         "link": a.url.as_deref().filter(|u| u.starts_with("https://") || u.starts_with("http://")),
                     })).collect::<Vec<_>>(),
                     "created_at": m.created_at, "age": age(&m.created_at),
+                    "recorded_by": matches!(m.channel, kontor_core::Channel::Phone | kontor_core::Channel::Letter)
+                        .then(|| m.author_id.map(|a| names.get(&a).cloned().unwrap_or_else(|| t["agent"].to_string())))
+                        .flatten(),
+                    "duration": m.duration_seconds.map(|d| format!("{}:{:02} {}", d / 60, d % 60, t["minutes_short"])),
                     "delivery_state": m.delivery_state,
                     "delivery_label": m.delivery_state.map(|d| t.get(format!("delivery_{}", d.as_str()).as_str()).copied().unwrap_or(d.as_str())),
                     "delivery_error": m.delivery_error.as_deref().map(|e| delivery_error_text(e, staff.lang)),

@@ -79,7 +79,8 @@ pub enum ReplyOutcome {
 }
 
 /// Event kinds that make a reply written earlier stale.
-const CONVERSATION_EVENTS: &str = "('message.received', 'message.created', 'note.added', 'case.merged')";
+const CONVERSATION_EVENTS: &str =
+    "('message.received', 'message.created', 'message.recorded', 'note.added', 'case.merged')";
 
 /// At most this many messages moved in by a merge are shown with a stale reply.
 const STALE_MERGED_MESSAGES: usize = 50;
@@ -228,6 +229,7 @@ impl Store {
                     provider_message_id: None,
                     author_id,
                     delivery_state: None,
+                    duration_seconds: None,
                 },
             )?;
             let ev = tx.event("note.added", Some(case_id), Some(case.customer_id), &json!({ "message": message }))?;
@@ -407,7 +409,8 @@ fn reply_in(
             let mut messages = Vec::new();
             for e in &events {
                 let mut ids: Vec<i64> = Vec::new();
-                if let Some(mid) = e.payload.get("message").and_then(|m| m.get("id")).and_then(|v| v.as_i64()) {
+                let mid = e.payload.get("message").and_then(|m| m.get("id")).or_else(|| e.payload.get("message_id"));
+                if let Some(mid) = mid.and_then(|v| v.as_i64()) {
                     ids.push(mid);
                 }
                 // A merge brought in the other case's messages: show the newest of them.
@@ -461,6 +464,7 @@ fn reply_in(
             provider_message_id: None,
             author_id: r.author_id,
             delivery_state: Some("queued"),
+            duration_seconds: None,
         },
     )?;
     let message_id = message.id;

@@ -558,6 +558,7 @@ fn ingest_many(
                 delivery_state: None,
                 delivery_error: None,
                 created_at: crate::format_ts(now),
+                duration_seconds: None,
             });
         }
         if tx.backend() == crate::Backend::Sqlite {
@@ -706,8 +707,58 @@ fn ingest_in(tx: &mut Tx<'_>, m: &NewInbound, reopen_window_us: i64) -> Result<I
     let (customer_id, _) = find_or_create_customer(tx, m.from_kind, &m.from_address, m.name.as_deref())?;
     let now = tx.now;
 
-    // Choose the case.
-    let case_id = match m.case_id {
+    let case_id = thread_case(tx, customer_id, m.case_id, true, m.subject.as_deref(), m.channel, reopen_window_us)?;
+
+    let message = insert_message(
+        tx,
+        &MessageRow {
+            case_id,
+            customer_id,
+            direction: Direction::In,
+            internal: false,
+            channel: m.channel,
+            subject: m.subject.as_deref(),
+            text: &m.text,
+            html: m.html.as_deref(),
+            attachments: &m.attachments,
+            provider_message_id: m.provider_message_id.as_deref(),
+            author_id: None,
+            delivery_state: None,
+            duration_seconds: None,
+        },
+    )?;
+    let message_id = message.id;
+    let event_id = tx.event("message.received", Some(case_id), Some(customer_id), &json!({ "message": message }))?;
+    tx.conn.execute(
+        "UPDATE cases SET updated_at = ?, last_message_at = ?, last_event_id = ?, subject = COALESCE(subject, ?) WHERE id = ?",
+        &params![now, now, event_id, m.subject.as_deref(), case_id],
+    )?;
+    if let Some(key) = &key {
+        tx.conn.execute(
+            "UPDATE inbound_keys SET message_id = ?, case_id = ?, customer_id = ?, event_id = ? \
+             WHERE channel = ? AND scope = ? AND idem_key = ?",
+            &params![message_id, case_id, customer_id, event_id, channel, scope, key.as_str()],
+        )?;
+    }
+    Ok(InboundReceipt { message_id, case_id, customer_id, event_id, created: true })
+}
+
+/// Opens a new case for a message and appends `case.created`.
+/// The case a message of `customer_id` belongs in: the requested case (following merges; an
+/// unknown case and another customer's case answer alike), else the customer's open case, or
+/// their resolved case within the reopen window, else a new case. `reopen_case`: a resolved
+/// case taken this way is re-opened (an inbound message), or just appended to (a contact an
+/// agent records after the fact).
+pub(crate) fn thread_case(
+    tx: &mut Tx<'_>,
+    customer_id: i64,
+    requested_case: Option<i64>,
+    reopen_case: bool,
+    subject: Option<&str>,
+    channel: Channel,
+    reopen_window_us: i64,
+) -> Result<i64, StoreError> {
+    match requested_case {
         Some(requested) => {
             // A case that was merged lives on in the case it was merged into.
             let mut id = requested;
@@ -728,10 +779,10 @@ fn ingest_in(tx: &mut Tx<'_>, m: &NewInbound, reopen_window_us: i64) -> Result<I
             if case.customer_id != customer_id {
                 return Err(not_theirs());
             }
-            if !case.status.is_active() {
+            if reopen_case && !case.status.is_active() {
                 reopen(tx, id, case.customer_id)?;
             }
-            id
+            Ok(id)
         }
         None => {
             let rows = tx.conn.query(
@@ -747,59 +798,28 @@ fn ingest_in(tx: &mut Tx<'_>, m: &NewInbound, reopen_window_us: i64) -> Result<I
                     updated_at_us: r.i64(2),
                 })
                 .collect();
-            match choose_case(&candidates, now, reopen_window_us) {
-                Threading::Append(id) => id,
+            match choose_case(&candidates, tx.now, reopen_window_us) {
+                Threading::Append(id) => Ok(id),
                 Threading::Reopen(id) => {
-                    reopen(tx, id, customer_id)?;
-                    id
+                    if reopen_case {
+                        reopen(tx, id, customer_id)?;
+                    }
+                    Ok(id)
                 }
-                Threading::New => new_case(tx, customer_id, m)?,
+                Threading::New => new_case(tx, customer_id, subject, channel),
             }
         }
-    };
-
-    let message = insert_message(
-        tx,
-        &MessageRow {
-            case_id,
-            customer_id,
-            direction: Direction::In,
-            internal: false,
-            channel: m.channel,
-            subject: m.subject.as_deref(),
-            text: &m.text,
-            html: m.html.as_deref(),
-            attachments: &m.attachments,
-            provider_message_id: m.provider_message_id.as_deref(),
-            author_id: None,
-            delivery_state: None,
-        },
-    )?;
-    let message_id = message.id;
-    let event_id = tx.event("message.received", Some(case_id), Some(customer_id), &json!({ "message": message }))?;
-    tx.conn.execute(
-        "UPDATE cases SET updated_at = ?, last_message_at = ?, last_event_id = ?, subject = COALESCE(subject, ?) WHERE id = ?",
-        &params![now, now, event_id, m.subject.as_deref(), case_id],
-    )?;
-    if let Some(key) = &key {
-        tx.conn.execute(
-            "UPDATE inbound_keys SET message_id = ?, case_id = ?, customer_id = ?, event_id = ? \
-             WHERE channel = ? AND scope = ? AND idem_key = ?",
-            &params![message_id, case_id, customer_id, event_id, channel, scope, key.as_str()],
-        )?;
     }
-    Ok(InboundReceipt { message_id, case_id, customer_id, event_id, created: true })
 }
 
-/// Opens a new case for a message and appends `case.created`.
-fn new_case(tx: &mut Tx<'_>, customer_id: i64, m: &NewInbound) -> Result<i64, StoreError> {
+fn new_case(tx: &mut Tx<'_>, customer_id: i64, subject: Option<&str>, channel: Channel) -> Result<i64, StoreError> {
     let now = tx.now;
     let id = tx
         .conn
         .query_opt(
             "INSERT INTO cases (customer_id, subject, status, priority, channel, created_at, updated_at) \
              VALUES (?, ?, 'open', 'normal', ?, ?, ?) RETURNING id",
-            &params![customer_id, m.subject.as_deref(), m.channel.as_str(), now, now],
+            &params![customer_id, subject, channel.as_str(), now, now],
         )?
         .map(|r| r.i64(0))
         .ok_or_else(|| StoreError::Database("case insert returned no id".into()))?;
@@ -838,6 +858,8 @@ pub(crate) struct MessageRow<'a> {
     pub provider_message_id: Option<&'a str>,
     pub author_id: Option<i64>,
     pub delivery_state: Option<&'a str>,
+    /// Length of a recorded phone call.
+    pub duration_seconds: Option<i64>,
 }
 
 /// Inserts a message and indexes it for search; returns it as stored.
@@ -847,7 +869,8 @@ pub(crate) fn insert_message(tx: &mut Tx<'_>, m: &MessageRow<'_>) -> Result<Mess
         .conn
         .query_opt(
             "INSERT INTO messages (case_id, customer_id, direction, internal, channel, subject, text, html, attachments, \
-             provider_message_id, author_id, delivery_state, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+             provider_message_id, author_id, delivery_state, created_at, duration_seconds) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
             &params![
                 m.case_id,
                 m.customer_id,
@@ -861,7 +884,8 @@ pub(crate) fn insert_message(tx: &mut Tx<'_>, m: &MessageRow<'_>) -> Result<Mess
                 m.provider_message_id,
                 m.author_id,
                 m.delivery_state,
-                tx.now
+                tx.now,
+                m.duration_seconds
             ],
         )?
         .map(|r| r.i64(0))
@@ -888,5 +912,6 @@ pub(crate) fn insert_message(tx: &mut Tx<'_>, m: &MessageRow<'_>) -> Result<Mess
         delivery_state: m.delivery_state.and_then(DeliveryState::parse),
         delivery_error: None,
         created_at: crate::format_ts(tx.now),
+        duration_seconds: m.duration_seconds,
     })
 }

@@ -3,6 +3,7 @@
 mod auth;
 mod canned;
 mod cases;
+mod contacts;
 mod customers;
 mod delivery;
 mod events;
@@ -17,6 +18,7 @@ mod teams;
 
 pub use auth::*;
 pub use cases::*;
+pub use contacts::*;
 pub use customers::*;
 
 pub use inbox::*;
@@ -56,7 +58,7 @@ pub(crate) fn case_from_row(r: &Row) -> Case {
 }
 
 pub(crate) const MESSAGE_COLS: &str = "id, case_id, customer_id, direction, internal, channel, subject, text, html, \
-     attachments, provider_message_id, author_id, delivery_state, delivery_error, created_at";
+     attachments, provider_message_id, author_id, delivery_state, delivery_error, created_at, duration_seconds";
 
 pub(crate) fn message_from_row(r: &Row) -> Message {
     Message {
@@ -75,6 +77,7 @@ pub(crate) fn message_from_row(r: &Row) -> Message {
         delivery_state: r.opt_text(12).and_then(|s| DeliveryState::parse(&s)),
         delivery_error: r.opt_text(13),
         created_at: format_ts(r.i64(14)),
+        duration_seconds: r.opt_i64(15),
     }
 }
 

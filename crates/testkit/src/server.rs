@@ -3,6 +3,7 @@
 //! form, the CSRF token of a page, cookies.
 
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use kontor_core::{Role, StaffUser};
 use kontor_server::{AppState, Config};
@@ -88,6 +89,14 @@ impl TestServer {
             .unwrap_or_else(|e| panic!("cannot create staff user {email}: {e}"))
     }
 
+    /// Adds the two staff users the page tests sign in as, both with [`PASSWORD`]:
+    /// `anna@example.de` (Anna Admin, admin) and `ben@example.de` (Ben Berger, agent).
+    pub async fn with_staff(self) -> TestServer {
+        self.staff("anna@example.de", "Anna Admin", Role::Admin).await;
+        self.staff("ben@example.de", "Ben Berger", Role::Agent).await;
+        self
+    }
+
     /// Creates an API token; returns its secret.
     pub async fn token(&self, name: &str, role: Role) -> String {
         let (_, secret) = self
@@ -170,6 +179,24 @@ impl TestServer {
             .send()
             .await
             .unwrap_or_else(|e| panic!("POST {path}: {e}"))
+    }
+}
+
+impl TestServer {
+    /// The message `message_id` of case `case_id` once its delivery reached `state`; asks
+    /// with the admin token every 50 ms and fails the test if `limit` passes first.
+    pub async fn wait_delivery(&self, case_id: &Value, message_id: &Value, state: &str, limit: Duration) -> Value {
+        let deadline = Instant::now() + limit;
+        loop {
+            let (_, case) = self.call("GET", &format!("/api/v1/cases/{case_id}"), None).await;
+            if let Some(m) = case["messages"].as_array().and_then(|ms| ms.iter().find(|m| m["id"] == *message_id)) {
+                if m["delivery_state"] == state {
+                    return m.clone();
+                }
+            }
+            assert!(Instant::now() < deadline, "message {message_id} never reached {state}: {case}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 }
 

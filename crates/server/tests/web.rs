@@ -162,7 +162,7 @@ async fn message_content_is_escaped_and_html_mail_sanitised() {
 #[tokio::test]
 async fn agents_see_only_cases_of_their_teams_and_admins_see_all() {
     let app = start().await;
-    let api = |method: Method, path: &str, body: Value| app.with_token(&app.token, method, &path).json(&body).send();
+    let api = |method: Method, path: &str, body: Value| app.with_token(&app.token, method, path).json(&body).send();
     let team: Value =
         api(Method::POST, "/api/v1/teams", json!({ "name": "Schaden" })).await.unwrap().json().await.unwrap();
     let mut cases = Vec::new();
@@ -308,7 +308,7 @@ async fn a_new_password_ends_the_other_sessions() {
 #[tokio::test]
 async fn nothing_of_another_teams_cases_reaches_an_agent() {
     let app = start().await;
-    let admin = |method: Method, path: &str, body: Value| app.with_token(&app.token, method, &path).json(&body).send();
+    let admin = |method: Method, path: &str, body: Value| app.with_token(&app.token, method, path).json(&body).send();
     let team: Value =
         admin(Method::POST, "/api/v1/teams", json!({ "name": "Geheim" })).await.unwrap().json().await.unwrap();
     // One customer with a case of the secret team, and a second customer with a case in view.

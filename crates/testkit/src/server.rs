@@ -180,9 +180,7 @@ impl TestServer {
             .await
             .unwrap_or_else(|e| panic!("POST {path}: {e}"))
     }
-}
 
-impl TestServer {
     /// The message `message_id` of case `case_id` once its delivery reached `state`; asks
     /// with the admin token every 50 ms and fails the test if `limit` passes first.
     pub async fn wait_delivery(&self, case_id: &Value, message_id: &Value, state: &str, limit: Duration) -> Value {

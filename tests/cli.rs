@@ -97,24 +97,9 @@ fn serve_demo_loads_searchable_demo_data() {
             assert!(start.elapsed() < Duration::from_secs(20), "server did not start");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        let search: serde_json::Value = http
-            .get(format!("{base}/api/v1/search?q=Goethestra%C3%9Fe"))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let cases: serde_json::Value = http
-            .get(format!("{base}/api/v1/cases?limit=100"))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let get = |path: &str| http.get(format!("{base}{path}")).bearer_auth(&token).send();
+        let search: serde_json::Value = get("/api/v1/search?q=Goethestra%C3%9Fe").await.unwrap().json().await.unwrap();
+        let cases: serde_json::Value = get("/api/v1/cases?limit=100").await.unwrap().json().await.unwrap();
         (search, cases)
     });
     let _ = child.kill();

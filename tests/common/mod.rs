@@ -2,10 +2,10 @@
 //! ports, over SQLite (a temporary data directory) or a fresh PostgreSQL database, plus small
 //! in-test helpers (API client, SSE reader, webhook receiver, TCP proxy).
 //!
-//! PostgreSQL is taken from `KONTOR_TEST_DATABASE_URL` (default
-//! `postgres://postgres@127.0.0.1:5432/postgres`); each test gets its own database
-//! `kontor_t_<random>`, dropped afterwards. If the server cannot be reached, the test is
-//! skipped with a notice, unless `CI=true`, where it fails.
+//! The database comes from `kontor-testkit` (`PostgresDatabase`): PostgreSQL is taken from
+//! `KONTOR_TEST_DATABASE_URL` (default `postgres://postgres@127.0.0.1:5432/postgres`); each
+//! test gets its own database `kontor_t_<random>`, dropped afterwards. If the server cannot be
+//! reached, the test is skipped with a notice, unless `CI=true`, where it fails.
 
 #![allow(dead_code)]
 
@@ -16,17 +16,16 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use futures::StreamExt;
 use hmac::{Hmac, Mac};
-use kontor_store::{Backend, Conn};
+use kontor_testkit::sse::{SseNext, SseReader};
+use kontor_testkit::url::{host_port, with_host};
+use kontor_testkit::PostgresDatabase;
 use serde_json::{json, Value};
 use sha2::Sha256;
 use tempfile::TempDir;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::task::{AbortHandle, JoinHandle};
-
-pub const DEFAULT_PG_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
 /// Per-request time limit of the API client: no request may hang longer.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -54,28 +53,6 @@ pub fn unix_now() -> i64 {
 // Database and nodes
 // ---------------------------------------------------------------------------------------------
 
-/// A fresh PostgreSQL database, dropped (best effort) when this is dropped.
-struct PgDatabase {
-    admin_url: String,
-    name: String,
-}
-
-impl Drop for PgDatabase {
-    fn drop(&mut self) {
-        let (admin, name) = (self.admin_url.clone(), self.name.clone());
-        // A plain thread: the synchronous PostgreSQL client must not run inside the async
-        // runtime, and this also works while unwinding from a failed assertion.
-        let _ = std::thread::spawn(move || {
-            let dropped = Conn::open(Backend::Postgres, &admin)
-                .and_then(|mut c| c.batch(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")));
-            if let Err(e) = dropped {
-                eprintln!("notice: could not drop test database {name}: {e}");
-            }
-        })
-        .join();
-    }
-}
-
 /// Where a test's nodes keep their data: a temporary directory, and the database URL.
 pub struct Deployment {
     pub dir: TempDir,
@@ -83,7 +60,7 @@ pub struct Deployment {
     pub data_dir: PathBuf,
     /// `--database-url` of every node (None: SQLite in the data directory).
     pub database_url: Option<String>,
-    pg: Option<PgDatabase>,
+    pg: Option<PostgresDatabase>,
 }
 
 impl Deployment {
@@ -97,36 +74,10 @@ impl Deployment {
     /// A fresh PostgreSQL database, or `None` (test skipped) if the server is unreachable
     /// outside CI. With `CI=true` an unreachable server fails the test.
     pub async fn postgres() -> Option<Deployment> {
-        let base = std::env::var("KONTOR_TEST_DATABASE_URL").unwrap_or_else(|_| DEFAULT_PG_URL.to_string());
-        let name = format!("kontor_t_{:016x}", rand::random::<u64>());
-        let created = {
-            let (base, name) = (base.clone(), name.clone());
-            tokio::task::spawn_blocking(move || {
-                let mut admin = Conn::open(Backend::Postgres, &base).map_err(|e| (true, e.to_string()))?;
-                admin.batch(&format!("CREATE DATABASE {name}")).map_err(|e| (false, e.to_string()))
-            })
-            .await
-            .expect("create database task")
-        };
-        match created {
-            Ok(()) => {}
-            Err((true, e)) => {
-                let msg = format!(
-                    "PostgreSQL at {} is unreachable ({e}); set KONTOR_TEST_DATABASE_URL or start the server",
-                    redact(&base)
-                );
-                if std::env::var("CI").as_deref() == Ok("true") {
-                    panic!("{msg} (CI=true: PostgreSQL tests must run)");
-                }
-                eprintln!("notice: skipping PostgreSQL test: {msg}");
-                return None;
-            }
-            Err((false, e)) => panic!("cannot create test database {name} on {}: {e}", redact(&base)),
-        }
+        let pg = PostgresDatabase::create().await?;
         let dir = tempfile::tempdir().expect("temporary directory");
         let data_dir = dir.path().join("data");
-        let url = with_database(&base, &name);
-        Some(Deployment { dir, data_dir, database_url: Some(url), pg: Some(PgDatabase { admin_url: base, name }) })
+        Some(Deployment { dir, data_dir, database_url: Some(pg.url().to_string()), pg: Some(pg) })
     }
 
     /// True for PostgreSQL.
@@ -136,25 +87,12 @@ impl Deployment {
 
     /// `host:port` of the PostgreSQL server (for putting a proxy in front of it).
     pub fn pg_server_addr(&self) -> String {
-        let url = self.database_url.as_deref().expect("a PostgreSQL deployment");
-        let (_, _, host_port, _, _) = split_url(url);
-        if host_port.contains(':') {
-            host_port.to_string()
-        } else {
-            format!("{host_port}:5432")
-        }
+        host_port(self.database_url.as_deref().expect("a PostgreSQL deployment"), 5432)
     }
 
     /// The database URL with the server address replaced by `host_port`.
     pub fn database_url_via(&self, host_port: &str) -> String {
-        let url = self.database_url.as_deref().expect("a PostgreSQL deployment");
-        let (scheme, user, _, path, query) = split_url(url);
-        let mut out = format!("{scheme}{user}{host_port}{path}");
-        if let Some(q) = query {
-            out.push('?');
-            out.push_str(q);
-        }
-        out
+        with_host(self.database_url.as_deref().expect("a PostgreSQL deployment"), host_port)
     }
 
     /// A `kontor` command with this deployment's store arguments, a clean environment (no
@@ -227,39 +165,6 @@ impl Deployment {
             }
         }
         unreachable!("the last attempt returns or panics")
-    }
-}
-
-/// Splits `scheme://user@host:port/path?query` into (`scheme://`, `user@`, `host:port`, `/path`, query).
-fn split_url(url: &str) -> (&str, &str, &str, &str, Option<&str>) {
-    let (main, query) = match url.split_once('?') {
-        Some((m, q)) => (m, Some(q)),
-        None => (url, None),
-    };
-    let scheme_end = main.find("://").map(|i| i + 3).unwrap_or(0);
-    let authority_end = main[scheme_end..].find('/').map(|i| scheme_end + i).unwrap_or(main.len());
-    let authority = &main[scheme_end..authority_end];
-    let user_end = authority.rfind('@').map(|i| i + 1).unwrap_or(0);
-    (&main[..scheme_end], &authority[..user_end], &authority[user_end..], &main[authority_end..], query)
-}
-
-/// `base` with the database name replaced by `name`.
-fn with_database(base: &str, name: &str) -> String {
-    let (scheme, user, host, _, query) = split_url(base);
-    let mut out = format!("{scheme}{user}{host}/{name}");
-    if let Some(q) = query {
-        out.push('?');
-        out.push_str(q);
-    }
-    out
-}
-
-/// Hides a password in a URL.
-fn redact(url: &str) -> String {
-    let (scheme, user, host, path, _) = split_url(url);
-    match user.trim_end_matches('@').split_once(':') {
-        Some((u, _)) => format!("{scheme}{u}:***@{host}{path}"),
-        None => format!("{scheme}{user}{host}{path}"),
     }
 }
 
@@ -433,17 +338,9 @@ pub fn received_by_provider_id(events: &[Value]) -> HashMap<String, Vec<i64>> {
 // ---------------------------------------------------------------------------------------------
 
 /// A reader of `GET /api/v1/events/stream`.
-pub struct SseStream {
-    body: futures::stream::BoxStream<'static, reqwest::Result<Vec<u8>>>,
-    buf: String,
-}
+pub struct SseStream(SseReader);
 
-/// One SSE event.
-#[derive(Debug, Clone)]
-pub struct SseEvent {
-    pub id: Option<i64>,
-    pub data: Value,
-}
+pub use kontor_testkit::sse::SseEvent;
 
 impl SseStream {
     /// Opens the stream (optionally resuming after `last_event_id`); returns once the
@@ -460,38 +357,15 @@ impl SseStream {
         assert_eq!(r.status().as_u16(), 200, "event stream status");
         let ct = r.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
         assert!(ct.starts_with("text/event-stream"), "event stream content type {ct:?}");
-        SseStream { body: r.bytes_stream().map(|c| c.map(|b| b.to_vec())).boxed(), buf: String::new() }
+        SseStream(SseReader::new(r))
     }
 
-    /// The next event, or None if none arrives before `deadline`.
+    /// The next event, or None if none arrives before `deadline`; the stream must not end.
     pub async fn next(&mut self, deadline: Instant) -> Option<SseEvent> {
-        loop {
-            while let Some(end) = self.buf.find("\n\n") {
-                let block: String = self.buf.drain(..end + 2).collect();
-                let mut id = None;
-                let mut data = String::new();
-                for line in block.lines() {
-                    if let Some(v) = line.strip_prefix("id:") {
-                        id = v.trim().parse().ok();
-                    } else if let Some(v) = line.strip_prefix("data:") {
-                        if !data.is_empty() {
-                            data.push('\n');
-                        }
-                        data.push_str(v.strip_prefix(' ').unwrap_or(v));
-                    }
-                }
-                if id.is_some() || !data.is_empty() {
-                    let data = serde_json::from_str(&data).unwrap_or(Value::String(data));
-                    return Some(SseEvent { id, data });
-                }
-            }
-            let left = deadline.checked_duration_since(Instant::now())?;
-            match tokio::time::timeout(left, self.body.next()).await {
-                Ok(Some(Ok(chunk))) => self.buf.push_str(&String::from_utf8_lossy(&chunk).replace("\r\n", "\n")),
-                Ok(Some(Err(e))) => panic!("event stream broke: {e}"),
-                Ok(None) => panic!("event stream ended"),
-                Err(_) => return None,
-            }
+        match self.0.next(deadline).await {
+            SseNext::Event(e) => Some(e),
+            SseNext::Timeout => None,
+            SseNext::Ended => panic!("event stream ended"),
         }
     }
 }

@@ -1,52 +1,38 @@
 //! The HTTP API end to end: the real router on an ephemeral port over a real SQLite store.
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use kontor_core::Role;
-use kontor_server::{AppState, Config};
-use kontor_store::Store;
+use kontor_server::Config;
+use kontor_testkit::server::{error_field, TestServer};
+use kontor_testkit::sse::{SseNext, SseReader};
 use serde_json::{json, Value};
 
+/// The server with an admin token (`token`) and an agent token.
 struct App {
-    base: String,
-    token: String,
+    server: TestServer,
     agent_token: String,
-    http: reqwest::Client,
-    _dir: tempfile::TempDir,
+}
+
+impl std::ops::Deref for App {
+    type Target = TestServer;
+    fn deref(&self) -> &TestServer {
+        &self.server
+    }
 }
 
 async fn start(tweak: impl FnOnce(&mut Config)) -> App {
-    let dir = tempfile::tempdir().unwrap();
-    let mut cfg = Config { data_dir: dir.path().to_path_buf(), ..Config::default() };
-    cfg.jobs.poll_ms = 50;
-    tweak(&mut cfg);
-    let store = Store::open(&cfg.database_url(), cfg.store_settings()).unwrap();
-    let (_, token) = store.create_token("test".into(), Role::Admin).await.unwrap();
-    let (_, agent_token) = store.create_token("agent".into(), Role::Agent).await.unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(kontor_server::serve(AppState::new(store, cfg), listener, std::future::pending()));
-    App { base, token, agent_token, http: reqwest::Client::new(), _dir: dir }
+    let server = TestServer::start(|cfg| {
+        cfg.jobs.poll_ms = 50;
+        tweak(cfg);
+    })
+    .await;
+    let agent_token = server.token("agent", Role::Agent).await;
+    App { server, agent_token }
 }
 
 impl App {
-    async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-        self.call_as(&self.token, method, path, body).await
-    }
-
-    async fn call_as(&self, token: &str, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-        let mut rb = self.http.request(method.parse().unwrap(), format!("{}{path}", self.base)).bearer_auth(token);
-        if let Some(b) = body {
-            rb = rb.json(&b);
-        }
-        let r = rb.send().await.unwrap();
-        let status = r.status().as_u16();
-        let text = r.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
-    }
-
     async fn raw(&self, path: &str, body: &'static [u8]) -> (u16, Value) {
         let r = self
             .http
@@ -68,10 +54,6 @@ impl App {
         assert_eq!(s, 201, "{v}");
         v
     }
-}
-
-fn error_field(v: &Value) -> String {
-    v["error"]["details"]["field"].as_str().unwrap_or_default().to_string()
 }
 
 #[tokio::test]
@@ -116,9 +98,9 @@ async fn client_mistakes_get_json_errors_with_the_right_status() {
     assert_eq!(app.call("GET", "/api/v1/cases/abc", None).await.0, 404);
     assert_eq!(app.call("GET", "/api/v1/customers/0", None).await.0, 404);
     let (s, v) = app.call("GET", "/api/v1/cases?status=sleeping", None).await;
-    assert_eq!((s, error_field(&v).as_str()), (422, "status"));
+    assert_eq!((s, error_field(&v)), (422, "status"));
     let (s, v) = app.call("GET", "/api/v1/cases?limit=many", None).await;
-    assert_eq!((s, error_field(&v).as_str()), (422, "limit"));
+    assert_eq!((s, error_field(&v)), (422, "limit"));
     assert_eq!(app.call("GET", "/api/v1/search", None).await.0, 422);
     let (s, _) = app.call("POST", "/api/v1/cases/1/replies", Some(json!({ "text": "hi" }))).await;
     assert_eq!(s, 422, "based_on_event_id is required");
@@ -168,33 +150,20 @@ async fn agent_tokens_cannot_administer() {
         app.call("PATCH", &format!("/api/v1/cases/{}", a["case_id"]), Some(json!({ "team_id": null }))).await;
     assert_eq!((s, &case["team_id"]), (200, &Value::Null));
     let (s, v) = app.call("PATCH", &format!("/api/v1/cases/{}", a["case_id"]), Some(json!({ "team_id": 999 }))).await;
-    assert_eq!((s, error_field(&v).as_str()), (422, "team_id"));
+    assert_eq!((s, error_field(&v)), (422, "team_id"));
 }
 
+/// The first `want` events (with id) of the stream, or fewer if `timeout` passes first.
 async fn read_sse(resp: reqwest::Response, want: usize, timeout: Duration) -> Vec<(i64, Value)> {
+    let deadline = Instant::now() + timeout;
+    let mut stream = SseReader::new(resp);
     let mut out = Vec::new();
-    let mut buf = String::new();
-    let mut body = resp.bytes_stream();
-    let _ = tokio::time::timeout(timeout, async {
-        while let Some(Ok(chunk)) = body.next().await {
-            buf.push_str(&String::from_utf8_lossy(&chunk));
-            while let Some(end) = buf.find("\n\n") {
-                let frame: String = buf.drain(..end + 2).collect();
-                let id = frame.lines().find_map(|l| l.strip_prefix("id:")).and_then(|v| v.trim().parse().ok());
-                let data = frame
-                    .lines()
-                    .find_map(|l| l.strip_prefix("data:"))
-                    .and_then(|d| serde_json::from_str(d.trim()).ok());
-                if let (Some(id), Some(data)) = (id, data) {
-                    out.push((id, data));
-                }
-            }
-            if out.len() >= want {
-                break;
-            }
+    while out.len() < want {
+        match stream.next(deadline).await {
+            SseNext::Event(e) => out.extend(e.id.map(|id| (id, e.data))),
+            SseNext::Timeout | SseNext::Ended => break,
         }
-    })
-    .await;
+    }
     out
 }
 
@@ -269,19 +238,6 @@ async fn webhook(statuses: Vec<u16>) -> (String, Received) {
     (url, seen)
 }
 
-async fn wait_delivery(app: &App, case_id: &Value, message_id: &Value, state: &str) -> Value {
-    for _ in 0..100 {
-        let (_, case) = app.call("GET", &format!("/api/v1/cases/{case_id}"), None).await;
-        if let Some(m) = case["messages"].as_array().and_then(|ms| ms.iter().find(|m| m["id"] == *message_id)) {
-            if m["delivery_state"] == state {
-                return m.clone();
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("message {message_id} never reached {state}");
-}
-
 #[tokio::test]
 async fn reply_is_delivered_to_the_webhook_signed_and_marked_sent() {
     let (url, seen) = webhook(vec![503, 200]).await;
@@ -300,7 +256,7 @@ async fn reply_is_delivered_to_the_webhook_signed_and_marked_sent() {
         )
         .await;
     assert_eq!(s, 202, "{r}");
-    let m = wait_delivery(&app, &a["case_id"], &r["message_id"], "sent").await;
+    let m = app.wait_delivery(&a["case_id"], &r["message_id"], "sent", Duration::from_secs(10)).await;
     assert_eq!(m["provider_message_id"], "ext-2", "first attempt got 503 and was retried");
     let seen = seen.lock().unwrap().clone();
     assert_eq!(seen.len(), 2);
@@ -328,7 +284,7 @@ async fn permanent_webhook_refusal_fails_the_delivery_at_once() {
             Some(json!({ "text": "Antwort", "based_on_event_id": a["event_id"] })),
         )
         .await;
-    let m = wait_delivery(&app, &a["case_id"], &r["message_id"], "failed").await;
+    let m = app.wait_delivery(&a["case_id"], &r["message_id"], "failed", Duration::from_secs(10)).await;
     assert!(m["delivery_error"].as_str().unwrap_or_default().contains("400"), "{m}");
     assert_eq!(seen.lock().unwrap().len(), 1);
     let (_, jobs) = app.call("GET", "/api/v1/jobs", None).await;

@@ -6,84 +6,40 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use kontor_core::Role;
 use kontor_server::web::{SignInLimiter, SignInLimits};
-use kontor_server::{AppState, Config};
-use kontor_store::Store;
-use reqwest::header::{ACCEPT_LANGUAGE, COOKIE, SET_COOKIE};
-use reqwest::redirect::Policy;
+use kontor_testkit::server::TestServer;
+use kontor_testkit::sse::{SseNext, SseReader};
+use reqwest::header::ACCEPT_LANGUAGE;
+use reqwest::Method;
 use serde_json::{json, Value};
 
+/// The server with its sign-in limiter (to flood it directly).
 struct App {
-    base: String,
-    /// An admin token.
-    token: String,
-    store: Store,
+    server: TestServer,
     limiter: Arc<SignInLimiter>,
-    http: reqwest::Client,
-    dir: tempfile::TempDir,
+}
+
+impl std::ops::Deref for App {
+    type Target = TestServer;
+    fn deref(&self) -> &TestServer {
+        &self.server
+    }
 }
 
 /// A server over a fresh store with staff users anna (admin) and ben (agent), both with
 /// the password `geheim123`, and an admin token.
 async fn start_with(limits: SignInLimits) -> App {
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = Config { data_dir: dir.path().to_path_buf(), ..Config::default() };
-    let store = Store::open(&cfg.database_url(), cfg.store_settings()).unwrap();
-    store.create_user("anna@example.de".into(), "Anna Admin".into(), Role::Admin, "geheim123".into()).await.unwrap();
-    store.create_user("ben@example.de".into(), "Ben Berger".into(), Role::Agent, "geheim123".into()).await.unwrap();
-    let (_, token) = store.create_token("admin".into(), Role::Admin).await.unwrap();
-    let (base, limiter) = serve_node(&store, &cfg, limits).await;
-    let http = reqwest::Client::builder().redirect(Policy::none()).build().unwrap();
-    App { base, token, store, limiter, http, dir }
+    let limiter = Arc::new(SignInLimiter::new(limits));
+    let server = TestServer::start_with(|_| {}, |state| state.sign_in_limiter = limiter.clone()).await;
+    App { server: server.with_staff().await, limiter }
 }
 
 async fn start() -> App {
     start_with(SignInLimits::default()).await
 }
 
-/// Starts one more node (its own token cache, sign-in limiter and workers) on `store`;
-/// returns its base URL and sign-in limiter.
-async fn serve_node(store: &Store, cfg: &Config, limits: SignInLimits) -> (String, Arc<SignInLimiter>) {
-    let mut state = AppState::new(store.clone(), cfg.clone());
-    state.sign_in_limiter = Arc::new(SignInLimiter::new(limits));
-    let limiter = state.sign_in_limiter.clone();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(kontor_server::serve(state, listener, std::future::pending()));
-    (base, limiter)
-}
-
-fn cookie_value(r: &reqwest::Response, name: &str) -> Option<String> {
-    r.headers()
-        .get_all(SET_COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find_map(|c| c.strip_prefix(&format!("{name}=")).map(|r| r.split(';').next().unwrap_or("").to_string()))
-}
-
-fn hidden_csrf(html: &str) -> String {
-    let i = html.find("name=\"csrf\" value=\"").expect("csrf field") + "name=\"csrf\" value=\"".len();
-    html[i..].split('"').next().unwrap_or_default().to_string()
-}
-
 impl App {
-    async fn call_as(&self, token: &str, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-        let mut rb = self.http.request(method.parse().unwrap(), format!("{}{path}", self.base)).bearer_auth(token);
-        if let Some(b) = body {
-            rb = rb.json(&b);
-        }
-        let r = rb.send().await.unwrap();
-        let status = r.status().as_u16();
-        let text = r.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
-    }
-
-    async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-        self.call_as(&self.token, method, path, body).await
-    }
-
     async fn inbound(&self, email: &str, text: &str) -> Value {
         let (s, v) =
             self.call("POST", "/api/v1/inbound", Some(json!({ "from": { "email": email }, "text": text }))).await;
@@ -97,41 +53,9 @@ impl App {
         v["event_id"].as_i64().expect("event_id")
     }
 
-    /// Signs in through the form; `Err(status)` if refused, else (session cookie, page CSRF).
-    async fn sign_in(&self, email: &str, password: &str) -> Result<(String, String), u16> {
-        let page = self.http.get(format!("{}/login", self.base)).send().await.unwrap();
-        let login_cookie = cookie_value(&page, "kontor_login").unwrap();
-        let csrf = hidden_csrf(&page.text().await.unwrap());
-        let r = self
-            .http
-            .post(format!("{}/login", self.base))
-            .header(COOKIE, format!("kontor_login={login_cookie}"))
-            .form(&[("email", email), ("password", password), ("csrf", &csrf)])
-            .send()
-            .await
-            .unwrap();
-        if r.status().as_u16() != 303 {
-            return Err(r.status().as_u16());
-        }
-        let session = cookie_value(&r, "kontor_session").unwrap();
-        let (_, inbox) = self.page(&session, "/inbox", None).await;
-        Ok((session, hidden_csrf(&inbox)))
-    }
-
-    async fn page(&self, session: &str, path: &str, lang: Option<&str>) -> (u16, String) {
-        let mut rb = self.http.get(format!("{}{path}", self.base)).header(COOKIE, format!("kontor_session={session}"));
-        if let Some(l) = lang {
-            rb = rb.header(ACCEPT_LANGUAGE, l);
-        }
-        let r = rb.send().await.unwrap();
-        (r.status().as_u16(), r.text().await.unwrap())
-    }
-
     async fn save_profile(&self, session: &str, lang: &str, form: &[(&str, &str)]) -> (u16, String) {
         let r = self
-            .http
-            .post(format!("{}/profile", self.base))
-            .header(COOKIE, format!("kontor_session={session}"))
+            .with_session(session, Method::POST, "/profile")
             .header(ACCEPT_LANGUAGE, lang)
             .form(form)
             .send()
@@ -142,59 +66,22 @@ impl App {
 }
 
 /// A reader of `GET /api/v1/events/stream`.
-struct Sse {
-    body: futures::stream::BoxStream<'static, reqwest::Result<bytes::Bytes>>,
-    buf: String,
-}
-
-#[derive(Debug)]
-enum Next {
-    Event(Option<i64>, Value),
-    Timeout,
-    Ended,
-}
+struct Sse(SseReader);
 
 impl Sse {
     async fn open(rb: reqwest::RequestBuilder) -> Sse {
         let r = rb.send().await.unwrap();
         assert_eq!(r.status().as_u16(), 200, "event stream status");
-        Sse { body: r.bytes_stream().boxed(), buf: String::new() }
-    }
-
-    async fn next(&mut self, deadline: Instant) -> Next {
-        loop {
-            while let Some(end) = self.buf.find("\n\n") {
-                let block: String = self.buf.drain(..end + 2).collect();
-                let mut id = None;
-                let mut data = String::new();
-                for line in block.lines() {
-                    if let Some(v) = line.strip_prefix("id:") {
-                        id = v.trim().parse().ok();
-                    } else if let Some(v) = line.strip_prefix("data:") {
-                        data.push_str(v.strip_prefix(' ').unwrap_or(v));
-                    }
-                }
-                if id.is_some() || !data.is_empty() {
-                    return Next::Event(id, serde_json::from_str(&data).unwrap_or(Value::String(data)));
-                }
-            }
-            let Some(left) = deadline.checked_duration_since(Instant::now()) else { return Next::Timeout };
-            match tokio::time::timeout(left, self.body.next()).await {
-                Ok(Some(Ok(chunk))) => self.buf.push_str(&String::from_utf8_lossy(&chunk).replace("\r\n", "\n")),
-                Ok(Some(Err(_))) | Ok(None) => return Next::Ended,
-                Err(_) => return Next::Timeout,
-            }
-        }
+        Sse(SseReader::new(r))
     }
 
     /// Reads until the event `id` arrives; returns the ids of the events before it.
     async fn until(&mut self, id: i64, deadline: Instant) -> Vec<(i64, Value)> {
         let mut before = Vec::new();
         loop {
-            match self.next(deadline).await {
-                Next::Event(Some(got), _) if got == id => return before,
-                Next::Event(Some(got), data) => before.push((got, data)),
-                Next::Event(None, _) => {}
+            match self.0.next(deadline).await {
+                SseNext::Event(e) if e.id == Some(id) => return before,
+                SseNext::Event(e) => before.extend(e.id.map(|got| (got, e.data))),
                 other => panic!("event {id} did not arrive ({other:?}); before it: {before:?}"),
             }
         }
@@ -231,7 +118,7 @@ async fn an_ingest_token_may_post_inbound_messages_and_nothing_else() {
                 continue;
             }
             let concrete = path.replace("{id}", &case.to_string()).replace("{user_id}", "1");
-            let (s, v) = app.call_as(&ingest, &method.to_uppercase(), &concrete, Some(json!({}))).await;
+            let (s, v) = app.call_as(&ingest, method.to_uppercase().as_str(), &concrete, Some(json!({}))).await;
             assert_eq!(s, 403, "{} {concrete} with an ingest token: {v}", method.to_uppercase());
             assert_eq!(v["error"]["code"], "forbidden", "{v}");
             checked += 1;
@@ -330,9 +217,8 @@ async fn admins_list_tokens_without_secrets_and_a_revoked_token_stops_at_once() 
 #[tokio::test]
 async fn a_token_revoked_on_one_node_stops_working_on_the_others_at_once() {
     let app = start().await;
-    let cfg = Config { data_dir: app.dir.path().to_path_buf(), ..Config::default() };
     // A second node on the same store: its own token cache, learning through the event log.
-    let (other, _) = serve_node(&app.store, &cfg, SignInLimits::default()).await;
+    let other = app.start_node(|_| {}).await;
     let (crm, secret) = app.store.create_token("crm".into(), Role::Agent).await.unwrap();
     let on_other = |path: &str| app.http.get(format!("{other}{path}")).bearer_auth(&secret);
     assert_eq!(on_other("/api/v1/cases").send().await.unwrap().status().as_u16(), 200, "cached on the other node");
@@ -354,10 +240,10 @@ async fn a_token_revoked_on_one_node_stops_working_on_the_others_at_once() {
     eprintln!("the other node refused the revoked token after {:?}", revoked_at.elapsed());
     // The stream opened with it ends, without showing anything more.
     loop {
-        match stream.next(deadline).await {
-            Next::Ended => break,
-            Next::Timeout => panic!("the stream opened with a revoked token is still open"),
-            Next::Event(_, data) => assert_ne!(data["type"], "token.revoked", "{data}"),
+        match stream.0.next(deadline).await {
+            SseNext::Ended => break,
+            SseNext::Timeout => panic!("the stream opened with a revoked token is still open"),
+            SseNext::Event(e) => assert_ne!(e.data["type"], "token.revoked", "{}", e.data),
         }
     }
 }
@@ -375,10 +261,7 @@ async fn a_demoted_admins_open_stream_stops_showing_hidden_teams_and_staff_event
     assert_eq!(s, 200, "{v}");
     let visible = app.inbound("offen@example.de", "für alle").await["case_id"].clone();
     let (anna, _) = app.sign_in("anna@example.de", "geheim123").await.unwrap();
-    let mut stream = Sse::open(
-        app.http.get(format!("{}/api/v1/events/stream", app.base)).header(COOKIE, format!("kontor_session={anna}")),
-    )
-    .await;
+    let mut stream = Sse::open(app.with_session(&anna, Method::GET, "/api/v1/events/stream")).await;
 
     // As an admin, anna sees the hidden team's case.
     let secret = app.note(&hidden, "vor der Herabstufung").await;

@@ -7,145 +7,67 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use kontor_core::Role;
-use kontor_server::{AppState, Config};
-use kontor_store::{Backend, Conn, Store};
-use reqwest::header::{COOKIE, SET_COOKIE};
+use kontor_server::Config;
+use kontor_store::{Backend, Conn};
+use kontor_testkit::server::{TestServer, PASSWORD};
 use serde_json::{json, Value};
 
-struct App {
-    base: String,
-    token: String,
-    db_url: String,
-    http: reqwest::Client,
-    _dir: tempfile::TempDir,
+/// A server polling for jobs every 50 ms, with the agent ben.
+async fn start(tweak: impl FnOnce(&mut Config)) -> TestServer {
+    let app = TestServer::start(|cfg| {
+        cfg.jobs.poll_ms = 50;
+        tweak(cfg);
+    })
+    .await;
+    app.staff("ben@example.de", "Ben Berger", Role::Agent).await;
+    app
 }
 
-async fn start(tweak: impl FnOnce(&mut Config)) -> App {
-    let dir = tempfile::tempdir().unwrap();
-    let mut cfg = Config { data_dir: dir.path().to_path_buf(), ..Config::default() };
-    cfg.jobs.poll_ms = 50;
-    tweak(&mut cfg);
-    let db_url = cfg.database_url();
-    let store = Store::open(&db_url, cfg.store_settings()).unwrap();
-    let (_, token) = store.create_token("test".into(), Role::Admin).await.unwrap();
-    store.create_user("ben@example.de".into(), "Ben Berger".into(), Role::Agent, "geheim123".into()).await.unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(kontor_server::serve(AppState::new(store, cfg), listener, std::future::pending()));
-    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
-    App { base, token, db_url, http, _dir: dir }
+async fn inbound(app: &TestServer, email: &str, text: &str, pmid: &str) -> Value {
+    let body = json!({ "from": { "email": email }, "text": text, "provider_message_id": pmid });
+    let (s, v) = app.call("POST", "/api/v1/inbound", Some(body)).await;
+    assert_eq!(s, 201, "{v}");
+    v
 }
 
-impl App {
-    async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-        let mut rb =
-            self.http.request(method.parse().unwrap(), format!("{}{path}", self.base)).bearer_auth(&self.token);
-        if let Some(b) = body {
-            rb = rb.json(&b);
-        }
-        let r = rb.send().await.unwrap();
-        let status = r.status().as_u16();
-        let text = r.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
-    }
+/// Queues a reply on the case of an inbound message; returns the reply's message id.
+async fn reply(app: &TestServer, received: &Value, text: &str) -> Value {
+    let (s, r) = app
+        .call(
+            "POST",
+            &format!("/api/v1/cases/{}/replies", received["case_id"]),
+            Some(json!({ "text": text, "based_on_event_id": received["event_id"] })),
+        )
+        .await;
+    assert_eq!(s, 202, "{r}");
+    r["message_id"].clone()
+}
 
-    async fn inbound(&self, email: &str, text: &str, pmid: &str) -> Value {
-        let body = json!({ "from": { "email": email }, "text": text, "provider_message_id": pmid });
-        let (s, v) = self.call("POST", "/api/v1/inbound", Some(body)).await;
-        assert_eq!(s, 201, "{v}");
-        v
-    }
-
-    /// Queues a reply on the case of an inbound message; returns the reply's message id.
-    async fn reply(&self, received: &Value, text: &str) -> Value {
-        let (s, r) = self
-            .call(
-                "POST",
-                &format!("/api/v1/cases/{}/replies", received["case_id"]),
-                Some(json!({ "text": text, "based_on_event_id": received["event_id"] })),
-            )
-            .await;
-        assert_eq!(s, 202, "{r}");
-        r["message_id"].clone()
-    }
-
-    /// The message once its delivery reached `state`, polled until `limit`.
-    async fn wait_delivery(&self, case_id: &Value, message_id: &Value, state: &str, limit: Duration) -> Value {
-        let deadline = Instant::now() + limit;
-        loop {
-            let (_, case) = self.call("GET", &format!("/api/v1/cases/{case_id}"), None).await;
-            if let Some(m) = case["messages"].as_array().and_then(|ms| ms.iter().find(|m| m["id"] == *message_id)) {
-                if m["delivery_state"] == state {
-                    return m.clone();
-                }
-            }
-            assert!(Instant::now() < deadline, "message {message_id} never reached {state}: {case}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    /// The status of `/readyz` (0 if the request failed).
-    async fn readyz(&self) -> u16 {
-        match self.http.get(format!("{}/readyz", self.base)).send().await {
-            Ok(r) => r.status().as_u16(),
-            Err(_) => 0,
-        }
-    }
-
-    /// Polls `/readyz` until it answers `want`.
-    async fn wait_ready(&self, want: u16, limit: Duration) {
-        let deadline = Instant::now() + limit;
-        loop {
-            let got = self.readyz().await;
-            if got == want {
-                return;
-            }
-            assert!(Instant::now() < deadline, "/readyz answered {got}, never {want}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    /// Signs in through the login form; returns the session cookie.
-    async fn sign_in(&self, email: &str, password: &str) -> String {
-        let page = self.http.get(format!("{}/login", self.base)).send().await.unwrap();
-        let login = cookie(&page, "kontor_login");
-        let html = page.text().await.unwrap();
-        let i = html.find("name=\"csrf\" value=\"").expect("csrf field") + "name=\"csrf\" value=\"".len();
-        let csrf = html[i..].split('"').next().unwrap_or_default().to_string();
-        let r = self
-            .http
-            .post(format!("{}/login", self.base))
-            .header(COOKIE, format!("kontor_login={login}"))
-            .form(&[("email", email), ("password", password), ("csrf", &csrf)])
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status().as_u16(), 303, "sign-in");
-        cookie(&r, "kontor_session")
-    }
-
-    /// GET as a signed-in user: status (0 if the connection failed) and body.
-    async fn get_as(&self, session: &str, path: &str) -> (u16, String) {
-        match self
-            .http
-            .get(format!("{}{path}", self.base))
-            .header(COOKIE, format!("kontor_session={session}"))
-            .send()
-            .await
-        {
-            Ok(r) => (r.status().as_u16(), r.text().await.unwrap_or_default()),
-            Err(_) => (0, String::new()),
-        }
+/// The status of `/readyz` (0 if the request failed).
+async fn readyz(app: &TestServer) -> u16 {
+    match app.http.get(app.url("/readyz")).send().await {
+        Ok(r) => r.status().as_u16(),
+        Err(_) => 0,
     }
 }
 
-fn cookie(r: &reqwest::Response, name: &str) -> String {
-    r.headers()
-        .get_all(SET_COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find_map(|c| c.strip_prefix(&format!("{name}=")).map(|r| r.split(';').next().unwrap_or("").to_string()))
-        .unwrap_or_else(|| panic!("no {name} cookie"))
+/// Polls `/readyz` until it answers `want`.
+async fn wait_ready(app: &TestServer, want: u16, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    loop {
+        let got = readyz(app).await;
+        if got == want {
+            return;
+        }
+        assert!(Instant::now() < deadline, "/readyz answered {got}, never {want}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Signs in through the login form; returns the session cookie.
+async fn sign_in(app: &TestServer, email: &str) -> String {
+    let (session, _) = app.sign_in(email, PASSWORD).await.unwrap_or_else(|status| panic!("sign-in: {status}"));
+    session
 }
 
 /// One request the test webhook received.
@@ -210,8 +132,8 @@ async fn a_delivery_slower_than_the_job_lease_is_posted_once() {
         c.api_channel.webhook_url = Some(url);
     })
     .await;
-    let a = app.inbound("langsam@example.de", "Bitte antworten", "slow-1").await;
-    let message_id = app.reply(&a, "Gern, bald.").await;
+    let a = inbound(&app, "langsam@example.de", "Bitte antworten", "slow-1").await;
+    let message_id = reply(&app, &a, "Gern, bald.").await;
     let m = app.wait_delivery(&a["case_id"], &message_id, "sent", Duration::from_secs(40)).await;
     assert_eq!(m["provider_message_id"], "ext-slow");
     let key = format!("kontor-message-{message_id}");
@@ -229,15 +151,15 @@ async fn a_handler_whose_lease_was_taken_over_is_stopped() {
         c.api_channel.webhook_url = Some(url);
     })
     .await;
-    let a = app.inbound("uebernahme@example.de", "Hallo", "steal-1").await;
-    app.reply(&a, "Antwort").await;
+    let a = inbound(&app, "uebernahme@example.de", "Hallo", "steal-1").await;
+    reply(&app, &a, "Antwort").await;
     let deadline = Instant::now() + Duration::from_secs(20);
     while hits.lock().unwrap().is_empty() {
         assert!(Instant::now() < deadline, "the webhook never got the delivery");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // Another node takes the job over (as after an expired lease).
-    let mut conn = Conn::open(Backend::Sqlite, &app.db_url).unwrap();
+    let mut conn = Conn::open(Backend::Sqlite, &app.database_url()).unwrap();
     let n = conn
         .execute("UPDATE jobs SET locked_by = 'another-node', attempts = attempts + 1 WHERE status = 'running'", &[])
         .unwrap();
@@ -257,24 +179,24 @@ async fn a_handler_whose_lease_was_taken_over_is_stopped() {
 #[tokio::test]
 async fn readyz_is_unavailable_while_the_database_write_lock_is_held() {
     let app = start(|_| {}).await;
-    app.wait_ready(200, Duration::from_secs(10)).await;
+    wait_ready(&app, 200, Duration::from_secs(10)).await;
     // Another process holds SQLite's write lock: reads still work, writes cannot commit.
-    let mut holder = Conn::open(Backend::Sqlite, &app.db_url).unwrap();
+    let mut holder = Conn::open(Backend::Sqlite, &app.database_url()).unwrap();
     holder.batch("BEGIN IMMEDIATE").unwrap();
-    app.wait_ready(503, Duration::from_secs(20)).await;
+    wait_ready(&app, 503, Duration::from_secs(20)).await;
     let r = app.http.get(format!("{}/readyz", app.base)).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 503);
     assert!(r.headers().get("retry-after").is_some());
     holder.batch("ROLLBACK").unwrap();
-    app.wait_ready(200, Duration::from_secs(30)).await;
+    wait_ready(&app, 200, Duration::from_secs(30)).await;
     drop(holder);
 }
 
 #[tokio::test]
 async fn a_full_write_queue_answers_503_with_retry_after_and_loses_nothing_accepted() {
     let app = Arc::new(start(|c| c.write_queue_capacity = 2).await);
-    app.inbound("vorher@example.de", "warm", "q-0").await;
-    let mut holder = Conn::open(Backend::Sqlite, &app.db_url).unwrap();
+    inbound(&app, "vorher@example.de", "warm", "q-0").await;
+    let mut holder = Conn::open(Backend::Sqlite, &app.database_url()).unwrap();
     holder.batch("BEGIN IMMEDIATE").unwrap();
     let refused = Arc::new(AtomicUsize::new(0));
     let mut posts = Vec::new();
@@ -329,7 +251,7 @@ async fn a_full_write_queue_answers_503_with_retry_after_and_loses_nothing_accep
 #[tokio::test]
 async fn out_of_range_list_limits_answer_422_and_the_document_states_the_range() {
     let app = start(|_| {}).await;
-    app.inbound("grenze@example.de", "Umzug", "lim-1").await;
+    inbound(&app, "grenze@example.de", "Umzug", "lim-1").await;
     for (path, max) in [
         ("/api/v1/search?q=umzug&", 100i64),
         ("/api/v1/cases?", 200),
@@ -346,10 +268,10 @@ async fn out_of_range_list_limits_answer_422_and_the_document_states_the_range()
         }
     }
     // A staff session whose search is widened for hidden hits (limit × 4) gets 422 as well.
-    let agent = app.sign_in("ben@example.de", "geheim123").await;
-    let (s, body) = app.get_as(&agent, "/api/v1/search?q=umzug&limit=9223372036854775807").await;
+    let agent = sign_in(&app, "ben@example.de").await;
+    let (s, body) = app.page(&agent, "/api/v1/search?q=umzug&limit=9223372036854775807").await;
     assert_eq!(s, 422, "{body}");
-    let (s, _) = app.get_as(&agent, "/api/v1/search?q=umzug&limit=100").await;
+    let (s, _) = app.page(&agent, "/api/v1/search?q=umzug&limit=100").await;
     assert_eq!(s, 200);
 
     let (_, doc) = app.call("GET", "/api/openapi.json", None).await;
@@ -419,8 +341,8 @@ async fn snippet_markup_is_only_kontors_even_when_the_text_holds_marker_characte
     assert!(snippet.contains("<mark>Montag</mark>") && snippet.contains("&lt;/mark&gt;"), "{snippet:?}");
 
     // The inbox page shows the same snippets.
-    let session = app.sign_in("ben@example.de", "geheim123").await;
-    let (s, html) = app.get_as(&session, "/inbox?q=montag").await;
+    let session = sign_in(&app, "ben@example.de").await;
+    let (s, html) = app.page(&session, "/inbox?q=montag").await;
     assert_eq!(s, 200);
     let spans: Vec<&str> =
         html.split("<span class=\"snippet\">").skip(1).filter_map(|s| s.split("</span>").next()).collect();
@@ -436,8 +358,8 @@ async fn a_huge_webhook_answer_is_not_stored_as_the_provider_message_id() {
     let h = huge.clone();
     let (url, _hits) = slow_webhook(Duration::ZERO, move || h.as_str().to_string()).await;
     let app = start(|c| c.api_channel.webhook_url = Some(url)).await;
-    let a = app.inbound("gross@example.de", "Bitte antworten", "big-1").await;
-    let message_id = app.reply(&a, "Antwort").await;
+    let a = inbound(&app, "gross@example.de", "Bitte antworten", "big-1").await;
+    let message_id = reply(&app, &a, "Antwort").await;
     let m = app.wait_delivery(&a["case_id"], &message_id, "sent", Duration::from_secs(20)).await;
     let kept = m["provider_message_id"].as_str().map_or(0, str::len);
     assert_eq!(kept, 0, "a provider id of {kept} bytes was kept");
@@ -448,8 +370,8 @@ async fn a_huge_webhook_answer_is_not_stored_as_the_provider_message_id() {
         let body = format!("{{\"id\": \"{id}\"}}");
         let (url, _hits) = slow_webhook(Duration::ZERO, move || body.clone()).await;
         let app = start(|c| c.api_channel.webhook_url = Some(url)).await;
-        let a = app.inbound("kurz@example.de", "Bitte antworten", "id-1").await;
-        let message_id = app.reply(&a, "Antwort").await;
+        let a = inbound(&app, "kurz@example.de", "Bitte antworten", "id-1").await;
+        let message_id = reply(&app, &a, "Antwort").await;
         let m = app.wait_delivery(&a["case_id"], &message_id, "sent", Duration::from_secs(20)).await;
         let want = if kept { Value::String(id.clone()) } else { Value::Null };
         assert_eq!(m["provider_message_id"], want, "{} chars", id.len());

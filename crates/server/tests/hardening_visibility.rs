@@ -3,36 +3,24 @@
 //! of role agent (API tokens and admins see everything).
 
 use kontor_core::Role;
-use kontor_server::{AppState, Config};
-use kontor_store::Store;
-use reqwest::header::COOKIE;
+use kontor_testkit::server::{error_message, TestServer};
 use reqwest::Method;
 use serde_json::{json, Value};
 
 struct App {
-    base: String,
-    token: String,
-    http: reqwest::Client,
+    server: TestServer,
     /// Ben's session cookie and its CSRF token (an agent in no team).
     ben: (String, String),
     /// A team Ben is not in.
     team: i64,
-    _dir: tempfile::TempDir,
 }
 
 async fn start() -> App {
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = Config { data_dir: dir.path().to_path_buf(), ..Config::default() };
-    let store = Store::open(&cfg.database_url(), cfg.store_settings()).unwrap();
-    let ben =
-        store.create_user("ben@example.de".into(), "Ben Berger".into(), Role::Agent, "geheim123".into()).await.unwrap();
-    let (_, token) = store.create_token("t".into(), Role::Admin).await.unwrap();
-    let session = store.create_session(ben.id, 3600).await.unwrap();
-    let csrf = store.session(&session).await.unwrap().unwrap().csrf;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(kontor_server::serve(AppState::new(store, cfg), listener, std::future::pending()));
-    let mut app = App { base, token, http: reqwest::Client::new(), ben: (session, csrf), team: 0, _dir: dir };
+    let server = TestServer::start(|_| {}).await;
+    let ben = server.staff("ben@example.de", "Ben Berger", Role::Agent).await;
+    let session = server.store.create_session(ben.id, 3600).await.unwrap();
+    let csrf = server.store.session(&session).await.unwrap().unwrap().csrf;
+    let mut app = App { server, ben: (session, csrf), team: 0 };
     let (s, team) = app.admin(Method::POST, "/api/v1/teams", json!({ "name": "Geschäftsleitung" })).await;
     assert_eq!(s, 201, "{team}");
     app.team = team["id"].as_i64().unwrap();
@@ -42,23 +30,12 @@ async fn start() -> App {
 impl App {
     /// A request with the admin API token.
     async fn admin(&self, method: Method, path: &str, body: Value) -> (u16, Value) {
-        let r = self.http.request(method, format!("{}{path}", self.base)).bearer_auth(&self.token).json(&body);
-        let r = r.send().await.unwrap();
-        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+        self.server.call(method, path, Some(body)).await
     }
 
     /// A request as Ben, the agent, with his session and CSRF token.
     async fn ben(&self, method: Method, path: &str, body: Value) -> (u16, Value) {
-        let r = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .header(COOKIE, format!("kontor_session={}", self.ben.0))
-            .header("x-csrf-token", &self.ben.1)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+        self.server.call_in((&self.ben.0, &self.ben.1), method, path, Some(body)).await
     }
 
     /// A message from a new or known customer: (customer id, case id).
@@ -83,10 +60,6 @@ impl App {
     }
 }
 
-fn message(body: &Value) -> String {
-    body["error"]["message"].as_str().unwrap_or_default().to_string()
-}
-
 #[tokio::test]
 async fn adding_an_address_of_a_hidden_customer_names_that_customer_only_to_those_who_see_it() {
     let app = start().await;
@@ -99,16 +72,16 @@ async fn adding_an_address_of_a_hidden_customer_names_that_customer_only_to_thos
     // The agent learns that the address cannot be added, but not whose it is.
     let (s, r) = app.ben(Method::POST, &path, json!({ "kind": "email", "address": "hanna@example.de" })).await;
     assert_eq!(s, 409, "{r}");
-    assert_eq!(message(&r), "this email address cannot be added to this customer", "{r}");
+    assert_eq!(error_message(&r), "this email address cannot be added to this customer", "{r}");
     assert!(!r.to_string().contains(&format!("customer {hidden}")), "reveals the hidden customer: {r}");
     // An owner the agent may see is named, so the agent can merge the two.
     let (s, r) = app.ben(Method::POST, &path, json!({ "kind": "email", "address": "otto@example.de" })).await;
     assert_eq!(s, 409, "{r}");
-    assert!(message(&r).contains(&format!("belongs to customer {other_visible}")), "{r}");
+    assert!(error_message(&r).contains(&format!("belongs to customer {other_visible}")), "{r}");
     // Admins (and API tokens) are told the owner.
     let (s, r) = app.admin(Method::POST, &path, json!({ "kind": "email", "address": "hanna@example.de" })).await;
     assert_eq!(s, 409, "{r}");
-    assert!(message(&r).contains(&format!("belongs to customer {hidden}")), "{r}");
+    assert!(error_message(&r).contains(&format!("belongs to customer {hidden}")), "{r}");
     // A free address is added; the hidden customer itself answers like a missing one.
     let (s, r) = app.ben(Method::POST, &path, json!({ "kind": "email", "address": "vera.neu@example.de" })).await;
     assert_eq!(s, 200, "{r}");
@@ -121,7 +94,7 @@ async fn adding_an_address_of_a_hidden_customer_names_that_customer_only_to_thos
                 json!({ "kind": "email", "address": "x@example.de" }),
             )
             .await;
-        assert_eq!((s, message(&r)), (404, format!("customer {id} not found")), "{r}");
+        assert_eq!((s, error_message(&r).to_string()), (404, format!("customer {id} not found")), "{r}");
     }
 }
 
@@ -156,7 +129,7 @@ async fn an_agent_cannot_merge_customers_when_a_case_of_either_is_hidden() {
     for id in [hidden, hidden + 10_000] {
         let (s, r) =
             app.ben(Method::POST, &format!("/api/v1/customers/{target}/merge"), json!({ "source_id": id })).await;
-        assert_eq!((s, message(&r)), (404, format!("customer {id} not found")), "{r}");
+        assert_eq!((s, error_message(&r).to_string()), (404, format!("customer {id} not found")), "{r}");
     }
     assert_eq!(app.customer_of(hidden_case).await, hidden);
 
@@ -193,14 +166,14 @@ async fn a_case_merge_treats_hidden_cases_like_missing_ones_and_names_none() {
     // A hidden source answers like a missing one.
     for id in [third, third + 10_000] {
         let (s, r) = app.ben(Method::POST, &format!("/api/v1/cases/{first}/merge"), json!({ "source_id": id })).await;
-        assert_eq!((s, message(&r)), (404, format!("case {id} not found")), "{r}");
+        assert_eq!((s, error_message(&r).to_string()), (404, format!("case {id} not found")), "{r}");
     }
     // The second case (still visible) was merged; the refusal does not name the hidden case.
     let (s, r) = app.ben(Method::POST, &format!("/api/v1/cases/{first}/merge"), json!({ "source_id": second })).await;
     assert_eq!(s, 409, "{r}");
-    assert_eq!(message(&r), format!("case {second} was already merged into another case"), "{r}");
+    assert_eq!(error_message(&r), format!("case {second} was already merged into another case"), "{r}");
     // The admin is told where it went.
     let (s, r) = app.admin(Method::POST, &format!("/api/v1/cases/{first}/merge"), json!({ "source_id": second })).await;
     assert_eq!(s, 409, "{r}");
-    assert_eq!(message(&r), format!("case {second} was already merged into case {third}"), "{r}");
+    assert_eq!(error_message(&r), format!("case {second} was already merged into case {third}"), "{r}");
 }

@@ -3,124 +3,59 @@
 //! unknown fields and too many attachments are refused, addresses are Unicode-normalised.
 
 use kontor_core::Role;
-use kontor_server::{AppState, Config};
-use kontor_store::Store;
-use reqwest::header::{COOKIE, SET_COOKIE};
-use reqwest::redirect::Policy;
+use kontor_testkit::server::{error_field as field_of, TestServer, PASSWORD};
 use serde_json::{json, Value};
 
+/// The server with staff users anna and ben, and two API tokens of two different
+/// integrations: `token` (the CRM, admin) and `shop` (agent).
 struct App {
-    base: String,
-    /// Two admin tokens of two different integrations.
-    crm: String,
+    server: TestServer,
     shop: String,
-    http: reqwest::Client,
-    _dir: tempfile::TempDir,
+}
+
+impl std::ops::Deref for App {
+    type Target = TestServer;
+    fn deref(&self) -> &TestServer {
+        &self.server
+    }
 }
 
 async fn start() -> App {
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = Config { data_dir: dir.path().to_path_buf(), ..Config::default() };
-    let store = Store::open(&cfg.database_url(), cfg.store_settings()).unwrap();
-    store.create_user("ben@example.de".into(), "Ben Berger".into(), Role::Agent, "geheim123".into()).await.unwrap();
-    store.create_user("anna@example.de".into(), "Anna Admin".into(), Role::Admin, "geheim123".into()).await.unwrap();
-    let (_, crm) = store.create_token("crm".into(), Role::Admin).await.unwrap();
-    let (_, shop) = store.create_token("shop".into(), Role::Agent).await.unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(kontor_server::serve(AppState::new(store, cfg), listener, std::future::pending()));
-    let http = reqwest::Client::builder().redirect(Policy::none()).build().unwrap();
-    App { base, crm, shop, http, _dir: dir }
-}
-
-fn cookie_value(h: &reqwest::header::HeaderMap, name: &str) -> Option<String> {
-    h.get_all(SET_COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find_map(|c| c.strip_prefix(&format!("{name}=")).map(|r| r.split(';').next().unwrap_or("").to_string()))
-}
-
-fn hidden_csrf(html: &str) -> String {
-    let i = html.find("name=\"csrf\" value=\"").expect("csrf field") + "name=\"csrf\" value=\"".len();
-    html[i..].split('"').next().unwrap_or_default().to_string()
+    let server = TestServer::start(|_| {}).await.with_staff().await;
+    let shop = server.token("shop", Role::Agent).await;
+    App { server, shop }
 }
 
 impl App {
-    async fn post(&self, token: &str, path: &str, body: Value) -> (u16, Value) {
-        let r = self.http.post(format!("{}{path}", self.base)).bearer_auth(token).json(&body).send().await.unwrap();
-        let status = r.status().as_u16();
-        (status, r.json().await.unwrap_or(Value::Null))
-    }
-
-    async fn get(&self, token: &str, path: &str) -> (u16, Value) {
-        let r = self.http.get(format!("{}{path}", self.base)).bearer_auth(token).send().await.unwrap();
-        let status = r.status().as_u16();
-        (status, r.json().await.unwrap_or(Value::Null))
-    }
-
     async fn inbound(&self, token: &str, body: Value) -> (u16, Value) {
-        self.post(token, "/api/v1/inbound", body).await
+        self.call_as(token, "POST", "/api/v1/inbound", Some(body)).await
     }
 
     /// Signs in through the form; returns (session cookie, the page's CSRF token).
-    async fn sign_in(&self, email: &str) -> (String, String) {
-        let page = self.http.get(format!("{}/login", self.base)).send().await.unwrap();
-        let login = cookie_value(page.headers(), "kontor_login").unwrap();
-        let csrf = hidden_csrf(&page.text().await.unwrap());
-        let r = self
-            .http
-            .post(format!("{}/login", self.base))
-            .header(COOKIE, format!("kontor_login={login}"))
-            .form(&[("email", email), ("password", "geheim123"), ("csrf", &csrf)])
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status().as_u16(), 303, "sign-in");
-        let session = cookie_value(r.headers(), "kontor_session").unwrap();
-        let inbox = self
-            .http
-            .get(format!("{}/inbox", self.base))
-            .header(COOKIE, format!("kontor_session={session}"))
-            .send()
-            .await
-            .unwrap();
-        let csrf = hidden_csrf(&inbox.text().await.unwrap());
-        (session, csrf)
+    async fn sign_in_as(&self, email: &str) -> (String, String) {
+        self.sign_in(email, PASSWORD).await.unwrap_or_else(|status| panic!("sign-in of {email}: {status}"))
     }
 
     async fn message_count(&self) -> usize {
-        let (_, page) = self.get(&self.crm, "/api/v1/events?limit=1000").await;
+        let (_, page) = self.call("GET", "/api/v1/events?limit=1000", None).await;
         page["items"].as_array().unwrap().iter().filter(|e| e["type"] == "message.received").count()
     }
-}
-
-fn field_of(body: &Value) -> &str {
-    body["error"]["details"]["field"].as_str().unwrap_or("")
 }
 
 #[tokio::test]
 async fn staff_sessions_cannot_post_customer_messages() {
     let app = start().await;
     let (status, first) =
-        app.inbound(&app.crm, json!({ "from": { "email": "kunde@example.de" }, "text": "Echte Kundin" })).await;
+        app.inbound(&app.token, json!({ "from": { "email": "kunde@example.de" }, "text": "Echte Kundin" })).await;
     assert_eq!(status, 201);
     for who in ["ben@example.de", "anna@example.de"] {
-        let (session, csrf) = app.sign_in(who).await;
+        let (session, csrf) = app.sign_in_as(who).await;
         for body in [
             json!({ "from": { "email": "kunde@example.de" }, "text": "Gefälscht", "case_id": first["case_id"] }),
             json!({ "from": { "email": "neu@example.de" }, "text": "Gefälscht" }),
         ] {
-            let r = app
-                .http
-                .post(format!("{}/api/v1/inbound", app.base))
-                .header(COOKIE, format!("kontor_session={session}"))
-                .header("x-csrf-token", &csrf)
-                .json(&body)
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(r.status().as_u16(), 403, "{who}");
-            let body: Value = r.json().await.unwrap();
+            let (status, body) = app.call_in((&session, &csrf), "POST", "/api/v1/inbound", Some(body)).await;
+            assert_eq!(status, 403, "{who}");
             assert!(body.get("case_id").is_none() && body["error"]["code"] == "forbidden", "{body}");
         }
     }
@@ -132,7 +67,7 @@ async fn one_clients_idempotency_key_never_swallows_another_clients_message() {
     let app = start().await;
     let msg =
         |email: &str, text: &str| json!({ "from": { "email": email }, "text": text, "provider_message_id": "4711" });
-    let (s, a) = app.inbound(&app.crm, msg("a@example.de", "Von der CRM")).await;
+    let (s, a) = app.inbound(&app.token, msg("a@example.de", "Von der CRM")).await;
     assert_eq!(s, 201);
     let (s, b) = app.inbound(&app.shop, msg("b@example.de", "Vom Shop")).await;
     assert_eq!(s, 201, "another token's 4711 is a message of its own: {b}");
@@ -156,7 +91,7 @@ async fn one_clients_idempotency_key_never_swallows_another_clients_message() {
     let keyed = |text: &str| {
         app.http
             .post(format!("{}/api/v1/inbound", app.base))
-            .bearer_auth(&app.crm)
+            .bearer_auth(&app.token)
             .header("idempotency-key", "retry-1")
             .json(&json!({ "from": { "email": "k@example.de" }, "text": text }))
             .send()
@@ -175,10 +110,10 @@ async fn one_clients_idempotency_key_never_swallows_another_clients_message() {
         }
         m
     };
-    assert_eq!(app.inbound(&app.crm, with(json!({ "attachments": file("a.pdf") }))).await.0, 201);
-    assert_eq!(app.inbound(&app.crm, with(json!({ "attachments": file("a.pdf") }))).await.0, 200);
-    assert_eq!(app.inbound(&app.crm, with(json!({ "attachments": file("b.pdf") }))).await.0, 409);
-    assert_eq!(app.inbound(&app.crm, with(json!({ "attachments": file("a.pdf"), "html": "<p>x</p>" }))).await.0, 409);
+    assert_eq!(app.inbound(&app.token, with(json!({ "attachments": file("a.pdf") }))).await.0, 201);
+    assert_eq!(app.inbound(&app.token, with(json!({ "attachments": file("a.pdf") }))).await.0, 200);
+    assert_eq!(app.inbound(&app.token, with(json!({ "attachments": file("b.pdf") }))).await.0, 409);
+    assert_eq!(app.inbound(&app.token, with(json!({ "attachments": file("a.pdf"), "html": "<p>x</p>" }))).await.0, 409);
     assert_eq!(app.message_count().await, 4);
 }
 
@@ -187,13 +122,13 @@ async fn unknown_fields_are_refused_naming_the_field() {
     let app = start().await;
     let (s, body) = app
         .inbound(
-            &app.crm,
+            &app.token,
             json!({ "from": { "email": "t@example.de" }, "text": "Tippfehler", "provider_mesage_id": "crm-1" }),
         )
         .await;
     assert_eq!(s, 422, "{body}");
     assert_eq!(field_of(&body), "provider_mesage_id", "{body}");
-    let (s, body) = app.inbound(&app.crm, json!({ "from": { "emial": "t@example.de" }, "text": "x" })).await;
+    let (s, body) = app.inbound(&app.token, json!({ "from": { "emial": "t@example.de" }, "text": "x" })).await;
     assert_eq!(s, 422);
     assert!(field_of(&body).contains("emial"), "{body}");
     assert_eq!(app.message_count().await, 0);
@@ -203,12 +138,12 @@ async fn unknown_fields_are_refused_naming_the_field() {
 async fn an_empty_subject_stays_an_empty_subject() {
     let app = start().await;
     let (s, r) =
-        app.inbound(&app.crm, json!({ "from": { "email": "s@example.de" }, "subject": "", "text": "x" })).await;
+        app.inbound(&app.token, json!({ "from": { "email": "s@example.de" }, "subject": "", "text": "x" })).await;
     assert_eq!(s, 201);
-    let (_, case) = app.get(&app.crm, &format!("/api/v1/cases/{}", r["case_id"])).await;
+    let (_, case) = app.call("GET", &format!("/api/v1/cases/{}", r["case_id"]), None).await;
     assert_eq!(case["messages"][0]["subject"], json!(""), "{case}");
-    let (_, r) = app.inbound(&app.crm, json!({ "from": { "email": "n@example.de" }, "text": "ohne" })).await;
-    let (_, case) = app.get(&app.crm, &format!("/api/v1/cases/{}", r["case_id"])).await;
+    let (_, r) = app.inbound(&app.token, json!({ "from": { "email": "n@example.de" }, "text": "ohne" })).await;
+    let (_, case) = app.call("GET", &format!("/api/v1/cases/{}", r["case_id"]), None).await;
     assert_eq!(case["messages"][0]["subject"], Value::Null, "no subject stays no subject");
 }
 
@@ -221,11 +156,11 @@ async fn at_most_a_hundred_attachments_per_message() {
             .collect::<Vec<_>>()
     };
     let (s, body) = app
-        .inbound(&app.crm, json!({ "from": { "email": "a@example.de" }, "text": "x", "attachments": files(101) }))
+        .inbound(&app.token, json!({ "from": { "email": "a@example.de" }, "text": "x", "attachments": files(101) }))
         .await;
     assert_eq!((s, field_of(&body)), (422, "attachments"), "{body}");
     let (s, _) = app
-        .inbound(&app.crm, json!({ "from": { "email": "a@example.de" }, "text": "x", "attachments": files(100) }))
+        .inbound(&app.token, json!({ "from": { "email": "a@example.de" }, "text": "x", "attachments": files(100) }))
         .await;
     assert_eq!(s, 201);
 }
@@ -233,13 +168,13 @@ async fn at_most_a_hundred_attachments_per_message() {
 #[tokio::test]
 async fn an_unknown_case_and_another_customers_case_get_the_same_answer() {
     let app = start().await;
-    let (_, anna) = app.inbound(&app.crm, json!({ "from": { "email": "anna@example.de" }, "text": "Anna" })).await;
+    let (_, anna) = app.inbound(&app.token, json!({ "from": { "email": "anna@example.de" }, "text": "Anna" })).await;
     let other = app
-        .inbound(&app.crm, json!({ "from": { "email": "bob@example.de" }, "text": "x", "case_id": anna["case_id"] }))
+        .inbound(&app.token, json!({ "from": { "email": "bob@example.de" }, "text": "x", "case_id": anna["case_id"] }))
         .await;
     let unknown = app
         .inbound(
-            &app.crm,
+            &app.token,
             json!({ "from": { "email": "bob@example.de" }, "text": "x", "case_id": anna["case_id"].as_i64().unwrap() + 999 }),
         )
         .await;
@@ -262,17 +197,18 @@ async fn an_unknown_case_and_another_customers_case_get_the_same_answer() {
 #[tokio::test]
 async fn email_addresses_are_one_identity_in_any_unicode_form() {
     let app = start().await;
-    let (_, a) = app.inbound(&app.crm, json!({ "from": { "email": "jos\u{e9}@example.de" }, "text": "eins" })).await;
-    let (_, b) = app.inbound(&app.crm, json!({ "from": { "email": "jose\u{301}@example.de" }, "text": "zwei" })).await;
-    let (_, c) = app.inbound(&app.crm, json!({ "from": { "email": "JOS\u{c9}@Example.DE" }, "text": "drei" })).await;
+    let (_, a) = app.inbound(&app.token, json!({ "from": { "email": "jos\u{e9}@example.de" }, "text": "eins" })).await;
+    let (_, b) =
+        app.inbound(&app.token, json!({ "from": { "email": "jose\u{301}@example.de" }, "text": "zwei" })).await;
+    let (_, c) = app.inbound(&app.token, json!({ "from": { "email": "JOS\u{c9}@Example.DE" }, "text": "drei" })).await;
     assert_eq!(a["customer_id"], b["customer_id"], "precomposed and decomposed é are one customer");
     assert_eq!(a["customer_id"], c["customer_id"], "and so is the capital");
     for sneaky in
         ["\u{200b}jose@example.de", "jo\u{200d}se@example.de", "jose@example.de\u{feff}", "jose\u{7}@example.de"]
     {
-        let (s, body) = app.inbound(&app.crm, json!({ "from": { "email": sneaky }, "text": "x" })).await;
+        let (s, body) = app.inbound(&app.token, json!({ "from": { "email": sneaky }, "text": "x" })).await;
         assert_eq!((s, field_of(&body)), (422, "from.email"), "{sneaky:?}: {body}");
     }
-    let (_, customers) = app.get(&app.crm, "/api/v1/customers").await;
+    let (_, customers) = app.call("GET", "/api/v1/customers", None).await;
     assert_eq!(customers["items"].as_array().map(Vec::len), Some(1), "{customers}");
 }

@@ -1,103 +1,20 @@
 //! Staff pages and the session realm over the real router: sign-in, CSRF, cookies, escaping.
 
-use kontor_core::Role;
-use kontor_server::{AppState, Config};
-use kontor_store::Store;
-use reqwest::header::{HeaderMap, ACCEPT_LANGUAGE, COOKIE, SET_COOKIE};
-use reqwest::redirect::Policy;
+use kontor_testkit::server::{set_cookies, TestServer};
+use reqwest::header::{ACCEPT_LANGUAGE, COOKIE};
+use reqwest::Method;
 use serde_json::{json, Value};
 
-struct App {
-    base: String,
-    token: String,
-    http: reqwest::Client,
-    _dir: tempfile::TempDir,
+/// A server with the staff users anna (admin) and ben (agent) and an admin token.
+async fn start() -> TestServer {
+    TestServer::start(|_| {}).await.with_staff().await
 }
 
-async fn start() -> App {
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = Config { data_dir: dir.path().to_path_buf(), ..Config::default() };
-    let store = Store::open(&cfg.database_url(), cfg.store_settings()).unwrap();
-    store.create_user("anna@example.de".into(), "Anna Admin".into(), Role::Admin, "geheim123".into()).await.unwrap();
-    store.create_user("ben@example.de".into(), "Ben Berger".into(), Role::Agent, "geheim123".into()).await.unwrap();
-    let (_, token) = store.create_token("t".into(), Role::Admin).await.unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(kontor_server::serve(AppState::new(store, cfg), listener, std::future::pending()));
-    let http = reqwest::Client::builder().redirect(Policy::none()).build().unwrap();
-    App { base, token, http, _dir: dir }
-}
-
-fn cookies(h: &HeaderMap) -> Vec<String> {
-    h.get_all(SET_COOKIE).iter().filter_map(|v| v.to_str().ok()).map(str::to_string).collect()
-}
-
-fn cookie_value(set: &[String], name: &str) -> Option<String> {
-    set.iter().find_map(|c| c.strip_prefix(&format!("{name}=")).map(|r| r.split(';').next().unwrap_or("").to_string()))
-}
-
-fn hidden_csrf(html: &str) -> String {
-    let i = html.find("name=\"csrf\" value=\"").expect("csrf field") + "name=\"csrf\" value=\"".len();
-    html[i..].split('"').next().unwrap_or_default().to_string()
-}
-
-impl App {
-    /// Posts an inbound message with the API token; returns the answer.
-    async fn inbound(&self, body: Value) -> Value {
-        let r = self
-            .http
-            .post(format!("{}/api/v1/inbound", self.base))
-            .bearer_auth(&self.token)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        assert!(r.status().is_success(), "inbound: {}", r.status());
-        r.json().await.unwrap()
-    }
-
-    /// Posts a page form as a signed-in user.
-    async fn post_form(&self, session: &str, path: &str, form: &[(&str, &str)]) -> reqwest::Response {
-        self.http
-            .post(format!("{}{path}", self.base))
-            .header(COOKIE, format!("kontor_session={session}"))
-            .form(form)
-            .send()
-            .await
-            .unwrap()
-    }
-
-    /// Signs in through the form; returns (session cookie, page CSRF token).
-    async fn sign_in(&self, email: &str, password: &str) -> Result<(String, String), u16> {
-        let page = self.http.get(format!("{}/login", self.base)).send().await.unwrap();
-        let login_cookie = cookie_value(&cookies(page.headers()), "kontor_login").unwrap();
-        let csrf = hidden_csrf(&page.text().await.unwrap());
-        let r = self
-            .http
-            .post(format!("{}/login", self.base))
-            .header(COOKIE, format!("kontor_login={login_cookie}"))
-            .form(&[("email", email), ("password", password), ("csrf", &csrf)])
-            .send()
-            .await
-            .unwrap();
-        if r.status().as_u16() != 303 {
-            return Err(r.status().as_u16());
-        }
-        let session = cookie_value(&cookies(r.headers()), "kontor_session").unwrap();
-        let inbox = self.get(&session, "/inbox").await;
-        Ok((session, hidden_csrf(&inbox.1)))
-    }
-
-    async fn get(&self, session: &str, path: &str) -> (u16, String) {
-        let r = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .header(COOKIE, format!("kontor_session={session}"))
-            .send()
-            .await
-            .unwrap();
-        (r.status().as_u16(), r.text().await.unwrap())
-    }
+/// Posts an inbound message with the API token; returns the answer.
+async fn inbound(app: &TestServer, body: Value) -> Value {
+    let (s, v) = app.call("POST", "/api/v1/inbound", Some(body)).await;
+    assert!((200..300).contains(&s), "inbound: {s} {v}");
+    v
 }
 
 #[tokio::test]
@@ -129,9 +46,7 @@ async fn sign_in_sets_a_safe_session_cookie_and_sign_out_ends_it() {
         .unwrap();
     assert_eq!(r.status().as_u16(), 403);
 
-    let page = app.http.get(format!("{}/login", app.base)).send().await.unwrap();
-    let login_cookie = cookie_value(&cookies(page.headers()), "kontor_login").unwrap();
-    let csrf = hidden_csrf(&page.text().await.unwrap());
+    let (login_cookie, csrf) = app.login_page().await;
     let r = app
         .http
         .post(format!("{}/login", app.base))
@@ -142,16 +57,14 @@ async fn sign_in_sets_a_safe_session_cookie_and_sign_out_ends_it() {
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 303);
-    let set = cookies(r.headers());
+    let set = set_cookies(r.headers());
     let session_cookie = set.iter().find(|c| c.starts_with("kontor_session=")).unwrap();
     for flag in ["HttpOnly", "SameSite=Lax", "Secure", "Path=/"] {
         assert!(session_cookie.contains(flag), "{session_cookie} lacks {flag}");
     }
     let (session, page_csrf) = app.sign_in("anna@example.de", "geheim123").await.unwrap();
     // Without TLS in front, the cookie cannot be Secure (the browser would drop it).
-    let page = app.http.get(format!("{}/login", app.base)).send().await.unwrap();
-    let plain_login = cookie_value(&cookies(page.headers()), "kontor_login").unwrap();
-    let plain_csrf = hidden_csrf(&page.text().await.unwrap());
+    let (plain_login, plain_csrf) = app.login_page().await;
     let plain = app
         .http
         .post(format!("{}/login", app.base))
@@ -160,9 +73,9 @@ async fn sign_in_sets_a_safe_session_cookie_and_sign_out_ends_it() {
         .send()
         .await
         .unwrap();
-    let plain_cookie = cookies(plain.headers()).into_iter().find(|c| c.starts_with("kontor_session=")).unwrap();
+    let plain_cookie = set_cookies(plain.headers()).into_iter().find(|c| c.starts_with("kontor_session=")).unwrap();
     assert!(plain_cookie.contains("HttpOnly") && !plain_cookie.contains("Secure"), "{plain_cookie}");
-    let (s, html) = app.get(&session, "/inbox").await;
+    let (s, html) = app.page(&session, "/inbox").await;
     assert_eq!(s, 200);
     assert!(html.contains("Anna Admin"));
 
@@ -171,7 +84,7 @@ async fn sign_in_sets_a_safe_session_cookie_and_sign_out_ends_it() {
     assert_eq!(bad.status().as_u16(), 403);
     let ok = app.post_form(&session, "/logout", &[("csrf", page_csrf.as_str())]).await;
     assert_eq!(ok.status().as_u16(), 303);
-    assert_eq!(app.get(&session, "/inbox").await.0, 303);
+    assert_eq!(app.page(&session, "/inbox").await.0, 303);
 }
 
 #[tokio::test]
@@ -190,13 +103,11 @@ async fn repeated_failed_sign_ins_are_slowed_down() {
 #[tokio::test]
 async fn session_api_calls_that_change_things_need_the_csrf_token() {
     let app = start().await;
-    let r: Value = app.inbound(json!({ "from": { "email": "k@example.de" }, "text": "Hallo" })).await;
+    let r: Value = inbound(&app, json!({ "from": { "email": "k@example.de" }, "text": "Hallo" })).await;
     let (session, csrf) = app.sign_in("anna@example.de", "geheim123").await.unwrap();
     let note = |csrf: Option<String>| {
         let mut rb = app
-            .http
-            .post(format!("{}/api/v1/cases/{}/notes", app.base, r["case_id"]))
-            .header(COOKIE, format!("kontor_session={session}"))
+            .with_session(&session, Method::POST, &format!("/api/v1/cases/{}/notes", r["case_id"]))
             .json(&json!({ "text": "Rückruf vereinbart" }));
         if let Some(c) = csrf {
             rb = rb.header("x-csrf-token", c);
@@ -212,151 +123,109 @@ async fn session_api_calls_that_change_things_need_the_csrf_token() {
     let body: Value = with.json().await.unwrap();
     assert!(body["message"]["author_id"].is_i64(), "notes carry their author: {body}");
     // Reading needs no CSRF token.
-    let (s, _) = app.get(&session, &format!("/api/v1/cases/{}", r["case_id"])).await;
+    let (s, _) = app.page(&session, &format!("/api/v1/cases/{}", r["case_id"])).await;
     assert_eq!(s, 200);
     // Presence: sessions may announce themselves, API tokens may not.
-    let p = app
-        .http
-        .post(format!("{}/api/v1/cases/{}/presence", app.base, r["case_id"]))
-        .header(COOKIE, format!("kontor_session={session}"))
-        .header("x-csrf-token", &csrf)
-        .json(&json!({ "state": "typing" }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(p.status().as_u16(), 204);
-    let p = app
-        .http
-        .post(format!("{}/api/v1/cases/{}/presence", app.base, r["case_id"]))
-        .bearer_auth(&app.token)
-        .json(&json!({ "state": "typing" }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(p.status().as_u16(), 422);
+    let presence = format!("/api/v1/cases/{}/presence", r["case_id"]);
+    let typing = Some(json!({ "state": "typing" }));
+    assert_eq!(app.call_in((&session, &csrf), "POST", &presence, typing.clone()).await.0, 204);
+    assert_eq!(app.call("POST", &presence, typing).await.0, 422);
 }
 
 #[tokio::test]
 async fn message_content_is_escaped_and_html_mail_sanitised() {
     let app = start().await;
-    let r: Value = app.inbound(json!({
+    let r: Value = inbound(&app, json!({
             "from": { "email": "x@example.de" }, "name": "<b>Mallory</b>", "subject": "<i>Betreff</i>",
             "text": "Hallo <script>alert(1)</script>",
             "html": "<p onclick=\"x()\">Formatiert<script>alert(2)</script><img src=\"https://tracker.example/p.gif\"></p>"
         })).await;
     let (session, _) = app.sign_in("anna@example.de", "geheim123").await.unwrap();
     for path in [format!("/cases/{}", r["case_id"]), "/inbox".to_string()] {
-        let (s, html) = app.get(&session, &path).await;
+        let (s, html) = app.page(&session, &path).await;
         assert_eq!(s, 200, "{path}");
         assert!(!html.contains("<script>alert"), "{path}: {html}");
         assert!(!html.contains("<b>Mallory") && !html.contains("<i>Betreff"), "{path}");
         assert!(html.contains("&lt;b&gt;Mallory"), "{path}");
     }
-    let (_, html) = app.get(&session, &format!("/cases/{}", r["case_id"])).await;
+    let (_, html) = app.page(&session, &format!("/cases/{}", r["case_id"])).await;
     assert!(html.contains("Formatiert") && !html.contains("tracker.example") && !html.contains("onclick"));
-    let page = app
-        .http
-        .get(format!("{}/cases/{}", app.base, r["case_id"]))
-        .header(COOKIE, format!("kontor_session={session}"))
-        .send()
-        .await
-        .unwrap();
+    let page = app.with_session(&session, Method::GET, &format!("/cases/{}", r["case_id"])).send().await.unwrap();
     let csp =
         page.headers().get("content-security-policy").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
     assert!(csp.contains("script-src 'self'"), "{csp}");
     // Unknown or foreign ids are a friendly 404 page.
-    assert_eq!(app.get(&session, "/cases/999999").await.0, 404);
-    assert_eq!(app.get(&session, "/cases/abc").await.0, 404);
+    assert_eq!(app.page(&session, "/cases/999999").await.0, 404);
+    assert_eq!(app.page(&session, "/cases/abc").await.0, 404);
 }
 
 #[tokio::test]
 async fn agents_see_only_cases_of_their_teams_and_admins_see_all() {
     let app = start().await;
-    let api = |method: reqwest::Method, path: &str, body: Value| {
-        app.http.request(method, format!("{}{path}", app.base)).bearer_auth(&app.token).json(&body).send()
-    };
+    let api = |method: Method, path: &str, body: Value| app.with_token(&app.token, method, path).json(&body).send();
     let team: Value =
-        api(reqwest::Method::POST, "/api/v1/teams", json!({ "name": "Schaden" })).await.unwrap().json().await.unwrap();
+        api(Method::POST, "/api/v1/teams", json!({ "name": "Schaden" })).await.unwrap().json().await.unwrap();
     let mut cases = Vec::new();
     for who in ["team@example.de", "open@example.de"] {
-        let r: Value = api(
-            reqwest::Method::POST,
-            "/api/v1/inbound",
-            json!({ "from": { "email": who }, "text": format!("von {who}") }),
-        )
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        let r: Value =
+            api(Method::POST, "/api/v1/inbound", json!({ "from": { "email": who }, "text": format!("von {who}") }))
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
         cases.push(r["case_id"].as_i64().unwrap());
     }
-    api(reqwest::Method::PATCH, &format!("/api/v1/cases/{}", cases[0]), json!({ "team_id": team["id"] }))
-        .await
-        .unwrap();
+    api(Method::PATCH, &format!("/api/v1/cases/{}", cases[0]), json!({ "team_id": team["id"] })).await.unwrap();
 
     let (ben, _) = app.sign_in("ben@example.de", "geheim123").await.unwrap();
-    let (_, inbox) = app.get(&ben, "/inbox").await;
+    let (_, inbox) = app.page(&ben, "/inbox").await;
     assert!(inbox.contains("open@example.de") && !inbox.contains("team@example.de"), "{inbox}");
     // Nor through search or the event log.
-    let (_, found) = app.get(&ben, "/api/v1/search?q=von").await;
+    let (_, found) = app.page(&ben, "/api/v1/search?q=von").await;
     assert!(found.contains("open@example.de") || found.contains(&format!("\"case_id\":{}", cases[1])), "{found}");
     assert!(!found.contains(&format!("\"case_id\":{}", cases[0])), "search hides the team's case: {found}");
-    let (_, page) = app.get(&ben, "/inbox?q=team").await;
+    let (_, page) = app.page(&ben, "/inbox?q=team").await;
     assert!(!page.contains(&format!("/cases/{}\"", cases[0])), "{page}");
-    let (_, log) = app.get(&ben, "/api/v1/events?after=0&limit=1000").await;
+    let (_, log) = app.page(&ben, "/api/v1/events?after=0&limit=1000").await;
     let log: Value = serde_json::from_str(&log).unwrap();
     assert!(log["items"].as_array().unwrap().iter().all(|e| e["case_id"] != cases[0]), "event log hides it");
     assert!(log["items"].as_array().unwrap().iter().any(|e| e["case_id"] == cases[1]));
-    assert_eq!(app.get(&ben, &format!("/cases/{}", cases[0])).await.0, 404);
-    assert_eq!(app.get(&ben, &format!("/api/v1/cases/{}", cases[0])).await.0, 404);
-    let (_, list) = app.get(&ben, "/api/v1/cases").await;
+    assert_eq!(app.page(&ben, &format!("/cases/{}", cases[0])).await.0, 404);
+    assert_eq!(app.page(&ben, &format!("/api/v1/cases/{}", cases[0])).await.0, 404);
+    let (_, list) = app.page(&ben, "/api/v1/cases").await;
     let list: Value = serde_json::from_str(&list).unwrap();
     let ids: Vec<i64> = list["items"].as_array().unwrap().iter().filter_map(|c| c["id"].as_i64()).collect();
     assert!(ids.contains(&cases[1]) && !ids.contains(&cases[0]), "{ids:?}");
 
     // In the team, Ben sees the case.
-    let users: Value = app
-        .http
-        .get(format!("{}/api/v1/users", app.base))
-        .bearer_auth(&app.token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let users: Value = app.call("GET", "/api/v1/users", None).await.1;
     let ben_id = users.as_array().unwrap().iter().find(|u| u["email"] == "ben@example.de").unwrap()["id"].clone();
-    let r = api(reqwest::Method::POST, &format!("/api/v1/teams/{}/members", team["id"]), json!({ "user_id": ben_id }))
+    let r = api(Method::POST, &format!("/api/v1/teams/{}/members", team["id"]), json!({ "user_id": ben_id }))
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 204);
-    assert_eq!(app.get(&ben, &format!("/cases/{}", cases[0])).await.0, 200);
+    assert_eq!(app.page(&ben, &format!("/cases/{}", cases[0])).await.0, 200);
 
     let (anna, _) = app.sign_in("anna@example.de", "geheim123").await.unwrap();
-    let (_, inbox) = app.get(&anna, "/inbox").await;
+    let (_, inbox) = app.page(&anna, "/inbox").await;
     assert!(inbox.contains("team@example.de") && inbox.contains("open@example.de"));
 }
 
 #[tokio::test]
 async fn only_the_assignee_may_reply_when_the_setting_is_on() {
     let app = start().await;
-    let r: Value = app.inbound(json!({ "from": { "email": "k@example.de" }, "text": "Frage" })).await;
+    let r: Value = inbound(&app, json!({ "from": { "email": "k@example.de" }, "text": "Frage" })).await;
     let (anna, anna_csrf) = app.sign_in("anna@example.de", "geheim123").await.unwrap();
     let (ben, ben_csrf) = app.sign_in("ben@example.de", "geheim123").await.unwrap();
-    let send = |session: String, csrf: String, method: reqwest::Method, path: String, body: Value| {
-        app.http
-            .request(method, format!("{}{path}", app.base))
-            .header(COOKIE, format!("kontor_session={session}"))
-            .header("x-csrf-token", csrf)
-            .json(&body)
-            .send()
+    let send = |session: String, csrf: String, method: Method, path: String, body: Value| {
+        app.with_session(&session, method, &path).header("x-csrf-token", csrf).json(&body).send()
     };
     // Agents may not change settings.
     let s = send(
         ben.clone(),
         ben_csrf.clone(),
-        reqwest::Method::PUT,
+        Method::PUT,
         "/api/v1/settings".into(),
         json!({ "reply_only_assignee": true }),
     );
@@ -364,32 +233,22 @@ async fn only_the_assignee_may_reply_when_the_setting_is_on() {
     let s = send(
         anna.clone(),
         anna_csrf.clone(),
-        reqwest::Method::PUT,
+        Method::PUT,
         "/api/v1/settings".into(),
         json!({ "reply_only_assignee": true }),
     );
     assert_eq!(s.await.unwrap().status().as_u16(), 200);
-    let me: Value = app
-        .http
-        .get(format!("{}/api/v1/users", app.base))
-        .bearer_auth(&app.token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let me: Value = app.call("GET", "/api/v1/users", None).await.1;
     let anna_id = me.as_array().unwrap().iter().find(|u| u["email"] == "anna@example.de").unwrap()["id"].clone();
     let case = format!("/api/v1/cases/{}", r["case_id"]);
-    let p =
-        send(anna.clone(), anna_csrf.clone(), reqwest::Method::PATCH, case.clone(), json!({ "assignee_id": anna_id }));
+    let p = send(anna.clone(), anna_csrf.clone(), Method::PATCH, case.clone(), json!({ "assignee_id": anna_id }));
     assert_eq!(p.await.unwrap().status().as_u16(), 200);
     let reply = json!({ "text": "Antwort", "based_on_event_id": 0, "force": true });
-    let by_ben = send(ben, ben_csrf, reqwest::Method::POST, format!("{case}/replies"), reply.clone()).await.unwrap();
+    let by_ben = send(ben, ben_csrf, Method::POST, format!("{case}/replies"), reply.clone()).await.unwrap();
     assert_eq!(by_ben.status().as_u16(), 403);
     let body: Value = by_ben.json().await.unwrap();
     assert!(body["error"]["message"].as_str().unwrap_or_default().contains("assignee"), "{body}");
-    let by_anna = send(anna, anna_csrf, reqwest::Method::POST, format!("{case}/replies"), reply).await.unwrap();
+    let by_anna = send(anna, anna_csrf, Method::POST, format!("{case}/replies"), reply).await.unwrap();
     assert_eq!(by_anna.status().as_u16(), 202);
 }
 
@@ -397,9 +256,7 @@ async fn only_the_assignee_may_reply_when_the_setting_is_on() {
 async fn a_case_is_unread_until_the_agent_opens_it_and_again_after_news() {
     let app = start().await;
     let ingest = |text: &'static str| {
-        app.http
-            .post(format!("{}/api/v1/inbound", app.base))
-            .bearer_auth(&app.token)
+        app.with_token(&app.token, Method::POST, "/api/v1/inbound")
             .json(&json!({ "from": { "email": "u@example.de" }, "subject": "Ungelesen?", "text": text }))
             .send()
     };
@@ -408,12 +265,12 @@ async fn a_case_is_unread_until_the_agent_opens_it_and_again_after_news() {
     let (ben, _) = app.sign_in("ben@example.de", "geheim123").await.unwrap();
     let row_is_unread =
         |html: &str| html.contains(&format!("class=\"case unread awaiting\" data-id=\"{}\"", r["case_id"]));
-    assert!(row_is_unread(&app.get(&anna, "/inbox/rows").await.1));
-    assert_eq!(app.get(&anna, &format!("/cases/{}", r["case_id"])).await.0, 200);
-    assert!(!row_is_unread(&app.get(&anna, "/inbox/rows").await.1), "Anna has read it");
-    assert!(row_is_unread(&app.get(&ben, "/inbox/rows").await.1), "Ben has not");
+    assert!(row_is_unread(&app.page(&anna, "/inbox/rows").await.1));
+    assert_eq!(app.page(&anna, &format!("/cases/{}", r["case_id"])).await.0, 200);
+    assert!(!row_is_unread(&app.page(&anna, "/inbox/rows").await.1), "Anna has read it");
+    assert!(row_is_unread(&app.page(&ben, "/inbox/rows").await.1), "Ben has not");
     ingest("zweite").await.unwrap();
-    assert!(row_is_unread(&app.get(&anna, "/inbox/rows").await.1), "news make it unread again");
+    assert!(row_is_unread(&app.page(&anna, "/inbox/rows").await.1), "news make it unread again");
 }
 
 #[tokio::test]
@@ -434,92 +291,65 @@ async fn a_new_password_ends_the_other_sessions() {
         )
         .await;
     assert_eq!(r.status().as_u16(), 303);
-    assert_eq!(app.get(&laptop, "/inbox").await.0, 200, "the session that changed it stays");
-    assert_eq!(app.get(&phone, "/inbox").await.0, 303, "other sessions end");
-    assert!(app.get(&laptop, "/inbox").await.1.contains("Inbox"), "the chosen language applies");
+    assert_eq!(app.page(&laptop, "/inbox").await.0, 200, "the session that changed it stays");
+    assert_eq!(app.page(&phone, "/inbox").await.0, 303, "other sessions end");
+    assert!(app.page(&laptop, "/inbox").await.1.contains("Inbox"), "the chosen language applies");
     assert_eq!(app.sign_in("anna@example.de", "geheim123").await.err(), Some(401));
     assert!(app.sign_in("anna@example.de", "neues-geheimnis").await.is_ok());
     // Too short: refused with the reason, nothing changes.
-    let (s, _) = (
-        app.http
-            .post(format!("{}/profile", app.base))
-            .header(COOKIE, format!("kontor_session={laptop}"))
-            .form(&[
-                ("csrf", csrf.as_str()),
-                ("language", "de"),
-                ("current_password", "neues-geheimnis"),
-                ("password", "kurz"),
-            ])
-            .send()
-            .await
-            .unwrap()
-            .status()
-            .as_u16(),
-        (),
-    );
+    let too_short =
+        [("csrf", csrf.as_str()), ("language", "de"), ("current_password", "neues-geheimnis"), ("password", "kurz")];
+    let s = app.post_form(&laptop, "/profile", &too_short).await.status().as_u16();
     assert_eq!(s, 422);
-    let (_, page) = app.get(&laptop, "/profile").await;
+    let (_, page) = app.page(&laptop, "/profile").await;
     assert!(page.contains("<option value=\"en\" selected"), "a refused change changes nothing, not even the language");
 }
 
 #[tokio::test]
 async fn nothing_of_another_teams_cases_reaches_an_agent() {
     let app = start().await;
-    let admin = |method: reqwest::Method, path: &str, body: Value| {
-        app.http.request(method, format!("{}{path}", app.base)).bearer_auth(&app.token).json(&body).send()
-    };
+    let admin = |method: Method, path: &str, body: Value| app.with_token(&app.token, method, path).json(&body).send();
     let team: Value =
-        admin(reqwest::Method::POST, "/api/v1/teams", json!({ "name": "Geheim" })).await.unwrap().json().await.unwrap();
+        admin(Method::POST, "/api/v1/teams", json!({ "name": "Geheim" })).await.unwrap().json().await.unwrap();
     // One customer with a case of the secret team, and a second customer with a case in view.
-    let secret: Value = app.inbound(json!({ "from": { "email": "vip@example.de" }, "name": "Vera VIP", "subject": "Scheidung", "text": "vertraulich" })).await;
-    admin(reqwest::Method::PATCH, &format!("/api/v1/cases/{}", secret["case_id"]), json!({ "team_id": team["id"] }))
+    let secret: Value = inbound(&app, json!({ "from": { "email": "vip@example.de" }, "name": "Vera VIP", "subject": "Scheidung", "text": "vertraulich" })).await;
+    admin(Method::PATCH, &format!("/api/v1/cases/{}", secret["case_id"]), json!({ "team_id": team["id"] }))
         .await
         .unwrap();
-    admin(reqwest::Method::PATCH, &format!("/api/v1/cases/{}", secret["case_id"]), json!({ "status": "closed" }))
-        .await
-        .unwrap();
+    admin(Method::PATCH, &format!("/api/v1/cases/{}", secret["case_id"]), json!({ "status": "closed" })).await.unwrap();
     // The same customer writes again: a new, unteamed case the agent may see.
-    let open: Value = app
-        .inbound(json!({ "from": { "email": "vip@example.de" }, "subject": "Adresse", "text": "neue Adresse" }))
-        .await;
+    let open: Value =
+        inbound(&app, json!({ "from": { "email": "vip@example.de" }, "subject": "Adresse", "text": "neue Adresse" }))
+            .await;
     assert_ne!(open["case_id"], secret["case_id"]);
-    let hidden_customer: Value = app
-        .inbound(json!({ "from": { "email": "hidden@example.de" }, "name": "Hanna Hidden", "text": "nur fürs Team" }))
-        .await;
-    admin(
-        reqwest::Method::PATCH,
-        &format!("/api/v1/cases/{}", hidden_customer["case_id"]),
-        json!({ "team_id": team["id"] }),
+    let hidden_customer: Value = inbound(
+        &app,
+        json!({ "from": { "email": "hidden@example.de" }, "name": "Hanna Hidden", "text": "nur fürs Team" }),
     )
-    .await
-    .unwrap();
+    .await;
+    admin(Method::PATCH, &format!("/api/v1/cases/{}", hidden_customer["case_id"]), json!({ "team_id": team["id"] }))
+        .await
+        .unwrap();
 
     let (ben, ben_csrf) = app.sign_in("ben@example.de", "geheim123").await.unwrap();
     // The case page's sidebar lists only the customer's cases Ben may see.
-    let (s, page) = app.get(&ben, &format!("/cases/{}", open["case_id"])).await;
+    let (s, page) = app.page(&ben, &format!("/cases/{}", open["case_id"])).await;
     assert_eq!(s, 200);
     assert!(!page.contains(&format!("/cases/{}\"", secret["case_id"])) && !page.contains("Scheidung"), "sidebar leaks");
     // Customers: only those with a visible case.
-    assert_eq!(app.get(&ben, &format!("/api/v1/customers/{}", hidden_customer["customer_id"])).await.0, 404);
-    assert_eq!(app.get(&ben, &format!("/api/v1/customers/{}", open["customer_id"])).await.0, 200);
-    let (_, customers) = app.get(&ben, "/api/v1/customers").await;
+    assert_eq!(app.page(&ben, &format!("/api/v1/customers/{}", hidden_customer["customer_id"])).await.0, 404);
+    assert_eq!(app.page(&ben, &format!("/api/v1/customers/{}", open["customer_id"])).await.0, 200);
+    let (_, customers) = app.page(&ben, "/api/v1/customers").await;
     assert!(!customers.contains("hidden@example.de") && customers.contains("vip@example.de"), "{customers}");
-    let rename = app
-        .http
-        .patch(format!("{}/api/v1/customers/{}", app.base, hidden_customer["customer_id"]))
-        .header(COOKIE, format!("kontor_session={ben}"))
-        .header("x-csrf-token", &ben_csrf)
-        .json(&json!({ "name": "Umbenannt" }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(rename.status().as_u16(), 404);
+    let rename = format!("/api/v1/customers/{}", hidden_customer["customer_id"]);
+    let (s, _) = app.call_in((&ben, &ben_csrf), "PATCH", &rename, Some(json!({ "name": "Umbenannt" }))).await;
+    assert_eq!(s, 404);
     // Search shows neither the hidden customer nor its messages.
-    let (_, found) = app.get(&ben, "/api/v1/search?q=Hanna").await;
+    let (_, found) = app.page(&ben, "/api/v1/search?q=Hanna").await;
     let found: Value = serde_json::from_str(&found).unwrap();
     assert_eq!(found["customers"].as_array().map(Vec::len), Some(0), "{found}");
     // The event log has no events of hidden cases or customers, nor staff or token events.
-    let (_, log) = app.get(&ben, "/api/v1/events?after=0&limit=1000").await;
+    let (_, log) = app.page(&ben, "/api/v1/events?after=0&limit=1000").await;
     let log: Value = serde_json::from_str(&log).unwrap();
     for e in log["items"].as_array().unwrap() {
         assert_ne!(e["customer_id"], hidden_customer["customer_id"], "{e}");
@@ -527,7 +357,7 @@ async fn nothing_of_another_teams_cases_reaches_an_agent() {
         assert!(!["user.created", "token.created", "team.created"].contains(&e["type"].as_str().unwrap_or("")), "{e}");
     }
     // Team members are for admins.
-    assert_eq!(app.get(&ben, &format!("/api/v1/teams/{}/members", team["id"])).await.0, 403);
+    assert_eq!(app.page(&ben, &format!("/api/v1/teams/{}/members", team["id"])).await.0, 403);
 }
 
 #[tokio::test]
@@ -535,13 +365,7 @@ async fn an_open_event_stream_ends_when_its_session_ends() {
     use futures::StreamExt;
     let app = start().await;
     let (anna, csrf) = app.sign_in("anna@example.de", "geheim123").await.unwrap();
-    let stream = app
-        .http
-        .get(format!("{}/api/v1/events/stream", app.base))
-        .header(COOKIE, format!("kontor_session={anna}"))
-        .send()
-        .await
-        .unwrap();
+    let stream = app.with_session(&anna, Method::GET, "/api/v1/events/stream").send().await.unwrap();
     assert_eq!(stream.status().as_u16(), 200);
     let out = app.post_form(&anna, "/logout", &[("csrf", csrf.as_str())]).await;
     assert_eq!(out.status().as_u16(), 303);
@@ -561,33 +385,23 @@ async fn an_open_event_stream_ends_when_its_session_ends() {
 #[tokio::test]
 async fn admins_manage_staff_and_teams_and_one_active_admin_remains() {
     let app = start().await;
-    let admin = |method: reqwest::Method, path: String, body: Value| {
-        app.http.request(method, format!("{}{path}", app.base)).bearer_auth(&app.token).json(&body).send()
-    };
-    let users: Value = app
-        .http
-        .get(format!("{}/api/v1/users", app.base))
-        .bearer_auth(&app.token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let admin =
+        |method: Method, path: String, body: Value| app.with_token(&app.token, method, &path).json(&body).send();
+    let users: Value = app.call("GET", "/api/v1/users", None).await.1;
     let id_of =
         |email: &str| users.as_array().unwrap().iter().find(|u| u["email"] == email).unwrap()["id"].as_i64().unwrap();
     let (anna_id, ben_id) = (id_of("anna@example.de"), id_of("ben@example.de"));
     let (ben, _) = app.sign_in("ben@example.de", "geheim123").await.unwrap();
-    assert_eq!(app.get(&ben, "/inbox").await.0, 200);
+    assert_eq!(app.page(&ben, "/inbox").await.0, 200);
 
     // Deactivating ends Ben's sessions and keeps him out.
-    let r = admin(reqwest::Method::PATCH, format!("/api/v1/users/{ben_id}"), json!({ "active": false })).await.unwrap();
+    let r = admin(Method::PATCH, format!("/api/v1/users/{ben_id}"), json!({ "active": false })).await.unwrap();
     assert_eq!(r.status().as_u16(), 200);
     assert_eq!(r.json::<Value>().await.unwrap()["active"], false);
-    assert_eq!(app.get(&ben, "/inbox").await.0, 303);
+    assert_eq!(app.page(&ben, "/inbox").await.0, 303);
     assert_eq!(app.sign_in("ben@example.de", "geheim123").await.err(), Some(401));
     let r = admin(
-        reqwest::Method::PATCH,
+        Method::PATCH,
         format!("/api/v1/users/{ben_id}"),
         json!({ "active": true, "role": "admin", "name": "Ben B." }),
     )
@@ -597,81 +411,50 @@ async fn admins_manage_staff_and_teams_and_one_active_admin_remains() {
     assert!(app.sign_in("ben@example.de", "geheim123").await.is_ok());
 
     // Demoting both admins is refused at the last one.
-    let r = admin(reqwest::Method::PATCH, format!("/api/v1/users/{ben_id}"), json!({ "role": "agent" })).await.unwrap();
+    let r = admin(Method::PATCH, format!("/api/v1/users/{ben_id}"), json!({ "role": "agent" })).await.unwrap();
     assert_eq!(r.status().as_u16(), 200);
-    let r =
-        admin(reqwest::Method::PATCH, format!("/api/v1/users/{anna_id}"), json!({ "active": false })).await.unwrap();
+    let r = admin(Method::PATCH, format!("/api/v1/users/{anna_id}"), json!({ "active": false })).await.unwrap();
     assert_eq!(r.status().as_u16(), 409);
-    let r =
-        admin(reqwest::Method::PATCH, format!("/api/v1/users/{anna_id}"), json!({ "role": "agent" })).await.unwrap();
+    let r = admin(Method::PATCH, format!("/api/v1/users/{anna_id}"), json!({ "role": "agent" })).await.unwrap();
     assert_eq!(r.status().as_u16(), 409);
 
     // Teams: rename, and deleting one releases its cases to everyone.
-    let team: Value = admin(reqwest::Method::POST, "/api/v1/teams".into(), json!({ "name": "Alt" }))
+    let team: Value =
+        admin(Method::POST, "/api/v1/teams".into(), json!({ "name": "Alt" })).await.unwrap().json().await.unwrap();
+    let renamed: Value = admin(Method::PATCH, format!("/api/v1/teams/{}", team["id"]), json!({ "name": "Neu" }))
         .await
         .unwrap()
         .json()
         .await
         .unwrap();
-    let renamed: Value =
-        admin(reqwest::Method::PATCH, format!("/api/v1/teams/{}", team["id"]), json!({ "name": "Neu" }))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
     assert_eq!(renamed["name"], "Neu");
-    let case: Value = app.inbound(json!({ "from": { "email": "t@example.de" }, "text": "x" })).await;
-    admin(reqwest::Method::PATCH, format!("/api/v1/cases/{}", case["case_id"]), json!({ "team_id": team["id"] }))
-        .await
-        .unwrap();
+    let case: Value = inbound(&app, json!({ "from": { "email": "t@example.de" }, "text": "x" })).await;
+    admin(Method::PATCH, format!("/api/v1/cases/{}", case["case_id"]), json!({ "team_id": team["id"] })).await.unwrap();
     let (ben, _) = app.sign_in("ben@example.de", "geheim123").await.unwrap();
-    assert_eq!(app.get(&ben, &format!("/cases/{}", case["case_id"])).await.0, 404);
-    let r = admin(reqwest::Method::DELETE, format!("/api/v1/teams/{}", team["id"]), json!(null)).await.unwrap();
+    assert_eq!(app.page(&ben, &format!("/cases/{}", case["case_id"])).await.0, 404);
+    let r = admin(Method::DELETE, format!("/api/v1/teams/{}", team["id"]), json!(null)).await.unwrap();
     assert_eq!(r.status().as_u16(), 204);
-    assert_eq!(app.get(&ben, &format!("/cases/{}", case["case_id"])).await.0, 200);
+    assert_eq!(app.page(&ben, &format!("/cases/{}", case["case_id"])).await.0, 200);
     // The settings page shows it all to admins, and to nobody else.
     let (anna, _) = app.sign_in("anna@example.de", "geheim123").await.unwrap();
-    let (s, page) = app.get(&anna, "/settings").await;
+    let (s, page) = app.page(&anna, "/settings").await;
     assert_eq!(s, 200);
     assert!(page.contains("Ben B.") && page.contains("PATCH /api/v1/users/"));
-    assert_eq!(app.get(&ben, "/settings").await.0, 403);
+    assert_eq!(app.page(&ben, "/settings").await.0, 403);
 }
 
 #[tokio::test]
 async fn an_agents_live_stream_carries_only_what_the_agent_may_see() {
     use futures::StreamExt;
     let app = start().await;
-    let team: Value = app
-        .http
-        .post(format!("{}/api/v1/teams", app.base))
-        .bearer_auth(&app.token)
-        .json(&json!({ "name": "Intern" }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let hidden = app.inbound(json!({ "from": { "email": "intern@example.de" }, "text": "erste" })).await;
-    app.http
-        .patch(format!("{}/api/v1/cases/{}", app.base, hidden["case_id"]))
-        .bearer_auth(&app.token)
-        .json(&json!({ "team_id": team["id"] }))
-        .send()
-        .await
-        .unwrap();
+    let (_, team) = app.call("POST", "/api/v1/teams", Some(json!({ "name": "Intern" }))).await;
+    let hidden = inbound(&app, json!({ "from": { "email": "intern@example.de" }, "text": "erste" })).await;
+    app.call("PATCH", &format!("/api/v1/cases/{}", hidden["case_id"]), Some(json!({ "team_id": team["id"] }))).await;
     let (ben, _) = app.sign_in("ben@example.de", "geheim123").await.unwrap();
-    let stream = app
-        .http
-        .get(format!("{}/api/v1/events/stream", app.base))
-        .header(COOKIE, format!("kontor_session={ben}"))
-        .send()
-        .await
-        .unwrap();
+    let stream = app.with_session(&ben, Method::GET, "/api/v1/events/stream").send().await.unwrap();
     // News in the hidden case first, then in a visible one.
-    app.inbound(json!({ "from": { "email": "intern@example.de" }, "text": "geheime Fortsetzung" })).await;
-    let visible = app.inbound(json!({ "from": { "email": "offen@example.de" }, "text": "für alle" })).await;
+    inbound(&app, json!({ "from": { "email": "intern@example.de" }, "text": "geheime Fortsetzung" })).await;
+    let visible = inbound(&app, json!({ "from": { "email": "offen@example.de" }, "text": "für alle" })).await;
     let mut body = stream.bytes_stream();
     let mut seen = String::new();
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), async {

@@ -4,7 +4,7 @@
 //! PostgreSQL is taken from `KONTOR_TEST_DATABASE_URL` (default
 //! `postgres://postgres@127.0.0.1:5432/postgres`); the role must be allowed to create
 //! databases. If the server cannot be reached, the PostgreSQL tests are skipped with a notice,
-//! unless `CI=true`, where they fail.
+//! unless `CI=true`, where they fail. The fixtures are `kontor-testkit`'s.
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -16,169 +16,19 @@ use kontor_core::{
     normalise_identity, CaseStatus, Channel, DeliveryState, Direction, IdentityKind, Priority, Role, StaffUser,
 };
 use kontor_store::{
-    Backend, CaseFilter, CasePatch, Conn, DeliveryUpdate, InboundReceipt, JobOutcome, NewInbound, NewReply,
-    ReplyOutcome, Store, StoreError, StoreSettings,
+    Backend, CaseFilter, CasePatch, DeliveryUpdate, InboundReceipt, JobOutcome, NewInbound, NewReply, ReplyOutcome,
+    Store, StoreError,
 };
-use tempfile::TempDir;
+use kontor_testkit::StoreFixture as Fixture;
 
-const DEFAULT_PG_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
-
-// ---------------------------------------------------------------------------------------------
-// Fixtures
-// ---------------------------------------------------------------------------------------------
-
-/// A store on a fresh SQLite file in a temporary directory.
-async fn sqlite_store() -> (Store, TempDir) {
-    let dir = tempfile::tempdir().expect("temporary directory");
-    let url = sqlite_url(&dir);
-    (open_store(url).await, dir)
-}
-
-fn sqlite_url(dir: &TempDir) -> String {
-    format!("sqlite:{}", dir.path().join("kontor.db").display())
-}
-
-/// Opens a store off the async runtime: the synchronous PostgreSQL client runs its own
-/// runtime and must not be driven from inside ours.
-async fn open_store(url: String) -> Store {
-    tokio::task::spawn_blocking(move || Store::open(&url, StoreSettings::default()))
-        .await
-        .expect("open task")
-        .unwrap_or_else(|e| panic!("cannot open the store: {e}"))
-}
-
-/// A further store ("node") on the database under test. Dropped on a plain thread, because
-/// dropping pooled PostgreSQL connections inside the async runtime panics.
-struct Node(Option<Store>);
-
-impl std::ops::Deref for Node {
-    type Target = Store;
-    fn deref(&self) -> &Store {
-        self.0.as_ref().expect("node is open")
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let store = self.0.take();
-        let _ = std::thread::spawn(move || drop(store)).join();
-    }
-}
-
-/// The database under test, cleaned up when dropped (also when the test panics).
-struct Fixture {
-    store: Option<Store>,
-    /// URL of the database under test (for opening further "nodes" on it).
-    url: String,
-    /// For PostgreSQL: the server URL to connect to for dropping the database, and its name.
-    pg: Option<(String, String)>,
-    _dir: Option<TempDir>,
-}
-
-impl Fixture {
-    async fn sqlite() -> Fixture {
-        let (store, dir) = sqlite_store().await;
-        Fixture { store: Some(store), url: sqlite_url(&dir), pg: None, _dir: Some(dir) }
-    }
-
-    /// A store on a fresh PostgreSQL database, or `None` (test skipped) if the server is
-    /// unreachable outside CI.
-    async fn postgres() -> Option<Fixture> {
-        let base = std::env::var("KONTOR_TEST_DATABASE_URL").unwrap_or_else(|_| DEFAULT_PG_URL.to_string());
-        let name = format!("kontor_t_{:016x}", rand::random::<u64>());
-        let created = {
-            let (base, name) = (base.clone(), name.clone());
-            tokio::task::spawn_blocking(move || {
-                let mut admin = Conn::open(Backend::Postgres, &base).map_err(|e| (true, e))?;
-                admin.batch(&format!("CREATE DATABASE {name}")).map_err(|e| (false, e))
-            })
-            .await
-            .expect("create database task")
-        };
-        match created {
-            Ok(()) => {}
-            Err((true, e)) => {
-                let msg = format!(
-                    "PostgreSQL at {} is unreachable ({e}); set KONTOR_TEST_DATABASE_URL or start the server",
-                    redact(&base)
-                );
-                if std::env::var("CI").as_deref() == Ok("true") {
-                    panic!("{msg} (CI=true: PostgreSQL tests must run)");
-                }
-                eprintln!("notice: skipping PostgreSQL test: {msg}");
-                return None;
-            }
-            Err((false, e)) => panic!("cannot create test database {name} on {}: {e}", redact(&base)),
-        }
-        let url = with_database(&base, &name);
-        // From here on the fixture owns the database, so a failing open still drops it.
-        let mut fx = Fixture { store: None, url: url.clone(), pg: Some((base, name)), _dir: None };
-        fx.store = Some(open_store(url).await);
-        Some(fx)
-    }
-
-    fn store(&self) -> &Store {
-        self.store.as_ref().expect("store is open")
-    }
-
-    fn fixture(&self) -> &Fixture {
-        self
-    }
-
-    /// Opens a second store ("node") on the same database.
-    async fn open_node(&self) -> Node {
-        Node(Some(open_store(self.url.clone()).await))
-    }
-}
-
-impl Drop for Fixture {
-    fn drop(&mut self) {
-        let store = self.store.take();
-        let pg = self.pg.take();
-        // A plain thread: outside the async runtime, where the synchronous PostgreSQL client
-        // may block, and also usable while unwinding from a failed assertion.
-        let cleanup = std::thread::spawn(move || {
-            drop(store);
-            if let Some((base, name)) = pg {
-                let dropped = Conn::open(Backend::Postgres, &base)
-                    .and_then(|mut c| c.batch(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")));
-                if let Err(e) = dropped {
-                    eprintln!("notice: could not drop test database {name}: {e}");
-                }
-            }
-        });
-        let _ = cleanup.join();
-    }
-}
-
-/// `base` with its database name replaced by `name` (query parameters are kept).
-fn with_database(base: &str, name: &str) -> String {
-    let (head, query) = match base.split_once('?') {
-        Some((h, q)) => (h, Some(q)),
-        None => (base, None),
+/// The argument a `check_*` function takes: `store` (a `&Store`) or `fixture` (a `&Fixture`).
+macro_rules! argument {
+    ($fx:ident, store) => {
+        $fx.store()
     };
-    let authority = head.find("://").map(|i| i + 3).unwrap_or(0);
-    let path = head[authority..].find('/').map(|i| authority + i).unwrap_or(head.len());
-    let mut url = format!("{}/{name}", &head[..path]);
-    if let Some(q) = query {
-        url.push('?');
-        url.push_str(q);
-    }
-    url
-}
-
-/// The URL without a password, for messages.
-fn redact(url: &str) -> String {
-    let Some(start) = url.find("://").map(|i| i + 3) else {
-        return url.to_string();
+    ($fx:ident, fixture) => {
+        &$fx
     };
-    let rest = &url[start..];
-    match (rest.find('@'), rest.find(':')) {
-        (Some(at), Some(colon)) if colon < at => {
-            format!("{}{}:***{}", &url[..start], &rest[..colon], &rest[at..])
-        }
-        _ => url.to_string(),
-    }
 }
 
 /// Generates `$on_sqlite` and `$on_postgres` tests for each `check(argument)`, where the
@@ -188,13 +38,13 @@ macro_rules! conformance {
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn $on_sqlite() {
             let fx = Fixture::sqlite().await;
-            $check(fx.$arg()).await;
+            $check(argument!(fx, $arg)).await;
         }
 
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn $on_postgres() {
             let Some(fx) = Fixture::postgres().await else { return };
-            $check(fx.$arg()).await;
+            $check(argument!(fx, $arg)).await;
         }
     )+};
 }
@@ -1450,11 +1300,11 @@ async fn check_event_ids_become_visible_in_order_across_nodes(fx: &Fixture) {
 /// Servers hold the store in async code (e.g. in `#[tokio::main]`), so dropping the last
 /// handle there, with pooled connections, must work.
 async fn check_a_store_can_be_dropped_inside_the_async_runtime(fx: &Fixture) {
-    let mut node = fx.open_node().await;
+    let node = fx.open_node().await;
     let r = node.ingest(inbound("drop@example.de", "Tschüss")).await.unwrap();
     node.ping().await.unwrap();
     assert_eq!(node.case_detail(r.case_id).await.unwrap().messages.len(), 1);
-    let store = node.0.take().expect("node is open");
+    let store = node.into_store();
     drop(store);
     assert_eq!(fx.store().max_event_id().await.unwrap(), r.event_id);
 }

@@ -1,0 +1,23 @@
+//! Kontor's test kit: the fixtures the test suites share, so each suite states only what it
+//! tests.
+//!
+//! - [`db`]: a temporary SQLite database and a fresh PostgreSQL database per test (from
+//!   `KONTOR_TEST_DATABASE_URL`, skipped when unreachable unless `CI=true`), and
+//!   [`db::StoreFixture`], a store opened on either one.
+//! - [`url`]: taking database URLs apart (other database name, other host, password hidden).
+//! - `server` (feature `server`): the real router on an ephemeral port over a fresh SQLite
+//!   store, with sign-in, CSRF, cookie and JSON-call helpers; `sse`: a reader of event streams.
+//!
+//! Only ever a dev-dependency: no library or binary of the workspace may depend on it, and it
+//! must not depend on the `kontor` binary crate. Its helpers panic with a message where a
+//! test must stop (a panic is how a test reports a failure); the one fallible operation a
+//! caller may want to handle, creating a database, returns a typed [`db::DatabaseError`].
+
+pub mod db;
+#[cfg(feature = "server")]
+pub mod server;
+#[cfg(feature = "server")]
+pub mod sse;
+pub mod url;
+
+pub use db::{PostgresDatabase, SqliteDatabase, StoreFixture, StoreNode, TestDatabase};

@@ -12,8 +12,9 @@ use kontor_channel::{
 };
 use kontor_core::{Channel, DeliveryState, IdentityKind, Role};
 use kontor_server::jobs::{Job, JobRegistry, JobResult, JobRun};
-use kontor_server::{AppState, Config};
-use kontor_store::{JobPayload, Store};
+use kontor_server::AppState;
+use kontor_store::JobPayload;
+use kontor_testkit::server::TestServer;
 use serde_json::{json, Value};
 
 const SECRET: &str = "fake-secret";
@@ -118,42 +119,40 @@ impl JobPayload for Orphan {
 }
 
 struct App {
-    base: String,
-    admin: String,
+    server: TestServer,
     agent: String,
-    store: Store,
     sender: Arc<FakeSmsSender>,
-    http: reqwest::Client,
-    _dir: tempfile::TempDir,
 }
 
 async fn start() -> App {
-    let dir = tempfile::tempdir().unwrap();
-    let mut cfg = Config { data_dir: dir.path().to_path_buf(), ..Config::default() };
-    cfg.jobs.poll_ms = 20;
-    cfg.jobs.backoff_base_ms = 10;
-    cfg.jobs.backoff_max_ms = 20;
-    let store = Store::open(&cfg.database_url(), cfg.store_settings()).unwrap();
-    let (_, admin) = store.create_token("admin".into(), Role::Admin).await.unwrap();
-    let (_, agent) = store.create_token("agent".into(), Role::Agent).await.unwrap();
     let sender = Arc::new(FakeSmsSender::default());
-    let mut channels = kontor_channels::registry(&cfg.channels()).unwrap();
-    channels.add_webhook(Arc::new(FakeSmsWebhook)).add_outbound(sender.clone());
-    let mut state = AppState::with_channels(store.clone(), cfg, channels);
-    let mut jobs = JobRegistry::standard();
-    jobs.register::<Touch>();
-    state.jobs = Arc::new(jobs);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(kontor_server::serve(state, listener, std::future::pending()));
-    App { base, admin, agent, store, sender, http: reqwest::Client::new(), _dir: dir }
+    let fake = sender.clone();
+    let server = TestServer::start_with(
+        |c| {
+            c.jobs.poll_ms = 20;
+            c.jobs.backoff_base_ms = 10;
+            c.jobs.backoff_max_ms = 20;
+        },
+        move |state| {
+            let mut channels = kontor_channels::registry(&state.config.channels()).unwrap();
+            channels.add_webhook(Arc::new(FakeSmsWebhook)).add_outbound(fake);
+            state.channels = Arc::new(channels);
+            let mut jobs = JobRegistry::standard();
+            jobs.register::<Touch>();
+            state.jobs = Arc::new(jobs);
+        },
+    )
+    .await;
+    let agent = server.token("agent", Role::Agent).await;
+    App { server, agent, sender }
 }
 
 impl App {
     async fn hook(&self, path: &str, token: &str, body: Value) -> (u16, String) {
         let r = self
+            .server
             .http
-            .post(format!("{}/webhooks/{path}", self.base))
+            .post(self.server.url(&format!("/webhooks/{path}")))
             .header("x-fake-token", token)
             .json(&body)
             .send()
@@ -162,35 +161,19 @@ impl App {
         (r.status().as_u16(), r.text().await.unwrap())
     }
 
-    async fn api(&self, token: &str, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-        let mut rb = self.http.request(method.parse().unwrap(), format!("{}{path}", self.base)).bearer_auth(token);
-        if let Some(b) = body {
-            rb = rb.json(&b);
-        }
-        let r = rb.send().await.unwrap();
-        let status = r.status().as_u16();
-        (status, r.json().await.unwrap_or(Value::Null))
+    async fn admin(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        self.server.call(method, path, body).await
     }
 
     async fn messages_of_first_case(&self) -> (i64, Vec<Value>, i64) {
-        let (_, cases) = self.api(&self.admin, "GET", "/api/v1/cases", None).await;
+        let (_, cases) = self.admin("GET", "/api/v1/cases", None).await;
         let case_id = cases["items"][0]["id"].as_i64().expect("a case");
-        let (_, case) = self.api(&self.admin, "GET", &format!("/api/v1/cases/{case_id}"), None).await;
+        let (_, case) = self.admin("GET", &format!("/api/v1/cases/{case_id}"), None).await;
         (case_id, case["messages"].as_array().cloned().unwrap_or_default(), case["last_event_id"].as_i64().unwrap())
     }
 
-    /// Waits until the message with `id` shows `state` (bounded).
     async fn wait_state(&self, case_id: i64, id: i64, state: &str) -> Value {
-        for _ in 0..500 {
-            let (_, case) = self.api(&self.admin, "GET", &format!("/api/v1/cases/{case_id}"), None).await;
-            if let Some(m) = case["messages"].as_array().into_iter().flatten().find(|m| m["id"] == id) {
-                if m["delivery_state"] == state {
-                    return m.clone();
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        panic!("message {id} never reached {state}");
+        self.server.wait_delivery(&json!(case_id), &json!(id), state, Duration::from_secs(10)).await
     }
 }
 
@@ -202,7 +185,7 @@ async fn a_registered_channel_gets_its_webhook_mounted_and_its_sender_used() {
     let (s, _) =
         app.hook("sms/inbound", "wrong", json!({ "from": "+491701234567", "text": "Hallo", "id": "in-1" })).await;
     assert_eq!(s, 401);
-    let (_, cases) = app.api(&app.admin, "GET", "/api/v1/cases", None).await;
+    let (_, cases) = app.admin("GET", "/api/v1/cases", None).await;
     assert_eq!(cases["items"].as_array().map(Vec::len), Some(0), "a forged webhook stored something");
 
     // Malformed, unknown path, unknown channel.
@@ -224,14 +207,13 @@ async fn a_registered_channel_gets_its_webhook_mounted_and_its_sender_used() {
     assert_eq!(messages[0]["channel"], "sms");
 
     // A challenge is answered as the channel says.
-    let r = app.http.get(format!("{}/webhooks/sms/verify?challenge=abc123", app.base)).send().await.unwrap();
+    let r = app.server.http.get(app.server.url("/webhooks/sms/verify?challenge=abc123")).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 200);
     assert_eq!(r.text().await.unwrap(), "abc123");
 
     // A reply goes out through the channel's sender (after one retryable failure).
     let (s, r) = app
-        .api(
-            &app.admin,
+        .admin(
             "POST",
             &format!("/api/v1/cases/{case_id}/replies"),
             Some(json!({ "text": "Morgen zwischen 8 und 12 Uhr.", "based_on_event_id": last_event_id })),
@@ -258,12 +240,12 @@ async fn a_registered_channel_gets_its_webhook_mounted_and_its_sender_used() {
     }
     // A report for a message Kontor never sent is accepted and changes nothing.
     assert_eq!(app.hook("sms/status", SECRET, json!({ "id": "unknown", "status": "read" })).await.0, 200);
-    let (_, case) = app.api(&app.admin, "GET", &format!("/api/v1/cases/{case_id}"), None).await;
+    let (_, case) = app.admin("GET", &format!("/api/v1/cases/{case_id}"), None).await;
     let m = case["messages"].as_array().unwrap().iter().find(|m| m["id"] == reply_id).unwrap().clone();
     assert_eq!(m["delivery_state"], "read", "a late report overwrote read");
 
     // The events show each change once.
-    let (_, events) = app.api(&app.admin, "GET", "/api/v1/events?limit=1000", None).await;
+    let (_, events) = app.admin("GET", "/api/v1/events?limit=1000", None).await;
     let states: Vec<String> = events["items"]
         .as_array()
         .unwrap()
@@ -274,11 +256,11 @@ async fn a_registered_channel_gets_its_webhook_mounted_and_its_sender_used() {
     assert_eq!(states, vec!["sent", "read"]);
 
     // Admins see the channels; agents do not.
-    let (s, status) = app.api(&app.admin, "GET", "/api/v1/channels", None).await;
+    let (s, status) = app.admin("GET", "/api/v1/channels", None).await;
     assert_eq!(s, 200);
     assert_eq!(status["outbound"], json!(["api", "sms"]));
     assert_eq!(status["webhooks"], json!(["sms"]));
-    let (s, _) = app.api(&app.agent, "GET", "/api/v1/channels", None).await;
+    let (s, _) = app.server.call_as(&app.agent, "GET", "/api/v1/channels", None).await;
     assert_eq!(s, 403);
 }
 
@@ -289,8 +271,7 @@ async fn a_failed_delivery_report_marks_a_sent_message_failed_with_the_reason() 
     assert_eq!(app.hook("sms/inbound", SECRET, body).await.0, 200);
     let (case_id, _, last_event_id) = app.messages_of_first_case().await;
     let (_, r) = app
-        .api(
-            &app.admin,
+        .admin(
             "POST",
             &format!("/api/v1/cases/{case_id}/replies"),
             Some(json!({ "text": "Wir rufen an.", "based_on_event_id": last_event_id })),
@@ -307,7 +288,8 @@ async fn a_failed_delivery_report_marks_a_sent_message_failed_with_the_reason() 
 #[tokio::test]
 async fn jobs_run_through_the_registry_and_unknown_kinds_go_to_the_dead_letter() {
     let app = start().await;
-    app.store
+    app.server
+        .store
         .write(|tx| {
             kontor_store::enqueue_job(tx, &Touch { label: "eins".into() }, 3, 0)?;
             kontor_store::enqueue_job(tx, &Orphan {}, 3, 0)
@@ -315,9 +297,9 @@ async fn jobs_run_through_the_registry_and_unknown_kinds_go_to_the_dead_letter()
         .await
         .unwrap();
     for _ in 0..500 {
-        let (_, jobs) = app.api(&app.admin, "GET", "/api/v1/jobs", None).await;
+        let (_, jobs) = app.admin("GET", "/api/v1/jobs", None).await;
         if jobs["done"] == 1 && jobs["dead"] == 1 {
-            let (_, events) = app.api(&app.admin, "GET", "/api/v1/events?limit=1000", None).await;
+            let (_, events) = app.admin("GET", "/api/v1/events?limit=1000", None).await;
             let touched: Vec<&Value> =
                 events["items"].as_array().unwrap().iter().filter(|e| e["type"] == "test.touched").collect();
             assert_eq!(touched.len(), 1, "the effect is committed exactly once");

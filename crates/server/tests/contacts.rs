@@ -2,67 +2,44 @@
 //! calls and letters recorded by staff, threaded like any other message, over the real router.
 
 use kontor_core::Role;
-use kontor_server::{AppState, Config};
-use kontor_store::Store;
-use reqwest::header::COOKIE;
+use kontor_testkit::server::TestServer;
 use reqwest::Method;
 use serde_json::{json, Value};
 
 struct App {
-    base: String,
-    admin: String,
+    server: TestServer,
     ingest: String,
-    http: reqwest::Client,
     /// Ben's id, session cookie and CSRF token (an agent in no team).
     ben: (i64, String, String),
-    _dir: tempfile::TempDir,
 }
 
 async fn start() -> App {
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = Config { data_dir: dir.path().to_path_buf(), ..Config::default() };
-    let store = Store::open(&cfg.database_url(), cfg.store_settings()).unwrap();
-    let ben =
-        store.create_user("ben@example.de".into(), "Ben Berger".into(), Role::Agent, "geheim123".into()).await.unwrap();
-    let (_, admin) = store.create_token("admin".into(), Role::Admin).await.unwrap();
-    let (_, ingest) = store.create_token("crm".into(), Role::Ingest).await.unwrap();
-    let session = store.create_session(ben.id, 3600).await.unwrap();
-    let csrf = store.session(&session).await.unwrap().unwrap().csrf;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(kontor_server::serve(AppState::new(store, cfg), listener, std::future::pending()));
-    App { base, admin, ingest, http: reqwest::Client::new(), ben: (ben.id, session, csrf), _dir: dir }
+    let server = TestServer::start(|_| {}).await;
+    let ben = server.staff("ben@example.de", "Ben Berger", Role::Agent).await;
+    let ingest = server.token("crm", Role::Ingest).await;
+    let session = server.store.create_session(ben.id, 3600).await.unwrap();
+    let csrf = server.store.session(&session).await.unwrap().unwrap().csrf;
+    App { server, ingest, ben: (ben.id, session, csrf) }
 }
 
 impl App {
-    async fn token(&self, token: &str, method: Method, path: &str, body: Value) -> (u16, Value) {
-        let r = self.http.request(method, format!("{}{path}", self.base)).bearer_auth(token).json(&body);
-        let r = r.send().await.unwrap();
-        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    async fn admin(&self, method: Method, path: &str, body: Value) -> (u16, Value) {
+        self.server.call(method, path, Some(body)).await
     }
 
     async fn ben(&self, method: Method, path: &str, body: Value) -> (u16, Value) {
-        let r = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .header(COOKIE, format!("kontor_session={}", self.ben.1))
-            .header("x-csrf-token", &self.ben.2)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+        self.server.call_in((&self.ben.1, &self.ben.2), method, path, Some(body)).await
     }
 
     async fn inbound(&self, email: &str, text: &str) -> Value {
         let body = json!({ "from": { "email": email }, "text": text });
-        let (s, v) = self.token(&self.ingest, Method::POST, "/api/v1/inbound", body).await;
+        let (s, v) = self.server.call_as(&self.ingest, "POST", "/api/v1/inbound", Some(body)).await;
         assert_eq!(s, 201, "{v}");
         v
     }
 
     async fn case(&self, id: &Value) -> Value {
-        let (s, v) = self.token(&self.admin, Method::GET, &format!("/api/v1/cases/{id}"), Value::Null).await;
+        let (s, v) = self.server.call("GET", &format!("/api/v1/cases/{id}"), None).await;
         assert_eq!(s, 200, "{v}");
         v
     }
@@ -86,7 +63,7 @@ async fn a_phone_call_recorded_by_an_agent_lands_in_the_customers_case_with_its_
     assert_eq!(m["author_id"], app.ben.0, "shows who recorded it");
     assert!(m["delivery_state"].is_null(), "a recorded call is never sent");
     // Colleagues learn of it live.
-    let (_, events) = app.token(&app.admin, Method::GET, "/api/v1/events?limit=1000", Value::Null).await;
+    let (_, events) = app.server.call("GET", "/api/v1/events?limit=1000", None).await;
     let recorded: Vec<&Value> =
         events["items"].as_array().unwrap().iter().filter(|e| e["type"] == "message.recorded").collect();
     assert_eq!(recorded.len(), 1);
@@ -96,7 +73,7 @@ async fn a_phone_call_recorded_by_an_agent_lands_in_the_customers_case_with_its_
     // A letter into a named case, by an admin token.
     let letter = json!({ "channel": "letter", "direction": "in", "text": "Kündigung per Post",
                          "case_id": first["case_id"] });
-    let (s, r) = app.token(&app.admin, Method::POST, &path, letter).await;
+    let (s, r) = app.admin(Method::POST, &path, letter).await;
     assert_eq!(s, 201, "{r}");
     assert_eq!(r["case_id"], first["case_id"]);
 }
@@ -123,7 +100,7 @@ async fn an_incoming_contact_reopens_a_resolved_case_and_an_outgoing_one_does_no
     let first = app.inbound("dora@example.de", "Zählerstand").await;
     let case_path = format!("/api/v1/cases/{}", first["case_id"]);
     let path = format!("/api/v1/customers/{}/contacts", first["customer_id"]);
-    let resolve = || app.token(&app.admin, Method::PATCH, &case_path, json!({ "status": "resolved" }));
+    let resolve = || app.admin(Method::PATCH, &case_path, json!({ "status": "resolved" }));
     assert_eq!(resolve().await.0, 200);
     let out = json!({ "channel": "phone", "direction": "out", "text": "Nachgefragt, alles gut." });
     let (s, r) = app.ben(Method::POST, &path, out).await;
@@ -164,7 +141,7 @@ async fn bad_contacts_are_refused_with_the_field_named() {
     let (s, r) = app.ben(Method::POST, &path, foreign).await;
     assert_eq!(s, 404, "{r}");
     // Systems that only send messages in cannot record contacts.
-    let (s, _) = app.token(&app.ingest, Method::POST, &path, ok).await;
+    let (s, _) = app.server.call_as(&app.ingest, "POST", &path, Some(ok)).await;
     assert_eq!(s, 403);
 }
 
@@ -172,15 +149,15 @@ async fn bad_contacts_are_refused_with_the_field_named() {
 async fn an_agent_cannot_record_a_contact_for_a_customer_only_another_team_sees() {
     let app = start().await;
     let first = app.inbound("gerda@example.de", "Vertrauliche Sache").await;
-    let (s, team) = app.token(&app.admin, Method::POST, "/api/v1/teams", json!({ "name": "Vorstand" })).await;
+    let (s, team) = app.admin(Method::POST, "/api/v1/teams", json!({ "name": "Vorstand" })).await;
     assert_eq!(s, 201, "{team}");
     let moved = json!({ "team_id": team["id"] });
-    let (s, _) = app.token(&app.admin, Method::PATCH, &format!("/api/v1/cases/{}", first["case_id"]), moved).await;
+    let (s, _) = app.admin(Method::PATCH, &format!("/api/v1/cases/{}", first["case_id"]), moved).await;
     assert_eq!(s, 200);
     let path = format!("/api/v1/customers/{}/contacts", first["customer_id"]);
     let call = json!({ "channel": "phone", "direction": "in", "text": "x" });
     let (s, r) = app.ben(Method::POST, &path, call.clone()).await;
     assert_eq!(s, 404, "{r}");
-    let (s, _) = app.token(&app.admin, Method::POST, &path, call).await;
+    let (s, _) = app.admin(Method::POST, &path, call).await;
     assert_eq!(s, 201, "an admin may");
 }

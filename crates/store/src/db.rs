@@ -22,6 +22,8 @@ pub enum Val {
     Int(i64),
     Real(f64),
     Text(String),
+    /// Raw bytes: a SQLite BLOB, a PostgreSQL BYTEA (never read as text).
+    Bytes(Vec<u8>),
 }
 
 impl From<i64> for Val {
@@ -42,6 +44,16 @@ impl From<String> for Val {
 impl From<&String> for Val {
     fn from(v: &String) -> Self {
         Val::Text(v.clone())
+    }
+}
+impl From<Vec<u8>> for Val {
+    fn from(v: Vec<u8>) -> Self {
+        Val::Bytes(v)
+    }
+}
+impl From<&[u8]> for Val {
+    fn from(v: &[u8]) -> Self {
+        Val::Bytes(v.to_vec())
     }
 }
 impl From<bool> for Val {
@@ -96,6 +108,14 @@ impl Row {
         match self.0.get(i) {
             Some(Val::Text(s)) => Some(s.clone()),
             Some(Val::Int(v)) => Some(v.to_string()),
+            _ => None,
+        }
+    }
+    /// Nullable bytes column (BLOB / BYTEA).
+    pub fn opt_bytes(&self, i: usize) -> Option<&[u8]> {
+        match self.0.get(i) {
+            Some(Val::Bytes(b)) => Some(b),
+            Some(Val::Text(s)) => Some(s.as_bytes()),
             _ => None,
         }
     }
@@ -200,9 +220,8 @@ impl Conn {
                             rusqlite::types::ValueRef::Null => Val::Null,
                             rusqlite::types::ValueRef::Integer(v) => Val::Int(v),
                             rusqlite::types::ValueRef::Real(v) => Val::Real(v),
-                            rusqlite::types::ValueRef::Text(t) | rusqlite::types::ValueRef::Blob(t) => {
-                                Val::Text(String::from_utf8_lossy(t).into_owned())
-                            }
+                            rusqlite::types::ValueRef::Text(t) => Val::Text(String::from_utf8_lossy(t).into_owned()),
+                            rusqlite::types::ValueRef::Blob(b) => Val::Bytes(b.to_vec()),
                         });
                     }
                     out.push(Row(vals));
@@ -302,6 +321,8 @@ fn pg_row(r: &postgres::Row) -> Result<Row, StoreError> {
             r.try_get::<_, Option<f64>>(i)?.map(Val::Real)
         } else if *t == Type::BOOL {
             r.try_get::<_, Option<bool>>(i)?.map(|v| Val::Int(v as i64))
+        } else if *t == Type::BYTEA {
+            r.try_get::<_, Option<Vec<u8>>>(i)?.map(Val::Bytes)
         } else if *t == Type::VOID {
             None
         } else {
@@ -320,6 +341,7 @@ impl rusqlite::ToSql for Val {
             Val::Int(v) => ToSqlOutput::Borrowed(ValueRef::Integer(*v)),
             Val::Real(v) => ToSqlOutput::Borrowed(ValueRef::Real(*v)),
             Val::Text(s) => ToSqlOutput::Borrowed(ValueRef::Text(s.as_bytes())),
+            Val::Bytes(b) => ToSqlOutput::Borrowed(ValueRef::Blob(b)),
         })
     }
 }
@@ -342,6 +364,7 @@ impl postgres::types::ToSql for Val {
             Val::Real(v) if *ty == Type::FLOAT4 => (*v as f32).to_sql(ty, out),
             Val::Real(v) => v.to_sql(ty, out),
             Val::Text(s) => s.as_str().to_sql(ty, out),
+            Val::Bytes(b) => b.as_slice().to_sql(ty, out),
         }
     }
 

@@ -17,7 +17,7 @@ use kontor_core::{
 };
 use kontor_store::{
     Backend, CaseFilter, CasePatch, DeliveryUpdate, InboundReceipt, JobOutcome, NewInbound, NewReply, ReplyOutcome,
-    Store, StoreError,
+    Store, StoreError, Val,
 };
 use kontor_testkit::StoreFixture as Fixture;
 
@@ -143,6 +143,15 @@ conformance! {
     check_a_staff_user_can_change_the_password(store) =>
         a_staff_user_can_change_the_password_on_sqlite,
         a_staff_user_can_change_the_password_on_postgres;
+    check_bytes_round_trip_unchanged(store) =>
+        bytes_round_trip_unchanged_on_sqlite,
+        bytes_round_trip_unchanged_on_postgres;
+    check_a_job_effect_commits_only_with_the_claim_that_ran_it(store) =>
+        a_job_effect_commits_only_with_the_claim_that_ran_it_on_sqlite,
+        a_job_effect_commits_only_with_the_claim_that_ran_it_on_postgres;
+    check_delivery_reports_only_move_a_message_forward(store) =>
+        delivery_reports_only_move_a_message_forward_on_sqlite,
+        delivery_reports_only_move_a_message_forward_on_postgres;
 }
 
 /// PostgreSQL only: a node learns of events committed by another node (LISTEN/NOTIFY).
@@ -1786,4 +1795,95 @@ async fn check_a_staff_user_can_change_the_password(store: &Store) {
     assert_invalid(store.set_user_password(user.id, "kurz".into()).await, "password");
     assert_not_found(store.set_user_password(user.id + 10_000, "lang genug 123".into()).await);
     assert_eq!(verify("neues passwort 1").await.unwrap().map(|u| u.id), Some(user.id));
+}
+
+async fn check_bytes_round_trip_unchanged(store: &Store) {
+    // Not UTF-8, a NUL, every byte value: nothing may be read as (lossy) text.
+    let bytes: Vec<u8> = (0..=255u8).rev().chain([0xff, 0xfe, 0x00, 0xc3]).collect();
+    let ddl = match store.backend() {
+        Backend::Sqlite => "CREATE TABLE bytes_probe (id BIGINT PRIMARY KEY, b BLOB NOT NULL)",
+        Backend::Postgres => "CREATE TABLE bytes_probe (id BIGINT PRIMARY KEY, b BYTEA NOT NULL)",
+    };
+    let stored = bytes.clone();
+    store
+        .write(move |tx| {
+            tx.conn.batch(ddl)?;
+            tx.conn.execute("INSERT INTO bytes_probe (id, b) VALUES (?, ?)", &[Val::Int(1), Val::Bytes(stored)])?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+    let back = store
+        .read(|c| {
+            let row = c.query_opt("SELECT b FROM bytes_probe WHERE id = ?", &[Val::Int(1)])?.expect("the row");
+            Ok(row.opt_bytes(0).map(<[u8]>::to_vec))
+        })
+        .await
+        .unwrap();
+    assert_eq!(back.as_deref(), Some(bytes.as_slice()));
+}
+
+async fn check_a_job_effect_commits_only_with_the_claim_that_ran_it(store: &Store) {
+    let r = store.ingest(inbound("effect@example.de", "Bitte antworten")).await.unwrap();
+    let (_, job_id) = queue_reply(store, r.case_id, "Antwort").await;
+    // The first claim's lease runs out and a second claim takes the job.
+    let first = store.claim_jobs("node-a".into(), 10, 1).await.unwrap().remove(0);
+    assert_eq!(first.id, job_id);
+    let mut second = Vec::new();
+    for _ in 0..200 {
+        second = store.claim_jobs("node-a".into(), 10, 30_000).await.unwrap();
+        if !second.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let second = second.pop().expect("the job is claimed again once its lease ran out");
+    let effect = |label: &'static str| -> kontor_store::JobEffect {
+        std::sync::Arc::new(move |tx, _| {
+            tx.event("test.effect", None, None, &serde_json::json!({ "label": label }))?;
+            Ok(())
+        })
+    };
+    // The older run cannot record its outcome or its effect.
+    let stale = store.finish_claimed_job(&first, "node-a".into(), JobOutcome::Done, Some(effect("stale"))).await;
+    assert!(!stale.unwrap());
+    assert!(store
+        .finish_claimed_job(&second, "node-a".into(), JobOutcome::Done, Some(effect("current")))
+        .await
+        .unwrap());
+    let labels: Vec<String> = all_events(store)
+        .await
+        .into_iter()
+        .filter(|e| e.kind == "test.effect")
+        .map(|e| e.payload["label"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(labels, vec!["current".to_string()]);
+}
+
+async fn check_delivery_reports_only_move_a_message_forward(store: &Store) {
+    use kontor_channel::DeliveryReport;
+    let r = store.ingest(inbound("reports@example.de", "Status?")).await.unwrap();
+    let (message_id, job_id) = queue_reply(store, r.case_id, "Antwort").await;
+    store.claim_jobs("node-a".into(), 10, 30_000).await.unwrap();
+    let sent = DeliveryUpdate {
+        message_id,
+        state: DeliveryState::Sent,
+        error: None,
+        provider_message_id: Some("prov-77".into()),
+    };
+    assert!(store.finish_job(job_id, "node-a".into(), JobOutcome::Done, Some(sent)).await.unwrap());
+    let report = |state| DeliveryReport {
+        channel: Channel::Api,
+        provider_message_id: "prov-77".into(),
+        state,
+        error: Some("mailbox full".into()),
+    };
+    assert_eq!(store.apply_delivery_report(report(DeliveryState::Read)).await.unwrap(), Some(message_id));
+    assert_eq!(store.apply_delivery_report(report(DeliveryState::Sent)).await.unwrap(), None, "late sent");
+    assert_eq!(store.apply_delivery_report(report(DeliveryState::Failed)).await.unwrap(), None, "failed after read");
+    let other = DeliveryReport { provider_message_id: "nobody".into(), ..report(DeliveryState::Read) };
+    assert_eq!(store.apply_delivery_report(other).await.unwrap(), None);
+    let m = message(store, r.case_id, message_id).await;
+    assert_eq!(m.delivery_state, Some(DeliveryState::Read));
+    assert_eq!(m.delivery_error, None, "a read message carries no error");
 }

@@ -58,7 +58,7 @@ use futures::TryStreamExt;
 use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::prefix::PrefixStore;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutPayload};
 use zeroize::Zeroizing;
 
 pub use bench::{bench_put_get, BenchReport};
@@ -118,6 +118,16 @@ fn io_err(e: object_store::Error) -> VaultError {
 fn open_local(dir: &Path) -> Result<Backend, VaultError> {
     std::fs::create_dir_all(dir)
         .map_err(|e| VaultError::Io(format!("cannot create blob directory {}: {e}", dir.display())))?;
+    // object_store fsyncs the directories it creates below the root; make the root's own
+    // entry durable too (a new `<data_dir>/blobs`).
+    #[cfg(unix)]
+    for d in [Some(dir), dir.parent()].into_iter().flatten() {
+        if !d.as_os_str().is_empty() {
+            std::fs::File::open(d)
+                .and_then(|f| f.sync_all())
+                .map_err(|e| VaultError::Io(format!("cannot sync {}: {e}", d.display())))?;
+        }
+    }
     let fs = LocalFileSystem::new_with_prefix(dir).map_err(io_err)?.with_fsync(true).with_automatic_cleanup(false);
     let shown = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
     Ok(Backend { store: Arc::new(fs), describe: format!("local {}", shown.display()), is_local: true })
@@ -213,17 +223,25 @@ impl Vault {
             (Some(key), None) => {
                 // Key file present, key check absent: a crash right after creating the key,
                 // or a deleted key check. Existing blobs decide; then the check is (re)written.
-                if let Some((id, sealed)) = first_blob(&store).await? {
-                    if !format::key_fits(&key.kek(), &id, &sealed) {
-                        return Err(VaultError::WrongMasterKey {
-                            path: key_path,
-                            store: backend.describe,
-                            store_key_id: "? (no key check; blob ".to_string() + &id + " does not open)",
-                            file_key_id: key.key_id().to_string(),
-                        });
-                    }
+                let kek = key.kek();
+                let sample = sample_blobs(&store, 3).await?;
+                if !sample.is_empty() && !sample.iter().any(|(id, header)| format::key_fits(&kek, id, header)) {
+                    return Err(VaultError::WrongMasterKey {
+                        path: key_path,
+                        store: backend.describe,
+                        store_key_id: format!("? (no key check; {} sampled blobs do not open)", sample.len()),
+                        file_key_id: key.key_id().to_string(),
+                    });
                 }
-                write_keycheck(&store, &key).await?;
+                if let Keycheck::Mismatch { store_key_id } = write_keycheck_once(&store, &key).await? {
+                    // Another node wrote a key check meanwhile, with another key.
+                    return Err(VaultError::WrongMasterKey {
+                        path: key_path,
+                        store: backend.describe,
+                        store_key_id,
+                        file_key_id: key.key_id().to_string(),
+                    });
+                }
                 key
             }
             (None, Some(_)) => return Err(VaultError::MissingMasterKey { path: key_path, store: backend.describe }),
@@ -234,13 +252,20 @@ impl Vault {
                 }
                 let key = MasterKey::generate();
                 key::create_key_file(&key_path, &key)?;
+                if let Keycheck::Mismatch { .. } = write_keycheck_once(&store, &key).await? {
+                    // Another node created this store at the same moment with its own key; ours
+                    // was never used, so remove it rather than leave a key that opens nothing.
+                    if let Err(error) = std::fs::remove_file(&key_path) {
+                        tracing::warn!(%error, path = %key_path.display(), "Could not remove the unused new master key file.");
+                    }
+                    return Err(VaultError::MissingMasterKey { path: key_path, store: backend.describe });
+                }
                 tracing::warn!(
                     path = %key_path.display(),
                     key_id = key.key_id(),
                     store = %backend.describe,
                     "Created a new vault master key. Back up this file now and keep the copy apart from the data: without it no stored blob can ever be read."
                 );
-                write_keycheck(&store, &key).await?;
                 key
             }
         };
@@ -359,23 +384,60 @@ impl Vault {
     }
 }
 
-async fn write_keycheck(store: &Arc<dyn ObjectStore>, key: &MasterKey) -> Result<(), VaultError> {
-    store
-        .put(&object_store::path::Path::from(KEYCHECK_PATH), PutPayload::from(key.keycheck()))
-        .await
-        .map_err(io_err)?;
-    Ok(())
+/// Writes the key check unless one exists (conditional put where the backend supports it);
+/// says whether the key check now in the store is this key's.
+async fn write_keycheck_once(store: &Arc<dyn ObjectStore>, key: &MasterKey) -> Result<Keycheck, VaultError> {
+    let path = object_store::path::Path::from(KEYCHECK_PATH);
+    let payload = PutPayload::from(key.keycheck());
+    match store.put_opts(&path, payload.clone(), PutMode::Create.into()).await {
+        Ok(_) => Ok(Keycheck::Matches),
+        Err(object_store::Error::NotImplemented { .. }) => {
+            store.put(&path, payload).await.map_err(io_err)?;
+            Ok(Keycheck::Matches)
+        }
+        // `AlreadyExists` on S3 and the local backend; other S3-compatible servers answer a
+        // failed `If-None-Match` differently (moto: 403). Whatever the error, a key check that
+        // is now there decides; none there means the put really failed.
+        Err(put_error) => match store.get(&path).await {
+            Ok(r) => Ok(key.check(&r.bytes().await.map_err(io_err)?)),
+            Err(_) => Err(io_err(put_error)),
+        },
+    }
 }
 
-/// Any one blob of the store, with its id and header, to test a key against.
-async fn first_blob(store: &Arc<dyn ObjectStore>) -> Result<Option<(String, Bytes)>, VaultError> {
+/// Up to `max` blobs of the store, with id and header, to test a key against when the key
+/// check is gone. A right key opens every intact header; a wrong key opens none (AEAD), so one
+/// damaged blob cannot make the right key look wrong.
+async fn sample_blobs(store: &Arc<dyn ObjectStore>, max: usize) -> Result<Vec<(String, Bytes)>, VaultError> {
+    let mut out = Vec::new();
     let mut stream = store.list(None);
     while let Some(meta) = stream.try_next().await.map_err(io_err)? {
         if let Some(id) = id::id_of_path(&meta.location) {
             let end = meta.size.min(format::HEADER_LEN as u64);
             let bytes = store.get_range(&meta.location, 0..end).await.map_err(io_err)?;
-            return Ok(Some((id, bytes)));
+            out.push((id, bytes));
+            if out.len() >= max {
+                break;
+            }
         }
     }
-    Ok(None)
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn keycheck_is_written_once_and_a_later_other_key_is_told_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn ObjectStore> = Arc::new(LocalFileSystem::new_with_prefix(dir.path()).unwrap());
+        let (a, b) = (MasterKey::generate(), MasterKey::generate());
+        assert!(matches!(write_keycheck_once(&store, &a).await.unwrap(), Keycheck::Matches));
+        match write_keycheck_once(&store, &b).await.unwrap() {
+            Keycheck::Mismatch { store_key_id } => assert_eq!(store_key_id, a.key_id()),
+            Keycheck::Matches => panic!("second key overwrote or matched the first key's check"),
+        }
+        assert!(matches!(write_keycheck_once(&store, &a).await.unwrap(), Keycheck::Matches));
+    }
 }

@@ -67,8 +67,22 @@ fn assert_damaged<T: std::fmt::Debug>(r: Result<T, VaultError>, what: &str) {
 /// The story both backends must tell the same way.
 async fn story(backend: &Backend) {
     let data = tempfile::tempdir().unwrap();
-    let key_file = data.path().join("keys/master.key");
-    let vault = Vault::open(&backend.blobs, &vault_config(&key_file), data.path()).await.unwrap();
+    // Two nodes create the same new store at once, each with its own key file: one key wins,
+    // the other node is refused and keeps no key file.
+    let key_a = data.path().join("keys/a/master.key");
+    let key_b = data.path().join("keys/b/master.key");
+    let (config_a, config_b) = (vault_config(&key_a), vault_config(&key_b));
+    let (a, b) = tokio::join!(
+        Vault::open(&backend.blobs, &config_a, data.path()),
+        Vault::open(&backend.blobs, &config_b, data.path())
+    );
+    let (vault, key_file, loser_key, loser) = match (a, b) {
+        (Ok(v), Err(e)) => (v, key_a, key_b, e),
+        (Err(e), Ok(v)) => (v, key_b, key_a, e),
+        (a, b) => panic!("exactly one of two concurrent creators must win: {a:?} / {b:?}"),
+    };
+    assert!(matches!(loser, VaultError::MissingMasterKey { .. }), "{loser:?}");
+    assert!(!loser_key.exists(), "the losing creator removes its unused key file");
     assert_eq!(vault.key_id().len(), 16);
     assert!(vault.key_id().bytes().all(|b| b.is_ascii_hexdigit()));
     #[cfg(unix)]

@@ -428,6 +428,12 @@ async fn sample_blobs(store: &Arc<dyn ObjectStore>, max: usize) -> Result<Vec<(S
 mod tests {
     use super::*;
 
+    #[test]
+    fn vault_is_clone_send_and_sync() {
+        fn shareable<T: Clone + Send + Sync + 'static>() {}
+        shareable::<Vault>();
+    }
+
     #[tokio::test]
     async fn keycheck_is_written_once_and_a_later_other_key_is_told_apart() {
         let dir = tempfile::tempdir().unwrap();

@@ -2,6 +2,7 @@
 
 mod bench;
 mod demo;
+mod vault_cli;
 
 use std::io::{IsTerminal, Read};
 use std::path::PathBuf;
@@ -57,6 +58,11 @@ enum Command {
     Token {
         #[command(subcommand)]
         command: TokenCommand,
+    },
+    /// The encrypted blob store (attachments).
+    Vault {
+        #[command(subcommand)]
+        command: vault_cli::VaultCommand,
     },
     /// Measure performance.
     Bench {
@@ -114,7 +120,7 @@ fn load_config(args: &StoreArgs) -> Result<Config> {
     Ok(cfg)
 }
 
-fn open_store(cfg: &Config) -> Result<Store> {
+pub(crate) fn open_store(cfg: &Config) -> Result<Store> {
     let url = cfg.database_url();
     Store::open(&url, cfg.store_settings())
         .with_context(|| format!("cannot open the store at {}", kontor_server::config::redact_url(&url)))
@@ -233,6 +239,7 @@ async fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Command::Vault { command } => vault_cli::run(command, load_config(&cli.store)?).await,
         Command::Bench { command } => bench::run(command, load_config(&cli.store)?).await,
     }
 }
@@ -247,7 +254,10 @@ async fn serve(cfg: Config, demo: bool) -> Result<()> {
         tokio::net::TcpListener::bind(&cfg.listen).await.with_context(|| format!("cannot listen on {}", cfg.listen))?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, database = %kontor_server::config::redact_url(&cfg.database_url()), "Kontor is listening.");
-    let state = AppState::new(store, cfg);
+    let vault = kontor_server::blobs::open_vault(&store, &cfg).await.map_err(anyhow::Error::msg)?;
+    tracing::info!(blobs = %vault.describe(), key_id = vault.key_id(), "Blob store open.");
+    let mut state = AppState::new(store, cfg);
+    state.vault = Some(vault);
     kontor_server::serve(state, listener, shutdown_signal()).await?;
     tracing::info!("Kontor stopped.");
     Ok(())

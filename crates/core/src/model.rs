@@ -144,14 +144,32 @@ pub struct Case {
     pub last_event_id: i64,
 }
 
-/// A file attached to a message.
+/// A file attached to a message: its bytes in Kontor's encrypted blob store (downloadable at
+/// `GET /api/v1/attachments/{id}`), or a link to where the sending system keeps it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Attachment {
+    /// Set once stored; absent on attachments of messages stored before attachments had ids.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<i64>,
     pub filename: String,
     pub content_type: String,
     pub size: i64,
-    /// Where the bytes live (object store key or provider URL).
+    /// A link kept as given (never fetched); absent when Kontor holds the bytes.
     pub url: Option<String>,
+    /// SHA-256 (hex) of the bytes Kontor holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// The blob store's id of the bytes (internal; never serialised).
+    #[serde(skip)]
+    #[schema(ignore)]
+    pub blob_id: Option<String>,
+}
+
+impl Attachment {
+    /// A link to a file the sending system keeps.
+    pub fn link(filename: String, content_type: String, size: i64, url: Option<String>) -> Self {
+        Attachment { id: None, filename, content_type, size, url, sha256: None, blob_id: None }
+    }
 }
 
 /// One message in a case, in either direction, or an internal note.

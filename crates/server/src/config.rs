@@ -28,6 +28,15 @@ pub struct Config {
     /// Most write operations waiting for the writer; beyond that, writes answer 503 with
     /// `Retry-After` ("write queue full") instead of queueing without limit.
     pub write_queue_capacity: usize,
+    /// Largest attachment in bytes (a `file` part of a multipart upload, or the decoded
+    /// `content_base64` of a JSON one, which must also fit in `max_body_bytes`).
+    pub max_attachment_bytes: usize,
+    /// Where attachments' bytes are kept (`[blobs]`: a local directory by default, or S3).
+    #[serde(skip_serializing)]
+    pub blobs: kontor_vault::BlobsConfig,
+    /// The master key of the blob store (`[vault]`).
+    #[serde(skip_serializing)]
+    pub vault: kontor_vault::VaultConfig,
     /// The generic API channel.
     pub api_channel: ApiChannelConfig,
     /// Background jobs.
@@ -78,6 +87,9 @@ impl Default for Config {
             max_body_bytes: 1024 * 1024,
             node_name: None,
             write_queue_capacity: 10_000,
+            max_attachment_bytes: 25 * 1024 * 1024,
+            blobs: kontor_vault::BlobsConfig::default(),
+            vault: kontor_vault::VaultConfig::default(),
             api_channel: ApiChannelConfig::default(),
             jobs: JobsConfig::default(),
         }
@@ -96,6 +108,9 @@ impl std::fmt::Debug for Config {
             .field("max_body_bytes", &self.max_body_bytes)
             .field("node_name", &self.node_name)
             .field("write_queue_capacity", &self.write_queue_capacity)
+            .field("max_attachment_bytes", &self.max_attachment_bytes)
+            .field("blobs", &self.blobs)
+            .field("vault", &self.vault)
             .field("api_channel", &self.api_channel)
             .field("jobs", &self.jobs)
             .finish()
@@ -144,6 +159,9 @@ const TOP_KEYS: &[&str] = &[
     "max_body_bytes",
     "node_name",
     "write_queue_capacity",
+    "max_attachment_bytes",
+    "blobs",
+    "vault",
     "api_channel",
     "jobs",
 ];

@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod blobs;
 pub mod channels;
 pub mod config;
 pub mod error;
@@ -48,6 +49,9 @@ pub struct AppState {
     pub jobs: Arc<jobs::JobRegistry>,
     /// The supervisor of the channels' listeners, once `serve` started it.
     pub runtime: Arc<OnceLock<Supervisor>>,
+    /// The encrypted blob store (attachments' bytes); `None` until opened
+    /// ([`blobs::open_vault`]): then uploads and downloads answer 503.
+    pub vault: Option<kontor_vault::Vault>,
 }
 
 impl AppState {
@@ -67,6 +71,7 @@ impl AppState {
             channels: Arc::new(channels),
             jobs: Arc::new(jobs::JobRegistry::standard()),
             runtime: Arc::default(),
+            vault: None,
             store,
             config: Arc::new(config),
             metrics: Arc::new(metrics::Metrics::new()),
@@ -142,6 +147,9 @@ pub async fn serve(
             }
         }
     });
+    if let Some(vault) = &state.vault {
+        blobs::spawn_sweeper(vault.clone(), state.store.clone());
+    }
     worker::spawn(state.clone());
     auth::spawn_revocation_watch(state.store.clone(), state.tokens.clone());
     metrics::spawn_sampler(state.clone());

@@ -15,6 +15,7 @@ const SQLITE: &[&str] = &[
     include_str!("../migrations/sqlite/0007_inbound_key_scope.sql"),
     include_str!("../migrations/sqlite/0008_outbound_provider_ids.sql"),
     include_str!("../migrations/sqlite/0009_contact_duration.sql"),
+    include_str!("../migrations/sqlite/0010_attachments.sql"),
 ];
 
 /// PostgreSQL migrations (`migrations/postgres/NNNN_name.sql`), applied in order.
@@ -28,6 +29,7 @@ const POSTGRES: &[&str] = &[
     include_str!("../migrations/postgres/0007_inbound_key_scope.sql"),
     include_str!("../migrations/postgres/0008_outbound_provider_ids.sql"),
     include_str!("../migrations/postgres/0009_contact_duration.sql"),
+    include_str!("../migrations/postgres/0010_attachments.sql"),
 ];
 
 /// Applies every migration not yet applied; returns how many ran. Safe to call from several

@@ -192,7 +192,15 @@ fn inbound(from: &str, text: &str) -> NewInbound {
 }
 
 fn reply(text: &str, based_on_event_id: i64, force: bool) -> NewReply {
-    NewReply { text: text.to_string(), based_on_event_id, force, channel: None, author_id: None, only_assignee: false }
+    NewReply {
+        text: text.to_string(),
+        based_on_event_id,
+        force,
+        channel: None,
+        author_id: None,
+        only_assignee: false,
+        attachments: Vec::new(),
+    }
 }
 
 /// Every event in the log, oldest first.

@@ -201,6 +201,10 @@ impl TestServer {
 /// Starts `kontor_server::serve` for `store` on `127.0.0.1:0`; returns its base URL.
 async fn serve(store: &Store, config: &Config, prepare: impl FnOnce(&mut AppState)) -> String {
     let mut state = AppState::new(store.clone(), config.clone());
+    let vault = kontor_server::blobs::open_vault(store, config)
+        .await
+        .unwrap_or_else(|e| panic!("cannot open the blob store: {e}"));
+    state.vault = Some(vault);
     prepare(&mut state);
     let listener =
         tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap_or_else(|e| panic!("cannot bind a port: {e}"));

@@ -10,6 +10,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::json;
 use utoipa::ToSchema;
 
+use super::attachments::{self, AttachmentIn};
 use super::{check_len, int_param, params, path_id, required_text, Params};
 use crate::auth::Caller;
 use crate::error::{ApiJson, AppError};
@@ -138,6 +139,10 @@ pub async fn patch(
 pub struct NoteRequest {
     #[schema(min_length = 1, max_length = 100000, pattern = r"\S")]
     pub text: String,
+    /// Files kept with the note.
+    #[serde(default)]
+    #[schema(max_items = 100)]
+    pub attachments: Vec<AttachmentIn>,
 }
 
 /// Adds an internal note (never sent to the customer).
@@ -152,7 +157,9 @@ pub async fn note(
     let id = path_id(&id, "case")?;
     caller.ensure_visible(&state, id).await?;
     required_text("text", &req.text, 100_000)?;
-    let (message, event_id) = state.store.add_note(id, req.text, caller.user_id).await?;
+    let incoming = attachments::validate(req.attachments, state.config.max_attachment_bytes)?;
+    let stored = attachments::store(&state, incoming).await?;
+    let (message, event_id) = state.store.add_note_with(id, req.text, caller.user_id, stored).await?;
     Ok((StatusCode::CREATED, Json(json!({ "message_id": message.id, "event_id": event_id, "message": message })))
         .into_response())
 }
@@ -172,6 +179,10 @@ pub struct ReplyRequest {
     /// Channel to answer on; default: that of the customer's latest message.
     #[schema(value_type = Option<Channel>)]
     pub channel: Option<String>,
+    /// Files sent with the reply.
+    #[serde(default)]
+    #[schema(max_items = 100)]
+    pub attachments: Vec<AttachmentIn>,
 }
 
 /// The answer to an accepted reply.
@@ -205,6 +216,8 @@ pub async fn reply(
         return Err(AppError::invalid("based_on_event_id", "must be ≥ 0"));
     }
     let channel = parse_enum("channel", req.channel.as_ref(), Channel::parse, Channel::allowed())?;
+    let incoming = attachments::validate(req.attachments, state.config.max_attachment_bytes)?;
+    let stored = attachments::store(&state, incoming).await?;
     let r = NewReply {
         text: req.text,
         based_on_event_id: req.based_on_event_id,
@@ -213,6 +226,7 @@ pub async fn reply(
         author_id: caller.user_id,
         // Staff sessions follow the setting; API integrations are not staff.
         only_assignee: caller.user_id.is_some() && state.store.reply_only_assignee().await?,
+        attachments: stored,
     };
     match state.store.reply(id, r, state.deliverable_channels()).await? {
         ReplyOutcome::Queued { message_id, event_id, channel, .. } => {

@@ -10,7 +10,7 @@ use kontor_store::{ContactReceipt, NewContact};
 use serde::Deserialize;
 use utoipa::ToSchema;
 
-use super::attachments::{validate, AttachmentIn};
+use super::attachments::{self, AttachmentIn};
 use super::{check_len, path_id};
 use crate::auth::Caller;
 use crate::error::{ApiJson, AppError};
@@ -85,8 +85,9 @@ pub async fn record(
     if req.case_id.is_some_and(|c| c <= 0) {
         return Err(AppError::invalid("case_id", "must be a positive id"));
     }
-    let attachments = validate(req.attachments)?;
+    let incoming = attachments::validate(req.attachments, state.config.max_attachment_bytes)?;
     caller.ensure_customer_visible(&state, customer_id).await?;
+    let attachments = attachments::store(&state, incoming).await?;
     let receipt = state
         .store
         .record_contact(NewContact {

@@ -11,7 +11,8 @@ use utoipa::ToSchema;
 
 use super::check_len;
 use crate::auth::Caller;
-use crate::error::{ApiJson, AppError};
+use crate::blobs::Upload;
+use crate::error::{parse_json, AppError};
 use crate::AppState;
 
 /// Who sent the message: exactly one of the three.
@@ -26,7 +27,7 @@ pub struct From {
     pub external_id: Option<String>,
 }
 
-pub use super::attachments::{AttachmentIn, MAX_ATTACHMENTS};
+pub use super::attachments::{AttachmentIn, Incoming, MAX_ATTACHMENTS};
 
 /// A pattern (ECMA-262 and Python `re` alike) for text with at least one visible character and
 /// no control or invisible ones (`kontor_core::is_invisible`, within the Basic Multilingual
@@ -128,7 +129,8 @@ pub fn validate(
     idempotency_key: Option<String>,
     scope: String,
     region: &str,
-) -> Result<NewInbound, AppError> {
+    max_attachment_bytes: usize,
+) -> Result<(NewInbound, Vec<Incoming>), AppError> {
     let from = req
         .from
         .ok_or_else(|| AppError::invalid("from", "is required: {\"email\"}, {\"phone\"} or {\"external_id\"}"))?;
@@ -147,9 +149,6 @@ pub fn validate(
     };
     let address = normalise_identity(kind, &raw, region).map_err(|e| AppError::invalid(field, e.to_string()))?;
     let text = req.text.unwrap_or_default();
-    if text.trim().is_empty() && req.attachments.is_empty() {
-        return Err(AppError::invalid("text", "is required (or at least one attachment)"));
-    }
     check_len("text", &text, 200_000)?;
     if let Some(h) = &req.html {
         check_len("html", h, 1_000_000)?;
@@ -169,8 +168,9 @@ pub fn validate(
     if req.case_id.is_some_and(|c| c <= 0) {
         return Err(AppError::invalid("case_id", "must be a positive id"));
     }
-    let attachments = super::attachments::validate(req.attachments)?;
-    Ok(NewInbound {
+    let incoming = super::attachments::validate(req.attachments, max_attachment_bytes)?;
+    let attachments = incoming.iter().map(Incoming::describe).collect();
+    let msg = NewInbound {
         channel: Channel::Api,
         from_kind: kind,
         from_address: address,
@@ -183,7 +183,8 @@ pub fn validate(
         idempotency_key,
         idempotency_scope: scope,
         case_id: req.case_id,
-    })
+    };
+    Ok((msg, incoming))
 }
 
 /// Takes a message from any system, threads it into a case, answers after commit.
@@ -205,7 +206,7 @@ pub async fn inbound(
     State(state): State<AppState>,
     caller: Caller,
     headers: HeaderMap,
-    ApiJson(req): ApiJson<InboundRequest>,
+    body: axum::body::Body,
 ) -> Result<Response, AppError> {
     // Inbound is what customers said, posted by systems: a signed-in agent must not be able
     // to put words into a customer's mouth (or probe hidden cases through receipts).
@@ -229,10 +230,108 @@ pub async fn inbound(
             Some(k)
         }
     };
-    let msg = validate(req, key, format!("token:{token_id}"), &state.config.default_region)?;
-    let receipt = state.store.ingest(msg).await?;
+    let max_file = state.config.max_attachment_bytes;
+    let (req, files) = read_request(&state, &headers, body).await?;
+    let (mut msg, mut incoming) =
+        validate(req, key, format!("token:{token_id}"), &state.config.default_region, max_file)?;
+    if incoming.len() + files.len() > MAX_ATTACHMENTS {
+        return Err(AppError::invalid("attachments", format!("at most {MAX_ATTACHMENTS} attachments per message")));
+    }
+    for f in files {
+        msg.attachments.push(f.describe());
+        incoming.push(Incoming::Upload(f));
+    }
+    if msg.text.trim().is_empty() && msg.attachments.is_empty() {
+        return Err(AppError::invalid("text", "is required (or at least one attachment)"));
+    }
+    // A retry of a message with files stores no second copy of them.
+    let has_uploads = incoming.iter().any(|i| matches!(i, Incoming::Upload(_)));
+    let receipt = match if has_uploads { state.store.find_repeat(&msg).await? } else { None } {
+        Some(first) => first,
+        None => {
+            msg.attachments = super::attachments::store(&state, incoming).await?;
+            state.store.ingest(msg).await?
+        }
+    };
     let result = if receipt.created { "created" } else { "duplicate" };
     state.metrics.ingested.with_label_values(&["api", result]).inc();
     let status = if receipt.created { StatusCode::CREATED } else { StatusCode::OK };
     Ok((status, Json(receipt)).into_response())
+}
+
+/// Reads the request: JSON (at most `max_body_bytes`), or `multipart/form-data` with a
+/// `message` part holding the JSON and one `file` part per attachment (each at most
+/// `max_attachment_bytes`).
+async fn read_request(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: axum::body::Body,
+) -> Result<(InboundRequest, Vec<Upload>), AppError> {
+    let content_type = headers.get(axum::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if !content_type.to_ascii_lowercase().starts_with("multipart/form-data") {
+        let bytes = axum::body::to_bytes(body, state.config.max_body_bytes).await.map_err(|_| AppError::TooLarge)?;
+        return Ok((parse_json(&bytes)?, Vec::new()));
+    }
+    let boundary =
+        multer::parse_boundary(content_type).map_err(|e| AppError::BadRequest(format!("multipart body: {e}")))?;
+    let max_file = state.config.max_attachment_bytes as u64;
+    let constraints = multer::Constraints::new().allowed_fields(vec!["message", "file"]).size_limit(
+        multer::SizeLimit::new()
+            .for_field("message", state.config.max_body_bytes as u64)
+            .for_field("file", max_file)
+            .whole_stream(state.config.max_body_bytes as u64 + max_file.saturating_mul(MAX_ATTACHMENTS as u64)),
+    );
+    let mut parts = multer::Multipart::with_constraints(body.into_data_stream(), boundary, constraints);
+    let mut message = None;
+    let mut files = Vec::new();
+    loop {
+        let field = match parts.next_field().await {
+            Ok(Some(f)) => f,
+            Ok(None) => break,
+            Err(e) => return Err(multipart_error(e)),
+        };
+        match field.name() {
+            Some("message") => {
+                if message.is_some() {
+                    return Err(AppError::invalid("message", "only one message part"));
+                }
+                let bytes = field.bytes().await.map_err(multipart_error)?;
+                message = Some(parse_json::<InboundRequest>(&bytes)?);
+            }
+            _ => {
+                if files.len() >= MAX_ATTACHMENTS {
+                    return Err(AppError::invalid(
+                        "file",
+                        format!("at most {MAX_ATTACHMENTS} attachments per message"),
+                    ));
+                }
+                let filename = field.file_name().map(str::to_string).unwrap_or_default();
+                let declared = field.content_type().map(|m| m.to_string()).unwrap_or_default();
+                let i = files.len();
+                if filename.trim().is_empty() {
+                    return Err(AppError::invalid(&format!("file[{i}]"), "needs a file name"));
+                }
+                check_len(&format!("file[{i}].filename"), &filename, 255)?;
+                let bytes = field.bytes().await.map_err(multipart_error)?;
+                files.push(Upload { filename, declared_type: declared, bytes });
+            }
+        }
+    }
+    let message =
+        message.ok_or_else(|| AppError::invalid("message", "the multipart body needs a message part (JSON)"))?;
+    Ok((message, files))
+}
+
+fn multipart_error(e: multer::Error) -> AppError {
+    match e {
+        multer::Error::FieldSizeExceeded { field_name, .. } => AppError::invalid(
+            field_name.as_deref().unwrap_or("file"),
+            "larger than allowed (max_attachment_bytes for a file, max_body_bytes for the message)",
+        ),
+        multer::Error::StreamSizeExceeded { .. } => AppError::TooLarge,
+        multer::Error::UnknownField { field_name } => {
+            AppError::invalid(field_name.as_deref().unwrap_or("part"), "unknown part: use message and file")
+        }
+        other => AppError::BadRequest(format!("multipart body: {other}")),
+    }
 }

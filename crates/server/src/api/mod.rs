@@ -24,7 +24,8 @@ use crate::AppState;
 /// Every API route.
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route("/api/v1/inbound", post(inbound::inbound))
+        // Checks its own limits: max_body_bytes for JSON, max_attachment_bytes per file part.
+        .route("/api/v1/inbound", post(inbound::inbound).layer(axum::extract::DefaultBodyLimit::disable()))
         .route("/api/v1/cases", get(cases::list))
         .route("/api/v1/cases/{id}", get(cases::detail).patch(cases::patch))
         .route("/api/v1/cases/{id}/notes", post(cases::note))
@@ -35,6 +36,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/customers/{id}/identities", post(customers::add_identity))
         .route("/api/v1/customers/{id}/merge", post(customers::merge))
         .route("/api/v1/customers/{id}/contacts", post(contacts::record))
+        .route("/api/v1/attachments/{id}", get(attachments::download))
         .route("/api/v1/events", get(events::list))
         .route("/api/v1/events/stream", get(events::stream))
         .route("/api/v1/search", get(search::search))

@@ -413,6 +413,7 @@ async fn case_context(
                     "attachments": m.attachments.iter().map(|a| json!({
                         "filename": a.filename, "content_type": a.content_type, "size": a.size,
                         "link": a.url.as_deref().filter(|u| u.starts_with("https://") || u.starts_with("http://")),
+                        "download": a.id.filter(|_| a.url.is_none()).map(|id| format!("/api/v1/attachments/{id}")),
                     })).collect::<Vec<_>>(),
                     "created_at": m.created_at, "age": age(&m.created_at),
                     "recorded_by": matches!(m.channel, kontor_core::Channel::Phone | kontor_core::Channel::Letter)

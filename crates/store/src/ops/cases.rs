@@ -1,6 +1,6 @@
 //! Cases: listing, details, changes, internal notes and replies with collision control.
 
-use kontor_core::{Case, CaseStatus, Channel, Customer, Direction, Event, Message, Priority, Team};
+use kontor_core::{Attachment, Case, CaseStatus, Channel, Customer, Direction, Event, Message, Priority, Team};
 use serde_json::json;
 
 use super::customers::load_customer;
@@ -67,6 +67,8 @@ pub struct NewReply {
     /// Refuse unless the author is the case's assignee (or the case has none): the
     /// "only the assignee may reply" setting, checked inside the transaction.
     pub only_assignee: bool,
+    /// Files sent with the reply (their bytes already in the blob store).
+    pub attachments: Vec<Attachment>,
 }
 
 /// What became of a reply.
@@ -211,6 +213,17 @@ impl Store {
         text: String,
         author_id: Option<i64>,
     ) -> Result<(Message, i64), StoreError> {
+        self.add_note_with(case_id, text, author_id, Vec::new()).await
+    }
+
+    /// Like [`Store::add_note`], with attachments (their bytes already in the blob store).
+    pub async fn add_note_with(
+        &self,
+        case_id: i64,
+        text: String,
+        author_id: Option<i64>,
+        attachments: Vec<Attachment>,
+    ) -> Result<(Message, i64), StoreError> {
         self.write(move |tx| {
             let case = load_case(tx.conn, case_id)?;
             refuse_merged(tx.conn, case_id)?;
@@ -225,7 +238,7 @@ impl Store {
                     subject: None,
                     text: &text,
                     html: None,
-                    attachments: &[],
+                    attachments: &attachments,
                     provider_message_id: None,
                     author_id,
                     delivery_state: None,
@@ -460,7 +473,7 @@ fn reply_in(
             subject: case.subject.as_deref(),
             text: &r.text,
             html: None,
-            attachments: &[],
+            attachments: &r.attachments,
             provider_message_id: None,
             author_id: r.author_id,
             delivery_state: Some("queued"),

@@ -35,6 +35,39 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Whether `msg` repeats a message already stored under its key (provider id or
+    /// idempotency key): its receipt (`created: false`) if so, an `IdempotencyConflict` if the
+    /// key was used for another message, `None` for a new key. A read only: a caller checks
+    /// this before storing attachments' bytes, so a retry stores no second copy.
+    pub async fn find_repeat(&self, msg: &InboundMessage) -> Result<Option<InboundReceipt>, StoreError> {
+        let Some(key) = key_of(msg) else { return Ok(None) };
+        let msg = msg.clone();
+        self.read(move |c| {
+            let Some(r) = c.query_opt(
+                "SELECT message_id, case_id, customer_id, event_id, fingerprint FROM inbound_keys \
+                 WHERE channel = ? AND scope = ? AND idem_key = ?",
+                &params![msg.channel.as_str(), msg.idempotency_scope.as_str(), key.as_str()],
+            )?
+            else {
+                return Ok(None);
+            };
+            if r.i64(0) == 0 {
+                return Ok(None);
+            }
+            let first = InboundReceipt {
+                message_id: r.i64(0),
+                case_id: r.i64(1),
+                customer_id: r.i64(2),
+                event_id: r.i64(3),
+                created: false,
+            };
+            repeat_of(first, r.opt_text(4).as_deref(), &msg, &key).map(Some)
+        })
+        .await
+    }
+}
+
 /// One inbound message queued for the writer.
 pub struct IngestOp {
     msg: NewInbound,
@@ -55,9 +88,10 @@ impl WriteOp for IngestOp {
         crate::writer::answer(self.out, commit, self.reply);
     }
 
-    /// Messages for an explicit case take the single path (their checks may refuse them).
+    /// Messages for an explicit case take the single path (their checks may refuse them), and
+    /// so do messages with attachments (each gets its own row).
     fn into_bulk_ingest(self: Box<Self>) -> Result<Box<IngestOp>, Box<dyn WriteOp>> {
-        if self.msg.case_id.is_none() {
+        if self.msg.case_id.is_none() && self.msg.attachments.is_empty() {
             Ok(self)
         } else {
             Err(self)
@@ -896,6 +930,11 @@ pub(crate) fn insert_message(tx: &mut Tx<'_>, m: &MessageRow<'_>) -> Result<Mess
             &params![id, m.subject.unwrap_or(""), m.text],
         )?;
     }
+    let attachments = if m.attachments.is_empty() {
+        Vec::new()
+    } else {
+        super::attachments::insert_attachments(tx, id, m.attachments)?
+    };
     Ok(Message {
         id,
         case_id: m.case_id,
@@ -906,7 +945,7 @@ pub(crate) fn insert_message(tx: &mut Tx<'_>, m: &MessageRow<'_>) -> Result<Mess
         subject: m.subject.map(str::to_string),
         text: m.text.to_string(),
         html: m.html.map(str::to_string),
-        attachments: m.attachments.to_vec(),
+        attachments,
         provider_message_id: m.provider_message_id.map(str::to_string),
         author_id: m.author_id,
         delivery_state: m.delivery_state.and_then(DeliveryState::parse),

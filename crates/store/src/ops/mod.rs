@@ -1,5 +1,6 @@
 //! The store's operations, grouped by domain object.
 
+mod attachments;
 mod auth;
 mod canned;
 mod cases;
@@ -16,6 +17,7 @@ mod sessions;
 mod settings;
 mod teams;
 
+pub use attachments::{BlobRef, StoredAttachment};
 pub use auth::*;
 pub use cases::*;
 pub use contacts::*;

@@ -1,0 +1,130 @@
+//! Attachments: one row per file of a message, its bytes in the blob store (by `blob_id`) or
+//! a link. The message keeps a JSON copy (with the ids) for reading it in one piece.
+
+use std::collections::HashSet;
+
+use kontor_core::Attachment;
+
+use crate::writer::Tx;
+use crate::{params, Store, StoreError, Val};
+
+/// An attachment with what a download needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredAttachment {
+    pub id: i64,
+    pub message_id: i64,
+    pub case_id: i64,
+    pub filename: String,
+    pub content_type: String,
+    pub size: i64,
+    pub sha256: Option<String>,
+    /// The blob store's id; `None` for a link.
+    pub blob_id: Option<String>,
+    pub url: Option<String>,
+}
+
+/// A blob the database refers to, for `kontor vault verify`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobRef {
+    pub blob_id: String,
+    pub sha256: Option<String>,
+    /// What refers to it, for the report (`attachment 12 (Vertrag.pdf)`).
+    pub owner: String,
+}
+
+/// Stores the rows of a new message's attachments and its JSON copy with their ids; returns
+/// the attachments with ids.
+pub(crate) fn insert_attachments(
+    tx: &mut Tx<'_>,
+    message_id: i64,
+    attachments: &[Attachment],
+) -> Result<Vec<Attachment>, StoreError> {
+    let mut out = Vec::with_capacity(attachments.len());
+    for a in attachments {
+        let id = tx
+            .conn
+            .query_opt(
+                "INSERT INTO attachments (message_id, blob_id, filename, content_type, size, sha256, url, created_at) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+                &params![
+                    message_id,
+                    a.blob_id.as_deref(),
+                    a.filename.as_str(),
+                    a.content_type.as_str(),
+                    a.size,
+                    a.sha256.as_deref(),
+                    a.url.as_deref(),
+                    tx.now
+                ],
+            )?
+            .map(|r| r.i64(0))
+            .ok_or_else(|| StoreError::Database("attachment insert returned no id".into()))?;
+        out.push(Attachment { id: Some(id), ..a.clone() });
+    }
+    let json = serde_json::to_string(&out).map_err(|e| StoreError::Database(format!("attachments: {e}")))?;
+    tx.conn.execute("UPDATE messages SET attachments = ? WHERE id = ?", &params![json, message_id])?;
+    Ok(out)
+}
+
+impl Store {
+    /// One attachment with its message's case (for the visibility check of a download).
+    pub async fn attachment(&self, id: i64) -> Result<StoredAttachment, StoreError> {
+        self.read(move |c| {
+            let r = c
+                .query_opt(
+                    "SELECT a.id, a.message_id, m.case_id, a.filename, a.content_type, a.size, a.sha256, a.blob_id, a.url \
+                     FROM attachments a JOIN messages m ON m.id = a.message_id WHERE a.id = ?",
+                    &params![id],
+                )?
+                .ok_or_else(|| StoreError::NotFound(format!("attachment {id}")))?;
+            Ok(StoredAttachment {
+                id: r.i64(0),
+                message_id: r.i64(1),
+                case_id: r.i64(2),
+                filename: r.text(3),
+                content_type: r.text(4),
+                size: r.i64(5),
+                sha256: r.opt_text(6),
+                blob_id: r.opt_text(7),
+                url: r.opt_text(8),
+            })
+        })
+        .await
+    }
+
+    /// Which of `blob_ids` the database refers to (the orphan sweep deletes the others).
+    pub async fn referenced_blobs(&self, blob_ids: Vec<String>) -> Result<HashSet<String>, StoreError> {
+        self.read(move |c| {
+            let mut found = HashSet::new();
+            for chunk in blob_ids.chunks(500) {
+                let marks = vec!["?"; chunk.len()].join(", ");
+                let p: Vec<Val> = chunk.iter().map(|b| Val::Text(b.clone())).collect();
+                for r in c.query(&format!("SELECT DISTINCT blob_id FROM attachments WHERE blob_id IN ({marks})"), &p)? {
+                    if let Some(b) = r.opt_text(0) {
+                        found.insert(b);
+                    }
+                }
+            }
+            Ok(found)
+        })
+        .await
+    }
+
+    /// Every blob the database refers to, oldest first.
+    pub async fn blob_refs(&self) -> Result<Vec<BlobRef>, StoreError> {
+        self.read(|c| {
+            Ok(c.query(
+                "SELECT blob_id, sha256, id, filename FROM attachments WHERE blob_id IS NOT NULL ORDER BY id",
+                &[],
+            )?
+            .iter()
+            .map(|r| BlobRef {
+                blob_id: r.text(0),
+                sha256: r.opt_text(1),
+                owner: format!("attachment {} ({})", r.i64(2), r.text(3)),
+            })
+            .collect())
+        })
+        .await
+    }
+}

@@ -1,0 +1,56 @@
+//! `kontor vault verify`: decrypts every object the database refers to and compares its
+//! SHA-256 with the one recorded at write; names each damaged or missing object.
+
+use anyhow::{bail, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use kontor_server::Config;
+use kontor_vault::VaultError;
+
+/// What `vault` can do.
+#[derive(clap::Subcommand)]
+pub enum VaultCommand {
+    /// Check every stored object: decrypt it, compare its SHA-256; exits non-zero naming each
+    /// damaged or missing one.
+    Verify,
+}
+
+/// Runs a `vault` subcommand.
+pub async fn run(command: VaultCommand, cfg: Config) -> Result<()> {
+    match command {
+        VaultCommand::Verify => verify(cfg).await,
+    }
+}
+
+async fn verify(cfg: Config) -> Result<()> {
+    let store = crate::open_store(&cfg)?;
+    let vault = kontor_server::blobs::open_vault(&store, &cfg).await.map_err(anyhow::Error::msg)?;
+    let refs = store.blob_refs().await?;
+    eprintln!("Verifying {} objects in {} …", refs.len(), vault.describe());
+    let bar = ProgressBar::new(refs.len() as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} objects, {per_sec}, {eta} left")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let (mut ok, mut damaged, mut missing) = (0usize, Vec::new(), Vec::new());
+    for r in &refs {
+        match vault.verify(&r.blob_id, r.sha256.as_deref()).await {
+            Ok(()) => ok += 1,
+            Err(VaultError::NotFound(_)) => missing.push(format!("{} (object {})", r.owner, r.blob_id)),
+            Err(e @ VaultError::Damaged { .. }) => damaged.push(format!("{}: {e}", r.owner)),
+            Err(e) => bail!("cannot read the blob store: {e}"),
+        }
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    for d in &damaged {
+        println!("DAMAGED {d}");
+    }
+    for m in &missing {
+        println!("MISSING {m}");
+    }
+    println!("{ok} of {} objects verified, {} damaged, {} missing.", refs.len(), damaged.len(), missing.len());
+    if !damaged.is_empty() || !missing.is_empty() {
+        bail!("{} objects damaged, {} missing", damaged.len(), missing.len());
+    }
+    Ok(())
+}

@@ -57,6 +57,7 @@ if ! cmp -s tests/requirements.txt "$VENV/requirements.txt" 2>/dev/null; then
   cp tests/requirements.txt "$VENV/requirements.txt"
 fi
 export KONTOR_SCHEMATHESIS="$VENV/bin/schemathesis"
+export KONTOR_MOTO_SERVER="$VENV/bin/moto_server"
 
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check

@@ -138,79 +138,11 @@ pub struct Caller {
     pub session: Option<String>,
 }
 
-/// Remembers, for one restricted staff user, which cases they may see (for streams and lists
-/// that touch many cases). Answers are kept for a few seconds, so a team change applies soon.
-pub struct Visibility {
-    user: Option<i64>,
-    cases: Mutex<HashMap<i64, (bool, Instant)>>,
-    customers: Mutex<HashMap<i64, (bool, Instant)>>,
-}
+pub use kontor_app::{Actor, Visibility};
 
-impl Visibility {
-    const TTL: Duration = Duration::from_secs(3);
-
-    /// For a caller; unrestricted callers (admins, API tokens) see everything.
-    pub fn for_caller(caller: &Caller) -> Self {
-        Self::for_restricted_user(caller.restricted_user())
-    }
-
-    /// For a staff user with the role they have now (admins see everything).
-    pub fn for_staff(user_id: i64, role: Role) -> Self {
-        Self::for_restricted_user((role != Role::Admin).then_some(user_id))
-    }
-
-    fn for_restricted_user(user: Option<i64>) -> Self {
-        Visibility { user, cases: Mutex::default(), customers: Mutex::default() }
-    }
-
-    fn cached(map: &Mutex<HashMap<i64, (bool, Instant)>>, id: i64) -> Option<bool> {
-        map.lock().ok().and_then(|m| m.get(&id).copied()).filter(|(_, at)| at.elapsed() < Self::TTL).map(|(ok, _)| ok)
-    }
-
-    fn remember(map: &Mutex<HashMap<i64, (bool, Instant)>>, id: i64, ok: bool) {
-        if let Ok(mut m) = map.lock() {
-            if m.len() > 10_000 {
-                m.clear();
-            }
-            m.insert(id, (ok, Instant::now()));
-        }
-    }
-
-    /// True if the caller may see the case (`None`: no case involved).
-    pub async fn can_see(&self, state: &AppState, case_id: Option<i64>) -> bool {
-        let (Some(user), Some(case)) = (self.user, case_id) else { return true };
-        if let Some(ok) = Self::cached(&self.cases, case) {
-            return ok;
-        }
-        // When in doubt (database trouble), hide.
-        let ok = state.store.case_visible_to(case, user).await.unwrap_or(false);
-        Self::remember(&self.cases, case, ok);
-        ok
-    }
-
-    /// True if the caller may see the customer.
-    pub async fn can_see_customer(&self, state: &AppState, customer_id: i64) -> bool {
-        let Some(user) = self.user else { return true };
-        if let Some(ok) = Self::cached(&self.customers, customer_id) {
-            return ok;
-        }
-        let ok = state.store.customer_visible_to(customer_id, user).await.unwrap_or(false);
-        Self::remember(&self.customers, customer_id, ok);
-        ok
-    }
-
-    /// True if the caller may see an event: by its case, else by its customer; events about
-    /// neither (staff, tokens, teams, settings) are for admins and API tokens only.
-    pub async fn can_see_event(&self, state: &AppState, case_id: Option<i64>, customer_id: Option<i64>) -> bool {
-        if self.user.is_none() {
-            return true;
-        }
-        match (case_id, customer_id) {
-            (Some(_), _) => self.can_see(state, case_id).await,
-            (None, Some(customer)) => self.can_see_customer(state, customer).await,
-            (None, None) => false,
-        }
-    }
+/// Compares two secrets (CSRF tokens) in constant time; an empty secret never matches.
+pub fn same_secret(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0 && !a.is_empty()
 }
 
 /// Name of the staff session cookie.
@@ -229,31 +161,26 @@ pub fn cookie<'a>(headers: &'a axum::http::HeaderMap, name: &str) -> Option<&'a 
 }
 
 impl Caller {
+    /// The caller as the application layer's actor.
+    pub fn actor(&self) -> Actor {
+        Actor { user_id: self.user_id, role: self.role, token_id: self.token_id }
+    }
+
     /// The staff user whose team membership limits what they see (none for admins and API
     /// tokens).
     pub fn restricted_user(&self) -> Option<i64> {
-        self.user_id.filter(|_| self.role != Role::Admin)
+        self.actor().restricted_user()
     }
 
     /// 404 unless the caller may see the customer (has a case of theirs it may see).
     pub async fn ensure_customer_visible(&self, state: &AppState, customer_id: i64) -> Result<(), AppError> {
-        if let Some(user) = self.restricted_user() {
-            if !state.store.customer_visible_to(customer_id, user).await? {
-                return Err(AppError::NotFound(format!("customer {customer_id} not found")));
-            }
-        }
-        Ok(())
+        Ok(state.app.ensure_customer_visible(&self.actor(), customer_id).await?)
     }
 
     /// 404 unless the caller may see the case (a hidden case must not be told apart from a
     /// missing one).
     pub async fn ensure_visible(&self, state: &AppState, case_id: i64) -> Result<(), AppError> {
-        if let Some(user) = self.restricted_user() {
-            if !state.store.case_visible_to(case_id, user).await? {
-                return Err(AppError::NotFound(format!("case {case_id} not found")));
-            }
-        }
-        Ok(())
+        Ok(state.app.ensure_case_visible(&self.actor(), case_id).await?)
     }
 
     /// Fails with 403 unless the caller is an admin.
@@ -293,7 +220,7 @@ impl Caller {
                 let session = state.store.session(token).await?.ok_or(AppError::Unauthorized)?;
                 let safe = matches!(parts.method, axum::http::Method::GET | axum::http::Method::HEAD);
                 let sent = parts.headers.get("x-csrf-token").and_then(|v| v.to_str().ok()).unwrap_or("");
-                if !safe && !crate::web::same_secret(sent, &session.csrf) {
+                if !safe && !same_secret(sent, &session.csrf) {
                     return Err(AppError::Csrf);
                 }
                 return Ok(Caller {

@@ -78,8 +78,17 @@ impl Upload {
 /// The content type of `bytes`: what their magic numbers say; else the declared type if it
 /// is a plausible one and not markup a browser would run; else `application/octet-stream`.
 pub fn sniff(bytes: &[u8], declared: &str) -> String {
+    let active = |t: &str| ["html", "xml", "javascript", "svg", "ecmascript"].iter().any(|w| t.contains(w));
+    let fallback = || {
+        if std::str::from_utf8(bytes).is_ok() {
+            "text/plain; charset=utf-8".to_string()
+        } else {
+            "application/octet-stream".to_string()
+        }
+    };
     if let Some(kind) = infer::get(bytes) {
-        return kind.mime_type().to_string();
+        let t = kind.mime_type();
+        return if active(t) { fallback() } else { t.to_string() };
     }
     let declared = declared.trim().to_ascii_lowercase();
     let plausible = declared.split_once('/').is_some_and(|(a, b)| {
@@ -87,14 +96,10 @@ pub fn sniff(bytes: &[u8], declared: &str) -> String {
             && !b.is_empty()
             && declared.bytes().all(|c| c.is_ascii_alphanumeric() || b"/.+-_;= ".contains(&c))
     });
-    let active = ["html", "xml", "javascript", "svg", "ecmascript"].iter().any(|w| declared.contains(w));
-    if plausible && !active {
+    if plausible && !active(&declared) {
         return declared;
     }
-    if std::str::from_utf8(bytes).is_ok() && !active {
-        return "text/plain; charset=utf-8".into();
-    }
-    "application/octet-stream".into()
+    fallback()
 }
 
 /// Stores the bytes of `uploads` in the blob store (durably, before the message that refers to
@@ -158,6 +163,8 @@ mod tests {
             (&b"\xff\xfe\x00\x01"[..], "nonsense", "application/octet-stream"),
             (&b"\xff\xfe\x00\x01"[..], "application/vnd.ms-excel", "application/vnd.ms-excel"),
             (&b"\xff\xfe\x00\x01"[..], "text/html; charset=utf-8", "application/octet-stream"),
+            (&b"<?xml version=\"1.0\"?><svg/>"[..], "image/svg+xml", "text/plain; charset=utf-8"),
+            (&b"<!DOCTYPE html><html><body>x"[..], "application/pdf", "text/plain; charset=utf-8"),
         ] {
             assert_eq!(sniff(bytes, declared), want, "{declared}");
         }

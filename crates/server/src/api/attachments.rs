@@ -180,11 +180,7 @@ pub async fn download(
 ) -> Result<Response, AppError> {
     let id = path_id(&id, "attachment")?;
     let not_found = || AppError::NotFound(format!("attachment {id} not found"));
-    let a = state.store.attachment(id).await.map_err(|e| match e {
-        kontor_store::StoreError::NotFound(_) => not_found(),
-        other => other.into(),
-    })?;
-    caller.ensure_visible(&state, a.case_id).await.map_err(|_| not_found())?;
+    let a = state.app.attachment(&caller.actor(), id).await?;
     let Some(blob) = a.blob_id.as_deref() else { return Err(not_found()) };
     let vault = state.vault.as_ref().ok_or(AppError::Unavailable)?;
     let bytes = vault.get(blob).await.map_err(|e| {

@@ -23,10 +23,10 @@ pub async fn list(State(state): State<AppState>, caller: Caller, q: Params) -> R
     let limit = super::int_param_in(&p, "limit", 1..=200)?.unwrap_or(50);
     let mut page = state.store.list_customers(cursor, limit).await?;
     // Agents see the customers of cases they may see (a page may then hold fewer items).
-    let seen = crate::auth::Visibility::for_caller(&caller);
+    let seen = crate::auth::Visibility::for_actor(&caller.actor());
     let mut items = Vec::with_capacity(page.items.len());
     for c in std::mem::take(&mut page.items) {
-        if seen.can_see_customer(&state, c.id).await {
+        if seen.can_see_customer(&state.store, c.id).await {
             items.push(c);
         }
     }

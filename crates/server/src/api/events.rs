@@ -37,10 +37,10 @@ pub async fn list(State(state): State<AppState>, caller: Caller, q: Params) -> R
     let all = state.store.events_after(after, limit).await?;
     let next_after = all.last().map(|e| e.id).unwrap_or(after);
     // Agents do not see events of cases outside their teams (the cursor still moves on).
-    let seen = crate::auth::Visibility::for_caller(&caller);
+    let seen = crate::auth::Visibility::for_actor(&caller.actor());
     let mut items = Vec::with_capacity(all.len());
     for e in all {
-        if seen.can_see_event(&state, e.case_id, e.customer_id).await {
+        if seen.can_see_event(&state.store, e.case_id, e.customer_id).await {
             items.push(e);
         }
     }
@@ -91,7 +91,7 @@ pub async fn stream(
     metrics.stream_clients.inc();
     let gauge = ClientGauge(metrics.stream_clients.clone());
     let mut presence = state.store.subscribe_presence();
-    let mut seen = crate::auth::Visibility::for_caller(&caller);
+    let mut seen = crate::auth::Visibility::for_actor(&caller.actor());
     let state2 = state.clone();
     let session = caller.session.clone();
     let token_id = caller.token_id;
@@ -136,7 +136,7 @@ pub async fn stream(
                                 let case = serde_json::from_str::<serde_json::Value>(&payload)
                                     .ok()
                                     .and_then(|v| v.get("case_id").and_then(|c| c.as_i64()));
-                                if seen.can_see(&state2, case).await {
+                                if seen.can_see(&state2.store, case).await {
                                     yield Ok(SseEvent::default().event("presence").data(payload));
                                 }
                             }
@@ -163,7 +163,7 @@ pub async fn stream(
                             break;
                         }
                         // Agents do not see events of cases outside their teams.
-                        if !seen.can_see_event(&state2, e.case_id, e.customer_id).await {
+                        if !seen.can_see_event(&state2.store, e.case_id, e.customer_id).await {
                             continue;
                         }
                         if let Ok(t) = chrono::DateTime::parse_from_rfc3339(&e.created_at) {

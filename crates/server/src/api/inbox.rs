@@ -49,18 +49,7 @@ pub async fn related(
     Path(id): Path<String>,
 ) -> Result<Json<Vec<RelatedCase>>, AppError> {
     let id = path_id(&id, "case")?;
-    caller.ensure_visible(&state, id).await?;
-    Ok(Json(visible_related(&state, &caller, id).await?))
-}
-
-/// Related cases the caller may see.
-pub async fn visible_related(state: &AppState, caller: &Caller, id: i64) -> Result<Vec<RelatedCase>, AppError> {
-    let mut related = state.store.related_open_cases(id).await?;
-    if let Some(user) = caller.restricted_user() {
-        let teams = state.store.user_team_ids(user).await?;
-        related.retain(|r| r.team_id.is_none_or(|t| teams.contains(&t)));
-    }
-    Ok(related)
+    Ok(Json(state.app.related(&caller.actor(), id).await?))
 }
 
 /// A canned response.

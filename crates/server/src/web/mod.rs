@@ -21,10 +21,7 @@ use i18n::Lang;
 
 pub use pages::routes as page_routes;
 
-/// Compares two secrets in constant time.
-pub fn same_secret(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0 && !a.is_empty()
-}
+pub use crate::auth::same_secret;
 
 fn templates() -> &'static Environment<'static> {
     static ENV: OnceLock<Environment<'static>> = OnceLock::new();

@@ -314,10 +314,11 @@ async fn inbox_context(
     ctx.insert("team", Value::from_serialize(q.team));
     ctx.insert("teams", Value::from_serialize(state.store.list_teams().await.map_err(err)?));
     if let Some(query) = &q.q {
-        let query = crate::api::search::normalise_query(query.clone(), &state.config.default_region);
-        let results = crate::api::search::search_visible(state, &staff.caller(), query, 20)
+        let results = state
+            .app
+            .search(&staff.caller().actor(), query.clone(), 20)
             .await
-            .map_err(|e| e.into_response())?;
+            .map_err(|e| crate::error::AppError::from(e).into_response())?;
         ctx.insert("results", Value::from_serialize(&results));
     }
     Ok(ctx)
@@ -457,8 +458,11 @@ async fn case_context(
         ctx.insert("others", Value::from_serialize(&others));
     }
     if want(Part::Related) {
-        let related =
-            crate::api::inbox::visible_related(state, &staff.caller(), id).await.map_err(|e| e.into_response())?;
+        let related = state
+            .app
+            .related(&staff.caller().actor(), id)
+            .await
+            .map_err(|e| crate::error::AppError::from(e).into_response())?;
         ctx.insert(
             "related",
             Value::from_serialize(

@@ -17,7 +17,7 @@ mod teams;
 pub use auth::*;
 pub use cases::*;
 pub use customers::*;
-
+pub use events::{event_message_id, Audience, ClientEvent, SessionViewer, MESSAGE_EVENT_KINDS};
 pub use inbox::*;
 pub use ingest::*;
 pub use jobs::*;

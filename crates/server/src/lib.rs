@@ -8,6 +8,7 @@ pub mod api;
 pub mod auth;
 pub mod config;
 pub mod error;
+pub mod live;
 pub mod metrics;
 pub mod openapi;
 pub mod web;
@@ -38,6 +39,8 @@ pub struct AppState {
     pub jobs_ready: Arc<Notify>,
     /// Sign-in attempts per address and per e-mail.
     pub sign_in_limiter: Arc<web::SignInLimiter>,
+    /// This node's live event hub: new events are read once and fanned out to the streams.
+    pub live: Arc<live::Hub>,
 }
 
 impl AppState {
@@ -45,6 +48,7 @@ impl AppState {
     pub fn new(store: Store, config: Config) -> AppState {
         let node = config.node_name.clone().unwrap_or_else(default_node_name);
         AppState {
+            live: live::Hub::new(store.clone()),
             store,
             config: Arc::new(config),
             metrics: Arc::new(metrics::Metrics::new()),

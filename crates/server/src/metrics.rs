@@ -27,6 +27,9 @@ pub struct Metrics {
     pub stream_clients: IntGauge,
     /// Seconds from an event's commit to its delivery on a live stream.
     pub stream_lag: Histogram,
+    /// Times a live stream read the event log itself (on opening, or after falling behind
+    /// the node's hub).
+    pub stream_catchups: prometheus::IntCounter,
 }
 
 impl Default for Metrics {
@@ -68,6 +71,11 @@ impl Metrics {
                 .buckets(vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0]),
         )
         .unwrap_or_else(|_| unreachable!());
+        let stream_catchups = prometheus::IntCounter::new(
+            "event_stream_catchups_total",
+            "Times a live stream read the event log itself instead of the node's hub",
+        )
+        .unwrap_or_else(|_| unreachable!());
         for c in [
             Box::new(http_requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(http_seconds.clone()),
@@ -77,6 +85,7 @@ impl Metrics {
             Box::new(latest_event_id.clone()),
             Box::new(stream_clients.clone()),
             Box::new(stream_lag.clone()),
+            Box::new(stream_catchups.clone()),
         ] {
             let _ = registry.register(c);
         }
@@ -90,6 +99,7 @@ impl Metrics {
             latest_event_id,
             stream_clients,
             stream_lag,
+            stream_catchups,
         }
     }
 

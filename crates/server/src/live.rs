@@ -1,26 +1,28 @@
 //! The live event hub: one per node. It reads each new stretch of the event log once
-//! (rendered for clients, with each event's audience) and hands it to every open stream in
-//! memory over a bounded broadcast channel. A stream decides visibility from the event's
-//! audience and the caller's teams it keeps ([`Viewer`]), so an open stream costs no
-//! database query per commit; a stream that falls behind the broadcast catches up from the
-//! database by itself (see `api::events::stream`).
+//! (rendered for clients, with each event's audience) and hands every open stream, in
+//! memory, the events it may see — decided from the event's audience and the caller's teams
+//! the hub keeps for the stream ([`Viewer`]). An open stream costs no database query per
+//! commit, and a stream that gets nothing is not even woken. A stream whose queue
+//! overflowed catches up from the database by itself (see `api::events::stream`).
 //!
-//! Batches are contiguous: a batch holds every event with `after < id <= upto()` in id
-//! order, and the next batch starts where this one ended. A stream whose cursor is below a
-//! batch's `after` has missed something and reads the gap from the database first; events
-//! at or below its cursor are skipped. So a stream never skips or repeats an id.
+//! The hub publishes every event after its start in id order, and a stream subscribes
+//! before it reads the database from its cursor; it skips events at or below its cursor.
+//! So a stream never skips or repeats an id.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, Once, Weak};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, Once, Weak};
 use std::time::Duration;
 
 use kontor_core::Role;
 use kontor_store::{Audience, ClientEvent, SessionViewer, Store, StoreError};
-use tokio::sync::broadcast;
+use tokio::sync::mpsc;
 
-/// Batches the broadcast keeps for slow streams; one further behind reads the database.
+/// Deliveries the hub queues per stream; a stream further behind reads the database.
 pub const DEFAULT_CAPACITY: usize = 256;
+/// The shortest time between two reads of the hub: under heavy ingest one read covers the
+/// commits of this long (what it adds to a stream's latency at most).
+const COALESCE: Duration = Duration::from_millis(10);
 /// Events read (and published) at most per batch.
 pub const PAGE: i64 = 500;
 /// How often the hub looks at the database even without a commit notification (another
@@ -120,6 +122,11 @@ pub struct Viewer {
 }
 
 impl Viewer {
+    /// A restricted caller with no team (sees only cases without a team).
+    pub fn nobody() -> Viewer {
+        Viewer { user_id: None, unrestricted: false, teams: HashSet::new() }
+    }
+
     /// An API token or other unrestricted caller.
     pub fn unrestricted() -> Viewer {
         Viewer { user_id: None, unrestricted: true, teams: HashSet::new() }
@@ -155,36 +162,102 @@ impl Viewer {
     }
 }
 
-/// The node's hub: reads new events once and broadcasts them to the streams.
+/// What the hub hands one stream: the events of a batch that stream may see.
+#[derive(Debug)]
+pub struct Delivery {
+    /// The visible events, in id order (shared with the other streams).
+    pub events: Vec<Arc<LiveEvent>>,
+    /// An event changed the stream's user (role, deactivation): re-read the session.
+    pub recheck: bool,
+}
+
+/// One open stream as the hub sees it.
+struct Slot {
+    /// What the stream may see; the hub applies membership events to it as it publishes
+    /// them, the stream replaces it when it re-reads its session.
+    viewer: Mutex<Viewer>,
+    sender: mpsc::Sender<Delivery>,
+    /// Set when a delivery did not fit: the stream must read the database itself.
+    lagged: AtomicBool,
+}
+
+/// A stream's subscription to the hub.
+pub struct Subscription {
+    slot: Arc<Slot>,
+    receiver: mpsc::Receiver<Delivery>,
+}
+
+impl Subscription {
+    /// The next delivery (`None` once the hub is gone).
+    pub async fn recv(&mut self) -> Option<Delivery> {
+        self.receiver.recv().await
+    }
+
+    /// True (once) if deliveries were dropped since the last call: the stream must catch
+    /// up from the database.
+    pub fn take_lagged(&self) -> bool {
+        self.slot.lagged.swap(false, Ordering::AcqRel)
+    }
+
+    /// The viewer as the hub applies it now.
+    pub fn viewer(&self) -> Viewer {
+        self.slot.viewer.lock().map(|v| v.clone()).unwrap_or_else(|_| Viewer::nobody())
+    }
+
+    /// Replaces the viewer (after re-reading the session).
+    pub fn set_viewer(&self, viewer: Viewer) {
+        if let Ok(mut v) = self.slot.viewer.lock() {
+            *v = viewer;
+        }
+    }
+}
+
+/// The node's hub: reads new events once and hands each stream what it may see.
+///
+/// Not a `broadcast`: a broadcast wakes every stream for every batch, and with a thousand
+/// streams of agents who see none of it, those wake-ups alone cost the write path more
+/// than half its throughput. The hub instead decides per stream (in memory, from the
+/// viewer it keeps for it) and wakes only streams that get something.
 pub struct Hub {
     store: Store,
-    sender: broadcast::Sender<Arc<LiveBatch>>,
+    slots: Mutex<Vec<Arc<Slot>>>,
+    capacity: usize,
     started: Once,
     /// The newest id published (or passed over while no stream listened).
     position: AtomicI64,
 }
 
 impl Hub {
-    /// A hub over `store` keeping [`DEFAULT_CAPACITY`] batches; its task starts with the
-    /// first subscriber.
+    /// A hub over `store` keeping up to [`DEFAULT_CAPACITY`] deliveries per stream; its
+    /// task starts with the first subscriber.
     pub fn new(store: Store) -> Arc<Hub> {
         Self::with_capacity(store, DEFAULT_CAPACITY)
     }
 
-    /// A hub keeping `capacity` batches for slow streams.
+    /// A hub keeping up to `capacity` deliveries per stream; a stream further behind reads
+    /// the database.
     pub fn with_capacity(store: Store, capacity: usize) -> Arc<Hub> {
-        let (sender, _) = broadcast::channel(capacity.max(1));
-        Arc::new(Hub { store, sender, started: Once::new(), position: AtomicI64::new(0) })
+        Arc::new(Hub {
+            store,
+            slots: Mutex::default(),
+            capacity: capacity.max(1),
+            started: Once::new(),
+            position: AtomicI64::new(0),
+        })
     }
 
-    /// Receives every batch published from now on (starts the hub's task if needed; must be
-    /// called inside a Tokio runtime).
-    pub fn subscribe(self: &Arc<Self>) -> broadcast::Receiver<Arc<LiveBatch>> {
-        let rx = self.sender.subscribe();
+    /// Receives what `viewer` may see of every batch published from now on (starts the
+    /// hub's task if needed; must be called inside a Tokio runtime).
+    pub fn subscribe(self: &Arc<Self>, viewer: Viewer) -> Subscription {
+        let (sender, receiver) = mpsc::channel(self.capacity);
+        let slot = Arc::new(Slot { viewer: Mutex::new(viewer), sender, lagged: AtomicBool::new(false) });
+        if let Ok(mut slots) = self.slots.lock() {
+            slots.push(slot.clone());
+        }
         self.started.call_once(|| {
             tokio::spawn(run(Arc::downgrade(self), self.store.clone()));
         });
-        rx
+        Subscription { slot, receiver }
     }
 
     /// The newest event id the hub has published (or passed over while no stream listened).
@@ -194,14 +267,48 @@ impl Hub {
 
     /// Streams subscribed now.
     pub fn subscribers(&self) -> usize {
-        self.sender.receiver_count()
+        self.slots
+            .lock()
+            .map(|mut s| {
+                s.retain(|slot| !slot.sender.is_closed());
+                s.len()
+            })
+            .unwrap_or(0)
+    }
+
+    /// Hands each stream the events of `batch` it may see; streams that get nothing are not
+    /// woken. Registration and publishing share the lock, so a stream misses no batch
+    /// published after it subscribed.
+    fn publish(&self, batch: &LiveBatch) {
+        let events: Vec<Arc<LiveEvent>> = batch.events.iter().cloned().map(Arc::new).collect();
+        let Ok(mut slots) = self.slots.lock() else { return };
+        slots.retain(|slot| !slot.sender.is_closed());
+        for slot in slots.iter() {
+            let Ok(mut viewer) = slot.viewer.lock() else { continue };
+            let mut recheck = false;
+            let mut picked = Vec::new();
+            for e in &events {
+                recheck |= viewer.follow(e);
+                if viewer.sees(e) {
+                    picked.push(e.clone());
+                }
+            }
+            drop(viewer);
+            if (picked.is_empty() && !recheck) || slot.lagged.load(Ordering::Acquire) {
+                continue;
+            }
+            if let Err(mpsc::error::TrySendError::Full(_)) = slot.sender.try_send(Delivery { events: picked, recheck })
+            {
+                slot.lagged.store(true, Ordering::Release);
+            }
+        }
     }
 }
 
 /// The hub's task: after each commit notification (or [`POLL`]), reads what is new in
-/// pages and publishes each page as one batch. Ends when the hub is dropped. While no
-/// stream listens it reads nothing and moves on: the next batch's `after` tells a new
-/// stream where to start catching up.
+/// pages and publishes each page. Ends when the hub is dropped. Reads at most every
+/// [`COALESCE`], so that under heavy ingest one read covers several commits. While no
+/// stream listens it reads nothing and moves on (a new stream starts from the database).
 async fn run(hub: Weak<Hub>, store: Store) {
     let mut latest = store.subscribe();
     let mut cursor = *latest.borrow_and_update();
@@ -210,9 +317,10 @@ async fn run(hub: Weak<Hub>, store: Store) {
     }
     loop {
         let known = *latest.borrow_and_update();
+        let read_at = tokio::time::Instant::now();
         {
             let Some(hub) = hub.upgrade() else { return };
-            if hub.sender.receiver_count() == 0 {
+            if hub.subscribers() == 0 {
                 cursor = cursor.max(known);
                 hub.position.store(cursor, Ordering::Release);
             } else {
@@ -223,8 +331,7 @@ async fn run(hub: Weak<Hub>, store: Store) {
                             let full = events.len() as i64 >= PAGE;
                             let batch = LiveBatch { after: cursor, events };
                             cursor = batch.upto();
-                            // No receiver left is fine: the next stream starts from the database.
-                            let _ = hub.sender.send(Arc::new(batch));
+                            hub.publish(&batch);
                             hub.position.store(cursor, Ordering::Release);
                             if !full {
                                 break;
@@ -243,6 +350,7 @@ async fn run(hub: Weak<Hub>, store: Store) {
                 if changed.is_err() {
                     return;
                 }
+                tokio::time::sleep_until(read_at + COALESCE).await;
             }
             _ = tokio::time::sleep(POLL) => {}
         }

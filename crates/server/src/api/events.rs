@@ -76,6 +76,25 @@ struct StreamState {
 }
 
 impl StreamState {
+    /// Sends what the hub picked for this stream (already filtered), skipping what the
+    /// stream sent while catching up; ends on the revocation of its token.
+    fn send_live(&mut self, events: &[Arc<LiveEvent>]) -> (Vec<SseEvent>, bool) {
+        let mut out = Vec::new();
+        let now = kontor_store::now_us();
+        for e in events {
+            if e.id <= self.cursor {
+                continue;
+            }
+            self.cursor = e.id;
+            if e.revoked_token.is_some() && e.revoked_token == self.token_id {
+                return (out, true);
+            }
+            self.metrics.stream_lag.observe(((now - e.created_at_us).max(0) as f64) / 1e6);
+            out.push(SseEvent::default().id(e.id.to_string()).data(&e.data));
+        }
+        (out, false)
+    }
+
     /// Handles the events newer than the cursor, in order: what to send, and whether the
     /// stream ends (its token was revoked).
     fn take(&mut self, events: &[LiveEvent]) -> (Vec<SseEvent>, bool) {
@@ -130,8 +149,6 @@ pub async fn stream(
         Some(id) => id,
         None => state.store.max_event_id().await?,
     };
-    // Subscribe before catching up, so that nothing committed from here on is missed.
-    let mut batches = state.live.subscribe();
     let session = caller.session.clone();
     let viewer = match &session {
         Some(token) => match state.store.session_viewer(token).await? {
@@ -142,6 +159,8 @@ pub async fn stream(
         // Only sessions are restricted today; anything else sees nothing it should not.
         None => Viewer { user_id: caller.user_id, unrestricted: false, teams: HashSet::new() },
     };
+    // Subscribe before catching up, so that nothing committed from here on is missed.
+    let mut sub = state.live.subscribe(viewer.clone());
     let metrics = state.metrics.clone();
     metrics.stream_clients.inc();
     let gauge = ClientGauge(metrics.stream_clients.clone());
@@ -171,6 +190,7 @@ pub async fn stream(
                         Ok(None) => break,
                         Ok(Some(v)) => {
                             st.viewer = Viewer::staff(&v);
+                            sub.set_viewer(st.viewer.clone());
                             seen = crate::auth::Visibility::for_staff(v.user_id, v.role);
                         }
                         // Database trouble: keep going with what the stream knows.
@@ -180,6 +200,8 @@ pub async fn stream(
             }
             if behind {
                 st.metrics.stream_catchups.inc();
+                // What the hub applies now (it follows membership events as it publishes).
+                st.viewer = sub.viewer();
             }
             while behind {
                 match read_page(store, st.cursor).await {
@@ -201,28 +223,25 @@ pub async fn stream(
                     }
                 }
             }
-            // Wait for the hub's next batch, a presence signal, or the next session check.
-            // Presence signals pass straight through, as `event: presence` without an id,
-            // so they never disturb Last-Event-ID.
+            // Wait for what the hub hands this stream, a presence signal, or the next session
+            // check. Presence signals pass straight through, as `event: presence` without an
+            // id, so they never disturb Last-Event-ID.
             tokio::select! {
-                batch = batches.recv() => match batch {
-                    Ok(batch) => {
-                        if batch.after > st.cursor {
-                            // Something before this batch was not seen: read it first.
-                            behind = true;
-                            continue 'stream;
-                        }
-                        let (out, end) = st.take(&batch.events);
+                delivery = sub.recv() => match delivery {
+                    Some(d) => {
+                        let (out, end) = st.send_live(&d.events);
                         for ev in out {
                             yield Ok(ev);
                         }
                         if end {
                             break 'stream;
                         }
+                        st.recheck |= d.recheck;
+                        // Deliveries were dropped while this stream was behind: read the
+                        // database (the flag is cleared first, so nothing falls between).
+                        behind = sub.take_lagged();
                     }
-                    // Fell behind the broadcast: catch up from the database.
-                    Err(RecvError::Lagged(_)) => behind = true,
-                    Err(RecvError::Closed) => break 'stream,
+                    None => break 'stream,
                 },
                 p = presence.recv() => match p {
                     Ok(payload) => {

@@ -11,6 +11,7 @@ pub mod channels;
 pub mod config;
 pub mod error;
 pub mod jobs;
+pub mod live;
 pub mod metrics;
 pub mod openapi;
 pub mod web;
@@ -54,6 +55,8 @@ pub struct AppState {
     /// The encrypted blob store (attachments' bytes); `None` until opened
     /// ([`blobs::open_vault`]): then uploads and downloads answer 503.
     pub vault: Option<kontor_vault::Vault>,
+    /// This node's live event hub: new events are read once and fanned out to the streams.
+    pub live: Arc<live::Hub>,
 }
 
 impl AppState {
@@ -75,6 +78,7 @@ impl AppState {
             jobs: Arc::new(jobs::JobRegistry::standard()),
             runtime: Arc::default(),
             vault: None,
+            live: live::Hub::new(store.clone()),
             store,
             config: Arc::new(config),
             metrics: Arc::new(metrics::Metrics::new()),

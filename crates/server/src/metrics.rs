@@ -33,6 +33,9 @@ pub struct Metrics {
     pub listener_up: IntGaugeVec,
     /// Restarts of a channel listener after failures.
     pub listener_restarts: IntGaugeVec,
+    /// Times a live stream read the event log itself (on opening, or after falling behind
+    /// the node's hub).
+    pub stream_catchups: prometheus::IntCounter,
 }
 
 impl Default for Metrics {
@@ -85,6 +88,11 @@ impl Metrics {
         let listener_restarts =
             IntGaugeVec::new(Opts::new("listener_restarts", "Channel listener restarts after failures"), &["name"])
                 .unwrap_or_else(|_| unreachable!());
+        let stream_catchups = prometheus::IntCounter::new(
+            "event_stream_catchups_total",
+            "Times a live stream read the event log itself instead of the node's hub",
+        )
+        .unwrap_or_else(|_| unreachable!());
         for c in [
             Box::new(webhooks.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(listener_up.clone()),
@@ -97,6 +105,7 @@ impl Metrics {
             Box::new(latest_event_id.clone()),
             Box::new(stream_clients.clone()),
             Box::new(stream_lag.clone()),
+            Box::new(stream_catchups.clone()),
         ] {
             let _ = registry.register(c);
         }
@@ -113,6 +122,7 @@ impl Metrics {
             webhooks,
             listener_up,
             listener_restarts,
+            stream_catchups,
         }
     }
 

@@ -1,7 +1,10 @@
 //! The event log: paging (`GET /api/v1/events`) and the live stream (Server-Sent Events,
-//! resumable with `Last-Event-ID`: no gap, no duplicate).
+//! resumable with `Last-Event-ID`: no gap, no duplicate). Streams are fed by the node's
+//! [`crate::live::Hub`]: new events are read once per node, not once per stream.
 
+use std::collections::HashSet;
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
@@ -16,7 +19,9 @@ use utoipa::ToSchema;
 use super::{int_param, params, Params};
 use crate::auth::Caller;
 use crate::error::AppError;
+use crate::live::{read_page, LiveEvent, Viewer};
 use crate::AppState;
+use tokio::sync::broadcast::error::RecvError;
 
 /// A page of events.
 #[derive(Debug, Serialize, ToSchema)]
@@ -26,7 +31,8 @@ pub struct EventPage {
     pub next_after: i64,
 }
 
-/// Events with id greater than `after`, oldest first.
+/// Events with id greater than `after`, oldest first, rendered for clients (a message
+/// event carries the message as it is now under `payload.message`, `null` once erased).
 #[utoipa::path(get, path = "/api/v1/events", tag = "events",
     params(("after" = Option<i64>, Query), ("limit" = Option<i64>, Query, minimum = 1, maximum = 1000, description = "1..=1000, default 100")),
     responses((status = 200, body = EventPage)), security(("bearer" = [])))]
@@ -34,21 +40,21 @@ pub async fn list(State(state): State<AppState>, caller: Caller, q: Params) -> R
     let p = params(q)?;
     let after = int_param(&p, "after")?.unwrap_or(0);
     let limit = super::int_param_in(&p, "limit", 1..=1000)?.unwrap_or(100);
-    let all = state.store.events_after(after, limit).await?;
-    let next_after = all.last().map(|e| e.id).unwrap_or(after);
+    let all = state.store.client_events_after(after, limit).await?;
+    let next_after = all.last().map(|e| e.event.id).unwrap_or(after);
     // Agents do not see events of cases outside their teams (the cursor still moves on).
-    let seen = crate::auth::Visibility::for_actor(&caller.actor());
-    let mut items = Vec::with_capacity(all.len());
-    for e in all {
-        if seen.can_see_event(&state.store, e.case_id, e.customer_id).await {
-            items.push(e);
-        }
-    }
+    let teams: Option<HashSet<i64>> = match caller.restricted_user() {
+        Some(user) => Some(state.store.user_team_ids(user).await?.into_iter().collect()),
+        None => None,
+    };
+    let items =
+        all.into_iter().filter(|e| teams.as_ref().is_none_or(|t| e.audience.admits(t))).map(|e| e.event).collect();
     Ok(Json(EventPage { items, next_after }))
 }
 
 /// How often a stream opened with a session re-reads it (role, teams, sign-out): what a
-/// stream shows follows such changes within 5 s.
+/// stream shows follows such changes within 5 s (membership changes at once, as their
+/// events pass).
 const SESSION_RECHECK: Duration = Duration::from_secs(4);
 
 struct ClientGauge(prometheus::IntGauge);
@@ -58,8 +64,66 @@ impl Drop for ClientGauge {
     }
 }
 
+/// One stream's position and filter.
+struct StreamState {
+    /// The newest event id handled (sent or filtered out).
+    cursor: i64,
+    viewer: Viewer,
+    token_id: Option<i64>,
+    /// Set by an event that changed this user: re-read the session now.
+    recheck: bool,
+    metrics: Arc<crate::metrics::Metrics>,
+}
+
+impl StreamState {
+    /// Sends what the hub picked for this stream (already filtered), skipping what the
+    /// stream sent while catching up; ends on the revocation of its token.
+    fn send_live(&mut self, events: &[Arc<LiveEvent>]) -> (Vec<SseEvent>, bool) {
+        let mut out = Vec::new();
+        let now = kontor_store::now_us();
+        for e in events {
+            if e.id <= self.cursor {
+                continue;
+            }
+            self.cursor = e.id;
+            if e.revoked_token.is_some() && e.revoked_token == self.token_id {
+                return (out, true);
+            }
+            self.metrics.stream_lag.observe(((now - e.created_at_us).max(0) as f64) / 1e6);
+            out.push(SseEvent::default().id(e.id.to_string()).data(&e.data));
+        }
+        (out, false)
+    }
+
+    /// Handles the events newer than the cursor, in order: what to send, and whether the
+    /// stream ends (its token was revoked).
+    fn take(&mut self, events: &[LiveEvent]) -> (Vec<SseEvent>, bool) {
+        let mut out = Vec::new();
+        let now = kontor_store::now_us();
+        for e in events {
+            if e.id <= self.cursor {
+                continue;
+            }
+            self.cursor = e.id;
+            if e.revoked_token.is_some() && e.revoked_token == self.token_id {
+                return (out, true);
+            }
+            if self.viewer.follow(e) {
+                self.recheck = true;
+            }
+            if !self.viewer.sees(e) {
+                continue;
+            }
+            self.metrics.stream_lag.observe(((now - e.created_at_us).max(0) as f64) / 1e6);
+            out.push(SseEvent::default().id(e.id.to_string()).data(&e.data));
+        }
+        (out, false)
+    }
+}
+
 /// Live events as Server-Sent Events. Starts after `Last-Event-ID` (header) or `after`
-/// (query); without either, with events from now on.
+/// (query); without either, with events from now on. The data of each event is what
+/// `GET /api/v1/events` shows for it.
 #[utoipa::path(get, path = "/api/v1/events/stream", tag = "events",
     params(("Last-Event-ID" = Option<i64>, Header), ("after" = Option<i64>, Query)),
     responses((status = 200, description = "text/event-stream; each event has `id:` and JSON `data:`; \
@@ -85,101 +149,113 @@ pub async fn stream(
         Some(id) => id,
         None => state.store.max_event_id().await?,
     };
-    let mut latest = state.store.subscribe();
-    let store = state.store.clone();
+    let session = caller.session.clone();
+    let viewer = match &session {
+        Some(token) => match state.store.session_viewer(token).await? {
+            Some(v) => Viewer::staff(&v),
+            None => return Err(AppError::Unauthorized),
+        },
+        None if caller.restricted_user().is_none() => Viewer::unrestricted(),
+        // Only sessions are restricted today; anything else sees nothing it should not.
+        None => Viewer { user_id: caller.user_id, unrestricted: false, teams: HashSet::new() },
+    };
+    // Subscribe before catching up, so that nothing committed from here on is missed.
+    let mut sub = state.live.subscribe(viewer.clone());
     let metrics = state.metrics.clone();
     metrics.stream_clients.inc();
     let gauge = ClientGauge(metrics.stream_clients.clone());
     let mut presence = state.store.subscribe_presence();
-    let mut seen = crate::auth::Visibility::for_actor(&caller.actor());
+    let mut seen = crate::auth::Visibility::for_caller(&caller);
     let state2 = state.clone();
-    let session = caller.session.clone();
     let token_id = caller.token_id;
+    let mut st = StreamState { cursor: start, viewer, token_id, recheck: false, metrics };
     let s = async_stream::stream! {
         let _gauge = gauge;
-        let mut cursor = start;
-        let mut session_checked = std::time::Instant::now();
-        loop {
+        let store = &state2.store;
+        // Catch up from the database first, and again whenever the broadcast left a gap.
+        let mut behind = true;
+        let mut next_check = tokio::time::Instant::now() + SESSION_RECHECK;
+        'stream: loop {
             // A stream opened with a token ends when the token is revoked.
             if token_id.is_some_and(|id| state2.tokens.is_revoked(id)) {
                 break;
             }
             // A stream opened with a session ends when the session does (sign-out, new
-            // password, deactivation), and follows the user's role and teams: what it may
-            // show is worked out anew from the user as they are now.
+            // password, deactivation), and follows the user's role and teams.
             if let Some(token) = &session {
-                if session_checked.elapsed() >= SESSION_RECHECK {
-                    session_checked = std::time::Instant::now();
-                    match state2.store.session(token).await {
+                if st.recheck || tokio::time::Instant::now() >= next_check {
+                    st.recheck = false;
+                    next_check = tokio::time::Instant::now() + SESSION_RECHECK;
+                    match store.session_viewer(token).await {
                         Ok(None) => break,
-                        Ok(Some(s)) => seen = crate::auth::Visibility::for_staff(s.user.id, s.user.role),
-                        // Database trouble: keep going; visibility checks hide when in doubt.
+                        Ok(Some(v)) => {
+                            st.viewer = Viewer::staff(&v);
+                            sub.set_viewer(st.viewer.clone());
+                            seen = crate::auth::Visibility::for_staff(v.user_id, v.role);
+                        }
+                        // Database trouble: keep going with what the stream knows.
                         Err(e) => tracing::debug!(error = %e, "Event stream cannot re-read its session."),
                     }
                 }
             }
-            // Only go to the database when something newer is known (or now and then,
-            // in case a notification was missed). Presence signals pass straight through,
-            // as `event: presence` without an id, so they never disturb Last-Event-ID.
-            if *latest.borrow_and_update() <= cursor {
-                // Wake in time for the next session check.
-                let wait = if session.is_some() {
-                    SESSION_RECHECK.saturating_sub(session_checked.elapsed()).min(Duration::from_secs(2))
-                } else {
-                    Duration::from_secs(2)
-                };
-                tokio::select! {
-                    _ = tokio::time::timeout(wait, latest.changed()) => {}
-                    p = presence.recv() => {
-                        match p {
-                            Ok(payload) => {
-                                let case = serde_json::from_str::<serde_json::Value>(&payload)
-                                    .ok()
-                                    .and_then(|v| v.get("case_id").and_then(|c| c.as_i64()));
-                                if seen.can_see(&state2.store, case).await {
-                                    yield Ok(SseEvent::default().event("presence").data(payload));
-                                }
-                            }
-                            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
-                            Err(tokio::sync::broadcast::error::RecvError::Closed) => {
-                                tokio::time::sleep(Duration::from_millis(500)).await;
-                            }
+            if behind {
+                st.metrics.stream_catchups.inc();
+                // What the hub applies now (it follows membership events as it publishes).
+                st.viewer = sub.viewer();
+            }
+            while behind {
+                match read_page(store, st.cursor).await {
+                    Ok(events) => {
+                        let full = events.len() as i64 >= crate::live::PAGE;
+                        let (out, end) = st.take(&events);
+                        for ev in out {
+                            yield Ok(ev);
                         }
-                        continue;
+                        if end {
+                            break 'stream;
+                        }
+                        behind = full;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "Event stream cannot read events; retrying.");
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                        continue 'stream;
                     }
                 }
             }
-            let mut revoked = false;
-            match store.events_after(cursor, 500).await {
-                Ok(events) => {
-                    let now = kontor_store::now_us();
-                    for e in events {
-                        cursor = e.id;
-                        if e.kind == "token.revoked"
-                            && token_id.is_some()
-                            && e.payload.pointer("/token/id").and_then(|v| v.as_i64()) == token_id
-                        {
-                            revoked = true;
-                            break;
+            // Wait for what the hub hands this stream, a presence signal, or the next session
+            // check. Presence signals pass straight through, as `event: presence` without an
+            // id, so they never disturb Last-Event-ID.
+            tokio::select! {
+                delivery = sub.recv() => match delivery {
+                    Some(d) => {
+                        let (out, end) = st.send_live(&d.events);
+                        for ev in out {
+                            yield Ok(ev);
                         }
-                        // Agents do not see events of cases outside their teams.
-                        if !seen.can_see_event(&state2.store, e.case_id, e.customer_id).await {
-                            continue;
+                        if end {
+                            break 'stream;
                         }
-                        if let Ok(t) = chrono::DateTime::parse_from_rfc3339(&e.created_at) {
-                            metrics.stream_lag.observe(((now - t.timestamp_micros()).max(0) as f64) / 1e6);
-                        }
-                        let data = serde_json::to_string(&e).unwrap_or_default();
-                        yield Ok(SseEvent::default().id(e.id.to_string()).data(data));
+                        st.recheck |= d.recheck;
+                        // Deliveries were dropped while this stream was behind: read the
+                        // database (the flag is cleared first, so nothing falls between).
+                        behind = sub.take_lagged();
                     }
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "Event stream cannot read events; retrying.");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                }
-            }
-            if revoked {
-                break;
+                    None => break 'stream,
+                },
+                p = presence.recv() => match p {
+                    Ok(payload) => {
+                        let case = serde_json::from_str::<serde_json::Value>(&payload)
+                            .ok()
+                            .and_then(|v| v.get("case_id").and_then(|c| c.as_i64()));
+                        if seen.can_see(&state2, case).await {
+                            yield Ok(SseEvent::default().event("presence").data(payload));
+                        }
+                    }
+                    Err(RecvError::Lagged(_)) => {}
+                    Err(RecvError::Closed) => tokio::time::sleep(Duration::from_millis(500)).await,
+                },
+                _ = tokio::time::sleep_until(next_check), if session.is_some() => {}
             }
         }
     };

@@ -111,7 +111,7 @@ impl Store {
                 )?
                 .ok_or_else(|| StoreError::Database("user insert returned no id".into()))?;
             let user = user_from_row(&r);
-            tx.event("user.created", None, None, &json!({ "user": user }))?;
+            tx.event("user.created", None, None, &json!({ "user_id": user.id, "role": user.role }))?;
             Ok(user)
         })
         .await
@@ -316,7 +316,20 @@ impl Store {
                 .map(|r| user_from_row(&r))
                 .ok_or_else(|| StoreError::NotFound(format!("user {id}")))?;
             if after != before {
-                tx.event("user.updated", None, None, &json!({ "user": after, "before": before }))?;
+                // Ids and roles only: no e-mail address or name in the event.
+                let mut changed = Vec::new();
+                for (field, differs) in
+                    [("name", after.name != before.name), ("role", after.role != before.role), ("active", after.active != before.active)]
+                {
+                    if differs {
+                        changed.push(field);
+                    }
+                }
+                let payload = json!({
+                    "user_id": after.id, "role": after.role, "active": after.active, "changed": changed,
+                    "before": { "role": before.role, "active": before.active },
+                });
+                tx.event("user.updated", None, None, &payload)?;
             }
             Ok(after)
         })

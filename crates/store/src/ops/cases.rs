@@ -1,10 +1,10 @@
 //! Cases: listing, details, changes, internal notes and replies with collision control.
 
 use kontor_core::{Attachment, Case, CaseStatus, Channel, Customer, Direction, Event, Message, Priority, Team};
-use serde_json::json;
+use serde_json::{json, Value};
 
 use super::customers::load_customer;
-use super::events::events_from_rows;
+use super::events::{events_from_rows, message_ref};
 use super::ingest::{insert_message, MessageRow};
 use super::jobs::{enqueue_job, DeliverMessage};
 use super::{case_from_row, load_case, load_message, message_from_row, Page, CASE_COLS, MESSAGE_COLS};
@@ -245,7 +245,7 @@ impl Store {
                     duration_seconds: None,
                 },
             )?;
-            let ev = tx.event("note.added", Some(case_id), Some(case.customer_id), &json!({ "message": message }))?;
+            let ev = tx.event("note.added", Some(case_id), Some(case.customer_id), &message_ref(&message))?;
             tx.conn.execute(
                 "UPDATE cases SET updated_at = ?, last_event_id = ? WHERE id = ?",
                 &params![tx.now, ev, case_id],
@@ -386,8 +386,14 @@ fn patch_case_in(tx: &mut Tx<'_>, id: i64, p: &CasePatch) -> Result<Case, StoreE
     vals.push(tx.now.into());
     vals.push(id.into());
     tx.conn.execute(&format!("UPDATE cases SET {} WHERE id = ?", sets.join(", ")), &vals)?;
-    let ev =
-        tx.event("case.updated", Some(id), Some(before.customer_id), &json!({ "case_id": id, "changes": changes }))?;
+    // The subject may be the customer's words: the event says that it changed, and readers
+    // get the case's current subject (see `ops::events`).
+    let mut payload = json!({ "case_id": id });
+    if changes.remove("subject").is_some() {
+        payload["subject_changed"] = json!(true);
+    }
+    payload["changes"] = Value::Object(changes);
+    let ev = tx.event("case.updated", Some(id), Some(before.customer_id), &payload)?;
     tx.conn.execute("UPDATE cases SET last_event_id = ? WHERE id = ?", &params![ev, id])?;
     load_case(tx.conn, id)
 }
@@ -422,8 +428,7 @@ fn reply_in(
             let mut messages = Vec::new();
             for e in &events {
                 let mut ids: Vec<i64> = Vec::new();
-                let mid = e.payload.get("message").and_then(|m| m.get("id")).or_else(|| e.payload.get("message_id"));
-                if let Some(mid) = mid.and_then(|v| v.as_i64()) {
+                if let Some(mid) = super::events::event_message_id(&e.kind, &e.payload) {
                     ids.push(mid);
                 }
                 // A merge brought in the other case's messages: show the newest of them.
@@ -481,8 +486,7 @@ fn reply_in(
         },
     )?;
     let message_id = message.id;
-    let event_id =
-        tx.event("message.created", Some(case_id), Some(case.customer_id), &json!({ "message": message }))?;
+    let event_id = tx.event("message.created", Some(case_id), Some(case.customer_id), &message_ref(&message))?;
     let now = tx.now;
     tx.conn.execute(
         "UPDATE cases SET updated_at = ?, last_message_at = ?, last_event_id = ?, first_response_at = COALESCE(first_response_at, ?) WHERE id = ?",

@@ -16,7 +16,7 @@ pub struct CustomerPatch {
     pub language: Option<String>,
 }
 
-fn identity_from_row(r: &Row) -> Identity {
+pub(crate) fn identity_from_row(r: &Row) -> Identity {
     Identity {
         id: r.i64(0),
         customer_id: r.i64(1),
@@ -51,6 +51,18 @@ pub(crate) fn load_customer(c: &mut Conn, id: i64) -> Result<Customer, StoreErro
         updated_at: format_ts(r.i64(5)),
         identities,
     })
+}
+
+/// The fields a patch changed, by name (the event stores names, not values).
+fn customer_changes(before: &Customer, after: &Customer) -> Vec<&'static str> {
+    let mut changed = Vec::new();
+    if before.name != after.name {
+        changed.push("name");
+    }
+    if before.language != after.language {
+        changed.push("language");
+    }
+    changed
 }
 
 /// Finds the customer owning an identity, or creates both. Returns (id, created).
@@ -88,7 +100,8 @@ pub(crate) fn find_or_create_customer(
     )?;
     refresh_customer_search(tx, id)?;
     let customer = load_customer(tx.conn, id)?;
-    tx.event("customer.created", None, Some(id), &json!({ "customer": customer }))?;
+    let identity_id = customer.identities.first().map(|i| i.id);
+    tx.event("customer.created", None, Some(id), &json!({ "customer_id": id, "identity_id": identity_id }))?;
     Ok((id, true))
 }
 
@@ -184,7 +197,7 @@ impl Store {
                 "customer.updated",
                 None,
                 Some(id),
-                &json!({ "customer": after, "before": { "name": before.name, "language": before.language } }),
+                &json!({ "customer_id": id, "changed": customer_changes(&before, &after) }),
             )?;
             Ok(after)
         })
@@ -239,7 +252,13 @@ impl Store {
             )?;
             refresh_customer_search(tx, customer_id)?;
             let customer = load_customer(tx.conn, customer_id)?;
-            tx.event("customer.updated", None, Some(customer_id), &json!({ "customer": customer }))?;
+            let identity_id = customer.identities.last().map(|i| i.id);
+            tx.event(
+                "customer.updated",
+                None,
+                Some(customer_id),
+                &json!({ "customer_id": customer_id, "changed": ["identities"], "identity_id": identity_id }),
+            )?;
             Ok(customer)
         })
         .await
@@ -307,7 +326,7 @@ impl Store {
                 "customer.merged",
                 None,
                 Some(target),
-                &json!({ "customer": merged, "merged_customer_id": source, "moved_cases": moved_cases }),
+                &json!({ "customer_id": target, "merged_customer_id": source, "moved_cases": moved_cases }),
             )?;
             Ok(merged)
         })

@@ -1,13 +1,11 @@
 //! Inbound messages: identify the customer, thread into a case, append events.
 
 use kontor_core::threading::{choose_case, CaseCandidate, Threading};
-use kontor_core::{
-    Attachment, Case, CaseStatus, Channel, Customer, DeliveryState, Direction, Identity, IdentityKind, Message,
-    Priority,
-};
+use kontor_core::{Attachment, Case, CaseStatus, Channel, DeliveryState, Direction, IdentityKind, Message, Priority};
 use serde_json::json;
 
 use super::customers::find_or_create_customer;
+use super::events::{case_ref, message_ref};
 use super::load_case;
 use std::collections::HashMap;
 
@@ -396,32 +394,15 @@ fn ingest_many(
                 .collect();
             tx.conn.execute(&sql, &p)?;
         }
-        let created_at = crate::format_ts(now);
-        let events: Vec<NewEvent> = new_customers
+        // By reference: no name or address in the event (see `ops::events`).
+        let events: Vec<NewEvent> = ids
             .iter()
-            .zip(ids.iter().zip(&identity_ids))
-            .map(|((kind, address, name), (id, identity_id))| {
-                let customer = Customer {
-                    id: *id,
-                    name: name.clone(),
-                    language: None,
-                    merged_into: None,
-                    created_at: created_at.clone(),
-                    updated_at: created_at.clone(),
-                    identities: vec![Identity {
-                        id: *identity_id,
-                        customer_id: *id,
-                        kind: *kind,
-                        address: address.clone(),
-                        created_at: created_at.clone(),
-                    }],
-                };
-                NewEvent {
-                    kind: "customer.created",
-                    case_id: None,
-                    customer_id: *id,
-                    payload: json!({ "customer": customer }),
-                }
+            .zip(&identity_ids)
+            .map(|(id, identity_id)| NewEvent {
+                kind: "customer.created",
+                case_id: None,
+                customer_id: *id,
+                payload: json!({ "customer_id": id, "identity_id": identity_id }),
             })
             .collect();
         insert_events(tx, &events)?;
@@ -516,7 +497,7 @@ fn ingest_many(
                 let case = Case {
                     id: *id,
                     customer_id: customer_of[i],
-                    subject: items[i].subject.clone(),
+                    subject: None,
                     status: CaseStatus::Open,
                     priority: Priority::Normal,
                     assignee_id: None,
@@ -534,7 +515,7 @@ fn ingest_many(
                     kind: "case.created",
                     case_id: Some(*id),
                     customer_id: customer_of[i],
-                    payload: json!({ "case": case }),
+                    payload: case_ref(&case),
                 }
             })
             .collect();
@@ -615,7 +596,7 @@ fn ingest_many(
                 kind: "message.received",
                 case_id: Some(m.case_id),
                 customer_id: m.customer_id,
-                payload: json!({ "message": m }),
+                payload: message_ref(m),
             })
             .collect();
         let ids = insert_events(tx, &events)?;
@@ -762,7 +743,7 @@ fn ingest_in(tx: &mut Tx<'_>, m: &NewInbound, reopen_window_us: i64) -> Result<I
         },
     )?;
     let message_id = message.id;
-    let event_id = tx.event("message.received", Some(case_id), Some(customer_id), &json!({ "message": message }))?;
+    let event_id = tx.event("message.received", Some(case_id), Some(customer_id), &message_ref(&message))?;
     tx.conn.execute(
         "UPDATE cases SET updated_at = ?, last_message_at = ?, last_event_id = ?, subject = COALESCE(subject, ?) WHERE id = ?",
         &params![now, now, event_id, m.subject.as_deref(), case_id],
@@ -858,7 +839,7 @@ fn new_case(tx: &mut Tx<'_>, customer_id: i64, subject: Option<&str>, channel: C
         .map(|r| r.i64(0))
         .ok_or_else(|| StoreError::Database("case insert returned no id".into()))?;
     let case = load_case(tx.conn, id)?;
-    tx.event("case.created", Some(id), Some(customer_id), &json!({ "case": case }))?;
+    tx.event("case.created", Some(id), Some(customer_id), &case_ref(&case))?;
     Ok(id)
 }
 

@@ -22,7 +22,7 @@ pub use auth::*;
 pub use cases::*;
 pub use contacts::*;
 pub use customers::*;
-
+pub use events::{event_message_id, Audience, ClientEvent, SessionViewer, MESSAGE_EVENT_KINDS};
 pub use inbox::*;
 pub use ingest::*;
 pub use jobs::*;

@@ -1,0 +1,405 @@
+//! The live event hub: one per node. It reads each new stretch of the event log once
+//! (rendered for clients, with each event's audience) and hands every open stream, in
+//! memory, the events it may see — decided from the event's audience and the caller's teams
+//! the hub keeps for the stream ([`Viewer`]). An open stream costs no database query per
+//! commit, and a stream that gets nothing is not even woken. A stream whose queue
+//! overflowed catches up from the database by itself (see `api::events::stream`).
+//!
+//! The hub publishes every event after its start in id order, and a stream subscribes
+//! before it reads the database from its cursor; it skips events at or below its cursor.
+//! So a stream never skips or repeats an id.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, Once, Weak};
+use std::time::Duration;
+
+use kontor_core::Role;
+use kontor_store::{Audience, ClientEvent, SessionViewer, Store, StoreError};
+use tokio::sync::mpsc;
+
+/// Deliveries the hub queues per stream; a stream further behind reads the database.
+pub const DEFAULT_CAPACITY: usize = 256;
+/// The shortest time between two reads of the hub: under heavy ingest one read covers the
+/// commits of this long (what it adds to a stream's latency at most).
+const COALESCE: Duration = Duration::from_millis(10);
+/// Events read (and published) at most per batch.
+pub const PAGE: i64 = 500;
+/// How often the hub looks at the database even without a commit notification (another
+/// process writing the same SQLite file, a missed PostgreSQL notification).
+const POLL: Duration = Duration::from_secs(2);
+
+/// A staff membership change a stream applies to the teams it keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TeamChange {
+    /// `team.member_added`.
+    Added { team_id: i64, user_id: i64 },
+    /// `team.member_removed`.
+    Removed { team_id: i64, user_id: i64 },
+    /// `team.deleted`: every membership of the team ends.
+    Deleted { team_id: i64 },
+}
+
+/// One event as streams receive it: rendered and serialised once per node.
+#[derive(Debug, Clone)]
+pub struct LiveEvent {
+    /// The event id (the SSE `id:`).
+    pub id: i64,
+    /// The event's JSON, as `GET /api/v1/events` shows it (the SSE `data:`).
+    pub data: String,
+    /// Who may see it.
+    pub audience: Audience,
+    /// When it was committed, in microseconds since the epoch (for the stream-lag metric).
+    pub created_at_us: i64,
+    /// The API token a `token.revoked` event revokes.
+    pub revoked_token: Option<i64>,
+    /// A membership change that alters what streams of that user may see.
+    pub team_change: Option<TeamChange>,
+    /// The staff user a `user.updated` event changed (role, deactivation).
+    pub user_updated: Option<i64>,
+}
+
+impl LiveEvent {
+    /// Serialises a rendered event once, and notes what streams must react to.
+    pub fn new(e: ClientEvent) -> LiveEvent {
+        let p = &e.event.payload;
+        let int = |key: &str| p.get(key).and_then(serde_json::Value::as_i64);
+        let team_change = match (e.event.kind.as_str(), int("team_id"), int("user_id")) {
+            ("team.member_added", Some(team_id), Some(user_id)) => Some(TeamChange::Added { team_id, user_id }),
+            ("team.member_removed", Some(team_id), Some(user_id)) => Some(TeamChange::Removed { team_id, user_id }),
+            ("team.deleted", Some(team_id), _) => Some(TeamChange::Deleted { team_id }),
+            _ => None,
+        };
+        let revoked_token = (e.event.kind == "token.revoked")
+            .then(|| p.pointer("/token/id").and_then(serde_json::Value::as_i64))
+            .flatten();
+        let user_updated = (e.event.kind == "user.updated").then(|| int("user_id")).flatten();
+        LiveEvent {
+            id: e.event.id,
+            data: serde_json::to_string(&e.event).unwrap_or_default(),
+            audience: e.audience,
+            created_at_us: e.created_at_us,
+            revoked_token,
+            team_change,
+            user_updated,
+        }
+    }
+}
+
+/// Every event with `after < id <= upto()`, oldest first (never empty).
+#[derive(Debug)]
+pub struct LiveBatch {
+    /// The id the batch continues from.
+    pub after: i64,
+    /// The events, in id order.
+    pub events: Vec<LiveEvent>,
+}
+
+impl LiveBatch {
+    /// The newest id in the batch.
+    pub fn upto(&self) -> i64 {
+        self.events.last().map(|e| e.id).unwrap_or(self.after)
+    }
+}
+
+/// Reads one page of events after `after`, rendered for streams (for the hub, and for a
+/// stream catching up by itself).
+pub async fn read_page(store: &Store, after: i64) -> Result<Vec<LiveEvent>, StoreError> {
+    Ok(store.client_events_after(after, PAGE).await?.into_iter().map(LiveEvent::new).collect())
+}
+
+/// What a stream's caller may see: everything (admins, API tokens), or, for a restricted
+/// staff user, the events whose audience includes one of their teams. Kept in the stream;
+/// follows membership changes as their events pass, and the session on each recheck.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Viewer {
+    /// The staff user behind a session (none for an API token).
+    pub user_id: Option<i64>,
+    /// Sees every event.
+    pub unrestricted: bool,
+    /// The user's teams (used only when restricted).
+    pub teams: HashSet<i64>,
+}
+
+impl Viewer {
+    /// A restricted caller with no team (sees only cases without a team).
+    pub fn nobody() -> Viewer {
+        Viewer { user_id: None, unrestricted: false, teams: HashSet::new() }
+    }
+
+    /// An API token or other unrestricted caller.
+    pub fn unrestricted() -> Viewer {
+        Viewer { user_id: None, unrestricted: true, teams: HashSet::new() }
+    }
+
+    /// A signed-in staff user as they are now (admins see everything).
+    pub fn staff(s: &SessionViewer) -> Viewer {
+        Viewer { user_id: Some(s.user_id), unrestricted: s.role == Role::Admin, teams: s.teams.clone() }
+    }
+
+    /// True if the caller may see the event.
+    pub fn sees(&self, e: &LiveEvent) -> bool {
+        self.unrestricted || e.audience.admits(&self.teams)
+    }
+
+    /// Applies a membership change of this user. Returns true if the event changed this
+    /// user in a way only the database can tell (role, deactivation): re-read the session.
+    pub fn follow(&mut self, e: &LiveEvent) -> bool {
+        let Some(me) = self.user_id else { return false };
+        match e.team_change {
+            Some(TeamChange::Added { team_id, user_id }) if user_id == me => {
+                self.teams.insert(team_id);
+            }
+            Some(TeamChange::Removed { team_id, user_id }) if user_id == me => {
+                self.teams.remove(&team_id);
+            }
+            Some(TeamChange::Deleted { team_id }) => {
+                self.teams.remove(&team_id);
+            }
+            _ => {}
+        }
+        e.user_updated == Some(me)
+    }
+}
+
+/// What the hub hands one stream: the events of a batch that stream may see.
+#[derive(Debug)]
+pub struct Delivery {
+    /// The visible events, in id order (shared with the other streams).
+    pub events: Vec<Arc<LiveEvent>>,
+    /// An event changed the stream's user (role, deactivation): re-read the session.
+    pub recheck: bool,
+}
+
+/// One open stream as the hub sees it.
+struct Slot {
+    /// What the stream may see; the hub applies membership events to it as it publishes
+    /// them, the stream replaces it when it re-reads its session.
+    viewer: Mutex<Viewer>,
+    sender: mpsc::Sender<Delivery>,
+    /// Set when a delivery did not fit: the stream must read the database itself.
+    lagged: AtomicBool,
+}
+
+/// A stream's subscription to the hub.
+pub struct Subscription {
+    slot: Arc<Slot>,
+    receiver: mpsc::Receiver<Delivery>,
+}
+
+impl Subscription {
+    /// The next delivery (`None` once the hub is gone).
+    pub async fn recv(&mut self) -> Option<Delivery> {
+        self.receiver.recv().await
+    }
+
+    /// True (once) if deliveries were dropped since the last call: the stream must catch
+    /// up from the database.
+    pub fn take_lagged(&self) -> bool {
+        self.slot.lagged.swap(false, Ordering::AcqRel)
+    }
+
+    /// The viewer as the hub applies it now.
+    pub fn viewer(&self) -> Viewer {
+        self.slot.viewer.lock().map(|v| v.clone()).unwrap_or_else(|_| Viewer::nobody())
+    }
+
+    /// Replaces the viewer (after re-reading the session).
+    pub fn set_viewer(&self, viewer: Viewer) {
+        if let Ok(mut v) = self.slot.viewer.lock() {
+            *v = viewer;
+        }
+    }
+}
+
+/// The node's hub: reads new events once and hands each stream what it may see.
+///
+/// Not a `broadcast`: a broadcast wakes every stream for every batch, and with a thousand
+/// streams of agents who see none of it, those wake-ups alone cost the write path more
+/// than half its throughput. The hub instead decides per stream (in memory, from the
+/// viewer it keeps for it) and wakes only streams that get something.
+pub struct Hub {
+    store: Store,
+    slots: Mutex<Vec<Arc<Slot>>>,
+    capacity: usize,
+    started: Once,
+    /// The newest id published (or passed over while no stream listened).
+    position: AtomicI64,
+}
+
+impl Hub {
+    /// A hub over `store` keeping up to [`DEFAULT_CAPACITY`] deliveries per stream; its
+    /// task starts with the first subscriber.
+    pub fn new(store: Store) -> Arc<Hub> {
+        Self::with_capacity(store, DEFAULT_CAPACITY)
+    }
+
+    /// A hub keeping up to `capacity` deliveries per stream; a stream further behind reads
+    /// the database.
+    pub fn with_capacity(store: Store, capacity: usize) -> Arc<Hub> {
+        Arc::new(Hub {
+            store,
+            slots: Mutex::default(),
+            capacity: capacity.max(1),
+            started: Once::new(),
+            position: AtomicI64::new(0),
+        })
+    }
+
+    /// Receives what `viewer` may see of every batch published from now on (starts the
+    /// hub's task if needed; must be called inside a Tokio runtime).
+    pub fn subscribe(self: &Arc<Self>, viewer: Viewer) -> Subscription {
+        let (sender, receiver) = mpsc::channel(self.capacity);
+        let slot = Arc::new(Slot { viewer: Mutex::new(viewer), sender, lagged: AtomicBool::new(false) });
+        if let Ok(mut slots) = self.slots.lock() {
+            slots.push(slot.clone());
+        }
+        self.started.call_once(|| {
+            tokio::spawn(run(Arc::downgrade(self), self.store.clone()));
+        });
+        Subscription { slot, receiver }
+    }
+
+    /// The newest event id the hub has published (or passed over while no stream listened).
+    pub fn position(&self) -> i64 {
+        self.position.load(Ordering::Acquire)
+    }
+
+    /// Streams subscribed now.
+    pub fn subscribers(&self) -> usize {
+        self.slots
+            .lock()
+            .map(|mut s| {
+                s.retain(|slot| !slot.sender.is_closed());
+                s.len()
+            })
+            .unwrap_or(0)
+    }
+
+    /// Hands each stream the events of `batch` it may see; streams that get nothing are not
+    /// woken. Registration and publishing share the lock, so a stream misses no batch
+    /// published after it subscribed.
+    fn publish(&self, batch: &LiveBatch) {
+        let events: Vec<Arc<LiveEvent>> = batch.events.iter().cloned().map(Arc::new).collect();
+        let Ok(mut slots) = self.slots.lock() else { return };
+        slots.retain(|slot| !slot.sender.is_closed());
+        for slot in slots.iter() {
+            let Ok(mut viewer) = slot.viewer.lock() else { continue };
+            let mut recheck = false;
+            let mut picked = Vec::new();
+            for e in &events {
+                recheck |= viewer.follow(e);
+                if viewer.sees(e) {
+                    picked.push(e.clone());
+                }
+            }
+            drop(viewer);
+            if (picked.is_empty() && !recheck) || slot.lagged.load(Ordering::Acquire) {
+                continue;
+            }
+            if let Err(mpsc::error::TrySendError::Full(_)) = slot.sender.try_send(Delivery { events: picked, recheck })
+            {
+                slot.lagged.store(true, Ordering::Release);
+            }
+        }
+    }
+}
+
+/// The hub's task: after each commit notification (or [`POLL`]), reads what is new in
+/// pages and publishes each page. Ends when the hub is dropped. Reads at most every
+/// [`COALESCE`], so that under heavy ingest one read covers several commits. While no
+/// stream listens it reads nothing and moves on (a new stream starts from the database).
+async fn run(hub: Weak<Hub>, store: Store) {
+    let mut latest = store.subscribe();
+    let mut cursor = *latest.borrow_and_update();
+    if let Some(hub) = hub.upgrade() {
+        hub.position.store(cursor, Ordering::Release);
+    }
+    loop {
+        let known = *latest.borrow_and_update();
+        let read_at = tokio::time::Instant::now();
+        {
+            let Some(hub) = hub.upgrade() else { return };
+            if hub.subscribers() == 0 {
+                cursor = cursor.max(known);
+                hub.position.store(cursor, Ordering::Release);
+            } else {
+                loop {
+                    match read_page(&store, cursor).await {
+                        Ok(events) if events.is_empty() => break,
+                        Ok(events) => {
+                            let full = events.len() as i64 >= PAGE;
+                            let batch = LiveBatch { after: cursor, events };
+                            cursor = batch.upto();
+                            hub.publish(&batch);
+                            hub.position.store(cursor, Ordering::Release);
+                            if !full {
+                                break;
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "Live event hub cannot read events; retrying.");
+                            tokio::time::sleep(Duration::from_millis(500)).await;
+                        }
+                    }
+                }
+            }
+        }
+        tokio::select! {
+            changed = latest.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                tokio::time::sleep_until(read_at + COALESCE).await;
+            }
+            _ = tokio::time::sleep(POLL) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(id: i64, audience: Audience) -> LiveEvent {
+        LiveEvent {
+            id,
+            data: String::new(),
+            audience,
+            created_at_us: 0,
+            revoked_token: None,
+            team_change: None,
+            user_updated: None,
+        }
+    }
+
+    #[test]
+    fn a_viewer_follows_its_own_membership_changes_only() {
+        let mut v = Viewer { user_id: Some(5), unrestricted: false, teams: HashSet::from([1]) };
+        let of_team_2 = event(1, Audience::Teams(vec![Some(2)]));
+        assert!(!v.sees(&of_team_2));
+        let mut change = event(2, Audience::Unrestricted);
+        change.team_change = Some(TeamChange::Added { team_id: 2, user_id: 6 });
+        assert!(!v.follow(&change));
+        assert!(!v.sees(&of_team_2), "another user's membership changes nothing");
+        change.team_change = Some(TeamChange::Added { team_id: 2, user_id: 5 });
+        v.follow(&change);
+        assert!(v.sees(&of_team_2));
+        change.team_change = Some(TeamChange::Deleted { team_id: 2 });
+        v.follow(&change);
+        assert!(!v.sees(&of_team_2));
+        assert!(!v.sees(&change), "staff events are for unrestricted viewers");
+        assert!(Viewer::unrestricted().sees(&change));
+        let mut updated = event(3, Audience::Unrestricted);
+        updated.user_updated = Some(5);
+        assert!(v.follow(&updated), "a change of the user asks for a session re-read");
+    }
+
+    #[test]
+    fn a_batch_ends_at_its_newest_event() {
+        let b =
+            LiveBatch { after: 10, events: vec![event(12, Audience::Unrestricted), event(15, Audience::Unrestricted)] };
+        assert_eq!(b.upto(), 15);
+        assert_eq!(LiveBatch { after: 10, events: vec![] }.upto(), 10);
+    }
+}

@@ -49,28 +49,35 @@ pub async fn open_vault(store: &Store, config: &Config) -> Result<Vault, String>
     Ok(vault)
 }
 
-/// A file received with a message, before its bytes are stored.
+/// A file received with a message, before its bytes are stored: the attachment it becomes
+/// (the content type sniffed from the bytes, size and SHA-256; no blob id yet) and the bytes.
 #[derive(Debug, Clone)]
 pub struct Upload {
-    pub filename: String,
-    /// What the sender said it is (used only when the bytes do not tell).
-    pub declared_type: String,
+    pub attachment: Attachment,
     pub bytes: Bytes,
 }
 
 impl Upload {
-    /// The attachment this upload becomes: the content type sniffed from the bytes, its size
-    /// and SHA-256 (no blob id yet).
-    pub fn describe(&self) -> Attachment {
-        let content_type = sniff(&self.bytes, &self.declared_type);
-        Attachment {
+    /// Describes `bytes` here and now (small inline files).
+    pub fn describe(filename: String, declared_type: String, bytes: Bytes) -> Upload {
+        let attachment = Attachment {
             id: None,
-            filename: self.filename.clone(),
-            content_type,
-            size: self.bytes.len() as i64,
+            filename,
+            content_type: sniff(&bytes, &declared_type),
+            size: bytes.len() as i64,
             url: None,
-            sha256: Some(hex::encode(Sha256::digest(&self.bytes))),
+            sha256: Some(hex::encode(Sha256::digest(&bytes))),
             blob_id: None,
+        };
+        Upload { attachment, bytes }
+    }
+
+    /// Describes `bytes` on a blocking thread (uploaded files may be large).
+    pub async fn new(filename: String, declared_type: String, bytes: Bytes) -> Upload {
+        let (name, declared, data) = (filename.clone(), declared_type.clone(), bytes.clone());
+        match tokio::task::spawn_blocking(move || Upload::describe(name, declared, data)).await {
+            Ok(u) => u,
+            Err(_) => Upload::describe(filename, declared_type, bytes),
         }
     }
 }
@@ -100,6 +107,16 @@ pub fn sniff(bytes: &[u8], declared: &str) -> String {
         return declared;
     }
     fallback()
+}
+
+/// Deletes the stored bytes of attachments whose message was not stored after all (best
+/// effort: what remains is removed by the sweep).
+pub async fn discard(vault: &Vault, attachments: &[Attachment]) {
+    for blob in attachments.iter().filter_map(|a| a.blob_id.as_deref()) {
+        if let Err(e) = vault.delete(blob).await {
+            tracing::debug!(error = %e, "Cannot delete an unused blob; the sweep will.");
+        }
+    }
 }
 
 /// Stores the bytes of `uploads` in the blob store (durably, before the message that refers to

@@ -31,6 +31,11 @@ pub struct Config {
     /// Largest attachment in bytes (a `file` part of a multipart upload, or the decoded
     /// `content_base64` of a JSON one, which must also fit in `max_body_bytes`).
     pub max_attachment_bytes: usize,
+    /// Largest multipart upload (the message and all its files together).
+    pub max_upload_bytes: usize,
+    /// Multipart uploads received at the same time on this node; more answer 503 with
+    /// `Retry-After` (bounds the memory uploads can take: this × `max_upload_bytes`).
+    pub max_concurrent_uploads: usize,
     /// Where attachments' bytes are kept (`[blobs]`: a local directory by default, or S3).
     #[serde(skip_serializing)]
     pub blobs: kontor_vault::BlobsConfig,
@@ -88,6 +93,8 @@ impl Default for Config {
             node_name: None,
             write_queue_capacity: 10_000,
             max_attachment_bytes: 25 * 1024 * 1024,
+            max_upload_bytes: 50 * 1024 * 1024,
+            max_concurrent_uploads: 4,
             blobs: kontor_vault::BlobsConfig::default(),
             vault: kontor_vault::VaultConfig::default(),
             api_channel: ApiChannelConfig::default(),
@@ -109,6 +116,8 @@ impl std::fmt::Debug for Config {
             .field("node_name", &self.node_name)
             .field("write_queue_capacity", &self.write_queue_capacity)
             .field("max_attachment_bytes", &self.max_attachment_bytes)
+            .field("max_upload_bytes", &self.max_upload_bytes)
+            .field("max_concurrent_uploads", &self.max_concurrent_uploads)
             .field("blobs", &self.blobs)
             .field("vault", &self.vault)
             .field("api_channel", &self.api_channel)
@@ -160,6 +169,8 @@ const TOP_KEYS: &[&str] = &[
     "node_name",
     "write_queue_capacity",
     "max_attachment_bytes",
+    "max_upload_bytes",
+    "max_concurrent_uploads",
     "blobs",
     "vault",
     "api_channel",

@@ -37,6 +37,8 @@ pub enum AppError {
     Unavailable,
     /// 503: too many writes are waiting for the database (the writer's queue is full).
     Overloaded,
+    /// 503 with its own reason (e.g. too many uploads at once), with `Retry-After`.
+    Busy(String),
     /// 500: a bug; details are logged, never sent.
     Internal(String),
 }
@@ -107,6 +109,7 @@ impl IntoResponse for AppError {
                 "the database is unavailable; retry shortly".into(),
                 Value::Null,
             ),
+            AppError::Busy(m) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", m, Value::Null),
             AppError::Overloaded => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",

@@ -55,6 +55,8 @@ pub struct AppState {
     /// The encrypted blob store (attachments' bytes); `None` until opened
     /// ([`blobs::open_vault`]): then uploads and downloads answer 503.
     pub vault: Option<kontor_vault::Vault>,
+    /// Multipart uploads being received on this node (`max_concurrent_uploads` permits).
+    pub uploads: Arc<tokio::sync::Semaphore>,
     /// This node's live event hub: new events are read once and fanned out to the streams.
     pub live: Arc<live::Hub>,
 }
@@ -78,6 +80,7 @@ impl AppState {
             jobs: Arc::new(jobs::JobRegistry::standard()),
             runtime: Arc::default(),
             vault: None,
+            uploads: Arc::new(tokio::sync::Semaphore::new(config.max_concurrent_uploads.max(1))),
             live: live::Hub::new(store.clone()),
             store,
             config: Arc::new(config),

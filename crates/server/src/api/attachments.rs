@@ -56,7 +56,7 @@ impl Incoming {
     pub fn describe(&self) -> Attachment {
         match self {
             Incoming::Link(a) => a.clone(),
-            Incoming::Upload(u) => u.describe(),
+            Incoming::Upload(u) => u.attachment.clone(),
         }
     }
 }
@@ -95,11 +95,7 @@ pub fn validate(list: Vec<AttachmentIn>, max_bytes: usize) -> Result<Vec<Incomin
                 if a.size.is_some_and(|s| s != bytes.len() as i64) {
                     return Err(AppError::invalid(&field("size"), "does not match the decoded content"));
                 }
-                out.push(Incoming::Upload(Upload {
-                    filename: a.filename,
-                    declared_type: a.content_type,
-                    bytes: Bytes::from(bytes),
-                }));
+                out.push(Incoming::Upload(Upload::describe(a.filename, a.content_type, Bytes::from(bytes))));
             }
             (None, url) => {
                 if let Some(url) = &url {
@@ -128,7 +124,7 @@ pub async fn store(state: &AppState, list: Vec<Incoming>) -> Result<Vec<Attachme
             Incoming::Link(a) => out[i] = Some(a),
             Incoming::Upload(u) => {
                 slots.push(i);
-                uploads.push((u.describe(), u.bytes));
+                uploads.push((u.attachment, u.bytes));
             }
         }
     }

@@ -165,7 +165,7 @@ pub async fn stream(
     metrics.stream_clients.inc();
     let gauge = ClientGauge(metrics.stream_clients.clone());
     let mut presence = state.store.subscribe_presence();
-    let mut seen = crate::auth::Visibility::for_caller(&caller);
+    let mut seen = crate::auth::Visibility::for_actor(&caller.actor());
     let state2 = state.clone();
     let token_id = caller.token_id;
     let mut st = StreamState { cursor: start, viewer, token_id, recheck: false, metrics };
@@ -248,7 +248,7 @@ pub async fn stream(
                         let case = serde_json::from_str::<serde_json::Value>(&payload)
                             .ok()
                             .and_then(|v| v.get("case_id").and_then(|c| c.as_i64()));
-                        if seen.can_see(&state2, case).await {
+                        if seen.can_see(&state2.store, case).await {
                             yield Ok(SseEvent::default().event("presence").data(payload));
                         }
                     }

@@ -231,14 +231,15 @@ pub async fn inbound(
         }
     };
     let max_file = state.config.max_attachment_bytes;
-    let (req, files) = read_request(&state, &headers, body).await?;
+    // The upload slot is held until the files are stored.
+    let (req, files, _upload_slot) = read_request(&state, &headers, body).await?;
     let (mut msg, mut incoming) =
         validate(req, key, format!("token:{token_id}"), &state.config.default_region, max_file)?;
     if incoming.len() + files.len() > MAX_ATTACHMENTS {
         return Err(AppError::invalid("attachments", format!("at most {MAX_ATTACHMENTS} attachments per message")));
     }
     for f in files {
-        msg.attachments.push(f.describe());
+        msg.attachments.push(f.attachment.clone());
         incoming.push(Incoming::Upload(f));
     }
     if msg.text.trim().is_empty() && msg.attachments.is_empty() {
@@ -266,11 +267,11 @@ async fn read_request(
     state: &AppState,
     headers: &HeaderMap,
     body: axum::body::Body,
-) -> Result<(InboundRequest, Vec<Upload>), AppError> {
+) -> Result<(InboundRequest, Vec<Upload>, Option<tokio::sync::OwnedSemaphorePermit>), AppError> {
     let content_type = headers.get(axum::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     if !content_type.to_ascii_lowercase().starts_with("multipart/form-data") {
         let bytes = axum::body::to_bytes(body, state.config.max_body_bytes).await.map_err(|_| AppError::TooLarge)?;
-        return Ok((parse_json(&bytes)?, Vec::new()));
+        return Ok((parse_json(&bytes)?, Vec::new(), None));
     }
     let boundary =
         multer::parse_boundary(content_type).map_err(|e| AppError::BadRequest(format!("multipart body: {e}")))?;
@@ -281,6 +282,10 @@ async fn read_request(
             .for_field("file", max_file)
             .whole_stream(state.config.max_body_bytes as u64 + max_file.saturating_mul(MAX_ATTACHMENTS as u64)),
     );
+    // Uploads are held in memory until stored: bound how many arrive at once.
+    let slot = state.uploads.clone().try_acquire_owned().map_err(|_| {
+        AppError::Busy("too many uploads at once on this node; retry shortly".into())
+    })?;
     let mut parts = multer::Multipart::with_constraints(body.into_data_stream(), boundary, constraints);
     let mut message = None;
     let mut files = Vec::new();
@@ -313,13 +318,13 @@ async fn read_request(
                 }
                 check_len(&format!("file[{i}].filename"), &filename, 255)?;
                 let bytes = field.bytes().await.map_err(multipart_error)?;
-                files.push(Upload { filename, declared_type: declared, bytes });
+                files.push(Upload::new(filename, declared, bytes).await);
             }
         }
     }
     let message =
         message.ok_or_else(|| AppError::invalid("message", "the multipart body needs a message part (JSON)"))?;
-    Ok((message, files))
+    Ok((message, files, Some(slot)))
 }
 
 fn multipart_error(e: multer::Error) -> AppError {

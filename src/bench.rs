@@ -40,6 +40,11 @@ pub enum BenchCommand {
         /// Skip the raw insert comparison.
         #[arg(long)]
         no_raw: bool,
+        /// Event streams kept open during the load, each with its own staff session of an
+        /// agent in a team that cannot see the benchmark's cases (sessions made directly in
+        /// the store).
+        #[arg(long, default_value_t = 0)]
+        idle_streams: usize,
     },
     /// Server time of the inbox page and of a long case page for a signed-in agent.
     Pages {
@@ -57,8 +62,27 @@ pub enum BenchCommand {
 
 pub async fn run(cmd: BenchCommand, cfg: Config) -> Result<()> {
     match cmd {
-        BenchCommand::Ingest { clients, seconds, warmup, customers, stream_rate, stream_seconds, no_raw } => {
-            ingest(cfg, clients, seconds, warmup, customers, stream_rate, stream_seconds, no_raw).await
+        BenchCommand::Ingest {
+            clients,
+            seconds,
+            warmup,
+            customers,
+            stream_rate,
+            stream_seconds,
+            no_raw,
+            idle_streams,
+        } => {
+            let opts = IngestOptions {
+                clients,
+                seconds,
+                warmup,
+                customers,
+                stream_rate,
+                stream_seconds,
+                no_raw,
+                idle_streams,
+            };
+            ingest(cfg, opts).await
         }
         BenchCommand::Pages { cases, messages, requests } => pages(cfg, cases, messages, requests).await,
     }
@@ -207,9 +231,8 @@ async fn pages(mut cfg: Config, cases: u64, messages: u64, requests: u64) -> Res
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn ingest(
-    mut cfg: Config,
+/// The flags of `kontor bench ingest`.
+struct IngestOptions {
     clients: usize,
     seconds: u64,
     warmup: u64,
@@ -217,7 +240,144 @@ async fn ingest(
     stream_rate: u64,
     stream_seconds: u64,
     no_raw: bool,
-) -> Result<()> {
+    idle_streams: usize,
+}
+
+/// Open idle streams: how many opened, and how many events they were sent (should be none:
+/// their agents cannot see the benchmark's cases).
+struct IdleStreams {
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    delivered: Arc<AtomicU64>,
+}
+
+impl Drop for IdleStreams {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// This process's resident memory and threads (the benchmark runs the server in-process,
+/// so this includes the HTTP clients).
+fn process_figures() -> (f64, f64, u64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    (field("VmRSS:") as f64 / 1024.0, field("VmHWM:") as f64 / 1024.0, field("Threads:"))
+}
+
+/// Gives every benchmark customer an open case in the team `own` before the load, so the
+/// load's messages thread into cases that agents of other teams cannot see.
+async fn seed_team_cases(store: &Store, customers: u64, own: i64) -> Result<()> {
+    let mut c = 0;
+    while c < customers {
+        let chunk: Vec<_> = (c..(c + 500).min(customers))
+            .map(|i| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let r = store
+                        .ingest(kontor_store::NewInbound {
+                            channel: kontor_core::Channel::Api,
+                            from_kind: kontor_core::IdentityKind::Email,
+                            from_address: format!("kunde{i}@bench.example.de"),
+                            name: Some(format!("Kunde {i}")),
+                            subject: Some("Zählerstand".into()),
+                            text: format!("Erste Nachricht von Kunde {i}."),
+                            html: None,
+                            attachments: vec![],
+                            provider_message_id: Some(format!("bench-seed-{i}")),
+                            idempotency_key: None,
+                            idempotency_scope: "bench-seed".into(),
+                            case_id: None,
+                        })
+                        .await?;
+                    let patch = kontor_store::CasePatch { team_id: Some(Some(own)), ..Default::default() };
+                    store.patch_case(r.case_id, patch).await?;
+                    anyhow::Ok(())
+                })
+            })
+            .collect();
+        for t in chunk {
+            t.await??;
+        }
+        c = (c + 500).min(customers);
+    }
+    Ok(())
+}
+
+/// Creates `n` staff sessions of agents in team `other` (a few agents, many sessions).
+async fn idle_sessions(store: &Store, n: usize, other: i64, run: u64) -> Result<Vec<String>> {
+    let mut agents = Vec::new();
+    for i in 0..n.min(10) {
+        let user = store
+            .create_user(
+                format!("idle{i}-{run}@bench.example"),
+                format!("Idle Agent {i}"),
+                Role::Agent,
+                "bench-passwort".into(),
+            )
+            .await?;
+        store.add_team_member(other, user.id).await?;
+        agents.push(user.id);
+    }
+    let tasks: Vec<_> = (0..n)
+        .map(|i| {
+            let store = store.clone();
+            let user = agents[i % agents.len()];
+            tokio::spawn(async move { store.create_session(user, 3600).await })
+        })
+        .collect();
+    let mut sessions = Vec::with_capacity(n);
+    for t in tasks {
+        sessions.push(t.await??);
+    }
+    Ok(sessions)
+}
+
+/// Opens one event stream per session and keeps reading them; returns once all are open.
+async fn open_idle_streams(base: &str, sessions: &[String]) -> Result<IdleStreams> {
+    let client = reqwest::Client::builder().pool_max_idle_per_host(0).build()?;
+    let delivered = Arc::new(AtomicU64::new(0));
+    let mut opening = Vec::new();
+    for chunk in sessions.chunks(100) {
+        let mut wave = Vec::new();
+        for session in chunk {
+            let request = client
+                .get(format!("{base}/api/v1/events/stream"))
+                .header("cookie", format!("kontor_session={session}"))
+                .header("accept", "text/event-stream");
+            wave.push(tokio::spawn(async move { request.send().await }));
+        }
+        for w in wave {
+            opening.push(w.await?.context("open idle stream")?);
+        }
+    }
+    let mut tasks = Vec::new();
+    for resp in opening {
+        if !resp.status().is_success() {
+            bail!("idle event stream answered {}", resp.status());
+        }
+        let delivered = delivered.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut bytes = resp.bytes_stream();
+            while let Some(Ok(chunk)) = bytes.next().await {
+                let text = String::from_utf8_lossy(&chunk);
+                let n = text.lines().filter(|l| l.starts_with("id:")).count() as u64;
+                delivered.fetch_add(n, Ordering::Relaxed);
+            }
+        }));
+    }
+    Ok(IdleStreams { tasks, delivered })
+}
+
+async fn ingest(mut cfg: Config, o: IngestOptions) -> Result<()> {
     let tmp = tempdir_for(&cfg)?;
     if cfg.database_url.is_none() {
         cfg.data_dir = tmp.clone();
@@ -225,14 +385,31 @@ async fn ingest(
     let url = cfg.database_url();
     let backend = kontor_store::backend_for(&url)?;
     eprintln!("Kontor ingest benchmark on {:?} ({})", backend, kontor_server::config::redact_url(&url));
-    let raw = if no_raw { None } else { Some(raw_insert(backend, &url).await?) };
+    let raw = if o.no_raw { None } else { Some(raw_insert(backend, &url).await?) };
 
     // The server runs on its own runtime, as it would in its own process.
     let store = Store::open(&url, cfg.store_settings())?;
-    // Messages come in with an ingest token, as from an integration; the stream is read with
-    // an agent token.
+    let run_id = std::process::id() as u64 * 1_000_000 + (kontor_store::now_us() as u64 % 1_000_000);
+    // Messages come in with an ingest token, as from an integration, and thread into cases
+    // of the team "own". The latency stream is read by an agent of that team; the idle
+    // streams by agents of another team, who see none of it.
     let (_t, token) = store.create_token("bench".into(), Role::Ingest).await?;
-    let (_t, reader) = store.create_token("bench-stream".into(), Role::Agent).await?;
+    let own = store.create_team(format!("Bench Eigene {run_id}")).await?;
+    let other = store.create_team(format!("Bench Andere {run_id}")).await?;
+    eprintln!("seeding {} customers' cases in team {:?}", o.customers, own.name);
+    seed_team_cases(&store, o.customers, own.id).await?;
+    let reader_user = store
+        .create_user(
+            format!("reader-{run_id}@bench.example"),
+            "Bench Reader".into(),
+            Role::Agent,
+            "bench-passwort".into(),
+        )
+        .await?;
+    store.add_team_member(own.id, reader_user.id).await?;
+    let reader = store.create_session(reader_user.id, 3600).await?;
+    let sessions =
+        if o.idle_streams > 0 { idle_sessions(&store, o.idle_streams, other.id, run_id).await? } else { vec![] };
     let stats_store = store.clone();
     let state = AppState::new(store, cfg.clone());
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
@@ -249,32 +426,40 @@ async fn ingest(
         }
     });
     let base = format!("http://{addr}");
-    let client = reqwest::Client::builder().pool_max_idle_per_host(clients * 2).build()?;
+    let client = reqwest::Client::builder().pool_max_idle_per_host(o.clients * 2).build()?;
     wait_ready(&client, &base).await?;
-    let run_id = std::process::id() as u64 * 1_000_000 + (kontor_store::now_us() as u64 % 1_000_000);
+    let (_, _, threads_before) = process_figures();
+    let idle = if sessions.is_empty() {
+        None
+    } else {
+        eprintln!("opening {} idle event streams", sessions.len());
+        Some(open_idle_streams(&base, &sessions).await?)
+    };
 
     // Phase 1: sustained throughput.
-    if warmup > 0 {
-        load(&client, &base, &token, clients, Duration::from_secs(warmup), customers, run_id, "warm-up").await?;
+    if o.warmup > 0 {
+        load(&client, &base, &token, o.clients, Duration::from_secs(o.warmup), o.customers, run_id, "warm-up").await?;
     }
     let stats_before = stats_store.writer_stats();
     let (ok, errors, hist, elapsed) =
-        load(&client, &base, &token, clients, Duration::from_secs(seconds), customers, run_id + 1, "load").await?;
+        load(&client, &base, &token, o.clients, Duration::from_secs(o.seconds), o.customers, run_id + 1, "load")
+            .await?;
     let rate = ok as f64 / elapsed.as_secs_f64();
     let stats = stats_store.writer_stats();
     let batches = stats.batches - stats_before.batches;
     let per_batch = (stats.ops - stats_before.ops) as f64 / batches.max(1) as f64;
+    let (rss, peak_rss, threads) = process_figures();
 
-    // Phase 2: ingest→stream latency at a fixed rate.
-    let stream = if stream_rate > 0 {
+    // Phase 2: ingest→stream latency at a fixed rate (idle streams still open).
+    let stream = if o.stream_rate > 0 {
         Some(
             stream_latency(
                 &client,
                 &base,
                 &token,
                 &reader,
-                stream_rate,
-                Duration::from_secs(stream_seconds),
+                o.stream_rate,
+                Duration::from_secs(o.stream_seconds),
                 run_id + 2,
             )
             .await?,
@@ -282,13 +467,16 @@ async fn ingest(
     } else {
         None
     };
+    let idle_delivered = idle.as_ref().map(|i| i.delivered.load(Ordering::Relaxed));
+    drop(idle);
 
     println!();
     println!("## Ingest benchmark — {:?}", backend);
     println!();
     println!("| figure | value |");
     println!("|---|---|");
-    println!("| clients | {clients} |");
+    println!("| clients | {} |", o.clients);
+    println!("| idle event streams (agents of another team) | {} |", o.idle_streams);
     println!("| accepted messages (201) | {ok} in {:.1} s |", elapsed.as_secs_f64());
     println!("| errors | {errors} |");
     println!("| **sustained ingest** | **{rate:.0} msg/s** |");
@@ -303,10 +491,16 @@ async fn ingest(
         "| group commit | {batches} transactions, {per_batch:.1} requests each; {} fallbacks |",
         stats.bulk_fallbacks - stats_before.bulk_fallbacks
     );
+    println!(
+        "| process (server + bench clients) after the load: RSS / peak RSS / threads | {rss:.0} MB / {peak_rss:.0} MB / {threads} (threads before streams: {threads_before}) |"
+    );
+    if let Some(n) = idle_delivered {
+        println!("| events delivered to idle streams | {n} |");
+    }
     if let Some(s) = &stream {
         println!(
             "| stream phase | {} msg at {} msg/s target, {:.0} msg/s achieved, {} seen on stream |",
-            s.sent, stream_rate, s.achieved, s.seen
+            s.sent, o.stream_rate, s.achieved, s.seen
         );
         println!(
             "| ingest→stream latency (after 201) p50 / p99 / max | {:.2} / {:.2} / {:.2} ms |",
@@ -458,7 +652,7 @@ async fn stream_latency(
     let arrivals: Arc<Mutex<Vec<(String, Instant)>>> = Arc::new(Mutex::new(Vec::new()));
     let resp = client
         .get(format!("{base}/api/v1/events/stream"))
-        .bearer_auth(reader)
+        .header("cookie", format!("kontor_session={reader}"))
         .header("accept", "text/event-stream")
         .send()
         .await

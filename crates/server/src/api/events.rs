@@ -172,7 +172,7 @@ pub async fn stream(
     let s = async_stream::stream! {
         let _gauge = gauge;
         let store = &state2.store;
-        // Catch up from the database first, and again whenever the broadcast left a gap.
+        // Catch up from the database first, and again whenever deliveries were dropped.
         let mut behind = true;
         let mut next_check = tokio::time::Instant::now() + SESSION_RECHECK;
         'stream: loop {

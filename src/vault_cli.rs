@@ -23,7 +23,7 @@ pub async fn run(command: VaultCommand, cfg: Config) -> Result<()> {
 
 async fn verify(cfg: Config) -> Result<()> {
     let store = crate::open_store(&cfg)?;
-    let vault = kontor_server::blobs::open_vault(&store, &cfg).await.map_err(anyhow::Error::msg)?;
+    let vault = kontor_server::blobs::open_vault_to_check(&store, &cfg).await.map_err(anyhow::Error::msg)?;
     let refs = store.blob_refs().await?;
     eprintln!("Verifying {} objects in {} …", refs.len(), vault.describe());
     let bar = ProgressBar::new(refs.len() as u64);

@@ -102,6 +102,25 @@ impl ListenerContext {
     }
 }
 
+/// A listener's sink: it speaks for its own channel only.
+struct ChannelBound {
+    channel: Channel,
+    inner: Arc<dyn InboundSink>,
+}
+
+#[async_trait::async_trait]
+impl InboundSink for ChannelBound {
+    async fn accept(&self, message: crate::InboundMessage) -> Result<crate::InboundReceipt, crate::SinkError> {
+        if message.channel != self.channel {
+            return Err(crate::SinkError::Rejected(format!(
+                "a {} listener handed over a {} message",
+                self.channel, message.channel
+            )));
+        }
+        self.inner.accept(message).await
+    }
+}
+
 /// Runs the listeners of a node; cheap to clone.
 #[derive(Clone)]
 pub struct Supervisor {
@@ -141,7 +160,7 @@ impl Supervisor {
                 );
             }
             let ctx = ListenerContext {
-                sink: sink.clone(),
+                sink: Arc::new(ChannelBound { channel: listener.channel(), inner: sink.clone() }),
                 shutdown: sup.shutdown.child_token(),
                 name,
                 health: sup.health.clone(),
@@ -318,6 +337,47 @@ mod tests {
             std::future::pending::<()>().await;
             Ok(())
         }
+    }
+
+    struct Impostor(Arc<tokio::sync::Mutex<Option<Result<InboundReceipt, SinkError>>>>);
+    #[async_trait::async_trait]
+    impl Listener for Impostor {
+        fn name(&self) -> String {
+            "test.impostor".into()
+        }
+        fn channel(&self) -> Channel {
+            Channel::Email
+        }
+        async fn run(&self, ctx: ListenerContext) -> Result<(), String> {
+            let m = InboundMessage::text(Channel::Sms, kontor_core::IdentityKind::Phone, "+491701234567", "x");
+            *self.0.lock().await = Some(ctx.sink.accept(m).await);
+            ctx.shutdown.cancelled().await;
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_listener_cannot_hand_over_messages_of_another_channel() {
+        let seen = Arc::new(tokio::sync::Mutex::new(None));
+        let sup = Supervisor::start(
+            &[Arc::new(Impostor(seen.clone())) as Arc<dyn Listener>],
+            Arc::new(NoSink),
+            Duration::from_millis(1),
+            Duration::from_millis(5),
+        );
+        let answer = async {
+            loop {
+                if let Some(a) = seen.lock().await.clone() {
+                    return a;
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        };
+        let answer = tokio::time::timeout(Duration::from_secs(10), answer).await.expect("no answer");
+        assert!(
+            matches!(answer, Err(SinkError::Rejected(m)) if m.contains("email listener handed over a sms message"))
+        );
+        sup.shutdown(Duration::from_secs(5)).await;
     }
 
     #[tokio::test]

@@ -24,6 +24,20 @@ const SWEEP_EVERY: Duration = Duration::from_secs(3600);
 /// Opens the blob store of `config` and checks its master key against the one recorded in
 /// the database (recording it on first start). A node with another key refuses to start.
 pub async fn open_vault(store: &Store, config: &Config) -> Result<Vault, String> {
+    open(store, config, true).await
+}
+
+/// Opens the blob store of `config` to check it (`kontor vault verify`): refuses a missing
+/// master key file instead of creating one, and records nothing in the database.
+pub async fn open_vault_to_check(store: &Store, config: &Config) -> Result<Vault, String> {
+    let key = config.vault.master_key_file.clone().unwrap_or_else(|| config.data_dir.join("master.key"));
+    if !key.exists() {
+        return Err(format!("no master key file at {}; without it no object can be read", key.display()));
+    }
+    open(store, config, false).await
+}
+
+async fn open(store: &Store, config: &Config, record: bool) -> Result<Vault, String> {
     let vault = Vault::open(&config.blobs, &config.vault, &config.data_dir).await.map_err(|e| e.to_string())?;
     match store.setting(KEY_ID_SETTING).await.map_err(|e| format!("cannot read the vault's key id: {e}"))? {
         Some(recorded) if recorded != vault.key_id() => {
@@ -34,6 +48,7 @@ pub async fn open_vault(store: &Store, config: &Config) -> Result<Vault, String>
             ))
         }
         Some(_) => {}
+        None if !record => {}
         None => store
             .set_setting(KEY_ID_SETTING, vault.key_id())
             .await

@@ -96,6 +96,7 @@ fn refusal(status: u16, message: &str) -> Response {
         401 => "unauthorized",
         404 => "not_found",
         422 => "invalid",
+        500 => "internal",
         503 => "unavailable",
         _ => "bad_request",
     };
@@ -146,6 +147,16 @@ async fn handle(
             return refusal(e.status(), &e.to_string());
         }
     };
+    // A channel speaks for itself only: its webhook cannot store messages or reports of
+    // another channel, nor point at bytes in the blob store (webhooks have no access to it).
+    let own = hook.channel();
+    if outcome.inbound.iter().any(|m| m.channel != own || m.attachments.iter().any(|a| a.blob_id.is_some()))
+        || outcome.reports.iter().any(|r| r.channel != own)
+    {
+        state.metrics.webhooks.with_label_values(&[&channel, "error"]).inc();
+        tracing::error!(channel = %channel, "A webhook handed over messages or reports of another channel; refused.");
+        return refusal(500, "the channel's webhook handed over data of another channel");
+    }
     // Commit everything before answering: a provider that gets no 2xx sends again, and the
     // provider ids make a repeat a no-op.
     let stored = futures::future::join_all(outcome.inbound.into_iter().map(|m| ingest(&state.store, m))).await;

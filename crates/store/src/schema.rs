@@ -16,6 +16,7 @@ const SQLITE: &[&str] = &[
     include_str!("../migrations/sqlite/0008_outbound_provider_ids.sql"),
     include_str!("../migrations/sqlite/0009_contact_duration.sql"),
     include_str!("../migrations/sqlite/0010_attachments.sql"),
+    include_str!("../migrations/sqlite/0011_pending_delivery_reports.sql"),
 ];
 
 /// PostgreSQL migrations (`migrations/postgres/NNNN_name.sql`), applied in order.
@@ -30,6 +31,7 @@ const POSTGRES: &[&str] = &[
     include_str!("../migrations/postgres/0008_outbound_provider_ids.sql"),
     include_str!("../migrations/postgres/0009_contact_duration.sql"),
     include_str!("../migrations/postgres/0010_attachments.sql"),
+    include_str!("../migrations/postgres/0011_pending_delivery_reports.sql"),
 ];
 
 /// Applies every migration not yet applied; returns how many ran. Safe to call from several

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use kontor_channel::ChannelRegistry;
 
 pub use config::ApiChannelConfig;
-pub use outbound::{ApiOutbound, ApiWebhook, DeliveryError, WebhookPayload, WebhookReceipt};
+pub use outbound::{ApiOutbound, ApiWebhook, DeliveryError, WebhookAttachment, WebhookPayload, WebhookReceipt};
 pub use signature::{sign, verify, SignatureError, SIGNATURE_HEADER};
 
 /// Registers the API channel's sender.

@@ -2,6 +2,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use base64::Engine;
 use kontor_channel::{Outbound, OutboundMessage, SendError, SendReceipt};
 use kontor_core::Channel;
 use serde::Serialize;
@@ -22,6 +23,19 @@ pub struct WebhookPayload {
     pub subject: Option<String>,
     pub text: String,
     pub created_at: String,
+    /// The files sent with the message (absent when there are none).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub attachments: Vec<WebhookAttachment>,
+}
+
+/// A file of an outbound message, its bytes inline.
+#[derive(Debug, Clone, Serialize)]
+pub struct WebhookAttachment {
+    pub filename: String,
+    pub content_type: String,
+    pub size: usize,
+    /// The bytes, base64 (standard alphabet).
+    pub content_base64: String,
 }
 
 /// Most bytes read from a webhook's answer; the rest is not read.
@@ -155,6 +169,16 @@ impl Outbound for ApiOutbound {
             subject: message.subject.clone(),
             text: message.text.clone(),
             created_at: message.created_at.clone(),
+            attachments: message
+                .attachments
+                .iter()
+                .map(|a| WebhookAttachment {
+                    filename: a.filename.clone(),
+                    content_type: a.content_type.clone(),
+                    size: a.bytes.len(),
+                    content_base64: base64::engine::general_purpose::STANDARD.encode(&a.bytes),
+                })
+                .collect(),
         };
         let now_secs = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
         match hook.send(&payload, now_secs).await {

@@ -138,6 +138,17 @@ pub async fn store(state: &AppState, list: Vec<Incoming>) -> Result<Vec<Attachme
     Ok(out.into_iter().flatten().collect())
 }
 
+/// Passes `result` through; if it is an error, first deletes the bytes of `stored` (their
+/// message was not stored: refused, stale, or the database failed), best effort.
+pub async fn discard_on_error<T, E>(state: &AppState, stored: &[Attachment], result: Result<T, E>) -> Result<T, E> {
+    if result.is_err() {
+        if let Some(vault) = &state.vault {
+            crate::blobs::discard(vault, stored).await;
+        }
+    }
+    result
+}
+
 /// A file name safe for `Content-Disposition`: no path, no control or quote characters.
 fn safe_filename(name: &str) -> String {
     let base = name.rsplit(['/', '\\']).next().unwrap_or_default();

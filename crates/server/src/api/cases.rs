@@ -159,7 +159,8 @@ pub async fn note(
     required_text("text", &req.text, 100_000)?;
     let incoming = attachments::validate(req.attachments, state.config.max_attachment_bytes)?;
     let stored = attachments::store(&state, incoming).await?;
-    let (message, event_id) = state.store.add_note_with(id, req.text, caller.user_id, stored).await?;
+    let added = state.store.add_note_with(id, req.text, caller.user_id, stored.clone()).await;
+    let (message, event_id) = attachments::discard_on_error(&state, &stored, added).await?;
     Ok((StatusCode::CREATED, Json(json!({ "message_id": message.id, "event_id": event_id, "message": message })))
         .into_response())
 }
@@ -217,6 +218,7 @@ pub async fn reply(
     }
     let channel = parse_enum("channel", req.channel.as_ref(), Channel::parse, Channel::allowed())?;
     let incoming = attachments::validate(req.attachments, state.config.max_attachment_bytes)?;
+    let only_assignee = caller.user_id.is_some() && state.store.reply_only_assignee().await?;
     let stored = attachments::store(&state, incoming).await?;
     let r = NewReply {
         text: req.text,
@@ -225,10 +227,15 @@ pub async fn reply(
         channel,
         author_id: caller.user_id,
         // Staff sessions follow the setting; API integrations are not staff.
-        only_assignee: caller.user_id.is_some() && state.store.reply_only_assignee().await?,
-        attachments: stored,
+        only_assignee,
+        attachments: stored.clone(),
     };
-    match state.store.reply(id, r, state.deliverable_channels()).await? {
+    let outcome = state.store.reply(id, r, state.deliverable_channels()).await;
+    let outcome = attachments::discard_on_error(&state, &stored, outcome).await?;
+    if let (ReplyOutcome::Stale { .. }, Some(vault)) = (&outcome, &state.vault) {
+        crate::blobs::discard(vault, &stored).await;
+    }
+    match outcome {
         ReplyOutcome::Queued { message_id, event_id, channel, .. } => {
             state.jobs_ready.notify_one();
             Ok((

@@ -88,7 +88,8 @@ pub async fn record(
     let incoming = attachments::validate(req.attachments, state.config.max_attachment_bytes)?;
     caller.ensure_customer_visible(&state, customer_id).await?;
     let attachments = attachments::store(&state, incoming).await?;
-    let receipt = state
+    let stored = attachments.clone();
+    let recorded = state
         .store
         .record_contact(NewContact {
             customer_id,
@@ -101,6 +102,7 @@ pub async fn record(
             author_id: caller.user_id,
             restricted_to: caller.restricted_user(),
         })
-        .await?;
+        .await;
+    let receipt = attachments::discard_on_error(&state, &stored, recorded).await?;
     Ok((StatusCode::CREATED, Json(receipt)))
 }

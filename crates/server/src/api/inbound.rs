@@ -251,7 +251,16 @@ pub async fn inbound(
         Some(first) => first,
         None => {
             msg.attachments = super::attachments::store(&state, incoming).await?;
-            state.store.ingest(msg).await?
+            let stored = msg.attachments.clone();
+            let ingested = state.store.ingest(msg).await;
+            let receipt = super::attachments::discard_on_error(&state, &stored, ingested).await?;
+            if !receipt.created {
+                // A concurrent retry stored the message first, with its own copy of the files.
+                if let Some(vault) = &state.vault {
+                    crate::blobs::discard(vault, &stored).await;
+                }
+            }
+            receipt
         }
     };
     let result = if receipt.created { "created" } else { "duplicate" };
@@ -283,9 +292,11 @@ async fn read_request(
             .whole_stream(state.config.max_body_bytes as u64 + max_file.saturating_mul(MAX_ATTACHMENTS as u64)),
     );
     // Uploads are held in memory until stored: bound how many arrive at once.
-    let slot = state.uploads.clone().try_acquire_owned().map_err(|_| {
-        AppError::Busy("too many uploads at once on this node; retry shortly".into())
-    })?;
+    let slot = state
+        .uploads
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| AppError::Busy("too many uploads at once on this node; retry shortly".into()))?;
     let mut parts = multer::Multipart::with_constraints(body.into_data_stream(), boundary, constraints);
     let mut message = None;
     let mut files = Vec::new();

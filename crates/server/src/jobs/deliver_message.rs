@@ -1,7 +1,7 @@
 //! `deliver_message`: sends an outbound message through its channel's sender and records
 //! the provider's id (or the failure) with the job's outcome.
 
-use kontor_channel::{OutboundMessage, Recipient, RecipientAddress, SendError};
+use kontor_channel::{OutboundAttachment, OutboundMessage, Recipient, RecipientAddress, SendError};
 use kontor_core::DeliveryState;
 use kontor_store::{DeliverMessage, DeliveryUpdate};
 
@@ -38,6 +38,31 @@ impl Job for DeliverMessage {
                 .collect(),
             Err(e) => return JobResult::retry(state, &run, e.to_string()),
         };
+        // The files go with the message, their bytes read (and checked) from the blob store.
+        let mut attachments = Vec::with_capacity(detail.attachments.len());
+        for a in &detail.attachments {
+            let Some(id) = a.id else { continue };
+            let stored = match state.store.attachment(id).await {
+                Ok(s) => s,
+                Err(e) => return JobResult::retry(state, &run, e.to_string()),
+            };
+            let Some(blob) = stored.blob_id else { continue };
+            let Some(vault) = &state.vault else {
+                return JobResult::retry(state, &run, "the blob store is not open on this node");
+            };
+            match vault.get(&blob).await {
+                Ok(bytes) => attachments.push(OutboundAttachment {
+                    filename: stored.filename,
+                    content_type: stored.content_type,
+                    bytes,
+                }),
+                Err(kontor_vault::VaultError::Io(e)) => return JobResult::retry(state, &run, e),
+                Err(e) => {
+                    let err = format!("attachment {id} cannot be read: {e}");
+                    return JobResult::fail(err.clone()).with_effect(update(DeliveryState::Failed, Some(err), None));
+                }
+            }
+        }
         let message = OutboundMessage {
             message_id,
             case_id: detail.case_id,
@@ -55,7 +80,7 @@ impl Job for DeliverMessage {
             subject: detail.subject.clone(),
             text: detail.text.clone(),
             html: detail.html.clone(),
-            attachments: Vec::new(),
+            attachments,
             thread,
             automatic: false,
             created_at: detail.created_at.clone(),

@@ -85,13 +85,11 @@ impl Store {
             let reopen = c.direction == Direction::In;
             let case_id = thread_case(tx, c.customer_id, c.case_id, reopen, None, c.channel, window_us)?;
             if let Some(user) = c.restricted_to {
-                // Threading may have chosen a case of another team: record it in a new one then?
-                // No: the agent asked for this customer, and an unasked-for case in another
-                // team's queue would be a surprise. Refuse instead.
+                // Threading chose a case the agent may not see (another team's open case, or the
+                // case a visible one was merged into): answer as for a case that does not exist,
+                // so nothing is learnt about it; an admin, or naming a visible case, records it.
                 if !case_visible(tx.conn, case_id, user)? {
-                    return Err(StoreError::Forbidden(
-                        "this customer's open case belongs to a team you are not in; name a case_id".into(),
-                    ));
+                    return Err(StoreError::NotFound(format!("a case of customer {} you may see", c.customer_id)));
                 }
             }
             let message = insert_message(

@@ -6,6 +6,43 @@ use kontor_core::DeliveryState;
 use super::jobs::{apply_delivery, DeliveryUpdate};
 use crate::{params, Store, StoreError};
 
+/// How long a report for an unknown provider id waits for its message: a week.
+const PENDING_KEPT_US: i64 = 7 * 24 * 3600 * 1_000_000;
+
+/// Applies the reports that arrived for `provider_message_id` before it was recorded for the
+/// message, in the order they came, each only if it moves the state forward.
+pub(crate) fn apply_pending_reports(
+    tx: &mut crate::Tx<'_>,
+    message_id: i64,
+    channel: &str,
+    provider_message_id: &str,
+) -> Result<(), StoreError> {
+    let rows = tx.conn.query(
+        "SELECT state, error FROM delivery_reports_pending WHERE channel = ? AND provider_message_id = ? ORDER BY received_at",
+        &params![channel, provider_message_id],
+    )?;
+    if rows.is_empty() {
+        return Ok(());
+    }
+    tx.conn.execute(
+        "DELETE FROM delivery_reports_pending WHERE channel = ? AND provider_message_id = ?",
+        &params![channel, provider_message_id],
+    )?;
+    for r in rows {
+        let Some(state) = DeliveryState::parse(&r.text(0)) else { continue };
+        let current = tx
+            .conn
+            .query_opt("SELECT delivery_state FROM messages WHERE id = ?", &params![message_id])?
+            .and_then(|row| row.opt_text(0))
+            .and_then(|s| DeliveryState::parse(&s));
+        if supersedes(state, current) {
+            let error = if state == DeliveryState::Failed { r.opt_text(1) } else { None };
+            apply_delivery(tx, &DeliveryUpdate { message_id, state, error, provider_message_id: None }, None)?;
+        }
+    }
+    Ok(())
+}
+
 impl Store {
     /// Applies a provider's status report to the outbound message it names (by channel and
     /// provider message id). Returns the message's id, or `None` when no outbound message has
@@ -20,6 +57,20 @@ impl Store {
                 &params![report.channel.as_str(), report.provider_message_id.as_str()],
             )?
             else {
+                // Perhaps faster than the send was recorded: keep it for when it is.
+                let week_ago = tx.now.saturating_sub(PENDING_KEPT_US);
+                tx.conn.execute("DELETE FROM delivery_reports_pending WHERE received_at < ?", &params![week_ago])?;
+                tx.conn.execute(
+                    "INSERT INTO delivery_reports_pending (channel, provider_message_id, state, error, received_at) \
+                     VALUES (?, ?, ?, ?, ?)",
+                    &params![
+                        report.channel.as_str(),
+                        report.provider_message_id.as_str(),
+                        report.state.as_str(),
+                        report.error.as_deref(),
+                        tx.now
+                    ],
+                )?;
                 return Ok(None);
             };
             let message_id = row.i64(0);

@@ -121,6 +121,10 @@ pub(crate) fn apply_delivery(tx: &mut Tx<'_>, d: &DeliveryUpdate, attempts: Opti
     }
     let ev = tx.event("message.delivery", Some(m.case_id), Some(m.customer_id), &payload)?;
     tx.conn.execute("UPDATE cases SET last_event_id = ? WHERE id = ?", &params![ev, m.case_id])?;
+    // Reports that came before this send was recorded apply now.
+    if let Some(pid) = d.provider_message_id.as_deref() {
+        super::delivery::apply_pending_reports(tx, m.id, m.channel.as_str(), pid)?;
+    }
     Ok(ev)
 }
 

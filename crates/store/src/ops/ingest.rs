@@ -42,25 +42,15 @@ impl Store {
         let Some(key) = key_of(msg) else { return Ok(None) };
         let msg = msg.clone();
         self.read(move |c| {
-            let Some(r) = c.query_opt(
-                "SELECT message_id, case_id, customer_id, event_id, fingerprint FROM inbound_keys \
-                 WHERE channel = ? AND scope = ? AND idem_key = ?",
-                &params![msg.channel.as_str(), msg.idempotency_scope.as_str(), key.as_str()],
-            )?
+            let Some(r) =
+                c.query_opt(KEY_ROW_SQL, &params![msg.channel.as_str(), msg.idempotency_scope.as_str(), key.as_str()])?
             else {
                 return Ok(None);
             };
             if r.i64(0) == 0 {
                 return Ok(None);
             }
-            let first = InboundReceipt {
-                message_id: r.i64(0),
-                case_id: r.i64(1),
-                customer_id: r.i64(2),
-                event_id: r.i64(3),
-                created: false,
-            };
-            repeat_of(first, r.opt_text(4).as_deref(), &msg, &key).map(Some)
+            repeat_of_row(&r, &msg, &key).map(Some)
         })
         .await
     }
@@ -189,6 +179,22 @@ fn fingerprint(m: &NewInbound) -> String {
         }
     }
     hex::encode(&h.finalize()[..16])
+}
+
+/// The row of a key: the first message's ids and the fingerprint (channel, scope, key).
+const KEY_ROW_SQL: &str = "SELECT message_id, case_id, customer_id, event_id, fingerprint FROM inbound_keys \
+     WHERE channel = ? AND scope = ? AND idem_key = ?";
+
+/// [`repeat_of`] for a row of [`KEY_ROW_SQL`].
+fn repeat_of_row(r: &crate::Row, m: &NewInbound, key: &str) -> Result<InboundReceipt, StoreError> {
+    let first = InboundReceipt {
+        message_id: r.i64(0),
+        case_id: r.i64(1),
+        customer_id: r.i64(2),
+        event_id: r.i64(3),
+        created: false,
+    };
+    repeat_of(first, r.opt_text(4).as_deref(), m, key)
 }
 
 /// The answer for a key seen before: its first message's ids, or a conflict if this
@@ -702,20 +708,9 @@ fn ingest_in(tx: &mut Tx<'_>, m: &NewInbound, reopen_window_us: i64) -> Result<I
         if claimed == 0 {
             let r = tx
                 .conn
-                .query_opt(
-                    "SELECT message_id, case_id, customer_id, event_id, fingerprint FROM inbound_keys \
-                     WHERE channel = ? AND scope = ? AND idem_key = ?",
-                    &params![channel, scope, key.as_str()],
-                )?
+                .query_opt(KEY_ROW_SQL, &params![channel, scope, key.as_str()])?
                 .ok_or_else(|| StoreError::Conflict("duplicate is still being stored".into()))?;
-            let first = InboundReceipt {
-                message_id: r.i64(0),
-                case_id: r.i64(1),
-                customer_id: r.i64(2),
-                event_id: r.i64(3),
-                created: false,
-            };
-            return repeat_of(first, r.opt_text(4).as_deref(), m, key);
+            return repeat_of_row(&r, m, key);
         }
     }
 

@@ -1,10 +1,9 @@
-//! Review findings (gw-review) on attachments, channels and delivery reports, each as a test
-//! that fails while the finding stands:
-//! - markup uploads are served as `text/html` / `text/xml` (the sniffer trusts `infer`'s text
-//!   matchers);
-//! - a reply's attachments never reach the channel's sender;
-//! - a channel's webhook can change the delivery state of another channel's message;
-//! - a delivery report that arrives before the send job recorded the provider id is lost.
+//! Boundaries found by a review of attachments, channels and delivery reports:
+//! - markup uploads are never recorded or served as `text/html` / `text/xml`;
+//! - a reply's attachments reach the channel's sender;
+//! - a channel's webhook cannot change the delivery state of another channel's message;
+//! - a delivery report that arrives before the send job recorded the provider id is kept and
+//!   applied once it is.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -132,7 +131,7 @@ async fn message(server: &TestServer, case_id: &Value, id: &Value) -> Value {
 }
 
 #[tokio::test]
-async fn review_markup_uploads_are_never_served_as_html_or_xml() {
+async fn markup_uploads_are_never_served_as_html_or_xml() {
     let server = TestServer::start(|_| {}).await;
     let files = [
         ("seite.txt", "text/plain", &b"<html><body><script>alert(document.cookie)</script></body></html>"[..]),
@@ -168,7 +167,7 @@ async fn review_markup_uploads_are_never_served_as_html_or_xml() {
 }
 
 #[tokio::test]
-async fn review_a_replys_attachments_reach_the_channels_sender() {
+async fn a_replys_attachments_reach_the_channels_sender() {
     let api = sender(Channel::Api);
     let server = start(vec![api.clone()]).await;
     let (s, r) = server
@@ -197,7 +196,7 @@ async fn review_a_replys_attachments_reach_the_channels_sender() {
 }
 
 #[tokio::test]
-async fn review_a_channels_webhook_cannot_change_another_channels_message() {
+async fn a_channels_webhook_cannot_change_another_channels_message() {
     let api = sender(Channel::Api);
     let server = start(vec![api.clone()]).await;
     let (_, r) = server
@@ -222,7 +221,7 @@ async fn review_a_channels_webhook_cannot_change_another_channels_message() {
 }
 
 #[tokio::test]
-async fn review_a_delivery_report_faster_than_the_send_job_is_not_lost() {
+async fn a_delivery_report_faster_than_the_send_job_is_not_lost() {
     let (announce, mut announced) = mpsc::unbounded_channel();
     let release = Arc::new(Notify::new());
     let sms =

@@ -78,7 +78,39 @@ macro_rules! params {
 pub struct Row(pub Vec<Val>);
 
 impl Row {
-    /// Integer column (0 for NULL).
+    /// A required integer column: an error for NULL or a non-integer (a corrupt row).
+    pub fn req_i64(&self, i: usize, column: &str) -> Result<i64, StoreError> {
+        match self.0.get(i) {
+            Some(Val::Int(v)) => Ok(*v),
+            Some(Val::Null) | None => Err(StoreError::Corrupt(format!("{column} is NULL"))),
+            Some(other) => Err(StoreError::Corrupt(format!("{column} is not an integer: {other:?}"))),
+        }
+    }
+    /// A required text column: an error for NULL.
+    pub fn req_text(&self, i: usize, column: &str) -> Result<String, StoreError> {
+        match self.0.get(i) {
+            Some(Val::Text(s)) => Ok(s.clone()),
+            Some(Val::Null) | None => Err(StoreError::Corrupt(format!("{column} is NULL"))),
+            Some(other) => Err(StoreError::Corrupt(format!("{column} is not text: {other:?}"))),
+        }
+    }
+    /// A required column holding one of an enum's spellings: an error for NULL or an unknown
+    /// value (never a default).
+    pub fn req_enum<T>(&self, i: usize, column: &str, parse: fn(&str) -> Option<T>) -> Result<T, StoreError> {
+        let text = self.req_text(i, column)?;
+        parse(&text).ok_or_else(|| StoreError::Corrupt(format!("{column} holds an unknown value {text:?}")))
+    }
+    /// A nullable column holding one of an enum's spellings: an error for an unknown value.
+    pub fn opt_enum<T>(&self, i: usize, column: &str, parse: fn(&str) -> Option<T>) -> Result<Option<T>, StoreError> {
+        match self.opt_text(i) {
+            None => Ok(None),
+            Some(text) => parse(&text)
+                .map(Some)
+                .ok_or_else(|| StoreError::Corrupt(format!("{column} holds an unknown value {text:?}"))),
+        }
+    }
+    /// Integer column (0 for NULL): for aggregates such as `COUNT` and `COALESCE(MAX(..), 0)`;
+    /// use [`Row::req_i64`] where a stored value is required.
     pub fn i64(&self, i: usize) -> i64 {
         self.opt_i64(i).unwrap_or(0)
     }
@@ -99,7 +131,7 @@ impl Row {
             _ => 0.0,
         }
     }
-    /// Text column ("" for NULL).
+    /// Text column ("" for NULL): use [`Row::req_text`] where a stored value is required.
     pub fn text(&self, i: usize) -> String {
         self.opt_text(i).unwrap_or_default()
     }

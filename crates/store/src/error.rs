@@ -24,6 +24,10 @@ pub enum StoreError {
     /// Bad configuration (URL, paths).
     #[error("configuration: {0}")]
     Config(String),
+    /// A stored row holds what no code writes: NULL in a required column, an unknown enum
+    /// value. Reported, never turned into a default.
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
     /// Anything else the database reported.
     #[error("database error: {0}")]
     Database(String),

@@ -152,6 +152,9 @@ conformance! {
     check_delivery_reports_only_move_a_message_forward(store) =>
         delivery_reports_only_move_a_message_forward_on_sqlite,
         delivery_reports_only_move_a_message_forward_on_postgres;
+    check_a_corrupt_row_is_reported_not_defaulted(store) =>
+        a_corrupt_row_is_reported_not_defaulted_on_sqlite,
+        a_corrupt_row_is_reported_not_defaulted_on_postgres;
 }
 
 /// PostgreSQL only: a node learns of events committed by another node (LISTEN/NOTIFY).
@@ -1907,4 +1910,48 @@ async fn check_delivery_reports_only_move_a_message_forward(store: &Store) {
     let m = message(store, r.case_id, message_id).await;
     assert_eq!(m.delivery_state, Some(DeliveryState::Read));
     assert_eq!(m.delivery_error, None, "a read message carries no error");
+}
+
+async fn check_a_corrupt_row_is_reported_not_defaulted(store: &Store) {
+    let r = store.ingest(inbound("corrupt@example.de", "Hallo")).await.unwrap();
+    // An unknown status (what no code writes) is an error, not `open`.
+    let case_id = r.case_id;
+    store
+        .write(move |tx| {
+            tx.conn.execute("UPDATE cases SET status = 'sleeping' WHERE id = ?", &[Val::Int(case_id)])?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+    match store.case_detail(r.case_id).await {
+        Err(StoreError::Corrupt(m)) => assert!(m.contains("cases.status") && m.contains("sleeping"), "{m}"),
+        other => panic!("a corrupt status was not reported: {other:?}"),
+    }
+    // A value of the wrong kind, or a NULL, where a value is required: SQLite keeps text in an
+    // INTEGER column and refuses NULL there; on PostgreSQL the constraint is dropped first, as
+    // in a damaged or hand-edited database.
+    let message_id = r.message_id;
+    let backend = store.backend();
+    store
+        .write(move |tx| {
+            tx.conn.execute("UPDATE cases SET status = 'open' WHERE id = ?", &[Val::Int(case_id)])?;
+            if backend == Backend::Postgres {
+                tx.conn.batch("ALTER TABLE messages ALTER COLUMN direction DROP NOT NULL")?;
+                tx.conn.execute("UPDATE messages SET direction = NULL WHERE id = ?", &[Val::Int(message_id)])?;
+            } else {
+                tx.conn.execute("UPDATE messages SET created_at = 'gestern' WHERE id = ?", &[Val::Int(message_id)])?;
+            }
+            Ok(())
+        })
+        .await
+        .unwrap();
+    let want = if backend == Backend::Postgres {
+        "messages.direction is NULL"
+    } else {
+        "messages.created_at is not an integer"
+    };
+    match store.message(r.message_id).await {
+        Err(StoreError::Corrupt(m)) => assert!(m.contains(want), "{m}"),
+        other => panic!("a corrupt message row was not reported: {other:?}"),
+    }
 }

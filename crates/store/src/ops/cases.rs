@@ -126,7 +126,7 @@ impl Store {
                 .query(&format!("SELECT {MESSAGE_COLS} FROM messages WHERE case_id = ? ORDER BY id"), &params![id])?
                 .iter()
                 .map(message_from_row)
-                .collect();
+                .collect::<Result<_, _>>()?;
             Ok(CaseDetail { case, customer, messages })
         })
         .await
@@ -196,7 +196,7 @@ impl Store {
             let more = rows.len() as i64 > limit;
             let page: Vec<_> = rows.iter().take(limit as usize).collect();
             let next_cursor = if more { page.last().map(|r| format!("{}_{}", r.i64(10), r.i64(0))) } else { None };
-            Ok(Page { items: page.into_iter().map(case_from_row).collect(), next_cursor })
+            Ok(Page { items: page.into_iter().map(case_from_row).collect::<Result<_, _>>()?, next_cursor })
         })
         .await
     }
@@ -424,7 +424,7 @@ fn reply_in(
             &params![case_id, r.based_on_event_id],
         )?;
         if !rows.is_empty() {
-            let events = events_from_rows(&rows);
+            let events = events_from_rows(&rows)?;
             let mut messages = Vec::new();
             for e in &events {
                 let mut ids: Vec<i64> = Vec::new();

@@ -16,14 +16,14 @@ pub struct CustomerPatch {
     pub language: Option<String>,
 }
 
-pub(crate) fn identity_from_row(r: &Row) -> Identity {
-    Identity {
-        id: r.i64(0),
-        customer_id: r.i64(1),
-        kind: IdentityKind::parse(&r.text(2)).unwrap_or(IdentityKind::ExternalId),
-        address: r.text(3),
-        created_at: format_ts(r.i64(4)),
-    }
+pub(crate) fn identity_from_row(r: &Row) -> Result<Identity, StoreError> {
+    Ok(Identity {
+        id: r.req_i64(0, "identities.id")?,
+        customer_id: r.req_i64(1, "identities.customer_id")?,
+        kind: r.req_enum(2, "identities.kind", IdentityKind::parse)?,
+        address: r.req_text(3, "identities.address")?,
+        created_at: format_ts(r.req_i64(4, "identities.created_at")?),
+    })
 }
 
 /// Loads a customer with identities.
@@ -41,14 +41,14 @@ pub(crate) fn load_customer(c: &mut Conn, id: i64) -> Result<Customer, StoreErro
         )?
         .iter()
         .map(identity_from_row)
-        .collect();
+        .collect::<Result<_, _>>()?;
     Ok(Customer {
-        id: r.i64(0),
+        id: r.req_i64(0, "customers.id")?,
         name: r.opt_text(1),
         language: r.opt_text(2),
         merged_into: r.opt_i64(3),
-        created_at: format_ts(r.i64(4)),
-        updated_at: format_ts(r.i64(5)),
+        created_at: format_ts(r.req_i64(4, "customers.created_at")?),
+        updated_at: format_ts(r.req_i64(5, "customers.updated_at")?),
         identities,
     })
 }

@@ -90,22 +90,23 @@ pub fn event_message_id(kind: &str, payload: &Value) -> Option<i64> {
 
 const EVENT_COLS: &str = "id, kind, case_id, customer_id, payload, created_at";
 
-fn raw_from_row(r: &Row) -> (Event, i64) {
-    let created_at = r.i64(5);
+fn raw_from_row(r: &Row) -> Result<(Event, i64), StoreError> {
+    let created_at = r.req_i64(5, "events.created_at")?;
     let event = Event {
-        id: r.i64(0),
-        kind: r.text(1),
+        id: r.req_i64(0, "events.id")?,
+        kind: r.req_text(1, "events.kind")?,
         case_id: r.opt_i64(2),
         customer_id: r.opt_i64(3),
-        payload: serde_json::from_str(&r.text(4)).unwrap_or(Value::Null),
+        payload: serde_json::from_str(&r.req_text(4, "events.payload")?)
+            .map_err(|e| StoreError::Corrupt(format!("events.payload is not JSON: {e}")))?,
         created_at: format_ts(created_at),
     };
-    (event, created_at)
+    Ok((event, created_at))
 }
 
 /// Events as stored (payloads by reference), for code inside the store.
-pub(crate) fn events_from_rows(rows: &[Row]) -> Vec<Event> {
-    rows.iter().map(|r| raw_from_row(r).0).collect()
+pub(crate) fn events_from_rows(rows: &[Row]) -> Result<Vec<Event>, StoreError> {
+    rows.iter().map(|r| raw_from_row(r).map(|(e, _)| e)).collect()
 }
 
 /// `?, ?, ?` for `n` values.
@@ -137,7 +138,7 @@ fn set_field(payload: &mut Value, key: &str, value: Value) {
 /// Renders stored events for clients: one query each for the messages, cases, customers
 /// (with identities and the teams of their cases) and users the page refers to.
 pub(crate) fn render(c: &mut Conn, rows: &[Row]) -> Result<Vec<ClientEvent>, StoreError> {
-    let raw: Vec<(Event, i64)> = rows.iter().map(raw_from_row).collect();
+    let raw: Vec<(Event, i64)> = rows.iter().map(raw_from_row).collect::<Result<_, _>>()?;
     let mut message_ids = HashSet::new();
     let mut case_ids = HashSet::new();
     let mut customer_ids = HashSet::new();
@@ -163,7 +164,7 @@ pub(crate) fn render(c: &mut Conn, rows: &[Row]) -> Result<Vec<ClientEvent>, Sto
     if !message_ids.is_empty() {
         let head = format!("SELECT {MESSAGE_COLS} FROM messages WHERE id IN");
         for r in rows_with_ids(c, &head, &message_ids)? {
-            let m = message_from_row(&r);
+            let m = message_from_row(&r)?;
             messages.insert(m.id, m);
         }
     }
@@ -171,7 +172,7 @@ pub(crate) fn render(c: &mut Conn, rows: &[Row]) -> Result<Vec<ClientEvent>, Sto
     if !case_ids.is_empty() {
         let head = format!("SELECT {CASE_COLS} FROM cases WHERE id IN");
         for r in rows_with_ids(c, &head, &case_ids)? {
-            let case = case_from_row(&r);
+            let case = case_from_row(&r)?;
             cases.insert(case.id, case);
         }
     }
@@ -196,7 +197,7 @@ pub(crate) fn render(c: &mut Conn, rows: &[Row]) -> Result<Vec<ClientEvent>, Sto
         let mut identities = rows_with_ids(c, head, &customer_ids)?;
         identities.sort_by_key(|r| r.i64(0));
         for r in &identities {
-            let identity = super::customers::identity_from_row(r);
+            let identity = super::customers::identity_from_row(r)?;
             if let Some(customer) = customers.get_mut(&identity.customer_id) {
                 customer.identities.push(identity);
             }
@@ -287,7 +288,7 @@ impl Store {
                 &format!("SELECT {EVENT_COLS} FROM events WHERE id > ? ORDER BY id LIMIT ?"),
                 &params![after, limit.clamp(1, 1000)],
             )?;
-            Ok(events_from_rows(&rows))
+            events_from_rows(&rows)
         })
         .await
     }

@@ -139,7 +139,7 @@ impl Store {
                 ),
                 &p,
             )?;
-            Ok(super::events::events_from_rows(&rows))
+            super::events::events_from_rows(&rows)
         })
         .await
     }

@@ -96,6 +96,31 @@ impl Role {
     }
 }
 
+string_enum! {
+    /// What an event in the log records (its `type`).
+    EventKind {
+        MessageReceived => "message.received", MessageCreated => "message.created",
+        MessageRecorded => "message.recorded", MessageDelivery => "message.delivery",
+        NoteAdded => "note.added",
+        CaseCreated => "case.created", CaseUpdated => "case.updated", CaseMerged => "case.merged",
+        CustomerCreated => "customer.created", CustomerUpdated => "customer.updated",
+        CustomerMerged => "customer.merged",
+        UserCreated => "user.created", UserUpdated => "user.updated",
+        UserPasswordChanged => "user.password_changed",
+        TokenCreated => "token.created", TokenRevoked => "token.revoked",
+        TeamCreated => "team.created", TeamUpdated => "team.updated", TeamDeleted => "team.deleted",
+        TeamMemberAdded => "team.member_added", TeamMemberRemoved => "team.member_removed",
+        CannedCreated => "canned.created", CannedUpdated => "canned.updated", CannedDeleted => "canned.deleted",
+        SettingsUpdated => "settings.updated"
+    }
+}
+
+impl EventKind {
+    /// Kinds that put a message into a case (their payload names it by `message_id`).
+    pub const MESSAGES: &'static [EventKind] =
+        &[EventKind::MessageReceived, EventKind::MessageCreated, EventKind::MessageRecorded, EventKind::NoteAdded];
+}
+
 /// A person or organisation the company talks with.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Customer {

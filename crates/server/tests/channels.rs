@@ -104,7 +104,9 @@ impl Job for Touch {
     async fn run(&self, _state: &AppState, _run: JobRun) -> JobResult {
         let label = self.label.clone();
         JobResult::done().with_effect(Arc::new(move |tx, finish| {
-            tx.event("test.touched", None, None, &json!({ "label": label, "attempts": finish.attempts }))?;
+            // Any kind will do; the payload tells this effect's event apart.
+            let payload = json!({ "key": "test.touched", "label": label, "attempts": finish.attempts });
+            tx.event(kontor_core::EventKind::SettingsUpdated, None, None, &payload)?;
             Ok(())
         }))
     }
@@ -301,7 +303,7 @@ async fn jobs_run_through_the_registry_and_unknown_kinds_go_to_the_dead_letter()
         if jobs["done"] == 1 && jobs["dead"] == 1 {
             let (_, events) = app.admin("GET", "/api/v1/events?limit=1000", None).await;
             let touched: Vec<&Value> =
-                events["items"].as_array().unwrap().iter().filter(|e| e["type"] == "test.touched").collect();
+                events["items"].as_array().unwrap().iter().filter(|e| e["payload"]["key"] == "test.touched").collect();
             assert_eq!(touched.len(), 1, "the effect is committed exactly once");
             assert_eq!(touched[0]["payload"]["label"], "eins");
             assert_eq!(touched[0]["payload"]["attempts"], 1);

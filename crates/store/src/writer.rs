@@ -78,7 +78,7 @@ impl Tx<'_> {
     /// Appends an event row; returns its id.
     pub fn event(
         &mut self,
-        kind: &str,
+        kind: kontor_core::EventKind,
         case_id: Option<i64>,
         customer_id: Option<i64>,
         payload: &serde_json::Value,
@@ -91,7 +91,7 @@ impl Tx<'_> {
             .conn
             .query_opt(
                 "INSERT INTO events (kind, case_id, customer_id, payload, created_at) VALUES (?, ?, ?, ?, ?) RETURNING id",
-                &params![kind, case_id, customer_id, payload.to_string(), self.now],
+                &params![kind.as_str(), case_id, customer_id, payload.to_string(), self.now],
             )?
             .ok_or_else(|| StoreError::Database("event insert returned no id".into()))?;
         let id = row.i64(0);

@@ -1287,14 +1287,15 @@ async fn check_event_ids_become_visible_in_order_across_nodes(fx: &Fixture) {
     started_rx.await.expect("writer started");
     // 1st: appends an event, then fails (rolled back to its savepoint).
     let mut failing = Box::pin(node_a.write(|tx| {
-        tx.event("test.failing", None, None, &serde_json::json!({}))?;
+        tx.event(kontor_core::EventKind::SettingsUpdated, None, None, &serde_json::json!({ "key": "test.failing" }))?;
         Err::<(), _>(StoreError::invalid("test", "fails on purpose"))
     }));
     submit(&mut failing).await;
     // 2nd: appends an event and keeps its transaction open for a while.
     let (appended_tx, appended_rx) = tokio::sync::oneshot::channel();
     let mut slow = Box::pin(node_a.write(move |tx| {
-        let id = tx.event("test.slow", None, None, &serde_json::json!({}))?;
+        let id =
+            tx.event(kontor_core::EventKind::SettingsUpdated, None, None, &serde_json::json!({ "key": "test.slow" }))?;
         let _ = appended_tx.send(id);
         std::thread::sleep(Duration::from_millis(1500));
         Ok(id)
@@ -1308,7 +1309,14 @@ async fn check_event_ids_become_visible_in_order_across_nodes(fx: &Fixture) {
     // Node B appends while node A's transaction is still open, then reads the log.
     let b_id = tokio::time::timeout(
         Duration::from_secs(20),
-        node_b.write(|tx| tx.event("test.other_node", None, None, &serde_json::json!({}))),
+        node_b.write(|tx| {
+            tx.event(
+                kontor_core::EventKind::SettingsUpdated,
+                None,
+                None,
+                &serde_json::json!({ "key": "test.other_node" }),
+            )
+        }),
     )
     .await
     .expect("node B's write finished")
@@ -1864,7 +1872,12 @@ async fn check_a_job_effect_commits_only_with_the_claim_that_ran_it(store: &Stor
     let second = second.pop().expect("the job is claimed again once its lease ran out");
     let effect = |label: &'static str| -> kontor_store::JobEffect {
         std::sync::Arc::new(move |tx, _| {
-            tx.event("test.effect", None, None, &serde_json::json!({ "label": label }))?;
+            tx.event(
+                kontor_core::EventKind::SettingsUpdated,
+                None,
+                None,
+                &serde_json::json!({ "key": "test.effect", "label": label }),
+            )?;
             Ok(())
         })
     };
@@ -1878,7 +1891,7 @@ async fn check_a_job_effect_commits_only_with_the_claim_that_ran_it(store: &Stor
     let labels: Vec<String> = all_events(store)
         .await
         .into_iter()
-        .filter(|e| e.kind == "test.effect")
+        .filter(|e| e.payload["key"] == "test.effect")
         .map(|e| e.payload["label"].as_str().unwrap_or_default().to_string())
         .collect();
     assert_eq!(labels, vec!["current".to_string()]);

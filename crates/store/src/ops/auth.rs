@@ -111,7 +111,12 @@ impl Store {
                 )?
                 .ok_or_else(|| StoreError::Database("user insert returned no id".into()))?;
             let user = user_from_row(&r);
-            tx.event("user.created", None, None, &json!({ "user_id": user.id, "role": user.role }))?;
+            tx.event(
+                kontor_core::EventKind::UserCreated,
+                None,
+                None,
+                &json!({ "user_id": user.id, "role": user.role }),
+            )?;
             Ok(user)
         })
         .await
@@ -126,7 +131,7 @@ impl Store {
             if n == 0 {
                 return Err(StoreError::NotFound(format!("user {user_id}")));
             }
-            tx.event("user.password_changed", None, None, &json!({ "user_id": user_id }))?;
+            tx.event(kontor_core::EventKind::UserPasswordChanged, None, None, &json!({ "user_id": user_id }))?;
             Ok(())
         })
         .await
@@ -202,7 +207,7 @@ impl Store {
                     created_at: format_ts(tx.now),
                     revoked_at: None,
                 };
-                tx.event("token.created", None, None, &json!({ "token": t }))?;
+                tx.event(kontor_core::EventKind::TokenCreated, None, None, &json!({ "token": t }))?;
                 Ok(t)
             })
             .await?;
@@ -249,7 +254,7 @@ impl Store {
             }
             tx.conn.execute("UPDATE api_tokens SET revoked_at = ? WHERE id = ?", &params![tx.now, id])?;
             let token = ApiToken { revoked_at: Some(format_ts(tx.now)), ..before };
-            tx.event("token.revoked", None, None, &json!({ "token": token }))?;
+            tx.event(kontor_core::EventKind::TokenRevoked, None, None, &json!({ "token": token }))?;
             Ok(token)
         })
         .await
@@ -329,7 +334,7 @@ impl Store {
                     "user_id": after.id, "role": after.role, "active": after.active, "changed": changed,
                     "before": { "role": before.role, "active": before.active },
                 });
-                tx.event("user.updated", None, None, &payload)?;
+                tx.event(kontor_core::EventKind::UserUpdated, None, None, &payload)?;
             }
             Ok(after)
         })

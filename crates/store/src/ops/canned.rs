@@ -131,7 +131,7 @@ impl Store {
                 )?
                 .ok_or_else(|| StoreError::Database("canned response insert returned no id".into()))?;
             let canned = canned_from_row(&r);
-            tx.event("canned.created", None, None, &json!({ "canned": canned }))?;
+            tx.event(kontor_core::EventKind::CannedCreated, None, None, &json!({ "canned": canned }))?;
             Ok(canned)
         })
         .await
@@ -163,7 +163,7 @@ impl Store {
                 ],
             )?;
             let canned = load_canned(tx.conn, id)?;
-            tx.event("canned.updated", None, None, &json!({ "canned": canned }))?;
+            tx.event(kontor_core::EventKind::CannedUpdated, None, None, &json!({ "canned": canned }))?;
             Ok(canned)
         })
         .await
@@ -176,7 +176,7 @@ impl Store {
             if removed == 0 {
                 return Err(StoreError::NotFound(format!("canned response {id}")));
             }
-            tx.event("canned.deleted", None, None, &json!({ "canned_id": id }))?;
+            tx.event(kontor_core::EventKind::CannedDeleted, None, None, &json!({ "canned_id": id }))?;
             Ok(())
         })
         .await

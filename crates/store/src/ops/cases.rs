@@ -80,9 +80,10 @@ pub enum ReplyOutcome {
     Stale { events: Vec<Event>, messages: Vec<Message> },
 }
 
-/// Event kinds that make a reply written earlier stale.
-const CONVERSATION_EVENTS: &str =
-    "('message.received', 'message.created', 'message.recorded', 'note.added', 'case.merged')";
+/// Event kinds that make a reply written earlier stale: a new message of any kind, and a merge.
+fn conversation_events() -> impl Iterator<Item = kontor_core::EventKind> {
+    kontor_core::EventKind::MESSAGES.iter().copied().chain([kontor_core::EventKind::CaseMerged])
+}
 
 /// At most this many messages moved in by a merge are shown with a stale reply.
 const STALE_MERGED_MESSAGES: usize = 50;
@@ -245,7 +246,12 @@ impl Store {
                     duration_seconds: None,
                 },
             )?;
-            let ev = tx.event("note.added", Some(case_id), Some(case.customer_id), &message_ref(&message))?;
+            let ev = tx.event(
+                kontor_core::EventKind::NoteAdded,
+                Some(case_id),
+                Some(case.customer_id),
+                &message_ref(&message),
+            )?;
             tx.conn.execute(
                 "UPDATE cases SET updated_at = ?, last_event_id = ? WHERE id = ?",
                 &params![tx.now, ev, case_id],
@@ -279,7 +285,7 @@ impl Store {
                 )?
                 .map(|r| r.i64(0))
                 .ok_or_else(|| StoreError::Database("team insert returned no id".into()))?;
-            tx.event("team.created", None, None, &json!({ "team": { "id": id, "name": name } }))?;
+            tx.event(kontor_core::EventKind::TeamCreated, None, None, &json!({ "team": { "id": id, "name": name } }))?;
             Ok(Team { id, name })
         })
         .await
@@ -393,7 +399,7 @@ fn patch_case_in(tx: &mut Tx<'_>, id: i64, p: &CasePatch) -> Result<Case, StoreE
         payload["subject_changed"] = json!(true);
     }
     payload["changes"] = Value::Object(changes);
-    let ev = tx.event("case.updated", Some(id), Some(before.customer_id), &payload)?;
+    let ev = tx.event(kontor_core::EventKind::CaseUpdated, Some(id), Some(before.customer_id), &payload)?;
     tx.conn.execute("UPDATE cases SET last_event_id = ? WHERE id = ?", &params![ev, id])?;
     load_case(tx.conn, id)
 }
@@ -416,12 +422,16 @@ fn reply_in(
         ));
     }
     if !r.force {
+        let kinds: Vec<Val> = conversation_events().map(|k| Val::from(k.as_str())).collect();
+        let marks = vec!["?"; kinds.len()].join(", ");
+        let mut p: Vec<Val> = params![case_id, r.based_on_event_id].to_vec();
+        p.extend(kinds);
         let rows = tx.conn.query(
             &format!(
                 "SELECT id, kind, case_id, customer_id, payload, created_at FROM events \
-                 WHERE case_id = ? AND id > ? AND kind IN {CONVERSATION_EVENTS} ORDER BY id"
+                 WHERE case_id = ? AND id > ? AND kind IN ({marks}) ORDER BY id"
             ),
-            &params![case_id, r.based_on_event_id],
+            &p,
         )?;
         if !rows.is_empty() {
             let events = events_from_rows(&rows)?;
@@ -486,7 +496,12 @@ fn reply_in(
         },
     )?;
     let message_id = message.id;
-    let event_id = tx.event("message.created", Some(case_id), Some(case.customer_id), &message_ref(&message))?;
+    let event_id = tx.event(
+        kontor_core::EventKind::MessageCreated,
+        Some(case_id),
+        Some(case.customer_id),
+        &message_ref(&message),
+    )?;
     let now = tx.now;
     tx.conn.execute(
         "UPDATE cases SET updated_at = ?, last_message_at = ?, last_event_id = ?, first_response_at = COALESCE(first_response_at, ?) WHERE id = ?",

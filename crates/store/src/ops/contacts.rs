@@ -40,7 +40,7 @@ pub struct ContactReceipt {
 }
 
 /// The event kind of a recorded contact.
-pub const CONTACT_RECORDED: &str = "message.recorded";
+pub const CONTACT_RECORDED: kontor_core::EventKind = kontor_core::EventKind::MessageRecorded;
 
 impl Store {
     /// Records a phone call or letter as a message of the customer: in the requested case, or

@@ -101,7 +101,12 @@ pub(crate) fn find_or_create_customer(
     refresh_customer_search(tx, id)?;
     let customer = load_customer(tx.conn, id)?;
     let identity_id = customer.identities.first().map(|i| i.id);
-    tx.event("customer.created", None, Some(id), &json!({ "customer_id": id, "identity_id": identity_id }))?;
+    tx.event(
+        kontor_core::EventKind::CustomerCreated,
+        None,
+        Some(id),
+        &json!({ "customer_id": id, "identity_id": identity_id }),
+    )?;
     Ok((id, true))
 }
 
@@ -194,7 +199,7 @@ impl Store {
             refresh_customer_search(tx, id)?;
             let after = load_customer(tx.conn, id)?;
             tx.event(
-                "customer.updated",
+                kontor_core::EventKind::CustomerUpdated,
                 None,
                 Some(id),
                 &json!({ "customer_id": id, "changed": customer_changes(&before, &after) }),
@@ -254,7 +259,7 @@ impl Store {
             let customer = load_customer(tx.conn, customer_id)?;
             let identity_id = customer.identities.last().map(|i| i.id);
             tx.event(
-                "customer.updated",
+                kontor_core::EventKind::CustomerUpdated,
                 None,
                 Some(customer_id),
                 &json!({ "customer_id": customer_id, "changed": ["identities"], "identity_id": identity_id }),
@@ -323,7 +328,7 @@ impl Store {
             refresh_customer_search(tx, source)?;
             let merged = load_customer(tx.conn, target)?;
             tx.event(
-                "customer.merged",
+                kontor_core::EventKind::CustomerMerged,
                 None,
                 Some(target),
                 &json!({ "customer_id": target, "merged_customer_id": source, "moved_cases": moved_cases }),

@@ -19,7 +19,7 @@ use crate::db::{Conn, Row, Val};
 use crate::{format_ts, params, Store, StoreError};
 
 /// Event kinds whose payload refers to one message (`message_id`).
-pub const MESSAGE_EVENT_KINDS: &[&str] = &["message.received", "message.created", "message.recorded", "note.added"];
+pub const MESSAGE_EVENT_KINDS: &[kontor_core::EventKind] = kontor_core::EventKind::MESSAGES;
 
 /// Who may see an event in the event API and on a live stream (the rule of
 /// `Store::case_visible_to` and `Store::customer_visible_to`, decided from what the event
@@ -82,7 +82,7 @@ pub(crate) fn case_ref(case: &Case) -> Value {
 /// The message id an event refers to (stored by reference, or, in rows written before
 /// events were stored by reference, inside the embedded message).
 pub fn event_message_id(kind: &str, payload: &Value) -> Option<i64> {
-    if !MESSAGE_EVENT_KINDS.contains(&kind) {
+    if !kontor_core::EventKind::parse(kind).is_some_and(|k| MESSAGE_EVENT_KINDS.contains(&k)) {
         return None;
     }
     payload.get("message_id").and_then(Value::as_i64).or_else(|| payload.pointer("/message/id").and_then(Value::as_i64))

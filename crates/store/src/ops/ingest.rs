@@ -218,7 +218,7 @@ fn repeat_of(
 
 /// An event row for a multi-row insert.
 struct NewEvent {
-    kind: &'static str,
+    kind: kontor_core::EventKind,
     case_id: Option<i64>,
     customer_id: i64,
     payload: serde_json::Value,
@@ -234,8 +234,10 @@ fn insert_events(tx: &mut Tx<'_>, events: &[NewEvent]) -> Result<Vec<i64>, Store
         value_rows(events.len(), 5)
     );
     let now = tx.now;
-    let p: Vec<Val> =
-        events.iter().flat_map(|e| params![e.kind, e.case_id, e.customer_id, e.payload.to_string(), now]).collect();
+    let p: Vec<Val> = events
+        .iter()
+        .flat_map(|e| params![e.kind.as_str(), e.case_id, e.customer_id, e.payload.to_string(), now])
+        .collect();
     let ids = ids_in_order(&tx.conn.query(&sql, &p)?, events.len())?;
     if let Some(max) = ids.last() {
         tx.note_event(*max);
@@ -405,7 +407,7 @@ fn ingest_many(
             .iter()
             .zip(&identity_ids)
             .map(|(id, identity_id)| NewEvent {
-                kind: "customer.created",
+                kind: kontor_core::EventKind::CustomerCreated,
                 case_id: None,
                 customer_id: *id,
                 payload: json!({ "customer_id": id, "identity_id": identity_id }),
@@ -518,7 +520,7 @@ fn ingest_many(
                     last_event_id: 0,
                 };
                 NewEvent {
-                    kind: "case.created",
+                    kind: kontor_core::EventKind::CaseCreated,
                     case_id: Some(*id),
                     customer_id: customer_of[i],
                     payload: case_ref(&case),
@@ -599,7 +601,7 @@ fn ingest_many(
         let events: Vec<NewEvent> = messages
             .iter()
             .map(|m| NewEvent {
-                kind: "message.received",
+                kind: kontor_core::EventKind::MessageReceived,
                 case_id: Some(m.case_id),
                 customer_id: m.customer_id,
                 payload: message_ref(m),
@@ -738,7 +740,8 @@ fn ingest_in(tx: &mut Tx<'_>, m: &NewInbound, reopen_window_us: i64) -> Result<I
         },
     )?;
     let message_id = message.id;
-    let event_id = tx.event("message.received", Some(case_id), Some(customer_id), &message_ref(&message))?;
+    let event_id =
+        tx.event(kontor_core::EventKind::MessageReceived, Some(case_id), Some(customer_id), &message_ref(&message))?;
     tx.conn.execute(
         "UPDATE cases SET updated_at = ?, last_message_at = ?, last_event_id = ?, subject = COALESCE(subject, ?) WHERE id = ?",
         &params![now, now, event_id, m.subject.as_deref(), case_id],
@@ -834,7 +837,7 @@ fn new_case(tx: &mut Tx<'_>, customer_id: i64, subject: Option<&str>, channel: C
         .map(|r| r.i64(0))
         .ok_or_else(|| StoreError::Database("case insert returned no id".into()))?;
     let case = load_case(tx.conn, id)?;
-    tx.event("case.created", Some(id), Some(customer_id), &case_ref(&case))?;
+    tx.event(kontor_core::EventKind::CaseCreated, Some(id), Some(customer_id), &case_ref(&case))?;
     Ok(id)
 }
 
@@ -845,7 +848,7 @@ fn reopen(tx: &mut Tx<'_>, case_id: i64, customer_id: i64) -> Result<(), StoreEr
         &params![now, case_id],
     )?;
     let ev = tx.event(
-        "case.updated",
+        kontor_core::EventKind::CaseUpdated,
         Some(case_id),
         Some(customer_id),
         &json!({ "case_id": case_id, "changes": { "status": "open" }, "reason": "reopened by inbound message" }),

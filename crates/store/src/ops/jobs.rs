@@ -119,7 +119,7 @@ pub(crate) fn apply_delivery(tx: &mut Tx<'_>, d: &DeliveryUpdate, attempts: Opti
     if let Some(a) = attempts {
         payload["attempts"] = json!(a);
     }
-    let ev = tx.event("message.delivery", Some(m.case_id), Some(m.customer_id), &payload)?;
+    let ev = tx.event(kontor_core::EventKind::MessageDelivery, Some(m.case_id), Some(m.customer_id), &payload)?;
     tx.conn.execute("UPDATE cases SET last_event_id = ? WHERE id = ?", &params![ev, m.case_id])?;
     // Reports that came before this send was recorded apply now.
     if let Some(pid) = d.provider_message_id.as_deref() {

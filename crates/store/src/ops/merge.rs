@@ -189,13 +189,15 @@ impl Store {
                 "actor_id": actor,
                 "reopened": reopen,
             });
-            let source_event = tx.event("case.merged", Some(source_id), Some(customer_id), &payload)?;
+            let source_event =
+                tx.event(kontor_core::EventKind::CaseMerged, Some(source_id), Some(customer_id), &payload)?;
             tx.conn.execute(
                 "UPDATE cases SET status = 'closed', resolved_at = COALESCE(resolved_at, ?), merged_into = ?, \
                  updated_at = ?, last_event_id = ? WHERE id = ?",
                 &params![now, target_id, now, source_event, source_id],
             )?;
-            let target_event = tx.event("case.merged", Some(target_id), Some(customer_id), &payload)?;
+            let target_event =
+                tx.event(kontor_core::EventKind::CaseMerged, Some(target_id), Some(customer_id), &payload)?;
             let mut sets = String::from(
                 "last_message_at = ?, first_response_at = ?, tags = ?, subject = COALESCE(subject, ?), \
                  updated_at = ?, last_event_id = ?",

@@ -45,7 +45,7 @@ impl Store {
                 "INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                 &params![key.as_str(), value.as_str()],
             )?;
-            tx.event("settings.updated", None, None, &json!({ "key": key, "value": value }))?;
+            tx.event(kontor_core::EventKind::SettingsUpdated, None, None, &json!({ "key": key, "value": value }))?;
             Ok(())
         })
         .await

@@ -34,7 +34,12 @@ impl Store {
                 &params![team_id, user_id],
             )?;
             if added > 0 {
-                tx.event("team.member_added", None, None, &json!({ "team_id": team_id, "user_id": user_id }))?;
+                tx.event(
+                    kontor_core::EventKind::TeamMemberAdded,
+                    None,
+                    None,
+                    &json!({ "team_id": team_id, "user_id": user_id }),
+                )?;
             }
             Ok(())
         })
@@ -51,7 +56,12 @@ impl Store {
             if removed == 0 {
                 return Err(StoreError::NotFound(format!("member {user_id} of team {team_id}")));
             }
-            tx.event("team.member_removed", None, None, &json!({ "team_id": team_id, "user_id": user_id }))?;
+            tx.event(
+                kontor_core::EventKind::TeamMemberRemoved,
+                None,
+                None,
+                &json!({ "team_id": team_id, "user_id": user_id }),
+            )?;
             Ok(())
         })
         .await
@@ -110,7 +120,12 @@ impl Store {
             if tx.conn.execute("UPDATE teams SET name = ? WHERE id = ?", &params![name.as_str(), id])? == 0 {
                 return Err(StoreError::NotFound(format!("team {id}")));
             }
-            tx.event("team.updated", None, None, &serde_json::json!({ "team": { "id": id, "name": name } }))?;
+            tx.event(
+                kontor_core::EventKind::TeamUpdated,
+                None,
+                None,
+                &serde_json::json!({ "team": { "id": id, "name": name } }),
+            )?;
             Ok(kontor_core::Team { id, name })
         })
         .await
@@ -125,7 +140,12 @@ impl Store {
             if tx.conn.execute("DELETE FROM teams WHERE id = ?", &params![id])? == 0 {
                 return Err(StoreError::NotFound(format!("team {id}")));
             }
-            tx.event("team.deleted", None, None, &serde_json::json!({ "team_id": id, "cases_without_team": cases }))?;
+            tx.event(
+                kontor_core::EventKind::TeamDeleted,
+                None,
+                None,
+                &serde_json::json!({ "team_id": id, "cases_without_team": cases }),
+            )?;
             Ok(())
         })
         .await

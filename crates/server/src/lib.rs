@@ -36,7 +36,7 @@ pub use config::Config;
 pub struct AppState {
     pub store: Store,
     /// The use cases with visibility (the application layer).
-    pub app: kontor_app::App,
+    pub app: Arc<kontor_app::App>,
     pub config: Arc<Config>,
     pub metrics: Arc<metrics::Metrics>,
     pub tokens: Arc<auth::TokenCache>,
@@ -75,7 +75,7 @@ impl AppState {
     pub fn with_channels(store: Store, config: Config, channels: ChannelRegistry) -> AppState {
         let node = config.node_name.clone().unwrap_or_else(default_node_name);
         AppState {
-            app: kontor_app::App::new(store.clone(), config.default_region.clone()),
+            app: Arc::new(kontor_app::App::new(store.clone(), config.default_region.clone())),
             channels: Arc::new(channels),
             jobs: Arc::new(jobs::JobRegistry::standard()),
             runtime: Arc::default(),

@@ -2,8 +2,13 @@
 //! script (`static/app.js`) adds live updates, the composer's collision handling and
 //! keyboard shortcuts; there is no JavaScript build step.
 
+mod case;
+mod format;
 pub mod i18n;
+mod inbox;
 mod pages;
+mod session;
+mod settings;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Mutex, OnceLock};

@@ -1,0 +1,249 @@
+//! The case page and its live-refreshed parts (timeline, meta, sidebar, related requests).
+
+use std::collections::{BTreeMap, HashMap};
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use kontor_core::CaseStatus;
+use kontor_store::CaseFilter;
+use minijinja::Value;
+use serde_json::json;
+
+use super::i18n::words;
+use super::pages::*;
+use crate::AppState;
+
+/// Everything the case page and its fragments show.
+/// What part of the case page to render; live updates fetch one part at a time, so each
+/// loads only what it shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Part {
+    Page,
+    Timeline,
+    Meta,
+    Related,
+    Sidebar,
+}
+
+pub(super) async fn case_context(
+    state: &AppState,
+    staff: &Staff,
+    id: &str,
+    part: Part,
+) -> Result<BTreeMap<&'static str, Value>, Response> {
+    let err = |e| crate::error::AppError::from(e).into_response();
+    let want = |p: Part| part == Part::Page || part == p;
+    let Some(id) = id.parse::<i64>().ok().filter(|v| *v > 0) else {
+        return Err(not_found(staff));
+    };
+    if let Some(user) = restricted(staff) {
+        match state.store.case_visible_to(id, user).await {
+            Ok(true) => {}
+            Ok(false) | Err(kontor_store::StoreError::NotFound(_)) => return Err(not_found(staff)),
+            Err(e) => return Err(err(e)),
+        }
+    }
+    // The messages only where the timeline is shown; elsewhere the case row is enough.
+    let (case, customer, all_messages) = if want(Part::Timeline) {
+        match state.store.case_detail(id).await {
+            Ok(d) => (d.case, d.customer, d.messages),
+            Err(kontor_store::StoreError::NotFound(_)) => return Err(not_found(staff)),
+            Err(e) => return Err(err(e)),
+        }
+    } else {
+        let case = match state.store.case(id).await {
+            Ok(c) => c,
+            Err(kontor_store::StoreError::NotFound(_)) => return Err(not_found(staff)),
+            Err(e) => return Err(err(e)),
+        };
+        let customer = state.store.customer(case.customer_id).await.map_err(err)?;
+        (case, customer, Vec::new())
+    };
+    let t = words(staff.lang);
+    let mut ctx = base(Some(staff), staff.lang);
+    ctx.insert("case", Value::from_serialize(&case));
+    ctx.insert("customer", Value::from_serialize(&customer));
+    ctx.insert(
+        "status_label",
+        Value::from(t.get(format!("status_{}", case.status.as_str()).as_str()).copied().unwrap_or("")),
+    );
+    let users = if want(Part::Timeline) || want(Part::Meta) {
+        state.store.list_users().await.map_err(err)?
+    } else {
+        Vec::new()
+    };
+    let names: HashMap<i64, String> = users.iter().map(|u| (u.id, u.name.clone())).collect();
+    if want(Part::Timeline) {
+        let messages: Vec<serde_json::Value> = all_messages
+            .iter()
+            .map(|m| {
+                let author = match (m.direction, m.author_id) {
+                    (kontor_core::Direction::In, _) => customer.name.clone().unwrap_or_else(|| t["customer_wrote"].to_string()),
+                    (_, Some(a)) => names.get(&a).cloned().unwrap_or_else(|| t["agent"].to_string()),
+                    (_, None) => "Kontor API".to_string(),
+                };
+                json!({
+                    "id": m.id, "direction": m.direction, "internal": m.internal, "author": author,
+                    "channel": channel_label(m.channel, staff.lang), "channel_code": m.channel, "text": m.text,
+                    "html": m.html.as_deref().map(sanitize_html),
+                    "attachments": m.attachments.iter().map(|a| json!({
+                        "filename": a.filename, "content_type": a.content_type, "size": a.size,
+                        "link": a.url.as_deref().filter(|u| u.starts_with("https://") || u.starts_with("http://")),
+                        "download": a.id.filter(|_| a.url.is_none()).map(|id| format!("/api/v1/attachments/{id}")),
+                    })).collect::<Vec<_>>(),
+                    "created_at": m.created_at, "age": age(&m.created_at),
+                    "recorded_by": matches!(m.channel, kontor_core::Channel::Phone | kontor_core::Channel::Letter)
+                        .then(|| m.author_id.map(|a| names.get(&a).cloned().unwrap_or_else(|| t["agent"].to_string())))
+                        .flatten(),
+                    "duration": m.duration_seconds.map(|d| format!("{}:{:02} {}", d / 60, d % 60, t["minutes_short"])),
+                    "delivery_state": m.delivery_state,
+                    "delivery_label": m.delivery_state.map(|d| t.get(format!("delivery_{}", d.as_str()).as_str()).copied().unwrap_or(d.as_str())),
+                    "delivery_error": m.delivery_error.as_deref().map(|e| delivery_error_text(e, staff.lang)),
+                })
+            })
+            .collect();
+        ctx.insert("messages", Value::from_serialize(&messages));
+    }
+    if want(Part::Meta) {
+        ctx.insert(
+            "users",
+            Value::from_serialize(users.iter().map(|u| json!({"id": u.id, "name": u.name})).collect::<Vec<_>>()),
+        );
+        ctx.insert("assignee", Value::from_serialize(case.assignee_id.and_then(|a| names.get(&a).cloned())));
+        ctx.insert("statuses", Value::from_serialize(CaseStatus::ALL));
+        ctx.insert("priorities", Value::from_serialize(kontor_core::Priority::ALL));
+        ctx.insert("teams", Value::from_serialize(state.store.list_teams().await.map_err(err)?));
+    }
+    if want(Part::Sidebar) {
+        let others = state
+            .store
+            .list_cases(CaseFilter {
+                customer_id: Some(case.customer_id),
+                visible_to: restricted(staff),
+                limit: 20,
+                ..Default::default()
+            })
+            .await
+            .map_err(err)?
+            .items
+            .into_iter()
+            .filter(|c| c.id != id)
+            .map(|c| json!({ "id": c.id, "subject": c.subject, "status": c.status, "age": age(&c.updated_at) }))
+            .collect::<Vec<_>>();
+        ctx.insert("others", Value::from_serialize(&others));
+    }
+    if want(Part::Related) {
+        let related = state
+            .app
+            .related(&staff.caller().actor(), id)
+            .await
+            .map_err(|e| crate::error::AppError::from(e).into_response())?;
+        ctx.insert(
+            "related",
+            Value::from_serialize(
+                related
+                    .iter()
+                    .map(|r| json!({ "id": r.id, "subject": r.subject, "channel": channel_label(r.channel, staff.lang), "reason": r.reason, "age": age(&r.last_activity_at) }))
+                    .collect::<Vec<_>>(),
+            ),
+        );
+    }
+    if part == Part::Page {
+        let default_channel = all_messages
+            .iter()
+            .rev()
+            .find(|m| m.direction == kontor_core::Direction::In)
+            .map(|m| m.channel)
+            .unwrap_or(case.channel);
+        ctx.insert("reply_channels", Value::from_serialize(state.deliverable_channels()));
+        ctx.insert("default_channel", Value::from_serialize(default_channel));
+        ctx.insert("merged_into", Value::from_serialize(state.store.case_merged_into(id).await.map_err(err)?));
+        ctx.insert(
+            "canned",
+            Value::from_serialize(state.store.list_canned(Some(staff.lang.code())).await.map_err(err)?),
+        );
+        let history: Vec<serde_json::Value> = state
+            .store
+            .case_events(id, vec!["case.merged"])
+            .await
+            .map_err(err)?
+            .into_iter()
+            .map(|e| {
+                let p = &e.payload;
+                let actor = p.get("actor_id").and_then(|a| a.as_i64()).and_then(|a| names.get(&a).cloned());
+                json!({
+                    "into_this": p.get("target_case_id").and_then(|v| v.as_i64()) == Some(id),
+                    "source": p.get("source_case_id"), "target": p.get("target_case_id"),
+                    "moved": p.get("moved_messages"), "actor": actor, "age": age(&e.created_at), "at": e.created_at,
+                })
+            })
+            .collect();
+        ctx.insert("history", Value::from_serialize(&history));
+    }
+    Ok(ctx)
+}
+
+pub(super) fn not_found(staff: &Staff) -> Response {
+    let mut ctx = base(Some(staff), staff.lang);
+    ctx.insert("rows", Value::from_serialize(Vec::<()>::new()));
+    ctx.insert("missing", Value::from(true));
+    let mut r = page("inbox.html", ctx);
+    *r.status_mut() = StatusCode::NOT_FOUND;
+    r
+}
+
+/// Marks what the agent was just shown as read (a failure here must not fail the page).
+pub(super) async fn mark_seen(state: &AppState, staff: &Staff, ctx: &BTreeMap<&'static str, Value>) {
+    let field = |name: &str| ctx.get("case").and_then(|c| c.get_attr(name).ok()).and_then(|v| i64::try_from(v).ok());
+    if let (Some(id), Some(event)) = (field("id"), field("last_event_id")) {
+        // A read first: most refreshes show nothing new to this agent, and the writer is shared.
+        let user = staff.session.user.id;
+        if state
+            .store
+            .seen_event_ids(user, vec![id])
+            .await
+            .ok()
+            .and_then(|m| m.get(&id).copied())
+            .is_some_and(|s| s >= event)
+        {
+            return;
+        }
+        if let Err(e) = state.store.mark_case_seen(user, id, event).await {
+            tracing::warn!(error = %e, "Cannot record that a case was read.");
+        }
+    }
+}
+
+pub(super) async fn case_page(State(state): State<AppState>, staff: Staff, Path(id): Path<String>) -> Response {
+    match case_context(&state, &staff, &id, Part::Page).await {
+        Ok(ctx) => {
+            mark_seen(&state, &staff, &ctx).await;
+            page("case.html", ctx)
+        }
+        Err(r) => r,
+    }
+}
+
+pub(super) async fn case_fragment(
+    State(state): State<AppState>,
+    staff: Staff,
+    Path((id, part)): Path<(String, String)>,
+) -> Response {
+    let (template, which) = match part.as_str() {
+        "timeline" => ("timeline.html", Part::Timeline),
+        "meta" => ("case_meta.html", Part::Meta),
+        "related" => ("case_related.html", Part::Related),
+        "sidebar" => ("case_sidebar.html", Part::Sidebar),
+        _ => return StatusCode::NOT_FOUND.into_response(),
+    };
+    match case_context(&state, &staff, &id, which).await {
+        Ok(ctx) => {
+            if part == "timeline" {
+                mark_seen(&state, &staff, &ctx).await;
+            }
+            page(template, ctx)
+        }
+        Err(r) => r,
+    }
+}

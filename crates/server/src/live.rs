@@ -158,7 +158,13 @@ impl Viewer {
             }
             _ => {}
         }
-        e.user_updated == Some(me)
+        if e.user_updated == Some(me) {
+            // Until the session is read again, assume the least: no admin, no teams.
+            self.unrestricted = false;
+            self.teams.clear();
+            return true;
+        }
+        false
     }
 }
 
@@ -288,7 +294,13 @@ impl Hub {
             let mut recheck = false;
             let mut picked = Vec::new();
             for e in &events {
-                recheck |= viewer.follow(e);
+                if viewer.follow(e) {
+                    // The stream's user changed (role, deactivation): hand it nothing more
+                    // until it has re-read its session; it then reads the rest from the
+                    // database with what it may see now.
+                    recheck = true;
+                    break;
+                }
                 if viewer.sees(e) {
                     picked.push(e.clone());
                 }
@@ -297,8 +309,11 @@ impl Hub {
             if (picked.is_empty() && !recheck) || slot.lagged.load(Ordering::Acquire) {
                 continue;
             }
-            if let Err(mpsc::error::TrySendError::Full(_)) = slot.sender.try_send(Delivery { events: picked, recheck })
-            {
+            let full = matches!(
+                slot.sender.try_send(Delivery { events: picked, recheck }),
+                Err(mpsc::error::TrySendError::Full(_))
+            );
+            if full || recheck {
                 slot.lagged.store(true, Ordering::Release);
             }
         }

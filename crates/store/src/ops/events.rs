@@ -220,7 +220,13 @@ pub(crate) fn render(c: &mut Conn, rows: &[Row]) -> Result<Vec<ClientEvent>, Sto
     let mut out = Vec::with_capacity(raw.len());
     for (mut event, created_at_us) in raw {
         if let Some(id) = event_message_id(&event.kind, &event.payload) {
-            let m = messages.get(&id).map(|m| json!(m)).unwrap_or(Value::Null);
+            // Only while the message is still in the event's case: a merge moves messages into
+            // another case, which may be hidden from those who may see this event's case.
+            let m = messages
+                .get(&id)
+                .filter(|m| event.case_id.is_none_or(|c| c == m.case_id))
+                .map(|m| json!(m))
+                .unwrap_or(Value::Null);
             set_field(&mut event.payload, "message", m);
         }
         match event.kind.as_str() {

@@ -145,10 +145,10 @@ pub async fn stream(
                 .ok_or_else(|| AppError::invalid("Last-Event-ID", "must be an event id"))?,
         ),
     };
-    let start = match from_header.or(int_param(&p, "after")?) {
-        Some(id) => id,
-        None => state.store.max_event_id().await?,
-    };
+    let newest = state.store.max_event_id().await?;
+    // An id beyond the newest (another server's, or from before a restore) would hide every
+    // event until the log caught up with it: start from the newest instead.
+    let start = from_header.or(int_param(&p, "after")?).unwrap_or(newest).min(newest);
     let session = caller.session.clone();
     let viewer = match &session {
         Some(token) => match state.store.session_viewer(token).await? {
@@ -204,6 +204,13 @@ pub async fn stream(
                 st.viewer = sub.viewer();
             }
             while behind {
+                // A long catch-up still ends with the token, and still follows the session.
+                if token_id.is_some_and(|id| state2.tokens.is_revoked(id)) {
+                    break 'stream;
+                }
+                if session.is_some() && (st.recheck || tokio::time::Instant::now() >= next_check) {
+                    continue 'stream;
+                }
                 match read_page(store, st.cursor).await {
                     Ok(events) => {
                         let full = events.len() as i64 >= crate::live::PAGE;

@@ -320,6 +320,32 @@ test('an internal note (n, Ctrl+Enter) shows as a note for both', STEP, async ()
   await shot(anna, 'case.png');
 });
 
+test('a phone call recorded with c shows for both, with who recorded it and how long it took', STEP, async () => {
+  const summary = 'Called back: the replacement vase ships on Monday.';
+  const atAnna = await watch(anna, '#timeline li.msg .msg-text', summary);
+  await leaveInputs(ben);
+  await ben.keyboard.press('c');
+  assert.ok(await ben.$('.tabs button[data-mode=contact].on'), '`c` switches to contact mode');
+  assert.ok(await ben.isVisible('#contact-fields'), 'the contact fields are shown');
+  assert.equal((await ben.textContent('#send')).trim(), 'Save contact');
+  await ben.selectOption('#contact-channel', 'phone');
+  await ben.selectOption('#contact-direction', 'out');
+  await ben.fill('#contact-minutes', '3');
+  await typeDraft(ben, summary);
+  const t0 = Date.now();
+  await ben.keyboard.press('Control+Enter');
+  await waitText(ben, '#composer-status', /^Contact saved\.$/, 'ben: composer status');
+  report('Ben\'s recorded call → Anna\'s timeline', (await atAnna('Ben\'s call at Anna')) - t0);
+  const item = `#timeline li.msg:has-text("${summary}")`;
+  await anna.waitForSelector(`${item} .recorded`);
+  assert.match(await anna.textContent(`${item} .recorded`), /erfasst von Ben Berger/);
+  assert.match(await anna.textContent(`${item} .duration`), /3:00 Min\./);
+  assert.match(await anna.textContent(`${item} .chan`), /Telefon/i);
+  await leaveInputs(ben);
+  await ben.keyboard.press('r');
+  assert.ok(await ben.isHidden('#contact-fields'), 'reply mode hides the contact fields');
+});
+
 test('keyboard: ? help, / search, j/k and Enter in the inbox; e resolves, a assigns', STEP, async () => {
   // A second case so that j/k have somewhere to go.
   const other = await inbound({ email: 'max@example.org', name: 'Max Muster', subject: 'Frage zur Rechnung 4711', text: 'Wo finde ich die Rechnung?' });

@@ -131,7 +131,7 @@ const WORDS: &[(&str, &str, &str)] = &[
     ("new_password", "Neues Passwort", "New password"),
     ("saved", "Gespeichert.", "Saved."),
     ("shortcuts", "Tastenkürzel", "Keyboard shortcuts"),
-    ("shortcut_help", "j/k: nächster/vorheriger · Enter: öffnen · r: antworten · n: Notiz · e: erledigt · a: mir zuweisen · /: suchen · ?: diese Hilfe", "j/k: next/previous · Enter: open · r: reply · n: note · e: resolve · a: assign to me · /: search · ?: this help"),
+    ("shortcut_help", "j/k: nächster/vorheriger · Enter: öffnen · r: antworten · n: Notiz · c: Kontakt erfassen · e: erledigt · a: mir zuweisen · /: suchen · ?: diese Hilfe", "j/k: next/previous · Enter: open · r: reply · n: note · c: record a contact · e: resolve · a: assign to me · /: search · ?: this help"),
     ("attachments", "Anhänge", "Attachments"),
     ("show_formatted", "Formatierte Ansicht", "Formatted view"),
     ("customer_wrote", "Kunde", "Customer"),

@@ -700,6 +700,10 @@ async fn check_jobs_are_leased_retried_dead_lettered_and_finished(store: &Store)
     let last = store.events_after(store.max_event_id().await.unwrap() - 1, 1).await.unwrap().remove(0);
     assert_eq!(last.kind, "message.delivery");
     assert_eq!((last.payload["message_id"].as_i64(), last.payload["state"].as_str()), (Some(msg_b), Some("failed")));
+    // The reason is rendered from the message; the stored event holds no provider text.
+    assert_eq!(last.payload["error"], "address rejected");
+    let stored = store.stored_events_after(last.id - 1, 1).await.unwrap().remove(0);
+    assert!(stored.payload.get("error").is_none(), "{}", stored.payload);
 
     // Done with a delivery update.
     let (msg_c, job_c) = queue_reply(store, case_id, "C").await;

@@ -147,6 +147,11 @@ pub(crate) fn render(c: &mut Conn, rows: &[Row]) -> Result<Vec<ClientEvent>, Sto
         if let Some(id) = event_message_id(&e.kind, &e.payload) {
             message_ids.insert(id);
         }
+        if e.kind == kontor_core::EventKind::MessageDelivery.as_str() {
+            if let Some(id) = e.payload.get("message_id").and_then(Value::as_i64) {
+                message_ids.insert(id);
+            }
+        }
         if let Some(id) = e.case_id {
             case_ids.insert(id);
         } else if let Some(id) = e.customer_id {
@@ -230,6 +235,16 @@ pub(crate) fn render(c: &mut Conn, rows: &[Row]) -> Result<Vec<ClientEvent>, Sto
             set_field(&mut event.payload, "message", m);
         }
         match event.kind.as_str() {
+            // The reason as the message holds it now (events store no provider text); rows
+            // from before this change keep the text they stored.
+            "message.delivery"
+                if event.payload.get("state").and_then(Value::as_str) == Some("failed")
+                    && event.payload.get("error").is_none() =>
+            {
+                let id = event.payload.get("message_id").and_then(Value::as_i64);
+                let error = id.and_then(|id| messages.get(&id)).and_then(|m| m.delivery_error.clone());
+                set_field(&mut event.payload, "error", json!(error));
+            }
             "case.created" => {
                 let case = event.case_id.and_then(|id| cases.get(&id)).map(|c| json!(c)).unwrap_or(Value::Null);
                 set_field(&mut event.payload, "case", case);

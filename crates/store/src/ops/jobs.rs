@@ -114,8 +114,9 @@ pub(crate) fn apply_delivery(tx: &mut Tx<'_>, d: &DeliveryUpdate, attempts: Opti
         &params![d.state.as_str(), d.error.as_deref(), d.provider_message_id.as_deref(), d.message_id],
     )?;
     let m = load_message(tx.conn, d.message_id)?;
-    let mut payload =
-        json!({ "message_id": m.id, "state": d.state, "error": d.error, "provider_message_id": m.provider_message_id });
+    // By reference: a provider's reason often names the recipient, so it stays in the message
+    // (`delivery_error`) and is rendered from there when the event is read.
+    let mut payload = json!({ "message_id": m.id, "state": d.state, "provider_message_id": m.provider_message_id });
     if let Some(a) = attempts {
         payload["attempts"] = json!(a);
     }

@@ -18,34 +18,7 @@ use kontor_store::{Backend, Conn, Store};
 #[derive(Subcommand)]
 pub enum BenchCommand {
     /// Drive POST /api/v1/inbound and report messages/s, latency and stream latency.
-    Ingest {
-        /// Concurrent HTTP clients.
-        #[arg(long, default_value_t = 64)]
-        clients: usize,
-        /// Seconds of sustained load (after warm-up).
-        #[arg(long, default_value_t = 10)]
-        seconds: u64,
-        /// Seconds of warm-up load that are not counted.
-        #[arg(long, default_value_t = 2)]
-        warmup: u64,
-        /// Distinct customers the messages come from.
-        #[arg(long, default_value_t = 2000)]
-        customers: u64,
-        /// Rate (messages/s) for the ingest→stream latency phase; 0 skips it.
-        #[arg(long, default_value_t = 1000)]
-        stream_rate: u64,
-        /// Seconds of the stream latency phase.
-        #[arg(long, default_value_t = 10)]
-        stream_seconds: u64,
-        /// Skip the raw insert comparison.
-        #[arg(long)]
-        no_raw: bool,
-        /// Event streams kept open during the load, each with its own staff session of an
-        /// agent in a team that cannot see the benchmark's cases (sessions made directly in
-        /// the store).
-        #[arg(long, default_value_t = 0)]
-        idle_streams: usize,
-    },
+    Ingest(IngestOptions),
     /// The blob store: attachments stored durably (encrypted) and read back (decrypted and
     /// checked) per second, in a fresh local store (or the configured `[blobs]`).
     Blobs {
@@ -76,28 +49,7 @@ pub enum BenchCommand {
 pub async fn run(cmd: BenchCommand, cfg: Config) -> Result<()> {
     match cmd {
         BenchCommand::Blobs { objects, size, concurrency } => blobs(cfg, objects, size, concurrency).await,
-        BenchCommand::Ingest {
-            clients,
-            seconds,
-            warmup,
-            customers,
-            stream_rate,
-            stream_seconds,
-            no_raw,
-            idle_streams,
-        } => {
-            let opts = IngestOptions {
-                clients,
-                seconds,
-                warmup,
-                customers,
-                stream_rate,
-                stream_seconds,
-                no_raw,
-                idle_streams,
-            };
-            ingest(cfg, opts).await
-        }
+        BenchCommand::Ingest(opts) => ingest(cfg, opts).await,
         BenchCommand::Pages { cases, messages, requests } => pages(cfg, cases, messages, requests).await,
     }
 }
@@ -246,15 +198,34 @@ async fn pages(mut cfg: Config, cases: u64, messages: u64, requests: u64) -> Res
 }
 
 /// The flags of `kontor bench ingest`.
-struct IngestOptions {
-    clients: usize,
-    seconds: u64,
-    warmup: u64,
-    customers: u64,
-    stream_rate: u64,
-    stream_seconds: u64,
-    no_raw: bool,
-    idle_streams: usize,
+#[derive(clap::Args)]
+pub struct IngestOptions {
+    /// Concurrent HTTP clients.
+    #[arg(long, default_value_t = 64)]
+    pub clients: usize,
+    /// Seconds of sustained load (after warm-up).
+    #[arg(long, default_value_t = 10)]
+    pub seconds: u64,
+    /// Seconds of warm-up load that are not counted.
+    #[arg(long, default_value_t = 2)]
+    pub warmup: u64,
+    /// Distinct customers the messages come from.
+    #[arg(long, default_value_t = 2000)]
+    pub customers: u64,
+    /// Rate (messages/s) for the ingest→stream latency phase; 0 skips it.
+    #[arg(long, default_value_t = 1000)]
+    pub stream_rate: u64,
+    /// Seconds of the stream latency phase.
+    #[arg(long, default_value_t = 10)]
+    pub stream_seconds: u64,
+    /// Skip the raw insert comparison.
+    #[arg(long)]
+    pub no_raw: bool,
+    /// Event streams kept open during the load, each with its own staff session of an
+    /// agent in a team that cannot see the benchmark's cases (sessions made directly in
+    /// the store).
+    #[arg(long, default_value_t = 0)]
+    pub idle_streams: usize,
 }
 
 /// Open idle streams: how many opened, and how many events they were sent (should be none:

@@ -15,29 +15,32 @@ impl Job for DeliverMessage {
         let update = |state: DeliveryState, error: Option<String>, provider_message_id: Option<String>| {
             DeliveryUpdate { message_id, state, error, provider_message_id }.into_effect()
         };
-        let detail = match state.store.message(message_id).await {
-            Ok(m) => m,
+        // The case holds the message, its customer and the earlier messages (the customer is not
+        // read a second time).
+        let case = match state.store.message(message_id).await {
+            Ok(m) => state.store.case_detail(m.case_id).await,
+            Err(e) => Err(e),
+        };
+        let case = match case {
+            Ok(c) => c,
             Err(e) if e.is_unavailable() => return JobResult::retry(state, &run, e.to_string()),
             Err(e) => return JobResult::fail(e.to_string()),
+        };
+        let Some(detail) = case.messages.iter().find(|m| m.id == message_id).cloned() else {
+            return JobResult::retry(state, &run, format!("message {message_id} moved while it was being sent"));
         };
         let Some(sender) = state.channels.outbound(detail.channel) else {
             let err = format!("no outbound adapter for channel {}", detail.channel);
             return JobResult::fail(err.clone()).with_effect(update(DeliveryState::Failed, Some(err), None));
         };
-        let customer = match state.store.customer(detail.customer_id).await {
-            Ok(c) => c,
-            Err(e) => return JobResult::retry(state, &run, e.to_string()),
-        };
+        let customer = &case.customer;
         // Provider ids of the case's earlier messages, oldest first (e-mail threading).
-        let thread = match state.store.case_detail(detail.case_id).await {
-            Ok(case) => case
-                .messages
-                .iter()
-                .filter(|m| m.id < message_id && !m.internal && m.channel == detail.channel)
-                .filter_map(|m| m.provider_message_id.clone())
-                .collect(),
-            Err(e) => return JobResult::retry(state, &run, e.to_string()),
-        };
+        let thread = case
+            .messages
+            .iter()
+            .filter(|m| m.id < message_id && !m.internal && m.channel == detail.channel)
+            .filter_map(|m| m.provider_message_id.clone())
+            .collect();
         // The files go with the message, their bytes read (and checked) from the blob store.
         let mut attachments = Vec::with_capacity(detail.attachments.len());
         for a in &detail.attachments {

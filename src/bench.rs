@@ -70,7 +70,7 @@ async fn pages(mut cfg: Config, cases: u64, messages: u64, requests: u64) -> Res
     );
     bar.set_message("seeding");
     let seed_start = Instant::now();
-    let inbound = |from: String, n: u64| kontor_store::NewInbound {
+    let inbound = |from: String, n: u64| kontor_store::ingest::NewInbound {
         channel: kontor_core::Channel::Email,
         from_kind: kontor_core::IdentityKind::Email,
         from_address: from,
@@ -268,7 +268,7 @@ async fn seed_team_cases(store: &Store, customers: u64, own: i64) -> Result<()> 
                 let store = store.clone();
                 tokio::spawn(async move {
                     let r = store
-                        .ingest(kontor_store::NewInbound {
+                        .ingest(kontor_store::ingest::NewInbound {
                             channel: kontor_core::Channel::Api,
                             from_kind: kontor_core::IdentityKind::Email,
                             from_address: format!("kunde{i}@bench.example.de"),
@@ -283,7 +283,7 @@ async fn seed_team_cases(store: &Store, customers: u64, own: i64) -> Result<()> 
                             case_id: None,
                         })
                         .await?;
-                    let patch = kontor_store::CasePatch { team_id: Some(Some(own)), ..Default::default() };
+                    let patch = kontor_store::cases::CasePatch { team_id: Some(Some(own)), ..Default::default() };
                     store.patch_case(r.case_id, patch).await?;
                     anyhow::Ok(())
                 })

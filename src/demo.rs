@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 use kontor_core::{normalise_identity, Channel, IdentityKind, Role};
-use kontor_store::{CasePatch, NewInbound, Store};
+use kontor_store::{cases::CasePatch, ingest::NewInbound, Store};
 
 struct DemoMessage {
     channel: Channel,

@@ -9,7 +9,7 @@
 mod actor;
 mod visibility;
 
-use kontor_store::{RelatedCase, SearchResults, Store, StoreError, StoredAttachment};
+use kontor_store::{cases::RelatedCase, messages::StoredAttachment, search::SearchResults, Store, StoreError};
 
 pub use actor::Actor;
 pub use visibility::Visibility;

@@ -16,7 +16,7 @@ use axum::extract::{FromRequestParts, MatchedPath};
 use axum::http::request::Parts;
 use axum::http::Method;
 use kontor_core::Role;
-use kontor_store::{token_hash, Store};
+use kontor_store::{staff::token_hash, Store};
 
 use crate::error::AppError;
 use crate::AppState;

@@ -15,7 +15,10 @@ use std::sync::{Arc, Mutex, Once, Weak};
 use std::time::Duration;
 
 use kontor_core::Role;
-use kontor_store::{Audience, ClientEvent, SessionViewer, Store, StoreError};
+use kontor_store::{
+    events::{Audience, ClientEvent, SessionViewer},
+    Store, StoreError,
+};
 use tokio::sync::mpsc;
 
 /// Deliveries the hub queues per stream; a stream further behind reads the database.

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use kontor_store::{ClaimedJob, JobOutcome};
+use kontor_store::jobs::{ClaimedJob, JobOutcome};
 use tokio::sync::Semaphore;
 
 use crate::jobs::JobResult;

@@ -13,7 +13,7 @@ use kontor_channel::{
 use kontor_core::{Channel, DeliveryState, IdentityKind, Role};
 use kontor_server::jobs::{Job, JobRegistry, JobResult, JobRun};
 use kontor_server::AppState;
-use kontor_store::JobPayload;
+use kontor_store::jobs::JobPayload;
 use kontor_testkit::server::TestServer;
 use serde_json::{json, Value};
 
@@ -293,8 +293,8 @@ async fn jobs_run_through_the_registry_and_unknown_kinds_go_to_the_dead_letter()
     app.server
         .store
         .write(|tx| {
-            kontor_store::enqueue_job(tx, &Touch { label: "eins".into() }, 3, 0)?;
-            kontor_store::enqueue_job(tx, &Orphan {}, 3, 0)
+            kontor_store::jobs::enqueue_job(tx, &Touch { label: "eins".into() }, 3, 0)?;
+            kontor_store::jobs::enqueue_job(tx, &Orphan {}, 3, 0)
         })
         .await
         .unwrap();

@@ -176,7 +176,7 @@ async fn admins_list_tokens_without_secrets_and_a_revoked_token_stops_at_once() 
     assert!(row["created_at"].is_string() && row["revoked_at"].is_null(), "{row}");
     let text = list.to_string();
     assert!(!text.contains(&crm_secret) && !text.contains(&app.token), "no secrets: {text}");
-    assert!(!text.contains(&kontor_store::token_hash(&crm_secret)), "no hashes: {text}");
+    assert!(!text.contains(&kontor_store::staff::token_hash(&crm_secret)), "no hashes: {text}");
 
     // Agents may neither list nor revoke.
     assert_eq!(app.call_as(&crm_secret, "GET", "/api/v1/tokens", None).await.0, 403);

@@ -10,7 +10,7 @@ use futures::FutureExt;
 use kontor_core::{Channel, IdentityKind, Role};
 use kontor_server::live::{Hub, Viewer};
 use kontor_server::Config;
-use kontor_store::{CasePatch, NewInbound, Store};
+use kontor_store::{cases::CasePatch, ingest::NewInbound, Store};
 
 fn inbound(from: &str, text: &str) -> NewInbound {
     NewInbound {

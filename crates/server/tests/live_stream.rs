@@ -12,7 +12,7 @@ use futures::stream::BoxStream;
 use futures::StreamExt;
 use kontor_core::{Channel, IdentityKind, Role};
 use kontor_server::{AppState, Config};
-use kontor_store::{CasePatch, NewInbound, Store};
+use kontor_store::{cases::CasePatch, ingest::NewInbound, Store};
 use serde_json::Value;
 
 fn inbound(from: &str, text: &str) -> NewInbound {

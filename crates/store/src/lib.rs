@@ -5,10 +5,20 @@
 //! together (group commit) and answers each one only after the commit. Reads use a
 //! connection pool. This crate knows nothing of HTTP.
 
+pub mod canned;
+pub mod cases;
+pub mod customers;
 pub mod db;
 mod error;
-mod ops;
+pub mod events;
+pub mod ingest;
+pub mod jobs;
+pub mod messages;
 pub mod schema;
+pub mod search;
+pub mod settings;
+pub mod staff;
+pub mod teams;
 mod writer;
 
 use std::sync::Arc;
@@ -16,7 +26,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub use db::{Backend, Conn, Row, Val};
 pub use error::StoreError;
-pub use ops::*;
 pub use writer::{Tx, WriterStats};
 
 use tokio::sync::watch;
@@ -302,4 +311,12 @@ impl Store {
     pub fn latest_event_id(&self) -> i64 {
         *self.inner.latest_event.borrow()
     }
+}
+
+/// A page of results with an opaque cursor for the next one.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    /// Pass as `cursor` to get the next page; absent on the last page.
+    pub next_cursor: Option<String>,
 }

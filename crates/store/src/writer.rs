@@ -27,9 +27,10 @@ pub struct WriterCounters {
     pub batches: AtomicU64,
     /// Operations submitted.
     pub ops: AtomicU64,
-    /// Inbound messages stored by the set-based bulk path.
+    /// Operations merged into set-based ones by a [`Merge`] hook (today: inbound messages
+    /// stored by the bulk ingest path).
     pub bulk_messages: AtomicU64,
-    /// Bulk operations that failed as a whole and were redone one by one.
+    /// Merged operations that failed as a whole and were redone one by one.
     pub bulk_fallbacks: AtomicU64,
 }
 
@@ -101,16 +102,31 @@ impl Tx<'_> {
 }
 
 /// One queued write operation.
-pub trait WriteOp: Send {
+pub trait WriteOp: std::any::Any + Send {
     /// Runs the operation; false if it failed (its changes are rolled back).
     fn apply(&mut self, tx: &mut Tx<'_>) -> bool;
     /// Delivers the result once the transaction's fate is known.
     fn finish(self: Box<Self>, commit: &Result<(), StoreError>);
-    /// An inbound message that may be stored together with others in one bulk operation
-    /// (`Err(self)` for anything else).
-    fn into_bulk_ingest(self: Box<Self>) -> Result<Box<crate::ops::IngestOp>, Box<dyn WriteOp>>;
+    /// The hook that may combine this operation with others of its kind in the same batch
+    /// into one set-based operation; `None` (the default) runs it on its own.
+    fn merge(&self) -> Option<&'static Merge> {
+        None
+    }
     /// After a failed `apply`: the parts to run one by one instead (`Err(self)` if it has none).
     fn split(self: Box<Self>) -> Result<Vec<Box<dyn WriteOp>>, Box<dyn WriteOp>>;
+}
+
+/// A batching hook: operations whose [`WriteOp::merge`] returns the same hook (same `name`)
+/// are handed to `combine` together when two or more of them are in one group commit. The
+/// writer knows nothing of what they are; `combine` downcasts them (each `WriteOp` is
+/// `Any`) and returns the operations to run — normally one — handing back any it cannot take.
+/// A combined operation that fails as a whole is `split` into its parts, which then run one
+/// by one in savepoints.
+pub struct Merge {
+    /// Identifies the kind of operation (and names it in logs).
+    pub name: &'static str,
+    /// Combines two or more operations of this kind.
+    pub combine: fn(Vec<Box<dyn WriteOp>>) -> Vec<Box<dyn WriteOp>>,
 }
 
 /// Sends an operation's result once the fate of its transaction is known: its own error,
@@ -160,10 +176,6 @@ where
         answer(self.out, commit, self.reply);
     }
 
-    fn into_bulk_ingest(self: Box<Self>) -> Result<Box<crate::ops::IngestOp>, Box<dyn WriteOp>> {
-        Err(self)
-    }
-
     fn split(self: Box<Self>) -> Result<Vec<Box<dyn WriteOp>>, Box<dyn WriteOp>> {
         Err(self)
     }
@@ -204,7 +216,7 @@ fn writer_loop(
         }
         counters.ops.fetch_add(batch.len() as u64, Ordering::Relaxed);
         counters.batches.fetch_add(1, Ordering::Relaxed);
-        let batch = group_ingests(batch, &counters);
+        let batch = merge_batch(batch, &counters);
         if conn.as_ref().is_none_or(|c| c.is_broken()) {
             conn = match Conn::open(backend, &url) {
                 Ok(c) => Some(c),
@@ -233,23 +245,27 @@ fn writer_loop(
     }
 }
 
-/// Puts the inbound messages of a batch into one bulk operation (if there are several).
-fn group_ingests(batch: Vec<Box<dyn WriteOp>>, counters: &WriterCounters) -> Vec<Box<dyn WriteOp>> {
+/// Combines the operations of a batch that share a [`Merge`] hook (where there are several):
+/// the others keep their order and run first, then each combined group.
+fn merge_batch(batch: Vec<Box<dyn WriteOp>>, counters: &WriterCounters) -> Vec<Box<dyn WriteOp>> {
     let mut ops: Vec<Box<dyn WriteOp>> = Vec::with_capacity(batch.len());
-    let mut ingests = Vec::new();
+    let mut groups: Vec<(&'static Merge, Vec<Box<dyn WriteOp>>)> = Vec::new();
     for op in batch {
-        match op.into_bulk_ingest() {
-            Ok(i) => ingests.push(*i),
-            Err(op) => ops.push(op),
+        match op.merge() {
+            None => ops.push(op),
+            Some(m) => match groups.iter_mut().find(|(g, _)| g.name == m.name) {
+                Some((_, members)) => members.push(op),
+                None => groups.push((m, vec![op])),
+            },
         }
     }
-    match ingests.len() {
-        0 => {}
-        1 => ops.extend(ingests.into_iter().map(|i| Box::new(i) as Box<dyn WriteOp>)),
-        n => {
-            counters.bulk_messages.fetch_add(n as u64, Ordering::Relaxed);
-            ops.push(Box::new(crate::ops::BulkIngest::new(ingests)))
+    for (m, members) in groups {
+        if members.len() < 2 {
+            ops.extend(members);
+            continue;
         }
+        counters.bulk_messages.fetch_add(members.len() as u64, Ordering::Relaxed);
+        ops.extend((m.combine)(members));
     }
     ops
 }

@@ -16,8 +16,10 @@ use kontor_core::{
     normalise_identity, CaseStatus, Channel, DeliveryState, Direction, IdentityKind, Priority, Role, StaffUser,
 };
 use kontor_store::{
-    Backend, CaseFilter, CasePatch, DeliveryUpdate, InboundReceipt, JobOutcome, NewInbound, NewReply, ReplyOutcome,
-    Store, StoreError, Val,
+    cases::{CaseFilter, CasePatch, NewReply, ReplyOutcome},
+    ingest::{InboundReceipt, NewInbound},
+    jobs::{DeliveryUpdate, JobOutcome},
+    Backend, Store, StoreError, Val,
 };
 use kontor_testkit::StoreFixture as Fixture;
 
@@ -1874,7 +1876,7 @@ async fn check_a_job_effect_commits_only_with_the_claim_that_ran_it(store: &Stor
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let second = second.pop().expect("the job is claimed again once its lease ran out");
-    let effect = |label: &'static str| -> kontor_store::JobEffect {
+    let effect = |label: &'static str| -> kontor_store::jobs::JobEffect {
         std::sync::Arc::new(move |tx, _| {
             tx.event(
                 kontor_core::EventKind::SettingsUpdated,

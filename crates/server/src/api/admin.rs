@@ -5,7 +5,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use kontor_core::{StaffUser, Team};
-use kontor_store::QueueStats;
+use kontor_store::jobs::QueueStats;
 use serde::Deserialize;
 use utoipa::ToSchema;
 

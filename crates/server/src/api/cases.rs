@@ -5,7 +5,10 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use kontor_core::{Case, CaseStatus, Channel, Priority};
-use kontor_store::{CaseDetail, CaseFilter, CasePatch, NewReply, Page, ReplyOutcome};
+use kontor_store::{
+    cases::{CaseDetail, CaseFilter, CasePatch, NewReply, ReplyOutcome},
+    Page,
+};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::json;
 use utoipa::ToSchema;

@@ -3,7 +3,7 @@
 use axum::extract::{Path, State};
 use axum::Json;
 use kontor_core::{normalise_identity, Customer, IdentityKind};
-use kontor_store::{CustomerPatch, Page};
+use kontor_store::{customers::CustomerPatch, Page};
 use serde::Deserialize;
 use utoipa::ToSchema;
 

@@ -5,7 +5,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use kontor_core::{normalise_identity, Channel, IdentityKind};
-use kontor_store::{InboundReceipt, NewInbound};
+use kontor_store::ingest::{InboundReceipt, NewInbound};
 use serde::Deserialize;
 use utoipa::ToSchema;
 

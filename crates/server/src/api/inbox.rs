@@ -6,7 +6,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use kontor_core::{CannedResponse, Case, Role, StaffUser};
-use kontor_store::RelatedCase;
+use kontor_store::cases::RelatedCase;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 

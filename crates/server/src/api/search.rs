@@ -2,7 +2,7 @@
 
 use axum::extract::State;
 use axum::Json;
-use kontor_store::SearchResults;
+use kontor_store::search::SearchResults;
 
 use super::{int_param_in, params, Params};
 use crate::auth::Caller;

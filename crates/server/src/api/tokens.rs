@@ -4,7 +4,7 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
-use kontor_store::ApiToken;
+use kontor_store::staff::ApiToken;
 
 use super::path_id;
 use crate::auth::Caller;

@@ -1,4 +1,4 @@
-//! Typed background jobs: each kind is a payload type (`kontor_store::JobPayload`, with its
+//! Typed background jobs: each kind is a payload type (`kontor_store::jobs::JobPayload`, with its
 //! kind constant) and a handler in a file of its own here; the worker dispatches through the
 //! [`JobRegistry`]. A handler returns its outcome together with its effect, which the store
 //! commits in the same transaction as the job's completion (and only while the run still
@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
-use kontor_store::{ClaimedJob, JobEffect, JobOutcome, JobPayload};
+use kontor_store::jobs::{ClaimedJob, JobEffect, JobOutcome, JobPayload};
 
 use crate::AppState;
 
@@ -91,7 +91,7 @@ impl JobRegistry {
     /// Every job kind Kontor runs.
     pub fn standard() -> Self {
         let mut r = JobRegistry::default();
-        r.register::<kontor_store::DeliverMessage>();
+        r.register::<kontor_store::jobs::DeliverMessage>();
         r
     }
 

@@ -6,7 +6,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use kontor_core::CaseStatus;
-use kontor_store::CaseFilter;
+use kontor_store::cases::CaseFilter;
 use minijinja::Value;
 use serde_json::json;
 

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
 use kontor_core::{CaseStatus, Channel};
-use kontor_store::CaseFilter;
+use kontor_store::cases::CaseFilter;
 use minijinja::Value;
 use serde_json::json;
 

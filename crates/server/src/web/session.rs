@@ -8,7 +8,7 @@ use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Form;
-use kontor_store::StaffSession;
+use kontor_store::staff::StaffSession;
 use minijinja::Value;
 use rand::RngCore;
 use serde::Deserialize;

@@ -3,8 +3,8 @@
 
 use kontor_core::{Attachment, Channel, Direction};
 
-use super::cases::{case_visible, VISIBLE_TO_SQL};
-use super::ingest::{insert_message, thread_case, MessageRow};
+use crate::cases::{case_visible, VISIBLE_TO_SQL};
+use crate::ingest::{insert_message, thread_case, MessageRow};
 use crate::{params, Store, StoreError};
 
 /// A phone call or letter to record.

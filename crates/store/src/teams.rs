@@ -1,11 +1,11 @@
 //! Team membership, and which cases a staff user may see because of it.
 
-use kontor_core::StaffUser;
+use kontor_core::{StaffUser, Team};
 use serde_json::json;
 
-use super::auth::user_from_row;
-use super::cases::VISIBLE_TO_SQL;
+use crate::cases::VISIBLE_TO_SQL;
 use crate::db::Conn;
+use crate::staff::user_from_row;
 use crate::{params, Store, StoreError};
 
 fn require_team(c: &mut Conn, team_id: i64) -> Result<(), StoreError> {
@@ -23,6 +23,34 @@ fn require_user(c: &mut Conn, user_id: i64) -> Result<(), StoreError> {
 }
 
 impl Store {
+    /// Creates a team.
+    pub async fn create_team(&self, name: String) -> Result<Team, StoreError> {
+        self.write(move |tx| {
+            let id = tx
+                .conn
+                .query_opt(
+                    "INSERT INTO teams (name, created_at) VALUES (?, ?) RETURNING id",
+                    &params![name.as_str(), tx.now],
+                )?
+                .map(|r| r.i64(0))
+                .ok_or_else(|| StoreError::Database("team insert returned no id".into()))?;
+            tx.event(kontor_core::EventKind::TeamCreated, None, None, &json!({ "team": { "id": id, "name": name } }))?;
+            Ok(Team { id, name })
+        })
+        .await
+    }
+
+    /// All teams by name.
+    pub async fn list_teams(&self) -> Result<Vec<Team>, StoreError> {
+        self.read(|c| {
+            Ok(c.query("SELECT id, name FROM teams ORDER BY name", &[])?
+                .iter()
+                .map(|r| Team { id: r.i64(0), name: r.text(1) })
+                .collect())
+        })
+        .await
+    }
+
     /// Makes a staff user a member of a team; appends `team.member_added`. Adding a member
     /// again changes nothing (and appends no event).
     pub async fn add_team_member(&self, team_id: i64, user_id: i64) -> Result<(), StoreError> {

@@ -4,14 +4,14 @@ use kontor_core::threading::{choose_case, CaseCandidate, Threading};
 use kontor_core::{Attachment, Case, CaseStatus, Channel, DeliveryState, Direction, IdentityKind, Message, Priority};
 use serde_json::json;
 
-use super::customers::find_or_create_customer;
-use super::events::{case_ref, message_ref};
-use super::load_case;
+use crate::cases::load_case;
+use crate::customers::find_or_create_customer;
+use crate::events::{case_ref, message_ref};
 use std::collections::HashMap;
 
 use tokio::sync::oneshot;
 
-use crate::writer::{Tx, WriteOp};
+use crate::writer::{Merge, Tx, WriteOp};
 use crate::{params, Store, StoreError, Val};
 
 /// A validated inbound message from any channel (the channel contract's type).
@@ -57,7 +57,7 @@ impl Store {
 }
 
 /// One inbound message queued for the writer.
-pub struct IngestOp {
+struct IngestOp {
     msg: NewInbound,
     window_us: i64,
     out: Option<Result<InboundReceipt, StoreError>>,
@@ -78,12 +78,8 @@ impl WriteOp for IngestOp {
 
     /// Messages for an explicit case take the single path (their checks may refuse them), and
     /// so do messages with attachments (each gets its own row).
-    fn into_bulk_ingest(self: Box<Self>) -> Result<Box<IngestOp>, Box<dyn WriteOp>> {
-        if self.msg.case_id.is_none() && self.msg.attachments.is_empty() {
-            Ok(self)
-        } else {
-            Err(self)
-        }
+    fn merge(&self) -> Option<&'static Merge> {
+        (self.msg.case_id.is_none() && self.msg.attachments.is_empty()).then_some(&BULK_INGEST)
     }
 
     fn split(self: Box<Self>) -> Result<Vec<Box<dyn WriteOp>>, Box<dyn WriteOp>> {
@@ -91,16 +87,31 @@ impl WriteOp for IngestOp {
     }
 }
 
-/// Several inbound messages stored with set-based statements: a handful of round trips per
-/// batch instead of per message. If it fails, the writer runs the messages one by one.
-pub struct BulkIngest {
-    items: Vec<IngestOp>,
+/// The writer's batching hook for inbound messages: several become one [`BulkIngest`].
+static BULK_INGEST: Merge = Merge { name: "bulk-ingest", combine: combine_ingests };
+
+fn combine_ingests(ops: Vec<Box<dyn WriteOp>>) -> Vec<Box<dyn WriteOp>> {
+    let mut items = Vec::with_capacity(ops.len());
+    let mut others: Vec<Box<dyn WriteOp>> = Vec::new();
+    for op in ops {
+        if !(op.as_ref() as &dyn std::any::Any).is::<IngestOp>() {
+            others.push(op);
+            continue;
+        }
+        if let Ok(item) = (op as Box<dyn std::any::Any>).downcast::<IngestOp>() {
+            items.push(*item);
+        }
+    }
+    if !items.is_empty() {
+        others.insert(0, Box::new(BulkIngest { items }));
+    }
+    others
 }
 
-impl BulkIngest {
-    pub(crate) fn new(items: Vec<IngestOp>) -> Self {
-        BulkIngest { items }
-    }
+/// Several inbound messages stored with set-based statements: a handful of round trips per
+/// batch instead of per message. If it fails, the writer runs the messages one by one.
+struct BulkIngest {
+    items: Vec<IngestOp>,
 }
 
 impl WriteOp for BulkIngest {
@@ -125,10 +136,6 @@ impl WriteOp for BulkIngest {
         for item in self.items {
             Box::new(item).finish(commit);
         }
-    }
-
-    fn into_bulk_ingest(self: Box<Self>) -> Result<Box<IngestOp>, Box<dyn WriteOp>> {
-        Err(self)
     }
 
     fn split(self: Box<Self>) -> Result<Vec<Box<dyn WriteOp>>, Box<dyn WriteOp>> {
@@ -402,7 +409,7 @@ fn ingest_many(
                 .collect();
             tx.conn.execute(&sql, &p)?;
         }
-        // By reference: no name or address in the event (see `ops::events`).
+        // By reference: no name or address in the event (see `crate::events`).
         let events: Vec<NewEvent> = ids
             .iter()
             .zip(&identity_ids)
@@ -776,7 +783,7 @@ pub(crate) fn thread_case(
             // A case that was merged lives on in the case it was merged into.
             let mut id = requested;
             for _ in 0..16 {
-                match super::cases::merged_into(tx.conn, id)? {
+                match crate::cases::merged_into(tx.conn, id)? {
                     Some(target) => id = target,
                     None => break,
                 }
@@ -909,11 +916,8 @@ pub(crate) fn insert_message(tx: &mut Tx<'_>, m: &MessageRow<'_>) -> Result<Mess
             &params![id, m.subject.unwrap_or(""), m.text],
         )?;
     }
-    let attachments = if m.attachments.is_empty() {
-        Vec::new()
-    } else {
-        super::attachments::insert_attachments(tx, id, m.attachments)?
-    };
+    let attachments =
+        if m.attachments.is_empty() { Vec::new() } else { crate::messages::insert_attachments(tx, id, m.attachments)? };
     Ok(Message {
         id,
         case_id: m.case_id,

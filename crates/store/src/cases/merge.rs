@@ -5,8 +5,7 @@ use kontor_core::similarity::{relate, RelatedReason, RequestSummary, SAME_REQUES
 use kontor_core::{Case, CaseStatus, Channel};
 use serde_json::json;
 
-use super::cases::{case_visible, merged_into};
-use super::load_case;
+use super::{case_visible, load_case, merged_into};
 use crate::db::Row;
 use crate::{format_ts, params, Store, StoreError, Val};
 

@@ -1,5 +1,9 @@
 //! Staff users (Argon2id passwords) and API tokens (stored as SHA-256 hashes).
 
+mod sessions;
+
+pub use sessions::StaffSession;
+
 use argon2::password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
 use kontor_core::{Role, StaffUser};

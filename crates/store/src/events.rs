@@ -14,8 +14,9 @@ use std::collections::{HashMap, HashSet};
 use kontor_core::{Case, Customer, Event, Message, StaffUser};
 use serde_json::{json, Value};
 
-use super::{case_from_row, message_from_row, CASE_COLS, MESSAGE_COLS};
+use crate::cases::{case_from_row, CASE_COLS};
 use crate::db::{Conn, Row, Val};
+use crate::messages::{message_from_row, MESSAGE_COLS};
 use crate::{format_ts, params, Store, StoreError};
 
 /// Event kinds whose payload refers to one message (`message_id`).
@@ -202,7 +203,7 @@ pub(crate) fn render(c: &mut Conn, rows: &[Row]) -> Result<Vec<ClientEvent>, Sto
         let mut identities = rows_with_ids(c, head, &customer_ids)?;
         identities.sort_by_key(|r| r.i64(0));
         for r in &identities {
-            let identity = super::customers::identity_from_row(r)?;
+            let identity = crate::customers::identity_from_row(r)?;
             if let Some(customer) = customers.get_mut(&identity.customer_id) {
                 customer.identities.push(identity);
             }
@@ -217,7 +218,7 @@ pub(crate) fn render(c: &mut Conn, rows: &[Row]) -> Result<Vec<ClientEvent>, Sto
     if !user_ids.is_empty() {
         let head = "SELECT id, email, name, role, created_at, active FROM users WHERE id IN";
         for r in rows_with_ids(c, head, &user_ids)? {
-            let u = super::auth::user_from_row(&r);
+            let u = crate::staff::user_from_row(&r);
             users.insert(u.id, u);
         }
     }
@@ -323,7 +324,7 @@ impl Store {
     /// A staff user's role and teams as they are now, if the session is valid: what a live
     /// stream opened with that session may show. One read for both.
     pub async fn session_viewer(&self, session: &str) -> Result<Option<SessionViewer>, StoreError> {
-        let hash = crate::token_hash(session);
+        let hash = crate::staff::token_hash(session);
         self.read(move |c| {
             // One query: the user, with one row per team (or one row with no team).
             let rows = c.query(

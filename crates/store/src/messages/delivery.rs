@@ -3,7 +3,7 @@
 use kontor_channel::{supersedes, DeliveryReport};
 use kontor_core::DeliveryState;
 
-use super::jobs::{apply_delivery, DeliveryUpdate};
+use crate::jobs::{apply_delivery, DeliveryUpdate};
 use crate::{params, Store, StoreError};
 
 /// How long a report for an unknown provider id waits for its message: a week.

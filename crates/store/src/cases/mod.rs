@@ -1,16 +1,53 @@
 //! Cases: listing, details, changes, internal notes and replies with collision control.
 
-use kontor_core::{Attachment, Case, CaseStatus, Channel, Customer, Direction, Event, Message, Priority, Team};
+use kontor_core::{Attachment, Case, CaseStatus, Channel, Customer, Direction, Event, Message, Priority};
 use serde_json::{json, Value};
 
-use super::customers::load_customer;
-use super::events::{events_from_rows, message_ref};
-use super::ingest::{insert_message, MessageRow};
-use super::jobs::{enqueue_job, DeliverMessage};
-use super::{case_from_row, load_case, load_message, message_from_row, Page, CASE_COLS, MESSAGE_COLS};
-use crate::db::Conn;
+mod inbox;
+mod merge;
+
+pub use inbox::CaseSummary;
+pub use merge::RelatedCase;
+
+use crate::customers::load_customer;
+use crate::db::{Conn, Row};
+use crate::events::{events_from_rows, message_ref};
+use crate::ingest::{insert_message, MessageRow};
+use crate::jobs::{enqueue_job, DeliverMessage};
+use crate::messages::{load_message, message_from_row, MESSAGE_COLS};
 use crate::writer::Tx;
-use crate::{params, Backend, Store, StoreError, Val};
+use crate::Page;
+use crate::{format_ts, params, Backend, Store, StoreError, Val};
+
+pub(crate) const CASE_COLS: &str = "id, customer_id, subject, status, priority, assignee_id, team_id, tags, channel, \
+     created_at, updated_at, first_response_at, resolved_at, last_message_at, last_event_id";
+
+pub(crate) fn case_from_row(r: &Row) -> Result<Case, StoreError> {
+    Ok(Case {
+        id: r.req_i64(0, "cases.id")?,
+        customer_id: r.req_i64(1, "cases.customer_id")?,
+        subject: r.opt_text(2),
+        status: r.req_enum(3, "cases.status", CaseStatus::parse)?,
+        priority: r.req_enum(4, "cases.priority", Priority::parse)?,
+        assignee_id: r.opt_i64(5),
+        team_id: r.opt_i64(6),
+        tags: serde_json::from_str(&r.req_text(7, "cases.tags")?)
+            .map_err(|e| StoreError::Corrupt(format!("cases.tags is not a JSON list: {e}")))?,
+        channel: r.req_enum(8, "cases.channel", Channel::parse)?,
+        created_at: format_ts(r.req_i64(9, "cases.created_at")?),
+        updated_at: format_ts(r.req_i64(10, "cases.updated_at")?),
+        first_response_at: r.opt_i64(11).map(format_ts),
+        resolved_at: r.opt_i64(12).map(format_ts),
+        last_message_at: r.opt_i64(13).map(format_ts),
+        last_event_id: r.req_i64(14, "cases.last_event_id")?,
+    })
+}
+
+pub(crate) fn load_case(c: &mut Conn, id: i64) -> Result<Case, StoreError> {
+    c.query_opt(&format!("SELECT {CASE_COLS} FROM cases WHERE id = ?"), &params![id])?
+        .map(|r| case_from_row(&r))
+        .ok_or_else(|| StoreError::NotFound(format!("case {id}")))?
+}
 
 /// A case with its customer and all its messages in order.
 #[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
@@ -131,11 +168,6 @@ impl Store {
             Ok(CaseDetail { case, customer, messages })
         })
         .await
-    }
-
-    /// One message.
-    pub async fn message(&self, id: i64) -> Result<Message, StoreError> {
-        self.read(move |c| load_message(c, id)).await
     }
 
     /// Cases, most recently changed first, without those merged into another case.
@@ -273,34 +305,6 @@ impl Store {
         let attempts = self.settings().job_max_attempts.max(1);
         self.write(move |tx| reply_in(tx, case_id, &r, &deliverable, attempts)).await
     }
-
-    /// Creates a team.
-    pub async fn create_team(&self, name: String) -> Result<Team, StoreError> {
-        self.write(move |tx| {
-            let id = tx
-                .conn
-                .query_opt(
-                    "INSERT INTO teams (name, created_at) VALUES (?, ?) RETURNING id",
-                    &params![name.as_str(), tx.now],
-                )?
-                .map(|r| r.i64(0))
-                .ok_or_else(|| StoreError::Database("team insert returned no id".into()))?;
-            tx.event(kontor_core::EventKind::TeamCreated, None, None, &json!({ "team": { "id": id, "name": name } }))?;
-            Ok(Team { id, name })
-        })
-        .await
-    }
-
-    /// All teams by name.
-    pub async fn list_teams(&self) -> Result<Vec<Team>, StoreError> {
-        self.read(|c| {
-            Ok(c.query("SELECT id, name FROM teams ORDER BY name", &[])?
-                .iter()
-                .map(|r| Team { id: r.i64(0), name: r.text(1) })
-                .collect())
-        })
-        .await
-    }
 }
 
 /// The case a case was merged into, if it was.
@@ -393,7 +397,7 @@ fn patch_case_in(tx: &mut Tx<'_>, id: i64, p: &CasePatch) -> Result<Case, StoreE
     vals.push(id.into());
     tx.conn.execute(&format!("UPDATE cases SET {} WHERE id = ?", sets.join(", ")), &vals)?;
     // The subject may be the customer's words: the event says that it changed, and readers
-    // get the case's current subject (see `ops::events`).
+    // get the case's current subject (see `crate::events`).
     let mut payload = json!({ "case_id": id });
     if changes.remove("subject").is_some() {
         payload["subject_changed"] = json!(true);
@@ -438,7 +442,7 @@ fn reply_in(
             let mut messages = Vec::new();
             for e in &events {
                 let mut ids: Vec<i64> = Vec::new();
-                if let Some(mid) = super::events::event_message_id(&e.kind, &e.payload) {
+                if let Some(mid) = crate::events::event_message_id(&e.kind, &e.payload) {
                     ids.push(mid);
                 }
                 // A merge brought in the other case's messages: show the newest of them.

@@ -3,10 +3,10 @@
 use kontor_core::{Customer, Identity, IdentityKind};
 use serde_json::json;
 
-use super::cases::VISIBLE_TO_SQL;
-use super::Page;
+use crate::cases::VISIBLE_TO_SQL;
 use crate::db::{Conn, Row};
 use crate::writer::Tx;
+use crate::Page;
 use crate::{format_ts, params, Backend, Store, StoreError};
 
 /// Changes to a customer; `None` leaves a field as it is.

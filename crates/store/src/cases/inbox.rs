@@ -139,7 +139,7 @@ impl Store {
                 ),
                 &p,
             )?;
-            super::events::events_from_rows(&rows)
+            crate::events::events_from_rows(&rows)
         })
         .await
     }

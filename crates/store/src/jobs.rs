@@ -4,7 +4,7 @@
 use kontor_core::DeliveryState;
 use serde_json::json;
 
-use super::load_message;
+use crate::messages::load_message;
 use crate::writer::Tx;
 use crate::{params, Backend, Store, StoreError};
 
@@ -124,7 +124,7 @@ pub(crate) fn apply_delivery(tx: &mut Tx<'_>, d: &DeliveryUpdate, attempts: Opti
     tx.conn.execute("UPDATE cases SET last_event_id = ? WHERE id = ?", &params![ev, m.case_id])?;
     // Reports that came before this send was recorded apply now.
     if let Some(pid) = d.provider_message_id.as_deref() {
-        super::delivery::apply_pending_reports(tx, m.id, m.channel.as_str(), pid)?;
+        crate::messages::apply_pending_reports(tx, m.id, m.channel.as_str(), pid)?;
     }
     Ok(ev)
 }

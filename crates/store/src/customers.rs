@@ -65,51 +65,6 @@ fn customer_changes(before: &Customer, after: &Customer) -> Vec<&'static str> {
     changed
 }
 
-/// Finds the customer owning an identity, or creates both. Returns (id, created).
-pub(crate) fn find_or_create_customer(
-    tx: &mut Tx<'_>,
-    kind: IdentityKind,
-    address: &str,
-    name: Option<&str>,
-) -> Result<(i64, bool), StoreError> {
-    if let Some(r) = tx.conn.query_opt(
-        "SELECT i.customer_id, c.name FROM identities i JOIN customers c ON c.id = i.customer_id WHERE i.kind = ? AND i.address = ?",
-        &params![kind.as_str(), address],
-    )? {
-        let id = r.i64(0);
-        if r.opt_text(1).is_none() {
-            if let Some(name) = name {
-                tx.conn.execute("UPDATE customers SET name = ?, updated_at = ? WHERE id = ?", &params![name, tx.now, id])?;
-                refresh_customer_search(tx, id)?;
-            }
-        }
-        return Ok((id, false));
-    }
-    let now = tx.now;
-    let id = tx
-        .conn
-        .query_opt(
-            "INSERT INTO customers (name, created_at, updated_at) VALUES (?, ?, ?) RETURNING id",
-            &params![name, now, now],
-        )?
-        .map(|r| r.i64(0))
-        .ok_or_else(|| StoreError::Database("customer insert returned no id".into()))?;
-    tx.conn.execute(
-        "INSERT INTO identities (customer_id, kind, address, created_at) VALUES (?, ?, ?, ?)",
-        &params![id, kind.as_str(), address, now],
-    )?;
-    refresh_customer_search(tx, id)?;
-    let customer = load_customer(tx.conn, id)?;
-    let identity_id = customer.identities.first().map(|i| i.id);
-    tx.event(
-        kontor_core::EventKind::CustomerCreated,
-        None,
-        Some(id),
-        &json!({ "customer_id": id, "identity_id": identity_id }),
-    )?;
-    Ok((id, true))
-}
-
 /// Whether a restricted staff user may see a customer: it has an unmerged case the user may
 /// see (the rule of `Store::customer_visible_to`). False if there is no such customer.
 pub(crate) fn customer_visible(c: &mut Conn, customer_id: i64, user_id: i64) -> Result<bool, StoreError> {

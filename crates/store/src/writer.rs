@@ -76,6 +76,16 @@ impl Tx<'_> {
         *self.max_event = (*self.max_event).max(id);
     }
 
+    /// On PostgreSQL, takes the write lock before an event row is written (so event ids
+    /// become visible in commit order), unless this transaction holds it already.
+    pub(crate) fn take_event_lock(&mut self) -> Result<(), StoreError> {
+        if self.conn.backend() == Backend::Postgres && !*self.event_lock {
+            self.conn.query("SELECT pg_advisory_xact_lock(?)", &params![WRITE_LOCK])?;
+            *self.event_lock = true;
+        }
+        Ok(())
+    }
+
     /// Appends an event row; returns its id.
     pub fn event(
         &mut self,
@@ -84,10 +94,7 @@ impl Tx<'_> {
         customer_id: Option<i64>,
         payload: &serde_json::Value,
     ) -> Result<i64, StoreError> {
-        if self.conn.backend() == Backend::Postgres && !*self.event_lock {
-            self.conn.query("SELECT pg_advisory_xact_lock(?)", &params![WRITE_LOCK])?;
-            *self.event_lock = true;
-        }
+        self.take_event_lock()?;
         let row = self
             .conn
             .query_opt(
@@ -116,6 +123,9 @@ pub trait WriteOp: std::any::Any + Send {
     fn split(self: Box<Self>) -> Result<Vec<Box<dyn WriteOp>>, Box<dyn WriteOp>>;
 }
 
+/// Operations queued for the writer.
+pub type Ops = Vec<Box<dyn WriteOp>>;
+
 /// A batching hook: operations whose [`WriteOp::merge`] returns the same hook (same `name`)
 /// are handed to `combine` together when two or more of them are in one group commit. The
 /// writer knows nothing of what they are; `combine` downcasts them (each `WriteOp` is
@@ -126,7 +136,7 @@ pub struct Merge {
     /// Identifies the kind of operation (and names it in logs).
     pub name: &'static str,
     /// Combines two or more operations of this kind.
-    pub combine: fn(Vec<Box<dyn WriteOp>>) -> Vec<Box<dyn WriteOp>>,
+    pub combine: fn(Ops) -> Ops,
 }
 
 /// Sends an operation's result once the fate of its transaction is known: its own error,

@@ -27,6 +27,6 @@ impl Actor {
     /// The staff user whose teams limit what they see; `None` for admins and API tokens,
     /// who see everything.
     pub fn restricted_user(&self) -> Option<i64> {
-        self.user_id.filter(|_| self.role != Role::Admin)
+        self.user_id.filter(|_| !crate::sees_everything(self.role))
     }
 }

@@ -12,7 +12,7 @@ mod visibility;
 use kontor_store::{cases::RelatedCase, messages::StoredAttachment, search::SearchResults, Store, StoreError};
 
 pub use actor::Actor;
-pub use visibility::Visibility;
+pub use visibility::{sees_everything, TeamChange, Viewer, Visibility};
 
 /// Most hits per list a search answers with.
 pub const MAX_SEARCH_LIMIT: i64 = 100;

@@ -1,14 +1,21 @@
-//! The visibility rule with a short cache, for lists and streams that touch many cases.
+//! Who may see what — the one place that decides it for the API, the staff pages, the live
+//! stream and downloads.
 //!
-//! The rule itself: admins and API tokens see everything; an agent sees cases without a team
-//! and the cases of their teams, and the customers, search hits, events and attachments that
-//! belong to such cases (`kontor_store`'s `case_visible_to` / `customer_visible_to`).
+//! The rule: admins and API tokens see everything ([`sees_everything`]); an agent sees cases
+//! without a team and the cases of their teams, and the customers, search hits, events and
+//! attachments that belong to such cases. Two forms of the same rule:
+//! - [`Visibility`] asks the store (`case_visible_to` / `customer_visible_to`, the SQL form
+//!   of the rule) with a short cache, for lists and single objects;
+//! - [`Viewer`] decides in memory from an event's [`Audience`] (the teams of its case, which
+//!   the store works out when it reads the event) and the caller's teams, which it keeps
+//!   current from membership events: the live stream's form, with no query per event.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use kontor_core::Role;
+use kontor_store::events::{Audience, SessionViewer};
 use kontor_store::Store;
 
 use crate::Actor;
@@ -31,7 +38,7 @@ impl Visibility {
 
     /// For a staff user with the role they have now (admins see everything).
     pub fn for_staff(user_id: i64, role: Role) -> Self {
-        Self::for_restricted_user((role != Role::Admin).then_some(user_id))
+        Self::for_restricted_user((!sees_everything(role)).then_some(user_id))
     }
 
     fn for_restricted_user(user: Option<i64>) -> Self {
@@ -90,5 +97,120 @@ impl Visibility {
             (None, Some(customer)) => self.can_see_customer(store, customer).await,
             (None, None) => false,
         }
+    }
+}
+
+/// Whether a staff role sees every case, customer and event (today: admins).
+pub fn sees_everything(role: Role) -> bool {
+    role == Role::Admin
+}
+
+/// What a caller may see of events, decided in memory: everything (admins, API tokens), or,
+/// for a restricted staff user, the events whose audience includes one of their teams.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Viewer {
+    /// The staff user behind a session (none for an API token).
+    pub user_id: Option<i64>,
+    /// Sees every event.
+    pub unrestricted: bool,
+    /// The user's teams (used only when restricted).
+    pub teams: HashSet<i64>,
+}
+
+/// A staff membership change that alters what a [`Viewer`] of that user may see.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TeamChange {
+    /// `team.member_added`.
+    Added { team_id: i64, user_id: i64 },
+    /// `team.member_removed`.
+    Removed { team_id: i64, user_id: i64 },
+    /// `team.deleted`: every membership of the team ends.
+    Deleted { team_id: i64 },
+}
+
+impl Viewer {
+    /// A restricted caller with no team (sees only cases without a team).
+    pub fn nobody() -> Viewer {
+        Viewer { user_id: None, unrestricted: false, teams: HashSet::new() }
+    }
+
+    /// An API token or other unrestricted caller.
+    pub fn unrestricted() -> Viewer {
+        Viewer { user_id: None, unrestricted: true, teams: HashSet::new() }
+    }
+
+    /// A signed-in staff user as they are now.
+    pub fn staff(s: &SessionViewer) -> Viewer {
+        Viewer { user_id: Some(s.user_id), unrestricted: sees_everything(s.role), teams: s.teams.clone() }
+    }
+
+    /// An actor known without its teams: unrestricted, or restricted with no team until its
+    /// session is read.
+    pub fn for_actor(actor: &Actor) -> Viewer {
+        match actor.restricted_user() {
+            None => Viewer::unrestricted(),
+            Some(user) => Viewer { user_id: Some(user), ..Viewer::nobody() },
+        }
+    }
+
+    /// True if the caller may see an event with this audience.
+    pub fn sees(&self, audience: &Audience) -> bool {
+        self.unrestricted || audience.admits(&self.teams)
+    }
+
+    /// Applies a membership change (only this user's, and team deletions, matter).
+    pub fn apply(&mut self, change: TeamChange) {
+        let Some(me) = self.user_id else { return };
+        match change {
+            TeamChange::Added { team_id, user_id } if user_id == me => {
+                self.teams.insert(team_id);
+            }
+            TeamChange::Removed { team_id, user_id } if user_id == me => {
+                self.teams.remove(&team_id);
+            }
+            TeamChange::Deleted { team_id } => {
+                self.teams.remove(&team_id);
+            }
+            _ => {}
+        }
+    }
+
+    /// The user changed in a way only the database can tell (role, deactivation): until it
+    /// is read again, assume the least — no admin, no teams.
+    pub fn forget(&mut self) {
+        self.unrestricted = false;
+        self.teams.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_viewer_follows_its_own_membership_changes_only() {
+        let mut v = Viewer { user_id: Some(5), unrestricted: false, teams: HashSet::from([1]) };
+        let of_team_2 = Audience::Teams(vec![Some(2)]);
+        assert!(!v.sees(&of_team_2));
+        v.apply(TeamChange::Added { team_id: 2, user_id: 6 });
+        assert!(!v.sees(&of_team_2), "another user's membership changes nothing");
+        v.apply(TeamChange::Added { team_id: 2, user_id: 5 });
+        assert!(v.sees(&of_team_2));
+        v.apply(TeamChange::Deleted { team_id: 2 });
+        assert!(!v.sees(&of_team_2));
+        assert!(v.sees(&Audience::Teams(vec![None])), "a case without a team is everyone's");
+        assert!(!v.sees(&Audience::Unrestricted), "staff events are for unrestricted viewers");
+        assert!(Viewer::unrestricted().sees(&Audience::Unrestricted));
+        v.teams.insert(1);
+        v.forget();
+        assert!(!v.sees(&Audience::Teams(vec![Some(1)])));
+    }
+
+    #[test]
+    fn only_admins_see_everything() {
+        assert!(sees_everything(Role::Admin));
+        assert!(!sees_everything(Role::Agent));
+        assert_eq!(Viewer::for_actor(&Actor::token(1, Role::Agent)), Viewer::unrestricted());
+        assert!(!Viewer::for_actor(&Actor::staff(3, Role::Agent)).unrestricted);
     }
 }

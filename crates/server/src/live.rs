@@ -1,7 +1,8 @@
 //! The live event hub: one per node. It reads each new stretch of the event log once
 //! (rendered for clients, with each event's audience) and hands every open stream, in
 //! memory, the events it may see — decided from the event's audience and the caller's teams
-//! the hub keeps for the stream ([`Viewer`]). An open stream costs no database query per
+//! the hub keeps for the stream (`kontor_app::Viewer`, the app layer's in-memory form of
+//! the visibility rule). An open stream costs no database query per
 //! commit, and a stream that gets nothing is not even woken. A stream whose queue
 //! overflowed catches up from the database by itself (see `api::events::stream`).
 //!
@@ -9,14 +10,13 @@
 //! before it reads the database from its cursor; it skips events at or below its cursor.
 //! So a stream never skips or repeats an id.
 
-use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, Once, Weak};
 use std::time::Duration;
 
-use kontor_core::Role;
+pub use kontor_app::{TeamChange, Viewer};
 use kontor_store::{
-    events::{Audience, ClientEvent, SessionViewer},
+    events::{Audience, ClientEvent},
     Store, StoreError,
 };
 use tokio::sync::mpsc;
@@ -31,17 +31,6 @@ pub const PAGE: i64 = 500;
 /// How often the hub looks at the database even without a commit notification (another
 /// process writing the same SQLite file, a missed PostgreSQL notification).
 const POLL: Duration = Duration::from_secs(2);
-
-/// A staff membership change a stream applies to the teams it keeps.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TeamChange {
-    /// `team.member_added`.
-    Added { team_id: i64, user_id: i64 },
-    /// `team.member_removed`.
-    Removed { team_id: i64, user_id: i64 },
-    /// `team.deleted`: every membership of the team ends.
-    Deleted { team_id: i64 },
-}
 
 /// One event as streams receive it: rendered and serialised once per node.
 #[derive(Debug, Clone)]
@@ -111,64 +100,18 @@ pub async fn read_page(store: &Store, after: i64) -> Result<Vec<LiveEvent>, Stor
     Ok(store.client_events_after(after, PAGE).await?.into_iter().map(LiveEvent::new).collect())
 }
 
-/// What a stream's caller may see: everything (admins, API tokens), or, for a restricted
-/// staff user, the events whose audience includes one of their teams. Kept in the stream;
-/// follows membership changes as their events pass, and the session on each recheck.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Viewer {
-    /// The staff user behind a session (none for an API token).
-    pub user_id: Option<i64>,
-    /// Sees every event.
-    pub unrestricted: bool,
-    /// The user's teams (used only when restricted).
-    pub teams: HashSet<i64>,
-}
-
-impl Viewer {
-    /// A restricted caller with no team (sees only cases without a team).
-    pub fn nobody() -> Viewer {
-        Viewer { user_id: None, unrestricted: false, teams: HashSet::new() }
+/// Applies what an event changes about a stream's caller to its [`Viewer`]. True if the
+/// event changed the user in a way only the database can tell (role, deactivation): the
+/// stream must re-read its session.
+pub fn follow(viewer: &mut Viewer, e: &LiveEvent) -> bool {
+    if let Some(change) = e.team_change {
+        viewer.apply(change);
     }
-
-    /// An API token or other unrestricted caller.
-    pub fn unrestricted() -> Viewer {
-        Viewer { user_id: None, unrestricted: true, teams: HashSet::new() }
+    if e.user_updated.is_some() && e.user_updated == viewer.user_id {
+        viewer.forget();
+        return true;
     }
-
-    /// A signed-in staff user as they are now (admins see everything).
-    pub fn staff(s: &SessionViewer) -> Viewer {
-        Viewer { user_id: Some(s.user_id), unrestricted: s.role == Role::Admin, teams: s.teams.clone() }
-    }
-
-    /// True if the caller may see the event.
-    pub fn sees(&self, e: &LiveEvent) -> bool {
-        self.unrestricted || e.audience.admits(&self.teams)
-    }
-
-    /// Applies a membership change of this user. Returns true if the event changed this
-    /// user in a way only the database can tell (role, deactivation): re-read the session.
-    pub fn follow(&mut self, e: &LiveEvent) -> bool {
-        let Some(me) = self.user_id else { return false };
-        match e.team_change {
-            Some(TeamChange::Added { team_id, user_id }) if user_id == me => {
-                self.teams.insert(team_id);
-            }
-            Some(TeamChange::Removed { team_id, user_id }) if user_id == me => {
-                self.teams.remove(&team_id);
-            }
-            Some(TeamChange::Deleted { team_id }) => {
-                self.teams.remove(&team_id);
-            }
-            _ => {}
-        }
-        if e.user_updated == Some(me) {
-            // Until the session is read again, assume the least: no admin, no teams.
-            self.unrestricted = false;
-            self.teams.clear();
-            return true;
-        }
-        false
-    }
+    false
 }
 
 /// What the hub hands one stream: the events of a batch that stream may see.
@@ -297,14 +240,14 @@ impl Hub {
             let mut recheck = false;
             let mut picked = Vec::new();
             for e in &events {
-                if viewer.follow(e) {
+                if follow(&mut viewer, e) {
                     // The stream's user changed (role, deactivation): hand it nothing more
                     // until it has re-read its session; it then reads the rest from the
                     // database with what it may see now.
                     recheck = true;
                     break;
                 }
-                if viewer.sees(e) {
+                if viewer.sees(&e.audience) {
                     picked.push(e.clone());
                 }
             }
@@ -378,6 +321,7 @@ async fn run(hub: Weak<Hub>, store: Store) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashSet;
 
     fn event(id: i64, audience: Audience) -> LiveEvent {
         LiveEvent {
@@ -392,25 +336,20 @@ mod tests {
     }
 
     #[test]
-    fn a_viewer_follows_its_own_membership_changes_only() {
+    fn a_stream_follows_membership_events_and_rereads_its_session_when_its_user_changes() {
         let mut v = Viewer { user_id: Some(5), unrestricted: false, teams: HashSet::from([1]) };
         let of_team_2 = event(1, Audience::Teams(vec![Some(2)]));
-        assert!(!v.sees(&of_team_2));
+        assert!(!v.sees(&of_team_2.audience));
         let mut change = event(2, Audience::Unrestricted);
-        change.team_change = Some(TeamChange::Added { team_id: 2, user_id: 6 });
-        assert!(!v.follow(&change));
-        assert!(!v.sees(&of_team_2), "another user's membership changes nothing");
         change.team_change = Some(TeamChange::Added { team_id: 2, user_id: 5 });
-        v.follow(&change);
-        assert!(v.sees(&of_team_2));
-        change.team_change = Some(TeamChange::Deleted { team_id: 2 });
-        v.follow(&change);
-        assert!(!v.sees(&of_team_2));
-        assert!(!v.sees(&change), "staff events are for unrestricted viewers");
-        assert!(Viewer::unrestricted().sees(&change));
+        assert!(!follow(&mut v, &change), "a membership change needs no session re-read");
+        assert!(v.sees(&of_team_2.audience));
         let mut updated = event(3, Audience::Unrestricted);
+        updated.user_updated = Some(6);
+        assert!(!follow(&mut v, &updated), "another user's change is not ours");
         updated.user_updated = Some(5);
-        assert!(v.follow(&updated), "a change of the user asks for a session re-read");
+        assert!(follow(&mut v, &updated), "a change of the user asks for a session re-read");
+        assert!(!v.sees(&of_team_2.audience), "and until then it sees the least");
     }
 
     #[test]

@@ -108,10 +108,10 @@ impl StreamState {
             if e.revoked_token.is_some() && e.revoked_token == self.token_id {
                 return (out, true);
             }
-            if self.viewer.follow(e) {
+            if crate::live::follow(&mut self.viewer, e) {
                 self.recheck = true;
             }
-            if !self.viewer.sees(e) {
+            if !self.viewer.sees(&e.audience) {
                 continue;
             }
             self.metrics.stream_lag.observe(((now - e.created_at_us).max(0) as f64) / 1e6);
@@ -155,9 +155,8 @@ pub async fn stream(
             Some(v) => Viewer::staff(&v),
             None => return Err(AppError::Unauthorized),
         },
-        None if caller.restricted_user().is_none() => Viewer::unrestricted(),
         // Only sessions are restricted today; anything else sees nothing it should not.
-        None => Viewer { user_id: caller.user_id, unrestricted: false, teams: HashSet::new() },
+        None => Viewer::for_actor(&caller.actor()),
     };
     // Subscribe before catching up, so that nothing committed from here on is missed.
     let mut sub = state.live.subscribe(viewer.clone());

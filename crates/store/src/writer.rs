@@ -440,3 +440,76 @@ fn listen_once(
         client.batch_execute("SELECT 1")?;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An operation that only says which hook it names, and remembers how many operations it
+    /// stands for once combined.
+    struct Fake {
+        hook: Option<&'static Merge>,
+        stands_for: usize,
+    }
+
+    impl WriteOp for Fake {
+        fn apply(&mut self, _: &mut Tx<'_>) -> bool {
+            true
+        }
+        fn finish(self: Box<Self>, _: &Result<(), StoreError>) {}
+        fn merge(&self) -> Option<&'static Merge> {
+            self.hook
+        }
+        fn split(self: Box<Self>) -> Result<Vec<Box<dyn WriteOp>>, Box<dyn WriteOp>> {
+            Err(self)
+        }
+    }
+
+    fn combine_fakes(ops: Ops) -> Ops {
+        let mut total = 0;
+        for op in ops {
+            match (op as Box<dyn std::any::Any>).downcast::<Fake>() {
+                Ok(f) => total += f.stands_for,
+                Err(_) => unreachable!("only fakes name this hook"),
+            }
+        }
+        vec![Box::new(Fake { hook: None, stands_for: total })]
+    }
+
+    static FAKES: Merge = Merge { name: "fakes", combine: combine_fakes };
+    static OTHER: Merge = Merge { name: "other", combine: combine_fakes };
+
+    fn sizes(ops: &Ops) -> Vec<usize> {
+        ops.iter()
+            .map(|op| (op.as_ref() as &dyn std::any::Any).downcast_ref::<Fake>().map_or(0, |f| f.stands_for))
+            .collect()
+    }
+
+    #[test]
+    fn operations_naming_the_same_hook_are_combined_and_the_rest_keep_their_order() {
+        let counters = WriterCounters::default();
+        let fake = |hook, stands_for| Box::new(Fake { hook, stands_for }) as Box<dyn WriteOp>;
+        let batch = vec![
+            fake(Some(&FAKES), 1),
+            fake(None, 10),
+            fake(Some(&FAKES), 1),
+            fake(Some(&OTHER), 100),
+            fake(None, 20),
+            fake(Some(&FAKES), 1),
+        ];
+        let ops = merge_batch(batch, &counters);
+        // The plain ones first, in order; the lone `other` is left as it is; the three fakes
+        // became one.
+        assert_eq!(sizes(&ops), vec![10, 20, 3, 100]);
+        assert_eq!(counters.snapshot().bulk_messages, 3);
+    }
+
+    #[test]
+    fn a_lone_operation_with_a_hook_is_not_combined() {
+        let counters = WriterCounters::default();
+        let ops = merge_batch(vec![Box::new(Fake { hook: Some(&FAKES), stands_for: 1 })], &counters);
+        assert_eq!(sizes(&ops), vec![1]);
+        assert!(ops[0].merge().is_some(), "the operation itself, not a combination");
+        assert_eq!(counters.snapshot().bulk_messages, 0);
+    }
+}

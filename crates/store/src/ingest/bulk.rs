@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use kontor_channel::{InboundMessage as NewInbound, InboundReceipt};
 use kontor_core::threading::{choose_case, CaseCandidate, Threading};
-use kontor_core::{Channel, Direction, IdentityKind, Message};
+use kontor_core::{Channel, IdentityKind, Message};
 
 use super::keys::{fingerprint, key_of, repeat_of};
 use super::rows::{self, value_rows, CaseActivity, MessageRow, NewCase, NewCustomer, NewEvent, INBOUND_KEYS};
@@ -242,27 +242,8 @@ impl Batch<'_> {
         if new.is_empty() {
             return Ok(());
         }
-        let message_rows: Vec<MessageRow<'_>> = new
-            .iter()
-            .map(|&i| {
-                let m = self.items[i];
-                MessageRow {
-                    case_id: self.case_of[i],
-                    customer_id: self.customer_of[i],
-                    direction: Direction::In,
-                    internal: false,
-                    channel: m.channel,
-                    subject: m.subject.as_deref(),
-                    text: &m.text,
-                    html: m.html.as_deref(),
-                    attachments: &m.attachments,
-                    provider_message_id: m.provider_message_id.as_deref(),
-                    author_id: None,
-                    delivery_state: None,
-                    duration_seconds: None,
-                }
-            })
-            .collect();
+        let message_rows: Vec<MessageRow<'_>> =
+            new.iter().map(|&i| MessageRow::inbound(self.items[i], self.case_of[i], self.customer_of[i])).collect();
         let messages = rows::insert_messages(tx, &message_rows)?;
         let events: Vec<NewEvent> = messages
             .iter()

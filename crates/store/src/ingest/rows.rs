@@ -235,6 +235,27 @@ pub(crate) struct MessageRow<'a> {
     pub duration_seconds: Option<i64>,
 }
 
+impl<'a> MessageRow<'a> {
+    /// The row of an inbound message, threaded into `case_id` of `customer_id`.
+    pub(super) fn inbound(m: &'a kontor_channel::InboundMessage, case_id: i64, customer_id: i64) -> Self {
+        MessageRow {
+            case_id,
+            customer_id,
+            direction: Direction::In,
+            internal: false,
+            channel: m.channel,
+            subject: m.subject.as_deref(),
+            text: &m.text,
+            html: m.html.as_deref(),
+            attachments: &m.attachments,
+            provider_message_id: m.provider_message_id.as_deref(),
+            author_id: None,
+            delivery_state: None,
+            duration_seconds: None,
+        }
+    }
+}
+
 /// Inserts messages and their search entries; returns them as stored, in order. Attachment
 /// rows are the caller's (only the single path stores messages with attachment bytes).
 pub(super) fn insert_messages(tx: &mut Tx<'_>, rows: &[MessageRow<'_>]) -> Result<Vec<Message>, StoreError> {

@@ -5,7 +5,7 @@
 
 use kontor_channel::{InboundMessage as NewInbound, InboundReceipt};
 use kontor_core::threading::{choose_case, CaseCandidate, Threading};
-use kontor_core::{CaseStatus, Channel, Direction, IdentityKind, Message};
+use kontor_core::{CaseStatus, Channel, IdentityKind, Message};
 use serde_json::json;
 
 use super::keys::{fingerprint, key_of, repeat_of_row, KEY_ROW_SQL};
@@ -38,24 +38,8 @@ pub(super) fn ingest_in(tx: &mut Tx<'_>, m: &NewInbound, reopen_window_us: i64) 
 
     let customer_id = customer_for(tx, m.from_kind, &m.from_address, m.name.as_deref())?;
     let case_id = thread_case(tx, customer_id, m.case_id, true, m.subject.as_deref(), m.channel, reopen_window_us)?;
-    let message = insert_message(
-        tx,
-        &MessageRow {
-            case_id,
-            customer_id,
-            direction: Direction::In,
-            internal: false,
-            channel: m.channel,
-            subject: m.subject.as_deref(),
-            text: &m.text,
-            html: m.html.as_deref(),
-            attachments: &m.attachments,
-            provider_message_id: m.provider_message_id.as_deref(),
-            author_id: None,
-            delivery_state: None,
-            duration_seconds: None,
-        },
-    )?;
+    let message = insert_message(tx, &MessageRow::inbound(m, case_id, customer_id))?;
+
     let event = NewEvent {
         kind: kontor_core::EventKind::MessageReceived,
         case_id: Some(case_id),

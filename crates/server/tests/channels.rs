@@ -6,61 +6,14 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use kontor_channel::{
-    DeliveryReport, InboundMessage, Outbound, OutboundMessage, SendError, SendReceipt, WebhookError, WebhookHandler,
-    WebhookOutcome, WebhookReply, WebhookRequest,
-};
-use kontor_core::{Channel, DeliveryState, IdentityKind, Role};
+use kontor_channel::{Outbound, OutboundMessage, SendError, SendReceipt};
+use kontor_core::{Channel, IdentityKind, Role};
 use kontor_server::jobs::{Job, JobRegistry, JobResult, JobRun};
 use kontor_server::AppState;
 use kontor_store::jobs::JobPayload;
+use kontor_testkit::fake_sms::{FakeSmsWebhook, TOKEN};
 use kontor_testkit::server::TestServer;
 use serde_json::{json, Value};
-
-const SECRET: &str = "fake-secret";
-
-/// Inbound: `POST inbound` with `{"from", "text", "id"}` and header `x-fake-token`; status:
-/// `POST status` with `{"id", "status", "error"}`; `GET verify?challenge=X` answers X.
-struct FakeSmsWebhook;
-
-#[async_trait::async_trait]
-impl WebhookHandler for FakeSmsWebhook {
-    fn channel(&self) -> Channel {
-        Channel::Sms
-    }
-
-    async fn handle(&self, req: &WebhookRequest) -> Result<WebhookOutcome, WebhookError> {
-        if req.method == "GET" && req.path == "verify" {
-            let challenge = req.query.strip_prefix("challenge=").unwrap_or_default();
-            return Ok(WebhookOutcome::reply_only(WebhookReply::text(challenge)));
-        }
-        if req.header("x-fake-token") != Some(SECRET) {
-            return Err(WebhookError::Signature("wrong token".into()));
-        }
-        let v: Value = serde_json::from_slice(&req.body).map_err(|e| WebhookError::Malformed(e.to_string()))?;
-        let field =
-            |k: &str| v[k].as_str().map(str::to_string).ok_or_else(|| WebhookError::Malformed(format!("no {k}")));
-        match req.path.as_str() {
-            "inbound" => {
-                let mut m = InboundMessage::text(Channel::Sms, IdentityKind::Phone, field("from")?, field("text")?);
-                m.provider_message_id = Some(field("id")?);
-                m.idempotency_scope = "fake-account".into();
-                Ok(WebhookOutcome { inbound: vec![m], reports: vec![], reply: WebhookReply::ok() })
-            }
-            "status" => {
-                let state = DeliveryState::parse(&field("status")?).ok_or(WebhookError::Malformed("status".into()))?;
-                let report = DeliveryReport {
-                    channel: Channel::Sms,
-                    provider_message_id: field("id")?,
-                    state,
-                    error: v["error"].as_str().map(str::to_string),
-                };
-                Ok(WebhookOutcome { inbound: vec![], reports: vec![report], reply: WebhookReply::ok() })
-            }
-            _ => Err(WebhookError::NotFound),
-        }
-    }
-}
 
 /// Records what it sends; fails the first send with a retryable error.
 #[derive(Default)]
@@ -191,19 +144,19 @@ async fn a_registered_channel_gets_its_webhook_mounted_and_its_sender_used() {
     assert_eq!(cases["items"].as_array().map(Vec::len), Some(0), "a forged webhook stored something");
 
     // Malformed, unknown path, unknown channel.
-    let (s, _) = app.hook("sms/inbound", SECRET, json!({ "text": "no sender" })).await;
+    let (s, _) = app.hook("sms/inbound", TOKEN, json!({ "text": "no sender" })).await;
     assert_eq!(s, 400);
-    let (s, _) = app.hook("sms/inbound", SECRET, json!({ "from": "keine Nummer", "text": "x", "id": "bad" })).await;
+    let (s, _) = app.hook("sms/inbound", TOKEN, json!({ "from": "keine Nummer", "text": "x", "id": "bad" })).await;
     assert_eq!(s, 422, "a sender that is no phone number is refused");
-    let (s, _) = app.hook("sms/elsewhere", SECRET, json!({})).await;
+    let (s, _) = app.hook("sms/elsewhere", TOKEN, json!({})).await;
     assert_eq!(s, 404);
-    let (s, _) = app.hook("telegram/inbound", SECRET, json!({})).await;
+    let (s, _) = app.hook("telegram/inbound", TOKEN, json!({})).await;
     assert_eq!(s, 404);
 
     // A real one is committed before the 200; a redelivery is a no-op.
     let body = json!({ "from": "+49 170 1234567", "text": "Wann kommt der Techniker?", "id": "in-1" });
-    assert_eq!(app.hook("sms/inbound", SECRET, body.clone()).await.0, 200);
-    assert_eq!(app.hook("sms/inbound", SECRET, body).await.0, 200);
+    assert_eq!(app.hook("sms/inbound", TOKEN, body.clone()).await.0, 200);
+    assert_eq!(app.hook("sms/inbound", TOKEN, body).await.0, 200);
     let (case_id, messages, last_event_id) = app.messages_of_first_case().await;
     assert_eq!(messages.len(), 1, "{messages:?}");
     assert_eq!(messages[0]["channel"], "sms");
@@ -235,13 +188,13 @@ async fn a_registered_channel_gets_its_webhook_mounted_and_its_sender_used() {
 
     // Status callbacks move the state forward only.
     let pid = format!("sms-{reply_id}");
-    assert_eq!(app.hook("sms/status", SECRET, json!({ "id": pid, "status": "read" })).await.0, 200);
+    assert_eq!(app.hook("sms/status", TOKEN, json!({ "id": pid, "status": "read" })).await.0, 200);
     app.wait_state(case_id, reply_id, "read").await;
     for late in ["sent", "delivered", "failed"] {
-        assert_eq!(app.hook("sms/status", SECRET, json!({ "id": pid, "status": late })).await.0, 200);
+        assert_eq!(app.hook("sms/status", TOKEN, json!({ "id": pid, "status": late })).await.0, 200);
     }
     // A report for a message Kontor never sent is accepted and changes nothing.
-    assert_eq!(app.hook("sms/status", SECRET, json!({ "id": "unknown", "status": "read" })).await.0, 200);
+    assert_eq!(app.hook("sms/status", TOKEN, json!({ "id": "unknown", "status": "read" })).await.0, 200);
     let (_, case) = app.admin("GET", &format!("/api/v1/cases/{case_id}"), None).await;
     let m = case["messages"].as_array().unwrap().iter().find(|m| m["id"] == reply_id).unwrap().clone();
     assert_eq!(m["delivery_state"], "read", "a late report overwrote read");
@@ -270,7 +223,7 @@ async fn a_registered_channel_gets_its_webhook_mounted_and_its_sender_used() {
 async fn a_failed_delivery_report_marks_a_sent_message_failed_with_the_reason() {
     let app = start().await;
     let body = json!({ "from": "+491709876543", "text": "Bitte zurückrufen", "id": "in-2" });
-    assert_eq!(app.hook("sms/inbound", SECRET, body).await.0, 200);
+    assert_eq!(app.hook("sms/inbound", TOKEN, body).await.0, 200);
     let (case_id, _, last_event_id) = app.messages_of_first_case().await;
     let (_, r) = app
         .admin(
@@ -282,7 +235,7 @@ async fn a_failed_delivery_report_marks_a_sent_message_failed_with_the_reason() 
     let reply_id = r["message_id"].as_i64().unwrap();
     app.wait_state(case_id, reply_id, "sent").await;
     let report = json!({ "id": format!("sms-{reply_id}"), "status": "failed", "error": "number not reachable" });
-    assert_eq!(app.hook("sms/status", SECRET, report).await.0, 200);
+    assert_eq!(app.hook("sms/status", TOKEN, report).await.0, 200);
     let m = app.wait_state(case_id, reply_id, "failed").await;
     assert_eq!(m["delivery_error"], "number not reachable");
 }

@@ -9,55 +9,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine;
-use kontor_channel::{
-    DeliveryReport, InboundMessage, Outbound, OutboundMessage, SendError, SendReceipt, WebhookError, WebhookHandler,
-    WebhookOutcome, WebhookReply, WebhookRequest,
-};
-use kontor_core::{Channel, DeliveryState, IdentityKind};
+use kontor_channel::{Outbound, OutboundMessage, SendError, SendReceipt};
+use kontor_core::Channel;
+use kontor_testkit::fake_sms::{FakeSmsWebhook, TOKEN};
 use kontor_testkit::server::TestServer;
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, Notify};
 
-const SECRET: &str = "review-secret";
-
 fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
-}
-
-/// `POST inbound` `{"from","text","id"}`; `POST status` `{"id","status","channel"?}` — the
-/// optional `channel` stands for an adapter that takes the channel from its payload (or a bug
-/// that names the wrong one).
-struct SmsHook;
-
-#[async_trait::async_trait]
-impl WebhookHandler for SmsHook {
-    fn channel(&self) -> Channel {
-        Channel::Sms
-    }
-
-    async fn handle(&self, req: &WebhookRequest) -> Result<WebhookOutcome, WebhookError> {
-        if req.header("x-fake-token") != Some(SECRET) {
-            return Err(WebhookError::Signature("wrong token".into()));
-        }
-        let v: Value = serde_json::from_slice(&req.body).map_err(|e| WebhookError::Malformed(e.to_string()))?;
-        let field =
-            |k: &str| v[k].as_str().map(str::to_string).ok_or_else(|| WebhookError::Malformed(format!("no {k}")));
-        match req.path.as_str() {
-            "inbound" => {
-                let mut m = InboundMessage::text(Channel::Sms, IdentityKind::Phone, field("from")?, field("text")?);
-                m.provider_message_id = Some(field("id")?);
-                m.idempotency_scope = "review-account".into();
-                Ok(WebhookOutcome { inbound: vec![m], reports: vec![], reply: WebhookReply::ok() })
-            }
-            "status" => {
-                let channel = v["channel"].as_str().and_then(Channel::parse).unwrap_or(Channel::Sms);
-                let state = DeliveryState::parse(&field("status")?).ok_or(WebhookError::Malformed("status".into()))?;
-                let report = DeliveryReport { channel, provider_message_id: field("id")?, state, error: None };
-                Ok(WebhookOutcome { inbound: vec![], reports: vec![report], reply: WebhookReply::ok() })
-            }
-            _ => Err(WebhookError::NotFound),
-        }
-    }
 }
 
 /// A sender that records what it sends; with a gate, it announces the provider id and waits
@@ -98,7 +58,7 @@ async fn start(senders: Vec<Arc<Sender>>) -> TestServer {
         },
         move |state| {
             let mut channels = kontor_channels::registry(&state.config.channels()).unwrap();
-            channels.add_webhook(Arc::new(SmsHook));
+            channels.add_webhook(Arc::new(FakeSmsWebhook));
             for s in senders {
                 channels.add_outbound(s);
             }
@@ -112,7 +72,7 @@ async fn hook(server: &TestServer, path: &str, body: Value) -> u16 {
     let r = server
         .http
         .post(server.url(&format!("/webhooks/{path}")))
-        .header("x-fake-token", SECRET)
+        .header("x-fake-token", TOKEN)
         .json(&body)
         .send()
         .await

@@ -6,7 +6,8 @@
 //!   [`db::StoreFixture`], a store opened on either one.
 //! - [`url`]: taking database URLs apart (other database name, other host, password hidden).
 //! - `server` (feature `server`): the real router on an ephemeral port over a fresh SQLite
-//!   store, with sign-in, CSRF, cookie and JSON-call helpers; `sse`: a reader of event streams.
+//!   store, with sign-in, CSRF, cookie and JSON-call helpers; `sse`: a reader of event streams;
+//!   `fake_sms`: a made-up SMS provider's webhook for tests of the channel contract.
 //!
 //! Only ever a dev-dependency: no library or binary of the workspace may depend on it, and it
 //! must not depend on the `kontor` binary crate. Its helpers panic with a message where a
@@ -14,6 +15,8 @@
 //! caller may want to handle, creating a database, returns a typed [`db::DatabaseError`].
 
 pub mod db;
+#[cfg(feature = "server")]
+pub mod fake_sms;
 #[cfg(feature = "server")]
 pub mod server;
 #[cfg(feature = "server")]

@@ -36,6 +36,9 @@ pub struct Config {
     /// Multipart uploads received at the same time on this node; more answer 503 with
     /// `Retry-After` (bounds the memory uploads can take: this × `max_upload_bytes`).
     pub max_concurrent_uploads: usize,
+    /// Live event streams (`GET /api/v1/events/stream`) one staff user or API token may
+    /// hold open on this node; more answer 429.
+    pub max_streams_per_caller: usize,
     /// Where attachments' bytes are kept (`[blobs]`: a local directory by default, or S3).
     #[serde(skip_serializing)]
     pub blobs: kontor_vault::BlobsConfig,
@@ -95,6 +98,7 @@ impl Default for Config {
             max_attachment_bytes: 25 * 1024 * 1024,
             max_upload_bytes: 50 * 1024 * 1024,
             max_concurrent_uploads: 4,
+            max_streams_per_caller: 32,
             blobs: kontor_vault::BlobsConfig::default(),
             vault: kontor_vault::VaultConfig::default(),
             api_channel: ApiChannelConfig::default(),
@@ -118,6 +122,7 @@ impl std::fmt::Debug for Config {
             .field("max_attachment_bytes", &self.max_attachment_bytes)
             .field("max_upload_bytes", &self.max_upload_bytes)
             .field("max_concurrent_uploads", &self.max_concurrent_uploads)
+            .field("max_streams_per_caller", &self.max_streams_per_caller)
             .field("blobs", &self.blobs)
             .field("vault", &self.vault)
             .field("api_channel", &self.api_channel)
@@ -171,6 +176,7 @@ const TOP_KEYS: &[&str] = &[
     "max_attachment_bytes",
     "max_upload_bytes",
     "max_concurrent_uploads",
+    "max_streams_per_caller",
     "blobs",
     "vault",
     "api_channel",

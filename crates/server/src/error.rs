@@ -39,6 +39,8 @@ pub enum AppError {
     Overloaded,
     /// 503 with its own reason (e.g. too many uploads at once), with `Retry-After`.
     Busy(String),
+    /// 429 with its own reason (e.g. too many open streams).
+    TooMany(String),
     /// 500: a bug; details are logged, never sent.
     Internal(String),
 }
@@ -110,6 +112,7 @@ impl IntoResponse for AppError {
                 Value::Null,
             ),
             AppError::Busy(m) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", m, Value::Null),
+            AppError::TooMany(m) => (StatusCode::TOO_MANY_REQUESTS, "too_many_requests", m, Value::Null),
             AppError::Overloaded => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",

@@ -10,6 +10,7 @@
 //! before it reads the database from its cursor; it skips events at or below its cursor.
 //! So a stream never skips or repeats an id.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, Once, Weak};
 use std::time::Duration;
@@ -177,6 +178,50 @@ pub struct Hub {
     started: Once,
     /// The newest id published (or passed over while no stream listened).
     position: AtomicI64,
+    /// Open streams per caller.
+    pub limits: StreamLimits,
+}
+
+/// Open streams per caller (a user or a token) on this node, against a limit: bounds what
+/// one caller (a leaked token, a script gone wrong, a browser with many tabs) can hold of
+/// the hub's memory and wake-ups.
+#[derive(Default)]
+pub struct StreamLimits {
+    open: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+impl StreamLimits {
+    /// Counts a new stream of `caller`; `None` if the caller has `limit` streams open
+    /// already.
+    pub fn admit(&self, caller: String, limit: usize) -> Option<StreamPermit> {
+        let mut open = self.open.lock().ok()?;
+        let n = open.entry(caller.clone()).or_insert(0);
+        if *n >= limit.max(1) {
+            return None;
+        }
+        *n += 1;
+        Some(StreamPermit { open: self.open.clone(), caller })
+    }
+}
+
+/// One open stream counted against its caller's limit; dropping it (the stream ends)
+/// gives the place back.
+pub struct StreamPermit {
+    open: Arc<Mutex<HashMap<String, usize>>>,
+    caller: String,
+}
+
+impl Drop for StreamPermit {
+    fn drop(&mut self) {
+        if let Ok(mut open) = self.open.lock() {
+            if let Some(n) = open.get_mut(&self.caller) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    open.remove(&self.caller);
+                }
+            }
+        }
+    }
 }
 
 impl Hub {
@@ -195,6 +240,7 @@ impl Hub {
             capacity: capacity.max(1),
             started: Once::new(),
             position: AtomicI64::new(0),
+            limits: StreamLimits::default(),
         })
     }
 
@@ -333,6 +379,17 @@ mod tests {
             team_change: None,
             user_updated: None,
         }
+    }
+
+    #[test]
+    fn a_caller_gets_no_more_streams_than_its_limit_and_a_closed_one_frees_a_place() {
+        let limits = StreamLimits::default();
+        let first = limits.admit("user:1".into(), 2).expect("first");
+        let _second = limits.admit("user:1".into(), 2).expect("second");
+        assert!(limits.admit("user:1".into(), 2).is_none(), "a third is refused");
+        assert!(limits.admit("user:2".into(), 2).is_some(), "another caller has its own limit");
+        drop(first);
+        assert!(limits.admit("user:1".into(), 2).is_some(), "a closed stream frees its place");
     }
 
     #[test]

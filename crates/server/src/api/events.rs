@@ -127,7 +127,8 @@ impl StreamState {
 #[utoipa::path(get, path = "/api/v1/events/stream", tag = "events",
     params(("Last-Event-ID" = Option<i64>, Header), ("after" = Option<i64>, Query)),
     responses((status = 200, description = "text/event-stream; each event has `id:` and JSON `data:`; \
-        presence signals come as `event: presence` without id")),
+        presence signals come as `event: presence` without id"),
+        (status = 429, description = "The caller has `max_streams_per_caller` streams open on this node")),
     security(("bearer" = [])))]
 pub async fn stream(
     State(state): State<AppState>,
@@ -158,6 +159,17 @@ pub async fn stream(
         // Only sessions are restricted today; anything else sees nothing it should not.
         None => Viewer::for_actor(&caller.actor()),
     };
+    let caller_key = match (caller.user_id, caller.token_id) {
+        (Some(user), _) => format!("user:{user}"),
+        (None, Some(token)) => format!("token:{token}"),
+        (None, None) => "anonymous".to_string(),
+    };
+    let permit = state.live.limits.admit(caller_key, state.config.max_streams_per_caller).ok_or_else(|| {
+        AppError::TooMany(format!(
+            "too many open event streams for this caller (at most {} per node); close one first",
+            state.config.max_streams_per_caller
+        ))
+    })?;
     // Subscribe before catching up, so that nothing committed from here on is missed.
     let mut sub = state.live.subscribe(viewer.clone());
     let metrics = state.metrics.clone();
@@ -170,6 +182,7 @@ pub async fn stream(
     let mut st = StreamState { cursor: start, viewer, token_id, recheck: false, metrics };
     let s = async_stream::stream! {
         let _gauge = gauge;
+        let _permit = permit;
         let store = &state2.store;
         // Catch up from the database first, and again whenever deliveries were dropped.
         let mut behind = true;

@@ -17,6 +17,7 @@ const SQLITE: &[&str] = &[
     include_str!("../migrations/sqlite/0009_contact_duration.sql"),
     include_str!("../migrations/sqlite/0010_attachments.sql"),
     include_str!("../migrations/sqlite/0011_pending_delivery_reports.sql"),
+    include_str!("../migrations/sqlite/0012_events_by_reference.sql"),
 ];
 
 /// PostgreSQL migrations (`migrations/postgres/NNNN_name.sql`), applied in order.
@@ -32,7 +33,18 @@ const POSTGRES: &[&str] = &[
     include_str!("../migrations/postgres/0009_contact_duration.sql"),
     include_str!("../migrations/postgres/0010_attachments.sql"),
     include_str!("../migrations/postgres/0011_pending_delivery_reports.sql"),
+    include_str!("../migrations/postgres/0012_events_by_reference.sql"),
 ];
+
+/// The SQL of one migration (`version` counts from 1) for a backend, for tests and tools
+/// that need to run a data migration again (each data migration is idempotent).
+pub fn migration(backend: Backend, version: usize) -> Option<&'static str> {
+    let list = match backend {
+        Backend::Sqlite => SQLITE,
+        Backend::Postgres => POSTGRES,
+    };
+    version.checked_sub(1).and_then(|i| list.get(i)).copied()
+}
 
 /// Applies every migration not yet applied; returns how many ran. Safe to call from several
 /// nodes at once (PostgreSQL: an advisory lock serialises them).

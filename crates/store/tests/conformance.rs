@@ -52,6 +52,9 @@ macro_rules! conformance {
 }
 
 conformance! {
+    check_events_stored_before_references_are_rewritten_by_migration(store) =>
+        events_stored_before_references_are_rewritten_by_migration_on_sqlite,
+        events_stored_before_references_are_rewritten_by_migration_on_postgres;
     check_inbound_creates_customer_case_message_and_events(store) =>
         inbound_creates_customer_case_message_and_events_on_sqlite,
         inbound_creates_customer_case_message_and_events_on_postgres;
@@ -1973,4 +1976,100 @@ async fn check_a_corrupt_row_is_reported_not_defaulted(store: &Store) {
         Err(StoreError::Corrupt(m)) => assert!(m.contains(want), "{m}"),
         other => panic!("a corrupt message row was not reported: {other:?}"),
     }
+}
+
+/// Events written before events were stored by reference (whole message, case, customer,
+/// user, a provider's failure text) are rewritten to references by migration 12, so erasing
+/// an object from its own table erases it everywhere; readers still get the current object;
+/// running the migration again changes nothing.
+async fn check_events_stored_before_references_are_rewritten_by_migration(store: &Store) {
+    let r = store.ingest(inbound("erika.m@example.de", "Mein Zähler zeigt 4711 kWh")).await.unwrap();
+    let m = store.message(r.message_id).await.unwrap();
+    let case = store.case(r.case_id).await.unwrap();
+    let customer = store.customer(r.customer_id).await.unwrap();
+    let user = store
+        .create_user("vera@example.de".into(), "Vera Agent".into(), Role::Agent, "geheim-genug-123".into())
+        .await
+        .unwrap();
+    let mut renamed = user.clone();
+    renamed.name = "Vera Neu".into();
+    let legacy: Vec<(&str, Option<i64>, Option<i64>, serde_json::Value)> = vec![
+        ("message.received", Some(case.id), Some(customer.id), serde_json::json!({ "message": m })),
+        ("note.added", Some(case.id), Some(customer.id), serde_json::json!({ "message": m })),
+        ("case.created", Some(case.id), Some(customer.id), serde_json::json!({ "case": case })),
+        ("customer.created", None, Some(customer.id), serde_json::json!({ "customer": customer })),
+        (
+            "customer.updated",
+            None,
+            Some(customer.id),
+            serde_json::json!({ "customer": customer, "before": { "name": "Alter Name", "language": customer.language } }),
+        ),
+        ("user.created", None, None, serde_json::json!({ "user": user })),
+        ("user.updated", None, None, serde_json::json!({ "user": renamed, "before": user })),
+        (
+            "message.delivery",
+            Some(case.id),
+            Some(customer.id),
+            serde_json::json!({ "message_id": m.id, "state": "failed", "error": "550 user vera@example.de unknown" }),
+        ),
+    ];
+    let first_legacy = store.max_event_id().await.unwrap() + 1;
+    store
+        .write(move |tx| {
+            for (kind, case_id, customer_id, payload) in &legacy {
+                tx.conn.execute(
+                    "INSERT INTO events (kind, case_id, customer_id, payload, created_at) VALUES (?, ?, ?, ?, ?)",
+                    &kontor_store::params![*kind, *case_id, *customer_id, payload.to_string(), tx.now],
+                )?;
+            }
+            Ok(())
+        })
+        .await
+        .unwrap();
+    let sql = kontor_store::schema::migration(store.backend(), 12).expect("migration 12");
+    let migrate = || async {
+        store.write(move |tx| tx.conn.batch(sql)).await.unwrap();
+        stored_events(store).await.into_iter().filter(|e| e.id >= first_legacy).collect::<Vec<_>>()
+    };
+    let events = migrate().await;
+    assert_eq!(events.len(), 8);
+    let payload = |kind: &str| events.iter().find(|e| e.kind == kind).map(|e| e.payload.clone()).unwrap();
+    for e in &events {
+        let text = e.payload.to_string();
+        for personal in ["4711", "erika.m", "vera@example.de", "Vera", "Alter Name"] {
+            assert!(!text.contains(personal), "{} still holds {personal:?}: {text}", e.kind);
+        }
+    }
+    let message_ref = serde_json::json!({
+        "message_id": m.id, "case_id": case.id, "customer_id": customer.id,
+        "channel": "api", "direction": "in", "internal": false,
+    });
+    assert_eq!(payload("message.received"), message_ref);
+    assert_eq!(payload("note.added"), message_ref);
+    assert_eq!(
+        payload("case.created"),
+        serde_json::json!({ "case_id": case.id, "customer_id": customer.id, "channel": "api", "status": "open", "priority": "normal" })
+    );
+    assert_eq!(
+        payload("customer.created"),
+        serde_json::json!({ "customer_id": customer.id, "identity_id": customer.identities[0].id })
+    );
+    assert_eq!(payload("customer.updated"), serde_json::json!({ "customer_id": customer.id, "changed": ["name"] }));
+    assert_eq!(payload("user.created"), serde_json::json!({ "user_id": user.id, "role": "agent" }));
+    assert_eq!(
+        payload("user.updated"),
+        serde_json::json!({
+            "user_id": user.id, "role": "agent", "active": true, "changed": ["name"],
+            "before": { "role": "agent", "active": true },
+        })
+    );
+    assert_eq!(payload("message.delivery"), serde_json::json!({ "message_id": m.id, "state": "failed" }));
+
+    // Readers still get the message as it is now.
+    let rendered = store.client_events_after(first_legacy - 1, 100).await.unwrap();
+    let received = rendered.iter().find(|e| e.event.kind == "message.received").unwrap();
+    assert_eq!(received.event.payload["message"]["text"], "Mein Zähler zeigt 4711 kWh");
+
+    // Idempotent.
+    assert_eq!(migrate().await, events);
 }

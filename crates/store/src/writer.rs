@@ -126,8 +126,11 @@ pub struct Merge {
     /// Identifies the kind of operation (and names it in logs).
     pub name: &'static str,
     /// Combines two or more operations of this kind.
-    pub combine: fn(Vec<Box<dyn WriteOp>>) -> Vec<Box<dyn WriteOp>>,
+    pub combine: fn(WriteOps) -> WriteOps,
 }
+
+/// Queued write operations, as a [`Merge`] hook takes and returns them.
+pub type WriteOps = Vec<Box<dyn WriteOp>>;
 
 /// Sends an operation's result once the fate of its transaction is known: its own error,
 /// else the commit's error, else its value.

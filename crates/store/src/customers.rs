@@ -7,7 +7,7 @@ use crate::cases::VISIBLE_TO_SQL;
 use crate::db::{Conn, Row};
 use crate::writer::Tx;
 use crate::Page;
-use crate::{format_ts, params, Backend, Store, StoreError};
+use crate::{params, Backend, Store, StoreError};
 
 /// Changes to a customer; `None` leaves a field as it is.
 #[derive(Debug, Clone, Default)]
@@ -22,17 +22,30 @@ pub(crate) fn identity_from_row(r: &Row) -> Result<Identity, StoreError> {
         customer_id: r.req_i64(1, "identities.customer_id")?,
         kind: r.req_enum(2, "identities.kind", IdentityKind::parse)?,
         address: r.req_text(3, "identities.address")?,
-        created_at: format_ts(r.req_i64(4, "identities.created_at")?),
+        created_at: r.req_ts(4, "identities.created_at")?,
+    })
+}
+
+/// The columns [`customer_from_row`] reads.
+pub(crate) const CUSTOMER_COLS: &str = "id, name, language, merged_into, created_at, updated_at";
+
+/// A customer from a row of [`CUSTOMER_COLS`], without its identities.
+pub(crate) fn customer_from_row(r: &Row) -> Result<Customer, StoreError> {
+    Ok(Customer {
+        id: r.req_i64(0, "customers.id")?,
+        name: r.opt_text(1),
+        language: r.opt_text(2),
+        merged_into: r.opt_i64(3),
+        created_at: r.req_ts(4, "customers.created_at")?,
+        updated_at: r.req_ts(5, "customers.updated_at")?,
+        identities: Vec::new(),
     })
 }
 
 /// Loads a customer with identities.
 pub(crate) fn load_customer(c: &mut Conn, id: i64) -> Result<Customer, StoreError> {
     let r = c
-        .query_opt(
-            "SELECT id, name, language, merged_into, created_at, updated_at FROM customers WHERE id = ?",
-            &params![id],
-        )?
+        .query_opt(&format!("SELECT {CUSTOMER_COLS} FROM customers WHERE id = ?"), &params![id])?
         .ok_or_else(|| StoreError::NotFound(format!("customer {id}")))?;
     let identities = c
         .query(
@@ -42,15 +55,7 @@ pub(crate) fn load_customer(c: &mut Conn, id: i64) -> Result<Customer, StoreErro
         .iter()
         .map(identity_from_row)
         .collect::<Result<_, _>>()?;
-    Ok(Customer {
-        id: r.req_i64(0, "customers.id")?,
-        name: r.opt_text(1),
-        language: r.opt_text(2),
-        merged_into: r.opt_i64(3),
-        created_at: format_ts(r.req_i64(4, "customers.created_at")?),
-        updated_at: format_ts(r.req_i64(5, "customers.updated_at")?),
-        identities,
-    })
+    Ok(Customer { identities, ..customer_from_row(&r)? })
 }
 
 /// The fields a patch changed, by name (the event stores names, not values).

@@ -6,6 +6,8 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use kontor_core::{CaseId, CustomerId, MessageId, TeamId, Timestamp, UserId};
+
 use crate::StoreError;
 
 /// Which database engine a connection talks to.
@@ -61,6 +63,25 @@ impl From<bool> for Val {
         Val::Int(v as i64)
     }
 }
+/// A moment is stored as microseconds since the epoch.
+impl From<Timestamp> for Val {
+    fn from(v: Timestamp) -> Self {
+        Val::Int(v.as_micros())
+    }
+}
+
+/// Ids are stored as their numbers.
+macro_rules! id_vals {
+    ($($id:ty),+) => {$(
+        impl From<$id> for Val {
+            fn from(v: $id) -> Self {
+                Val::Int(v.get())
+            }
+        }
+    )+};
+}
+id_vals!(CaseId, CustomerId, MessageId, TeamId, UserId);
+
 impl<T: Into<Val>> From<Option<T>> for Val {
     fn from(v: Option<T>) -> Self {
         v.map(Into::into).unwrap_or(Val::Null)
@@ -92,6 +113,18 @@ impl Row {
             Some(Val::Text(s)) => Ok(s.clone()),
             Some(Val::Null) | None => Err(StoreError::Corrupt(format!("{column} is NULL"))),
             Some(other) => Err(StoreError::Corrupt(format!("{column} is not text: {other:?}"))),
+        }
+    }
+    /// A required timestamp column (microseconds since the epoch): an error for NULL or a
+    /// non-integer.
+    pub fn req_ts(&self, i: usize, column: &str) -> Result<Timestamp, StoreError> {
+        self.req_i64(i, column).map(Timestamp::from_micros)
+    }
+    /// A nullable timestamp column (microseconds since the epoch): an error for a non-integer.
+    pub fn opt_ts(&self, i: usize, column: &str) -> Result<Option<Timestamp>, StoreError> {
+        match self.0.get(i) {
+            Some(Val::Null) | None => Ok(None),
+            _ => self.req_ts(i, column).map(Some),
         }
     }
     /// A required column holding one of an enum's spellings: an error for NULL or an unknown

@@ -99,14 +99,15 @@ impl Store {
     pub async fn team_members(&self, team_id: i64) -> Result<Vec<StaffUser>, StoreError> {
         self.read(move |c| {
             require_team(c, team_id)?;
-            Ok(c.query(
+            // The columns of `USER_COLS`.
+            c.query(
                 "SELECT u.id, u.email, u.name, u.role, u.created_at, u.active FROM team_members tm \
                  JOIN users u ON u.id = tm.user_id WHERE tm.team_id = ? ORDER BY u.email",
                 &params![team_id],
             )?
             .iter()
             .map(user_from_row)
-            .collect())
+            .collect()
         })
         .await
     }

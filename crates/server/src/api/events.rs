@@ -89,7 +89,7 @@ impl StreamState {
             if e.revoked_token.is_some() && e.revoked_token == self.token_id {
                 return (out, true);
             }
-            self.metrics.stream_lag.observe(((now - e.created_at_us).max(0) as f64) / 1e6);
+            self.metrics.stream_lag.observe(((now - e.created_at.as_micros()).max(0) as f64) / 1e6);
             out.push(SseEvent::default().id(e.id.to_string()).data(&e.data));
         }
         (out, false)
@@ -114,7 +114,7 @@ impl StreamState {
             if !self.viewer.sees(e) {
                 continue;
             }
-            self.metrics.stream_lag.observe(((now - e.created_at_us).max(0) as f64) / 1e6);
+            self.metrics.stream_lag.observe(((now - e.created_at.as_micros()).max(0) as f64) / 1e6);
             out.push(SseEvent::default().id(e.id.to_string()).data(&e.data));
         }
         (out, false)
@@ -297,7 +297,7 @@ pub async fn presence(
     }
     let payload = serde_json::json!({
         "case_id": id, "user_id": user_id, "name": caller.user_name, "state": req.state,
-        "at": kontor_store::format_ts(kontor_store::now_us()),
+        "at": kontor_core::Timestamp::now(),
     });
     state.store.publish_presence(payload.to_string()).await?;
     Ok(axum::http::StatusCode::NO_CONTENT)

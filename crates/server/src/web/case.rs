@@ -92,7 +92,7 @@ pub(super) async fn case_context(
                         "link": a.url.as_deref().filter(|u| u.starts_with("https://") || u.starts_with("http://")),
                         "download": a.id.filter(|_| a.url.is_none()).map(|id| format!("/api/v1/attachments/{id}")),
                     })).collect::<Vec<_>>(),
-                    "created_at": m.created_at, "age": age(&m.created_at),
+                    "created_at": m.created_at, "age": age(m.created_at),
                     "recorded_by": matches!(m.channel, kontor_core::Channel::Phone | kontor_core::Channel::Letter)
                         .then(|| m.author_id.map(|a| names.get(&a).cloned().unwrap_or_else(|| t["agent"].to_string())))
                         .flatten(),
@@ -129,7 +129,7 @@ pub(super) async fn case_context(
             .items
             .into_iter()
             .filter(|c| c.id != id)
-            .map(|c| json!({ "id": c.id, "subject": c.subject, "status": c.status, "age": age(&c.updated_at) }))
+            .map(|c| json!({ "id": c.id, "subject": c.subject, "status": c.status, "age": age(c.updated_at) }))
             .collect::<Vec<_>>();
         ctx.insert("others", Value::from_serialize(&others));
     }
@@ -144,7 +144,7 @@ pub(super) async fn case_context(
             Value::from_serialize(
                 related
                     .iter()
-                    .map(|r| json!({ "id": r.id, "subject": r.subject, "channel": channel_label(r.channel, staff.lang), "reason": r.reason, "age": age(&r.last_activity_at) }))
+                    .map(|r| json!({ "id": r.id, "subject": r.subject, "channel": channel_label(r.channel, staff.lang), "reason": r.reason, "age": age(r.last_activity_at) }))
                     .collect::<Vec<_>>(),
             ),
         );
@@ -175,7 +175,7 @@ pub(super) async fn case_context(
                 json!({
                     "into_this": p.get("target_case_id").and_then(|v| v.as_i64()) == Some(id),
                     "source": p.get("source_case_id"), "target": p.get("target_case_id"),
-                    "moved": p.get("moved_messages"), "actor": actor, "age": age(&e.created_at), "at": e.created_at,
+                    "moved": p.get("moved_messages"), "actor": actor, "age": age(e.created_at), "at": e.created_at,
                 })
             })
             .collect();

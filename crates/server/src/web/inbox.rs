@@ -88,7 +88,7 @@ pub(super) async fn inbox_context(
                 "status_label": t.get(format!("status_{}", c.status.as_str()).as_str()).copied().unwrap_or(c.status.as_str()),
                 "priority": c.priority,
                 "assignee": c.assignee_id.and_then(|id| users.get(&id).cloned()),
-                "age": age(&c.updated_at),
+                "age": age(c.updated_at),
                 "updated_at": c.updated_at,
                 "awaiting": s.is_some_and(|s| s.awaiting_reply),
                 "unread": seen.get(&c.id).is_none_or(|e| *e < c.last_event_id),

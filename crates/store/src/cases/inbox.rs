@@ -2,9 +2,9 @@
 
 use std::collections::HashMap;
 
-use kontor_core::{Channel, Direction};
+use kontor_core::{Channel, Direction, Timestamp};
 
-use crate::{format_ts, Store, StoreError, Val};
+use crate::{Store, StoreError, Val};
 
 /// The inbox line of a case.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -17,7 +17,7 @@ pub struct CaseSummary {
     pub preview: Option<String>,
     pub last_direction: Option<Direction>,
     pub last_channel: Option<Channel>,
-    pub last_at: Option<String>,
+    pub last_at: Option<Timestamp>,
     /// The latest message came from the customer: the case awaits an answer.
     pub awaiting_reply: bool,
 }
@@ -71,7 +71,7 @@ impl Store {
                     s.preview = r.opt_text(1);
                     s.last_direction = Direction::parse(&r.text(2));
                     s.last_channel = Channel::parse(&r.text(3));
-                    s.last_at = Some(format_ts(r.i64(4)));
+                    s.last_at = Some(r.req_ts(4, "messages.created_at")?);
                     s.awaiting_reply = s.last_direction == Some(Direction::In);
                 }
             }

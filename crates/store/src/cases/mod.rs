@@ -17,7 +17,7 @@ use crate::jobs::{enqueue_job, DeliverMessage};
 use crate::messages::{load_message, message_from_row, MESSAGE_COLS};
 use crate::writer::Tx;
 use crate::Page;
-use crate::{format_ts, params, Backend, Store, StoreError, Val};
+use crate::{params, Backend, Store, StoreError, Val};
 
 pub(crate) const CASE_COLS: &str = "id, customer_id, subject, status, priority, assignee_id, team_id, tags, channel, \
      created_at, updated_at, first_response_at, resolved_at, last_message_at, last_event_id";
@@ -34,11 +34,11 @@ pub(crate) fn case_from_row(r: &Row) -> Result<Case, StoreError> {
         tags: serde_json::from_str(&r.req_text(7, "cases.tags")?)
             .map_err(|e| StoreError::Corrupt(format!("cases.tags is not a JSON list: {e}")))?,
         channel: r.req_enum(8, "cases.channel", Channel::parse)?,
-        created_at: format_ts(r.req_i64(9, "cases.created_at")?),
-        updated_at: format_ts(r.req_i64(10, "cases.updated_at")?),
-        first_response_at: r.opt_i64(11).map(format_ts),
-        resolved_at: r.opt_i64(12).map(format_ts),
-        last_message_at: r.opt_i64(13).map(format_ts),
+        created_at: r.req_ts(9, "cases.created_at")?,
+        updated_at: r.req_ts(10, "cases.updated_at")?,
+        first_response_at: r.opt_ts(11, "cases.first_response_at")?,
+        resolved_at: r.opt_ts(12, "cases.resolved_at")?,
+        last_message_at: r.opt_ts(13, "cases.last_message_at")?,
         last_event_id: r.req_i64(14, "cases.last_event_id")?,
     })
 }

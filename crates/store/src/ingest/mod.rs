@@ -504,7 +504,7 @@ fn ingest_many(
             })
             .collect();
         let ids = ids_in_order(&tx.conn.query(&sql, &p)?, new_cases.len())?;
-        let created_at = crate::format_ts(now);
+        let created_at = kontor_core::Timestamp::from_micros(now);
         let events: Vec<NewEvent> = new_cases
             .iter()
             .zip(&ids)
@@ -519,8 +519,8 @@ fn ingest_many(
                     team_id: None,
                     tags: vec![],
                     channel: items[i].channel,
-                    created_at: created_at.clone(),
-                    updated_at: created_at.clone(),
+                    created_at,
+                    updated_at: created_at,
                     first_response_at: None,
                     resolved_at: None,
                     last_message_at: None,
@@ -587,7 +587,7 @@ fn ingest_many(
                 author_id: None,
                 delivery_state: None,
                 delivery_error: None,
-                created_at: crate::format_ts(now),
+                created_at: kontor_core::Timestamp::from_micros(now),
                 duration_seconds: None,
             });
         }
@@ -933,7 +933,7 @@ pub(crate) fn insert_message(tx: &mut Tx<'_>, m: &MessageRow<'_>) -> Result<Mess
         author_id: m.author_id,
         delivery_state: m.delivery_state.and_then(DeliveryState::parse),
         delivery_error: None,
-        created_at: crate::format_ts(tx.now),
+        created_at: kontor_core::Timestamp::from_micros(tx.now),
         duration_seconds: m.duration_seconds,
     })
 }

@@ -1,6 +1,6 @@
 //! Customers and their identities, including merging two customers.
 
-use kontor_core::{Customer, Identity, IdentityKind};
+use kontor_core::{Customer, CustomerId, Identity, IdentityKind, UserId};
 use serde_json::json;
 
 use crate::cases::VISIBLE_TO_SQL;
@@ -117,7 +117,7 @@ pub(crate) fn find_or_create_customer(
 
 /// Whether a restricted staff user may see a customer: it has an unmerged case the user may
 /// see (the rule of `Store::customer_visible_to`). False if there is no such customer.
-pub(crate) fn customer_visible(c: &mut Conn, customer_id: i64, user_id: i64) -> Result<bool, StoreError> {
+pub(crate) fn customer_visible(c: &mut Conn, customer_id: CustomerId, user_id: UserId) -> Result<bool, StoreError> {
     Ok(c.query_opt(
         &format!(
             "SELECT 1 FROM cases WHERE cases.customer_id = ? AND cases.merged_into IS NULL AND {VISIBLE_TO_SQL} LIMIT 1"
@@ -128,7 +128,7 @@ pub(crate) fn customer_visible(c: &mut Conn, customer_id: i64, user_id: i64) -> 
 }
 
 /// Whether any case of these customers (merged ones included) is hidden from a staff user.
-fn hides_a_case(c: &mut Conn, customers: &[i64], user_id: i64) -> Result<bool, StoreError> {
+fn hides_a_case(c: &mut Conn, customers: &[CustomerId], user_id: UserId) -> Result<bool, StoreError> {
     for id in customers {
         let hidden = c.query_opt(
             &format!("SELECT 1 FROM cases WHERE cases.customer_id = ? AND NOT {VISIBLE_TO_SQL} LIMIT 1"),
@@ -218,7 +218,7 @@ impl Store {
     /// customer is a conflict: merge the two customers instead.
     pub async fn add_identity(
         &self,
-        customer_id: i64,
+        customer_id: CustomerId,
         kind: IdentityKind,
         address: String,
     ) -> Result<Customer, StoreError> {
@@ -231,24 +231,25 @@ impl Store {
     /// added, so a hidden customer is not revealed.
     pub async fn add_identity_as(
         &self,
-        customer_id: i64,
+        customer_id: CustomerId,
         kind: IdentityKind,
         address: String,
-        visible_to: Option<i64>,
+        visible_to: Option<UserId>,
     ) -> Result<Customer, StoreError> {
+        let customer_id = customer_id.get();
         self.write(move |tx| {
             load_customer(tx.conn, customer_id)?;
             if let Some(r) = tx.conn.query_opt(
                 "SELECT customer_id FROM identities WHERE kind = ? AND address = ?",
                 &params![kind.as_str(), address.as_str()],
             )? {
-                let owner = r.i64(0);
+                let owner = r.req_i64(0, "identities.customer_id")?;
                 if owner == customer_id {
                     return load_customer(tx.conn, customer_id);
                 }
                 let owner_visible = match visible_to {
                     None => true,
-                    Some(user) => customer_visible(tx.conn, owner, user)?,
+                    Some(user) => customer_visible(tx.conn, CustomerId(owner), user)?,
                 };
                 return Err(StoreError::Conflict(if owner_visible {
                     format!("{} {address} belongs to customer {owner}; merge the customers instead", kind.as_str())
@@ -276,7 +277,7 @@ impl Store {
 
     /// Merges `source` into `target`: identities, cases and messages move over with their
     /// whole history; `source` remains as a tombstone pointing at `target`.
-    pub async fn merge_customers(&self, target: i64, source: i64) -> Result<Customer, StoreError> {
+    pub async fn merge_customers(&self, target: CustomerId, source: CustomerId) -> Result<Customer, StoreError> {
         self.merge_customers_as(target, source, None).await
     }
 
@@ -286,9 +287,9 @@ impl Store {
     /// (Forbidden): it would move cases of a team the user is not in.
     pub async fn merge_customers_as(
         &self,
-        target: i64,
-        source: i64,
-        visible_to: Option<i64>,
+        target: CustomerId,
+        source: CustomerId,
+        visible_to: Option<UserId>,
     ) -> Result<Customer, StoreError> {
         self.write(move |tx| {
             if let Some(user) = visible_to {
@@ -303,6 +304,7 @@ impl Store {
                     ));
                 }
             }
+            let (target, source) = (target.get(), source.get());
             if target == source {
                 return Err(StoreError::invalid("source_id", "cannot merge a customer into itself"));
             }

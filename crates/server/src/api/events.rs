@@ -12,7 +12,7 @@ use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::Json;
 use futures::Stream;
-use kontor_core::Event;
+use kontor_core::{CaseId, Event, UserId};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -157,7 +157,7 @@ pub async fn stream(
         },
         None if caller.restricted_user().is_none() => Viewer::unrestricted(),
         // Only sessions are restricted today; anything else sees nothing it should not.
-        None => Viewer { user_id: caller.user_id, unrestricted: false, teams: HashSet::new() },
+        None => Viewer { user_id: caller.user_id.map(UserId::get), unrestricted: false, teams: HashSet::new() },
     };
     // Subscribe before catching up, so that nothing committed from here on is missed.
     let mut sub = state.live.subscribe(viewer.clone());
@@ -191,7 +191,7 @@ pub async fn stream(
                         Ok(Some(v)) => {
                             st.viewer = Viewer::staff(&v);
                             sub.set_viewer(st.viewer.clone());
-                            seen = crate::auth::Visibility::for_staff(v.user_id, v.role);
+                            seen = crate::auth::Visibility::for_staff(UserId(v.user_id), v.role);
                         }
                         // Database trouble: keep going with what the stream knows.
                         Err(e) => tracing::debug!(error = %e, "Event stream cannot re-read its session."),
@@ -254,7 +254,8 @@ pub async fn stream(
                     Ok(payload) => {
                         let case = serde_json::from_str::<serde_json::Value>(&payload)
                             .ok()
-                            .and_then(|v| v.get("case_id").and_then(|c| c.as_i64()));
+                            .and_then(|v| v.get("case_id").and_then(|c| c.as_i64()))
+                            .map(CaseId);
                         if seen.can_see(&state2.store, case).await {
                             yield Ok(SseEvent::default().event("presence").data(payload));
                         }

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use kontor_core::CaseStatus;
+use kontor_core::{CaseId, CaseStatus};
 use kontor_store::cases::CaseFilter;
 use minijinja::Value;
 use serde_json::json;
@@ -38,7 +38,7 @@ pub(super) async fn case_context(
         return Err(not_found(staff));
     };
     if let Some(user) = restricted(staff) {
-        match state.store.case_visible_to(id, user).await {
+        match state.store.case_visible_to(CaseId(id), user).await {
             Ok(true) => {}
             Ok(false) | Err(kontor_store::StoreError::NotFound(_)) => return Err(not_found(staff)),
             Err(e) => return Err(err(e)),
@@ -198,18 +198,18 @@ pub(super) async fn mark_seen(state: &AppState, staff: &Staff, ctx: &BTreeMap<&'
     let field = |name: &str| ctx.get("case").and_then(|c| c.get_attr(name).ok()).and_then(|v| i64::try_from(v).ok());
     if let (Some(id), Some(event)) = (field("id"), field("last_event_id")) {
         // A read first: most refreshes show nothing new to this agent, and the writer is shared.
-        let user = staff.session.user.id;
+        let (user, case) = (staff.user_id(), CaseId(id));
         if state
             .store
-            .seen_event_ids(user, vec![id])
+            .seen_event_ids(user, vec![case])
             .await
             .ok()
-            .and_then(|m| m.get(&id).copied())
+            .and_then(|m| m.get(&case).copied())
             .is_some_and(|s| s >= event)
         {
             return;
         }
-        if let Err(e) = state.store.mark_case_seen(user, id, event).await {
+        if let Err(e) = state.store.mark_case_seen(user, case, event).await {
             tracing::warn!(error = %e, "Cannot record that a case was read.");
         }
     }

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use kontor_core::{Channel, Direction, Timestamp};
+use kontor_core::{CaseId, Channel, CustomerId, Direction, Timestamp, UserId};
 
 use crate::{Store, StoreError, Val};
 
@@ -83,7 +83,24 @@ impl Store {
 
 impl Store {
     /// Records that `user_id` has seen `case_id` up to `event_id` (never goes back).
-    pub async fn mark_case_seen(&self, user_id: i64, case_id: i64, event_id: i64) -> Result<(), StoreError> {
+    ///
+    /// The ids have their own types, so a call with the user and the case swapped does not
+    /// compile:
+    ///
+    /// ```no_run
+    /// # async fn f(store: kontor_store::Store) -> Result<(), kontor_store::StoreError> {
+    /// use kontor_core::{CaseId, UserId};
+    /// store.mark_case_seen(UserId(3), CaseId(7), 42).await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// ```compile_fail,E0308
+    /// # async fn f(store: kontor_store::Store) -> Result<(), kontor_store::StoreError> {
+    /// use kontor_core::{CaseId, UserId};
+    /// store.mark_case_seen(CaseId(7), UserId(3), 42).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn mark_case_seen(&self, user_id: UserId, case_id: CaseId, event_id: i64) -> Result<(), StoreError> {
         self.write(move |tx| {
             tx.conn.execute(
                 "INSERT INTO case_reads (user_id, case_id, seen_event_id) VALUES (?, ?, ?) \
@@ -98,21 +115,25 @@ impl Store {
     }
 
     /// The newest event `user_id` has seen in each of the cases (absent: never opened).
-    pub async fn seen_event_ids(&self, user_id: i64, case_ids: Vec<i64>) -> Result<HashMap<i64, i64>, StoreError> {
+    pub async fn seen_event_ids(
+        &self,
+        user_id: UserId,
+        case_ids: Vec<CaseId>,
+    ) -> Result<HashMap<CaseId, i64>, StoreError> {
         if case_ids.is_empty() {
             return Ok(HashMap::new());
         }
         self.read(move |c| {
             let marks = vec!["?"; case_ids.len()].join(", ");
-            let mut p: Vec<Val> = vec![Val::Int(user_id)];
-            p.extend(case_ids.iter().map(|id| Val::Int(*id)));
-            Ok(c.query(
+            let mut p: Vec<Val> = vec![user_id.into()];
+            p.extend(case_ids.iter().map(|id| Val::from(*id)));
+            c.query(
                 &format!("SELECT case_id, seen_event_id FROM case_reads WHERE user_id = ? AND case_id IN ({marks})"),
                 &p,
             )?
             .iter()
-            .map(|r| (r.i64(0), r.i64(1)))
-            .collect())
+            .map(|r| Ok((CaseId(r.req_i64(0, "case_reads.case_id")?), r.req_i64(1, "case_reads.seen_event_id")?)))
+            .collect()
         })
         .await
     }
@@ -148,7 +169,7 @@ impl Store {
 impl Store {
     /// True if a restricted staff user may see the customer: it has at least one case the user
     /// may see (a case without team, or of one of the user's teams), or the user is an admin.
-    pub async fn customer_visible_to(&self, customer_id: i64, user_id: i64) -> Result<bool, StoreError> {
+    pub async fn customer_visible_to(&self, customer_id: CustomerId, user_id: UserId) -> Result<bool, StoreError> {
         self.read(move |c| {
             Ok(c.query_opt(
                 "SELECT 1 FROM users u WHERE u.id = ? AND (u.role = 'admin' OR EXISTS (SELECT 1 FROM cases \

@@ -2,7 +2,7 @@
 //! duplicates) and merging one case into another with its whole history.
 
 use kontor_core::similarity::{relate, RelatedReason, RequestSummary, SAME_REQUEST_WINDOW_US};
-use kontor_core::{Case, CaseStatus, Channel, Timestamp};
+use kontor_core::{Case, CaseId, CaseStatus, Channel, Timestamp, UserId};
 use serde_json::json;
 
 use super::{case_visible, load_case, merged_into};
@@ -105,7 +105,12 @@ impl Store {
     /// target takes over the source's tags, its subject if it has none, and the later last
     /// message time; it is re-opened if it was resolved or closed and the source was not.
     /// Returns the target.
-    pub async fn merge_cases(&self, target_id: i64, source_id: i64, actor: Option<i64>) -> Result<Case, StoreError> {
+    pub async fn merge_cases(
+        &self,
+        target_id: CaseId,
+        source_id: CaseId,
+        actor: Option<UserId>,
+    ) -> Result<Case, StoreError> {
         self.merge_cases_as(target_id, source_id, actor, None).await
     }
 
@@ -114,16 +119,17 @@ impl Store {
     /// and a refusal names no case the user may not see.
     pub async fn merge_cases_as(
         &self,
-        target_id: i64,
-        source_id: i64,
-        actor: Option<i64>,
-        visible_to: Option<i64>,
+        target_id: CaseId,
+        source_id: CaseId,
+        actor: Option<UserId>,
+        visible_to: Option<UserId>,
     ) -> Result<Case, StoreError> {
+        let (target_id, source_id) = (target_id.get(), source_id.get());
         self.write(move |tx| {
             let visible = |conn: &mut crate::Conn, id: i64| -> Result<bool, StoreError> {
                 match visible_to {
                     None => Ok(true),
-                    Some(user) => case_visible(conn, id, user),
+                    Some(user) => case_visible(conn, CaseId(id), user),
                 }
             };
             for id in [target_id, source_id] {

@@ -81,7 +81,7 @@ pub(crate) fn find_or_create_customer(
         "SELECT i.customer_id, c.name FROM identities i JOIN customers c ON c.id = i.customer_id WHERE i.kind = ? AND i.address = ?",
         &params![kind.as_str(), address],
     )? {
-        let id = r.i64(0);
+        let id = r.req_i64(0, "identities.customer_id")?;
         if r.opt_text(1).is_none() {
             if let Some(name) = name {
                 tx.conn.execute("UPDATE customers SET name = ?, updated_at = ? WHERE id = ?", &params![name, tx.now, id])?;
@@ -97,8 +97,8 @@ pub(crate) fn find_or_create_customer(
             "INSERT INTO customers (name, created_at, updated_at) VALUES (?, ?, ?) RETURNING id",
             &params![name, now, now],
         )?
-        .map(|r| r.i64(0))
-        .ok_or_else(|| StoreError::Database("customer insert returned no id".into()))?;
+        .ok_or_else(|| StoreError::Database("customer insert returned no id".into()))?
+        .req_i64(0, "customers.id")?;
     tx.conn.execute(
         "INSERT INTO identities (customer_id, kind, address, created_at) VALUES (?, ?, ?, ?)",
         &params![id, kind.as_str(), address, now],
@@ -152,8 +152,8 @@ pub(crate) fn refresh_customer_search(tx: &mut Tx<'_>, id: i64) -> Result<(), St
         .conn
         .query("SELECT address FROM identities WHERE customer_id = ? ORDER BY id", &params![id])?
         .iter()
-        .map(|r| r.text(0))
-        .collect();
+        .map(|r| r.req_text(0, "identities.address"))
+        .collect::<Result<_, _>>()?;
     let text = format!("{} {}", name, addresses.join(" ")).trim().to_string();
     tx.conn.execute("UPDATE customers SET search_text = ? WHERE id = ?", &params![text.as_str(), id])?;
     if tx.backend() == Backend::Sqlite {
@@ -179,8 +179,8 @@ impl Store {
                     &params![cursor.unwrap_or(i64::MAX), limit + 1],
                 )?
                 .iter()
-                .map(|r| r.i64(0))
-                .collect();
+                .map(|r| r.req_i64(0, "customers.id"))
+                .collect::<Result<_, _>>()?;
             let more = ids.len() as i64 > limit;
             let mut items = Vec::new();
             for id in ids.iter().take(limit as usize) {

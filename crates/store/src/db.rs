@@ -142,8 +142,9 @@ impl Row {
                 .ok_or_else(|| StoreError::Corrupt(format!("{column} holds an unknown value {text:?}"))),
         }
     }
-    /// Integer column (0 for NULL): for aggregates such as `COUNT` and `COALESCE(MAX(..), 0)`;
-    /// use [`Row::req_i64`] where a stored value is required.
+    /// Integer column, 0 for NULL (lenient): only where a missing value really means 0.
+    /// Stored values, `RETURNING id` and aggregates such as `COUNT` are read with
+    /// [`Row::req_i64`].
     pub fn i64(&self, i: usize) -> i64 {
         self.opt_i64(i).unwrap_or(0)
     }
@@ -164,7 +165,8 @@ impl Row {
             _ => 0.0,
         }
     }
-    /// Text column ("" for NULL): use [`Row::req_text`] where a stored value is required.
+    /// Text column, "" for NULL (lenient): for computed text such as a search snippet, or
+    /// where a row must not fail its reader; stored values are read with [`Row::req_text`].
     pub fn text(&self, i: usize) -> String {
         self.opt_text(i).unwrap_or_default()
     }

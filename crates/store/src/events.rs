@@ -306,8 +306,7 @@ impl Store {
 
     /// The newest event id in the database.
     pub async fn max_event_id(&self) -> Result<i64, StoreError> {
-        self.read(|c| Ok(c.query_opt("SELECT COALESCE(MAX(id), 0) FROM events", &[])?.map(|r| r.i64(0)).unwrap_or(0)))
-            .await
+        self.read(max_event_id).await
     }
 
     /// A staff user's role and teams as they are now, if the session is valid: what a live
@@ -323,12 +322,20 @@ impl Store {
                 &params![hash, crate::now_us()],
             )?;
             let Some(first) = rows.first() else { return Ok(None) };
-            let user_id = first.i64(0);
-            let role = kontor_core::Role::parse(&first.text(1)).unwrap_or(kontor_core::Role::Agent);
+            let user_id = first.req_i64(0, "users.id")?;
+            let role = first.req_enum(1, "users.role", kontor_core::Role::parse)?;
             let teams = rows.iter().filter_map(|r| r.opt_i64(2)).collect();
             Ok(Some(SessionViewer { user_id, role, teams }))
         })
         .await
+    }
+}
+
+/// The newest event id in the database (0 for none).
+pub(crate) fn max_event_id(c: &mut Conn) -> Result<i64, StoreError> {
+    match c.query_opt("SELECT COALESCE(MAX(id), 0) FROM events", &[])? {
+        Some(r) => r.req_i64(0, "MAX(events.id)"),
+        None => Ok(0),
     }
 }
 

@@ -149,7 +149,7 @@ impl Store {
         }
         let mut conn = Conn::open(backend, url)?;
         schema::migrate(&mut conn)?;
-        let latest = conn.query_opt("SELECT COALESCE(MAX(id), 0) FROM events", &[])?.map(|r| r.i64(0)).unwrap_or(0);
+        let latest = events::max_event_id(&mut conn)?;
         let readers = r2d2::Pool::builder()
             .max_size(settings.read_pool_size.max(1))
             .min_idle(Some(0))

@@ -32,8 +32,8 @@ impl Store {
                     "INSERT INTO teams (name, created_at) VALUES (?, ?) RETURNING id",
                     &params![name.as_str(), tx.now],
                 )?
-                .map(|r| r.i64(0))
-                .ok_or_else(|| StoreError::Database("team insert returned no id".into()))?;
+                .ok_or_else(|| StoreError::Database("team insert returned no id".into()))?
+                .req_i64(0, "teams.id")?;
             tx.event(kontor_core::EventKind::TeamCreated, None, None, &json!({ "team": { "id": id, "name": name } }))?;
             Ok(Team { id, name })
         })
@@ -43,10 +43,10 @@ impl Store {
     /// All teams by name.
     pub async fn list_teams(&self) -> Result<Vec<Team>, StoreError> {
         self.read(|c| {
-            Ok(c.query("SELECT id, name FROM teams ORDER BY name", &[])?
+            c.query("SELECT id, name FROM teams ORDER BY name", &[])?
                 .iter()
-                .map(|r| Team { id: r.i64(0), name: r.text(1) })
-                .collect())
+                .map(|r| Ok(Team { id: r.req_i64(0, "teams.id")?, name: r.req_text(1, "teams.name")? }))
+                .collect()
         })
         .await
     }
@@ -115,10 +115,10 @@ impl Store {
     /// Ids of the teams a staff user belongs to, ascending (empty for an unknown user).
     pub async fn user_team_ids(&self, user_id: UserId) -> Result<Vec<i64>, StoreError> {
         self.read(move |c| {
-            Ok(c.query("SELECT team_id FROM team_members WHERE user_id = ? ORDER BY team_id", &params![user_id])?
+            c.query("SELECT team_id FROM team_members WHERE user_id = ? ORDER BY team_id", &params![user_id])?
                 .iter()
-                .map(|r| r.i64(0))
-                .collect())
+                .map(|r| r.req_i64(0, "team_members.team_id"))
+                .collect()
         })
         .await
     }
@@ -132,7 +132,8 @@ impl Store {
                 &format!("SELECT CASE WHEN {VISIBLE_TO_SQL} THEN 1 ELSE 0 END FROM cases WHERE cases.id = ?"),
                 &params![user_id, user_id, case_id],
             )?;
-            row.map(|r| r.i64(0) == 1).ok_or_else(|| StoreError::NotFound(format!("case {case_id}")))
+            let row = row.ok_or_else(|| StoreError::NotFound(format!("case {case_id}")))?;
+            Ok(row.req_i64(0, "visibility of the case")? == 1)
         })
         .await
     }

@@ -158,6 +158,9 @@ conformance! {
     check_a_corrupt_row_is_reported_not_defaulted(store) =>
         a_corrupt_row_is_reported_not_defaulted_on_sqlite,
         a_corrupt_row_is_reported_not_defaulted_on_postgres;
+    check_a_corrupt_job_or_user_row_is_reported_not_defaulted(store) =>
+        a_corrupt_job_or_user_row_is_reported_not_defaulted_on_sqlite,
+        a_corrupt_job_or_user_row_is_reported_not_defaulted_on_postgres;
 }
 
 /// PostgreSQL only: a node learns of events committed by another node (LISTEN/NOTIFY).
@@ -1988,5 +1991,64 @@ async fn check_a_corrupt_row_is_reported_not_defaulted(store: &Store) {
     match store.message(r.message_id).await {
         Err(StoreError::Corrupt(m)) => assert!(m.contains(want), "{m}"),
         other => panic!("a corrupt message row was not reported: {other:?}"),
+    }
+}
+
+async fn check_a_corrupt_job_or_user_row_is_reported_not_defaulted(store: &Store) {
+    let r = store.ingest(inbound("kaputte-zeile@example.de", "Hallo")).await.unwrap();
+    let (_, broken) = queue_reply(store, r.case_id, "Erste Antwort").await;
+    let (_, sound) = queue_reply(store, r.case_id, "Zweite Antwort").await;
+    let user = store
+        .create_user("kaputt@example.de".into(), "Karl Kaputt".into(), Role::Agent, "sehr geheim 123".into())
+        .await
+        .unwrap();
+    // What no code writes: on PostgreSQL a NULL where a value is required (the constraint is
+    // dropped first, as in a damaged or hand-edited database); on SQLite, which refuses NULL
+    // there, text in an integer column. Read leniently, both were a 0 (no attempts yet, a
+    // user created in 1970 or deactivated).
+    let backend = store.backend();
+    let user_id = user.id;
+    store
+        .write(move |tx| {
+            if backend == Backend::Postgres {
+                tx.conn.batch(
+                    "ALTER TABLE jobs ALTER COLUMN attempts DROP NOT NULL; \
+                     ALTER TABLE users ALTER COLUMN created_at DROP NOT NULL",
+                )?;
+                tx.conn.execute("UPDATE jobs SET attempts = NULL WHERE id = ?", &[Val::Int(broken)])?;
+                tx.conn.execute("UPDATE users SET created_at = NULL WHERE id = ?", &[Val::Int(user_id)])?;
+            } else {
+                tx.conn.execute("UPDATE jobs SET max_attempts = 'acht' WHERE id = ?", &[Val::Int(broken)])?;
+                tx.conn.execute("UPDATE users SET active = 'ja' WHERE id = ?", &[Val::Int(user_id)])?;
+            }
+            Ok(())
+        })
+        .await
+        .unwrap();
+    let (job_column, user_column, what) = match backend {
+        Backend::Postgres => ("jobs.attempts", "users.created_at", "is NULL"),
+        Backend::Sqlite => ("jobs.max_attempts", "users.active", "is not an integer"),
+    };
+
+    // The broken job is not run with made-up values: it goes to the dead letter with the
+    // reason, and the rest of the queue goes on.
+    let claimed = store.claim_jobs("node-a".into(), 10, 30_000).await.unwrap();
+    assert_eq!(claimed.iter().map(|j| j.id).collect::<Vec<_>>(), [sound]);
+    let stats = store.queue_stats().await.unwrap();
+    assert_eq!((stats.running, stats.dead), (1, 1), "{stats:?}");
+    let last_error = store
+        .read(move |c| c.query_opt("SELECT last_error FROM jobs WHERE id = ?", &[Val::Int(broken)]))
+        .await
+        .unwrap()
+        .and_then(|r| r.opt_text(0))
+        .unwrap_or_default();
+    assert!(last_error.starts_with("corrupt row: "), "{last_error}");
+    assert!(last_error.contains(job_column) && last_error.contains(what), "{last_error}");
+    assert!(store.claim_jobs("node-b".into(), 10, 30_000).await.unwrap().is_empty(), "never claimed again");
+
+    // The user row is reported, not shown with a made-up value.
+    match store.list_users().await {
+        Err(StoreError::Corrupt(m)) => assert!(m.contains(user_column) && m.contains(what), "{m}"),
+        other => panic!("a corrupt user row was not reported: {other:?}"),
     }
 }

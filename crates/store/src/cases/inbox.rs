@@ -45,10 +45,11 @@ impl Store {
                 &ids,
             )?;
             for r in customers {
+                let case_id = r.req_i64(0, "cases.id")?;
                 out.insert(
-                    r.i64(0),
+                    case_id,
                     CaseSummary {
-                        case_id: r.i64(0),
+                        case_id,
                         customer_name: r.opt_text(1),
                         customer_address: r.opt_text(2),
                         preview: None,
@@ -67,10 +68,10 @@ impl Store {
                 &ids,
             )?;
             for r in latest {
-                if let Some(s) = out.get_mut(&r.i64(0)) {
+                if let Some(s) = out.get_mut(&r.req_i64(0, "messages.case_id")?) {
                     s.preview = r.opt_text(1);
-                    s.last_direction = Direction::parse(&r.text(2));
-                    s.last_channel = Channel::parse(&r.text(3));
+                    s.last_direction = Some(r.req_enum(2, "messages.direction", Direction::parse)?);
+                    s.last_channel = Some(r.req_enum(3, "messages.channel", Channel::parse)?);
                     s.last_at = Some(r.req_ts(4, "messages.created_at")?);
                     s.awaiting_reply = s.last_direction == Some(Direction::In);
                 }

@@ -160,8 +160,8 @@ impl Store {
                 .conn
                 .query("SELECT id FROM messages WHERE case_id = ? ORDER BY id", &params![source_id])?
                 .iter()
-                .map(|r| r.i64(0))
-                .collect();
+                .map(|r| r.req_i64(0, "messages.id"))
+                .collect::<Result<_, _>>()?;
             tx.conn.execute("UPDATE messages SET case_id = ? WHERE case_id = ?", &params![target_id, source_id])?;
             // A redelivered inbound message must report the case its message is in now.
             tx.conn.execute("UPDATE inbound_keys SET case_id = ? WHERE case_id = ?", &params![target_id, source_id])?;

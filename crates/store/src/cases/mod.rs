@@ -229,9 +229,10 @@ impl Store {
             p.push((limit + 1).into());
             let rows = c.query(&sql, &p)?;
             let more = rows.len() as i64 > limit;
-            let page: Vec<_> = rows.iter().take(limit as usize).collect();
-            let next_cursor = if more { page.last().map(|r| format!("{}_{}", r.i64(10), r.i64(0))) } else { None };
-            Ok(Page { items: page.into_iter().map(case_from_row).collect::<Result<_, _>>()?, next_cursor })
+            let items: Vec<Case> = rows.iter().take(limit as usize).map(case_from_row).collect::<Result<_, _>>()?;
+            let next_cursor =
+                if more { items.last().map(|c| format!("{}_{}", c.updated_at.as_micros(), c.id)) } else { None };
+            Ok(Page { items, next_cursor })
         })
         .await
     }
@@ -472,7 +473,8 @@ fn reply_in(
                 "SELECT channel FROM messages WHERE case_id = ? AND direction = 'in' ORDER BY id DESC LIMIT 1",
                 &params![case_id],
             )?
-            .and_then(|row| Channel::parse(&row.text(0)))
+            .map(|row| row.req_enum(0, "messages.channel", Channel::parse))
+            .transpose()?
             .unwrap_or(case.channel),
     };
     if !deliverable.contains(&channel) {

@@ -277,6 +277,8 @@ impl Store {
                 "SELECT payload FROM events WHERE id > ? AND id <= ? AND kind = 'token.revoked' ORDER BY id",
                 &params![after, upto],
             )?;
+            // Read leniently on purpose: a payload that cannot be read names no token, and an
+            // error here would stall the watch that evicts every later revocation.
             Ok(rows
                 .iter()
                 .filter_map(|r| serde_json::from_str::<serde_json::Value>(&r.text(0)).ok())

@@ -11,7 +11,7 @@ use clap::Subcommand;
 use futures::StreamExt;
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
-use kontor_core::Role;
+use kontor_core::{Role, TeamId, UserId};
 use kontor_server::{AppState, Config};
 use kontor_store::{Backend, Conn, Store};
 
@@ -132,7 +132,7 @@ async fn pages(mut cfg: Config, cases: u64, messages: u64, requests: u64) -> Res
         Err(_) => store.list_users().await?.into_iter().find(|u| u.role == Role::Agent).context("no agent")?,
     };
     let team = store.create_team(format!("Bench {}", kontor_store::now_us())).await?;
-    store.add_team_member(team.id, agent.id).await?;
+    store.add_team_member(TeamId(team.id), UserId(agent.id)).await?;
     let agent_session = store.create_session(agent.id, 3600).await?;
 
     let state = AppState::new(store, cfg.clone());
@@ -309,7 +309,7 @@ async fn idle_sessions(store: &Store, n: usize, other: i64, run: u64) -> Result<
                 "bench-passwort".into(),
             )
             .await?;
-        store.add_team_member(other, user.id).await?;
+        store.add_team_member(TeamId(other), UserId(user.id)).await?;
         agents.push(user.id);
     }
     let tasks: Vec<_> = (0..n)
@@ -391,7 +391,7 @@ async fn ingest(mut cfg: Config, o: IngestOptions) -> Result<()> {
             "bench-passwort".into(),
         )
         .await?;
-    store.add_team_member(own.id, reader_user.id).await?;
+    store.add_team_member(TeamId(own.id), UserId(reader_user.id)).await?;
     let reader = store.create_session(reader_user.id, 3600).await?;
     let sessions =
         if o.idle_streams > 0 { idle_sessions(&store, o.idle_streams, other.id, run_id).await? } else { vec![] };

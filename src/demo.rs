@@ -82,7 +82,11 @@ pub async fn load(store: &Store) -> Result<()> {
         .patch_case(cases[3], CasePatch { status: kontor_core::CaseStatus::parse("resolved"), ..Default::default() })
         .await?;
     store
-        .add_note(cases[0], "Adressänderung im Bestandssystem vorgemerkt, wartet auf Bestätigung.".into(), None)
+        .add_note(
+            kontor_core::CaseId(cases[0]),
+            "Adressänderung im Bestandssystem vorgemerkt, wartet auf Bestätigung.".into(),
+            None,
+        )
         .await?;
     if store.list_users().await?.is_empty() {
         store.create_user("demo@kontor.example".into(), "Demo Agent".into(), Role::Admin, "kontor-demo".into()).await?;

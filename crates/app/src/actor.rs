@@ -1,12 +1,12 @@
 //! Who acts: a staff user (by session) or a system (by API token).
 
-use kontor_core::Role;
+use kontor_core::{Role, UserId};
 
 /// The acting user or system of a use case.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Actor {
     /// The staff user, when a person acts (through a session).
-    pub user_id: Option<i64>,
+    pub user_id: Option<UserId>,
     /// The role: the staff user's, or the API token's.
     pub role: Role,
     /// The API token, when a system acts.
@@ -15,7 +15,7 @@ pub struct Actor {
 
 impl Actor {
     /// A staff user.
-    pub fn staff(user_id: i64, role: Role) -> Actor {
+    pub fn staff(user_id: UserId, role: Role) -> Actor {
         Actor { user_id: Some(user_id), role, token_id: None }
     }
 
@@ -26,7 +26,7 @@ impl Actor {
 
     /// The staff user whose teams limit what they see; `None` for admins and API tokens,
     /// who see everything.
-    pub fn restricted_user(&self) -> Option<i64> {
+    pub fn restricted_user(&self) -> Option<UserId> {
         self.user_id.filter(|_| !crate::sees_everything(self.role))
     }
 }

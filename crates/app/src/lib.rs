@@ -9,6 +9,7 @@
 mod actor;
 mod visibility;
 
+use kontor_core::{CaseId, CustomerId};
 use kontor_store::{cases::RelatedCase, messages::StoredAttachment, search::SearchResults, Store, StoreError};
 
 pub use actor::Actor;
@@ -40,7 +41,7 @@ impl App {
     /// missing one.
     pub async fn ensure_case_visible(&self, actor: &Actor, case_id: i64) -> Result<(), StoreError> {
         if let Some(user) = actor.restricted_user() {
-            if !self.store.case_visible_to(case_id, user).await? {
+            if !self.store.case_visible_to(CaseId(case_id), user).await? {
                 return Err(StoreError::NotFound(format!("case {case_id}")));
             }
         }
@@ -50,7 +51,7 @@ impl App {
     /// `NotFound` unless `actor` may see the customer (has a case of theirs it may see).
     pub async fn ensure_customer_visible(&self, actor: &Actor, customer_id: i64) -> Result<(), StoreError> {
         if let Some(user) = actor.restricted_user() {
-            if !self.store.customer_visible_to(customer_id, user).await? {
+            if !self.store.customer_visible_to(CustomerId(customer_id), user).await? {
                 return Err(StoreError::NotFound(format!("customer {customer_id}")));
             }
         }
@@ -79,14 +80,14 @@ impl App {
         let seen = Visibility::for_actor(actor);
         let mut kept = Vec::with_capacity(results.messages.len());
         for hit in std::mem::take(&mut results.messages) {
-            if seen.can_see(&self.store, Some(hit.case_id)).await {
+            if seen.can_see(&self.store, Some(CaseId(hit.case_id))).await {
                 kept.push(hit);
             }
         }
         results.messages = kept;
         let mut customers = Vec::with_capacity(results.customers.len());
         for hit in std::mem::take(&mut results.customers) {
-            if seen.can_see_customer(&self.store, hit.customer_id).await {
+            if seen.can_see_customer(&self.store, CustomerId(hit.customer_id)).await {
                 customers.push(hit);
             }
         }

@@ -14,7 +14,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use kontor_core::Role;
+use kontor_core::{CaseId, CustomerId, Role, UserId};
 use kontor_store::events::{Audience, SessionViewer};
 use kontor_store::Store;
 
@@ -23,9 +23,9 @@ use crate::Actor;
 /// Remembers, for one restricted staff user, which cases and customers they may see. Answers
 /// are kept for a few seconds, so a team change applies soon.
 pub struct Visibility {
-    user: Option<i64>,
-    cases: Mutex<HashMap<i64, (bool, Instant)>>,
-    customers: Mutex<HashMap<i64, (bool, Instant)>>,
+    user: Option<UserId>,
+    cases: Mutex<HashMap<CaseId, (bool, Instant)>>,
+    customers: Mutex<HashMap<CustomerId, (bool, Instant)>>,
 }
 
 impl Visibility {
@@ -37,24 +37,24 @@ impl Visibility {
     }
 
     /// For a staff user with the role they have now (admins see everything).
-    pub fn for_staff(user_id: i64, role: Role) -> Self {
+    pub fn for_staff(user_id: UserId, role: Role) -> Self {
         Self::for_restricted_user((!sees_everything(role)).then_some(user_id))
     }
 
-    fn for_restricted_user(user: Option<i64>) -> Self {
+    fn for_restricted_user(user: Option<UserId>) -> Self {
         Visibility { user, cases: Mutex::default(), customers: Mutex::default() }
     }
 
     /// The restricted user, if any (`None`: sees everything).
-    pub fn restricted_user(&self) -> Option<i64> {
+    pub fn restricted_user(&self) -> Option<UserId> {
         self.user
     }
 
-    fn cached(map: &Mutex<HashMap<i64, (bool, Instant)>>, id: i64) -> Option<bool> {
+    fn cached<K: std::hash::Hash + Eq>(map: &Mutex<HashMap<K, (bool, Instant)>>, id: K) -> Option<bool> {
         map.lock().ok().and_then(|m| m.get(&id).copied()).filter(|(_, at)| at.elapsed() < Self::TTL).map(|(ok, _)| ok)
     }
 
-    fn remember(map: &Mutex<HashMap<i64, (bool, Instant)>>, id: i64, ok: bool) {
+    fn remember<K: std::hash::Hash + Eq>(map: &Mutex<HashMap<K, (bool, Instant)>>, id: K, ok: bool) {
         if let Ok(mut m) = map.lock() {
             if m.len() > 10_000 {
                 m.clear();
@@ -64,7 +64,7 @@ impl Visibility {
     }
 
     /// True if the actor may see the case (`None`: no case involved).
-    pub async fn can_see(&self, store: &Store, case_id: Option<i64>) -> bool {
+    pub async fn can_see(&self, store: &Store, case_id: Option<CaseId>) -> bool {
         let (Some(user), Some(case)) = (self.user, case_id) else { return true };
         if let Some(ok) = Self::cached(&self.cases, case) {
             return ok;
@@ -76,7 +76,7 @@ impl Visibility {
     }
 
     /// True if the actor may see the customer.
-    pub async fn can_see_customer(&self, store: &Store, customer_id: i64) -> bool {
+    pub async fn can_see_customer(&self, store: &Store, customer_id: CustomerId) -> bool {
         let Some(user) = self.user else { return true };
         if let Some(ok) = Self::cached(&self.customers, customer_id) {
             return ok;
@@ -88,7 +88,7 @@ impl Visibility {
 
     /// True if the actor may see an event: by its case, else by its customer; events about
     /// neither (staff, tokens, teams, settings) are for admins and API tokens only.
-    pub async fn can_see_event(&self, store: &Store, case_id: Option<i64>, customer_id: Option<i64>) -> bool {
+    pub async fn can_see_event(&self, store: &Store, case_id: Option<CaseId>, customer_id: Option<CustomerId>) -> bool {
         if self.user.is_none() {
             return true;
         }
@@ -149,7 +149,7 @@ impl Viewer {
     pub fn for_actor(actor: &Actor) -> Viewer {
         match actor.restricted_user() {
             None => Viewer::unrestricted(),
-            Some(user) => Viewer { user_id: Some(user), ..Viewer::nobody() },
+            Some(user) => Viewer { user_id: Some(user.get()), ..Viewer::nobody() },
         }
     }
 
@@ -211,6 +211,6 @@ mod tests {
         assert!(sees_everything(Role::Admin));
         assert!(!sees_everything(Role::Agent));
         assert_eq!(Viewer::for_actor(&Actor::token(1, Role::Agent)), Viewer::unrestricted());
-        assert!(!Viewer::for_actor(&Actor::staff(3, Role::Agent)).unrestricted);
+        assert!(!Viewer::for_actor(&Actor::staff(UserId(3), Role::Agent)).unrestricted);
     }
 }

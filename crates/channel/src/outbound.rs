@@ -50,8 +50,8 @@ pub struct OutboundMessage {
     pub thread: Vec<String>,
     /// Sent by Kontor itself (an automatic answer), not written by a person.
     pub automatic: bool,
-    /// When the message was written, RFC 3339.
-    pub created_at: String,
+    /// When the message was written.
+    pub created_at: kontor_core::Timestamp,
 }
 
 /// The provider's answer to a successful send.

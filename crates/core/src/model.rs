@@ -3,6 +3,8 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::Timestamp;
+
 /// Defines a string-backed enum with `as_str`, `parse` and the list of allowed values.
 macro_rules! string_enum {
     ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident => $text:literal),+ $(,)? }) => {
@@ -129,8 +131,8 @@ pub struct Customer {
     pub language: Option<String>,
     /// Set when this customer was merged into another one.
     pub merged_into: Option<i64>,
-    pub created_at: String,
-    pub updated_at: String,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
     pub identities: Vec<Identity>,
 }
 
@@ -142,7 +144,7 @@ pub struct Identity {
     pub kind: IdentityKind,
     /// Normalised: e-mail lower-cased, phone in E.164, provider ids as given.
     pub address: String,
-    pub created_at: String,
+    pub created_at: Timestamp,
 }
 
 pub use crate::identity::IdentityKind;
@@ -160,11 +162,11 @@ pub struct Case {
     pub tags: Vec<String>,
     /// Channel of the message that opened the case.
     pub channel: Channel,
-    pub created_at: String,
-    pub updated_at: String,
-    pub first_response_at: Option<String>,
-    pub resolved_at: Option<String>,
-    pub last_message_at: Option<String>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    pub first_response_at: Option<Timestamp>,
+    pub resolved_at: Option<Timestamp>,
+    pub last_message_at: Option<Timestamp>,
     /// Id of the newest event that touched this case (a view is current if it saw this).
     pub last_event_id: i64,
 }
@@ -216,7 +218,7 @@ pub struct Message {
     pub author_id: Option<i64>,
     pub delivery_state: Option<DeliveryState>,
     pub delivery_error: Option<String>,
-    pub created_at: String,
+    pub created_at: Timestamp,
     /// Length of a recorded phone call (channel `phone`), in seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration_seconds: Option<i64>,
@@ -236,7 +238,7 @@ pub struct StaffUser {
     pub email: String,
     pub name: String,
     pub role: Role,
-    pub created_at: String,
+    pub created_at: Timestamp,
     /// Deactivated users cannot sign in; their sessions end.
     pub active: bool,
 }
@@ -251,8 +253,8 @@ pub struct CannedResponse {
     pub body: String,
     /// Language of the body (`de`, `en`, ...); `None` for responses usable in any language.
     pub language: Option<String>,
-    pub created_at: String,
-    pub updated_at: String,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
 }
 
 /// One row of the append-only event log.
@@ -266,7 +268,7 @@ pub struct Event {
     pub customer_id: Option<i64>,
     #[schema(value_type = Object)]
     pub payload: serde_json::Value,
-    pub created_at: String,
+    pub created_at: Timestamp,
 }
 
 #[cfg(test)]

@@ -131,7 +131,7 @@ pub struct Caller {
     /// What the caller may do (the token's role, or the staff user's role).
     pub role: Role,
     /// The staff user behind a session.
-    pub user_id: Option<i64>,
+    pub user_id: Option<kontor_core::UserId>,
     /// That user's display name.
     pub user_name: Option<String>,
     /// The session cookie's value (to notice a sign-out during a long request).
@@ -168,7 +168,7 @@ impl Caller {
 
     /// The staff user whose team membership limits what they see (none for admins and API
     /// tokens).
-    pub fn restricted_user(&self) -> Option<i64> {
+    pub fn restricted_user(&self) -> Option<kontor_core::UserId> {
         self.actor().restricted_user()
     }
 
@@ -226,7 +226,7 @@ impl Caller {
                 return Ok(Caller {
                     token_id: None,
                     role: session.user.role,
-                    user_id: Some(session.user.id),
+                    user_id: Some(kontor_core::UserId(session.user.id)),
                     user_name: Some(session.user.name),
                     session: Some(token.to_string()),
                 });

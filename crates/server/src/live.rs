@@ -42,8 +42,8 @@ pub struct LiveEvent {
     pub data: String,
     /// Who may see it.
     pub audience: Audience,
-    /// When it was committed, in microseconds since the epoch (for the stream-lag metric).
-    pub created_at_us: i64,
+    /// When it was committed (for the stream-lag metric).
+    pub created_at: kontor_core::Timestamp,
     /// The API token a `token.revoked` event revokes.
     pub revoked_token: Option<i64>,
     /// A membership change that alters what streams of that user may see.
@@ -71,7 +71,7 @@ impl LiveEvent {
             id: e.event.id,
             data: serde_json::to_string(&e.event).unwrap_or_default(),
             audience: e.audience,
-            created_at_us: e.created_at_us,
+            created_at: e.event.created_at,
             revoked_token,
             team_change,
             user_updated,
@@ -374,7 +374,7 @@ mod tests {
             id,
             data: String::new(),
             audience,
-            created_at_us: 0,
+            created_at: kontor_core::Timestamp::from_micros(0),
             revoked_token: None,
             team_change: None,
             user_updated: None,

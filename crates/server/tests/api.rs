@@ -267,9 +267,23 @@ async fn reply_is_delivered_to_the_webhook_signed_and_marked_sent() {
         let v: Value = serde_json::from_slice(body).unwrap();
         assert_eq!(v["text"], "Gern!");
         assert_eq!(v["to"]["identities"][0]["address"], "anna@example.de");
+        assert_eq!(v["created_at"], m["created_at"], "the webhook shows the time as the API does");
     }
     let (_, case) = app.call("GET", &format!("/api/v1/cases/{}", a["case_id"]), None).await;
     assert!(case["first_response_at"].is_string());
+    for field in ["created_at", "updated_at", "first_response_at", "last_message_at"] {
+        let t = case[field].as_str().unwrap_or_default();
+        assert!(is_api_time(t), "{field}: {t:?}");
+    }
+    assert!(is_api_time(m["created_at"].as_str().unwrap_or_default()), "{m}");
+}
+
+/// RFC 3339 in UTC with milliseconds, as the API has always shown times
+/// (`2024-05-01T12:30:00.250Z`).
+fn is_api_time(t: &str) -> bool {
+    let shape = "dddd-dd-ddTdd:dd:dd.dddZ";
+    t.len() == shape.len()
+        && t.bytes().zip(shape.bytes()).all(|(c, s)| if s == b'd' { c.is_ascii_digit() } else { c == s })
 }
 
 #[tokio::test]

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use futures::stream::BoxStream;
 use futures::StreamExt;
-use kontor_core::{Channel, IdentityKind, Role};
+use kontor_core::{CaseId, Channel, IdentityKind, Role, TeamId, UserId};
 use kontor_server::{AppState, Config};
 use kontor_store::{cases::CasePatch, ingest::NewInbound, Store};
 use serde_json::Value;
@@ -124,8 +124,8 @@ async fn many_streams_each_get_every_visible_event_once_in_order_and_never_a_hid
     let team_b = store.create_team("Team B".into()).await.unwrap();
     let ada = store.create_user("ada@example.de".into(), "Ada".into(), Role::Agent, "geheim123".into()).await.unwrap();
     let bob = store.create_user("bob@example.de".into(), "Bob".into(), Role::Agent, "geheim123".into()).await.unwrap();
-    store.add_team_member(team_a.id, ada.id).await.unwrap();
-    store.add_team_member(team_b.id, bob.id).await.unwrap();
+    store.add_team_member(TeamId(team_a.id), UserId(ada.id)).await.unwrap();
+    store.add_team_member(TeamId(team_b.id), UserId(bob.id)).await.unwrap();
     let x = store.ingest(inbound("x@example.de", "X 0")).await.unwrap();
     let y = store.ingest(inbound("y@example.de", "Y 0")).await.unwrap();
     store.patch_case(x.case_id, CasePatch { team_id: Some(Some(team_a.id)), ..Default::default() }).await.unwrap();
@@ -301,7 +301,7 @@ async fn events_store_references_while_readers_get_the_current_message() {
         .ingest(inbound("erika.mustermann@example.de", "Meine IBAN ist DE02 1203 0000 0000 2020 51"))
         .await
         .unwrap();
-    let (note, _) = store.add_note(r.case_id, "Rückruf bei Frau Mustermann".into(), None).await.unwrap();
+    let (note, _) = store.add_note(CaseId(r.case_id), "Rückruf bei Frau Mustermann".into(), None).await.unwrap();
     let base = serve(AppState::new(store.clone(), cfg)).await;
 
     let stored: Vec<(String, String)> = store

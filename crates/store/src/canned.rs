@@ -5,7 +5,7 @@ use serde_json::json;
 
 use crate::db::{Conn, Row};
 use crate::writer::Tx;
-use crate::{format_ts, params, Store, StoreError};
+use crate::{params, Store, StoreError};
 
 const CANNED_COLS: &str = "id, title, shortcut, body, language, created_at, updated_at";
 
@@ -24,22 +24,22 @@ struct Fields {
     language: Option<String>,
 }
 
-fn canned_from_row(r: &Row) -> CannedResponse {
-    CannedResponse {
-        id: r.i64(0),
-        title: r.text(1),
+fn canned_from_row(r: &Row) -> Result<CannedResponse, StoreError> {
+    Ok(CannedResponse {
+        id: r.req_i64(0, "canned_responses.id")?,
+        title: r.req_text(1, "canned_responses.title")?,
         shortcut: r.opt_text(2),
-        body: r.text(3),
+        body: r.req_text(3, "canned_responses.body")?,
         language: r.opt_text(4),
-        created_at: format_ts(r.i64(5)),
-        updated_at: format_ts(r.i64(6)),
-    }
+        created_at: r.req_ts(5, "canned_responses.created_at")?,
+        updated_at: r.req_ts(6, "canned_responses.updated_at")?,
+    })
 }
 
 fn load_canned(c: &mut Conn, id: i64) -> Result<CannedResponse, StoreError> {
     c.query_opt(&format!("SELECT {CANNED_COLS} FROM canned_responses WHERE id = ?"), &params![id])?
         .map(|r| canned_from_row(&r))
-        .ok_or_else(|| StoreError::NotFound(format!("canned response {id}")))
+        .ok_or_else(|| StoreError::NotFound(format!("canned response {id}")))?
 }
 
 /// Trims and checks the fields; blank optional fields become `None`.
@@ -76,7 +76,8 @@ fn check_shortcut_free(tx: &mut Tx<'_>, shortcut: Option<&str>, except: i64) -> 
     if let Some(r) =
         tx.conn.query_opt("SELECT id FROM canned_responses WHERE shortcut = ? AND id <> ?", &params![s, except])?
     {
-        return Err(StoreError::Conflict(format!("shortcut {s} is used by canned response {}", r.i64(0))));
+        let other = r.req_i64(0, "canned_responses.id")?;
+        return Err(StoreError::Conflict(format!("shortcut {s} is used by canned response {other}")));
     }
     Ok(())
 }
@@ -97,7 +98,7 @@ impl Store {
                 )?,
                 None => c.query(&format!("SELECT {CANNED_COLS} FROM canned_responses ORDER BY title, id"), &[])?,
             };
-            Ok(rows.iter().map(canned_from_row).collect())
+            rows.iter().map(canned_from_row).collect()
         })
         .await
     }
@@ -130,7 +131,7 @@ impl Store {
                     &params![n.title.as_str(), n.shortcut.as_deref(), n.body.as_str(), n.language.as_deref(), now, now],
                 )?
                 .ok_or_else(|| StoreError::Database("canned response insert returned no id".into()))?;
-            let canned = canned_from_row(&r);
+            let canned = canned_from_row(&r)?;
             tx.event(kontor_core::EventKind::CannedCreated, None, None, &json!({ "canned": canned }))?;
             Ok(canned)
         })

@@ -1,13 +1,13 @@
 //! Customers and their identities, including merging two customers.
 
-use kontor_core::{Customer, Identity, IdentityKind};
+use kontor_core::{Customer, CustomerId, Identity, IdentityKind, UserId};
 use serde_json::json;
 
 use crate::cases::VISIBLE_TO_SQL;
 use crate::db::{Conn, Row};
 use crate::writer::Tx;
 use crate::Page;
-use crate::{format_ts, params, Backend, Store, StoreError};
+use crate::{params, Backend, Store, StoreError};
 
 /// Changes to a customer; `None` leaves a field as it is.
 #[derive(Debug, Clone, Default)]
@@ -22,17 +22,30 @@ pub(crate) fn identity_from_row(r: &Row) -> Result<Identity, StoreError> {
         customer_id: r.req_i64(1, "identities.customer_id")?,
         kind: r.req_enum(2, "identities.kind", IdentityKind::parse)?,
         address: r.req_text(3, "identities.address")?,
-        created_at: format_ts(r.req_i64(4, "identities.created_at")?),
+        created_at: r.req_ts(4, "identities.created_at")?,
+    })
+}
+
+/// The columns [`customer_from_row`] reads.
+pub(crate) const CUSTOMER_COLS: &str = "id, name, language, merged_into, created_at, updated_at";
+
+/// A customer from a row of [`CUSTOMER_COLS`], without its identities.
+pub(crate) fn customer_from_row(r: &Row) -> Result<Customer, StoreError> {
+    Ok(Customer {
+        id: r.req_i64(0, "customers.id")?,
+        name: r.opt_text(1),
+        language: r.opt_text(2),
+        merged_into: r.opt_i64(3),
+        created_at: r.req_ts(4, "customers.created_at")?,
+        updated_at: r.req_ts(5, "customers.updated_at")?,
+        identities: Vec::new(),
     })
 }
 
 /// Loads a customer with identities.
 pub(crate) fn load_customer(c: &mut Conn, id: i64) -> Result<Customer, StoreError> {
     let r = c
-        .query_opt(
-            "SELECT id, name, language, merged_into, created_at, updated_at FROM customers WHERE id = ?",
-            &params![id],
-        )?
+        .query_opt(&format!("SELECT {CUSTOMER_COLS} FROM customers WHERE id = ?"), &params![id])?
         .ok_or_else(|| StoreError::NotFound(format!("customer {id}")))?;
     let identities = c
         .query(
@@ -42,15 +55,7 @@ pub(crate) fn load_customer(c: &mut Conn, id: i64) -> Result<Customer, StoreErro
         .iter()
         .map(identity_from_row)
         .collect::<Result<_, _>>()?;
-    Ok(Customer {
-        id: r.req_i64(0, "customers.id")?,
-        name: r.opt_text(1),
-        language: r.opt_text(2),
-        merged_into: r.opt_i64(3),
-        created_at: format_ts(r.req_i64(4, "customers.created_at")?),
-        updated_at: format_ts(r.req_i64(5, "customers.updated_at")?),
-        identities,
-    })
+    Ok(Customer { identities, ..customer_from_row(&r)? })
 }
 
 /// The fields a patch changed, by name (the event stores names, not values).
@@ -67,7 +72,7 @@ fn customer_changes(before: &Customer, after: &Customer) -> Vec<&'static str> {
 
 /// Whether a restricted staff user may see a customer: it has an unmerged case the user may
 /// see (the rule of `Store::customer_visible_to`). False if there is no such customer.
-pub(crate) fn customer_visible(c: &mut Conn, customer_id: i64, user_id: i64) -> Result<bool, StoreError> {
+pub(crate) fn customer_visible(c: &mut Conn, customer_id: CustomerId, user_id: UserId) -> Result<bool, StoreError> {
     Ok(c.query_opt(
         &format!(
             "SELECT 1 FROM cases WHERE cases.customer_id = ? AND cases.merged_into IS NULL AND {VISIBLE_TO_SQL} LIMIT 1"
@@ -78,7 +83,7 @@ pub(crate) fn customer_visible(c: &mut Conn, customer_id: i64, user_id: i64) -> 
 }
 
 /// Whether any case of these customers (merged ones included) is hidden from a staff user.
-fn hides_a_case(c: &mut Conn, customers: &[i64], user_id: i64) -> Result<bool, StoreError> {
+fn hides_a_case(c: &mut Conn, customers: &[CustomerId], user_id: UserId) -> Result<bool, StoreError> {
     for id in customers {
         let hidden = c.query_opt(
             &format!("SELECT 1 FROM cases WHERE cases.customer_id = ? AND NOT {VISIBLE_TO_SQL} LIMIT 1"),
@@ -102,8 +107,8 @@ pub(crate) fn refresh_customer_search(tx: &mut Tx<'_>, id: i64) -> Result<(), St
         .conn
         .query("SELECT address FROM identities WHERE customer_id = ? ORDER BY id", &params![id])?
         .iter()
-        .map(|r| r.text(0))
-        .collect();
+        .map(|r| r.req_text(0, "identities.address"))
+        .collect::<Result<_, _>>()?;
     let text = format!("{} {}", name, addresses.join(" ")).trim().to_string();
     tx.conn.execute("UPDATE customers SET search_text = ? WHERE id = ?", &params![text.as_str(), id])?;
     if tx.backend() == Backend::Sqlite {
@@ -129,8 +134,8 @@ impl Store {
                     &params![cursor.unwrap_or(i64::MAX), limit + 1],
                 )?
                 .iter()
-                .map(|r| r.i64(0))
-                .collect();
+                .map(|r| r.req_i64(0, "customers.id"))
+                .collect::<Result<_, _>>()?;
             let more = ids.len() as i64 > limit;
             let mut items = Vec::new();
             for id in ids.iter().take(limit as usize) {
@@ -168,7 +173,7 @@ impl Store {
     /// customer is a conflict: merge the two customers instead.
     pub async fn add_identity(
         &self,
-        customer_id: i64,
+        customer_id: CustomerId,
         kind: IdentityKind,
         address: String,
     ) -> Result<Customer, StoreError> {
@@ -181,24 +186,25 @@ impl Store {
     /// added, so a hidden customer is not revealed.
     pub async fn add_identity_as(
         &self,
-        customer_id: i64,
+        customer_id: CustomerId,
         kind: IdentityKind,
         address: String,
-        visible_to: Option<i64>,
+        visible_to: Option<UserId>,
     ) -> Result<Customer, StoreError> {
+        let customer_id = customer_id.get();
         self.write(move |tx| {
             load_customer(tx.conn, customer_id)?;
             if let Some(r) = tx.conn.query_opt(
                 "SELECT customer_id FROM identities WHERE kind = ? AND address = ?",
                 &params![kind.as_str(), address.as_str()],
             )? {
-                let owner = r.i64(0);
+                let owner = r.req_i64(0, "identities.customer_id")?;
                 if owner == customer_id {
                     return load_customer(tx.conn, customer_id);
                 }
                 let owner_visible = match visible_to {
                     None => true,
-                    Some(user) => customer_visible(tx.conn, owner, user)?,
+                    Some(user) => customer_visible(tx.conn, CustomerId(owner), user)?,
                 };
                 return Err(StoreError::Conflict(if owner_visible {
                     format!("{} {address} belongs to customer {owner}; merge the customers instead", kind.as_str())
@@ -226,7 +232,7 @@ impl Store {
 
     /// Merges `source` into `target`: identities, cases and messages move over with their
     /// whole history; `source` remains as a tombstone pointing at `target`.
-    pub async fn merge_customers(&self, target: i64, source: i64) -> Result<Customer, StoreError> {
+    pub async fn merge_customers(&self, target: CustomerId, source: CustomerId) -> Result<Customer, StoreError> {
         self.merge_customers_as(target, source, None).await
     }
 
@@ -236,9 +242,9 @@ impl Store {
     /// (Forbidden): it would move cases of a team the user is not in.
     pub async fn merge_customers_as(
         &self,
-        target: i64,
-        source: i64,
-        visible_to: Option<i64>,
+        target: CustomerId,
+        source: CustomerId,
+        visible_to: Option<UserId>,
     ) -> Result<Customer, StoreError> {
         self.write(move |tx| {
             if let Some(user) = visible_to {
@@ -253,6 +259,7 @@ impl Store {
                     ));
                 }
             }
+            let (target, source) = (target.get(), source.get());
             if target == source {
                 return Err(StoreError::invalid("source_id", "cannot merge a customer into itself"));
             }

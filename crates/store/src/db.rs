@@ -6,6 +6,8 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use kontor_core::{CaseId, CustomerId, MessageId, TeamId, Timestamp, UserId};
+
 use crate::StoreError;
 
 /// Which database engine a connection talks to.
@@ -61,6 +63,25 @@ impl From<bool> for Val {
         Val::Int(v as i64)
     }
 }
+/// A moment is stored as microseconds since the epoch.
+impl From<Timestamp> for Val {
+    fn from(v: Timestamp) -> Self {
+        Val::Int(v.as_micros())
+    }
+}
+
+/// Ids are stored as their numbers.
+macro_rules! id_vals {
+    ($($id:ty),+) => {$(
+        impl From<$id> for Val {
+            fn from(v: $id) -> Self {
+                Val::Int(v.get())
+            }
+        }
+    )+};
+}
+id_vals!(CaseId, CustomerId, MessageId, TeamId, UserId);
+
 impl<T: Into<Val>> From<Option<T>> for Val {
     fn from(v: Option<T>) -> Self {
         v.map(Into::into).unwrap_or(Val::Null)
@@ -94,6 +115,18 @@ impl Row {
             Some(other) => Err(StoreError::Corrupt(format!("{column} is not text: {other:?}"))),
         }
     }
+    /// A required timestamp column (microseconds since the epoch): an error for NULL or a
+    /// non-integer.
+    pub fn req_ts(&self, i: usize, column: &str) -> Result<Timestamp, StoreError> {
+        self.req_i64(i, column).map(Timestamp::from_micros)
+    }
+    /// A nullable timestamp column (microseconds since the epoch): an error for a non-integer.
+    pub fn opt_ts(&self, i: usize, column: &str) -> Result<Option<Timestamp>, StoreError> {
+        match self.0.get(i) {
+            Some(Val::Null) | None => Ok(None),
+            _ => self.req_ts(i, column).map(Some),
+        }
+    }
     /// A required column holding one of an enum's spellings: an error for NULL or an unknown
     /// value (never a default).
     pub fn req_enum<T>(&self, i: usize, column: &str, parse: fn(&str) -> Option<T>) -> Result<T, StoreError> {
@@ -109,8 +142,9 @@ impl Row {
                 .ok_or_else(|| StoreError::Corrupt(format!("{column} holds an unknown value {text:?}"))),
         }
     }
-    /// Integer column (0 for NULL): for aggregates such as `COUNT` and `COALESCE(MAX(..), 0)`;
-    /// use [`Row::req_i64`] where a stored value is required.
+    /// Integer column, 0 for NULL (lenient): only where a missing value really means 0.
+    /// Stored values, `RETURNING id` and aggregates such as `COUNT` are read with
+    /// [`Row::req_i64`].
     pub fn i64(&self, i: usize) -> i64 {
         self.opt_i64(i).unwrap_or(0)
     }
@@ -131,7 +165,8 @@ impl Row {
             _ => 0.0,
         }
     }
-    /// Text column ("" for NULL): use [`Row::req_text`] where a stored value is required.
+    /// Text column, "" for NULL (lenient): for computed text such as a search snippet, or
+    /// where a row must not fail its reader; stored values are read with [`Row::req_text`].
     pub fn text(&self, i: usize) -> String {
         self.opt_text(i).unwrap_or_default()
     }

@@ -15,9 +15,11 @@ use kontor_core::{Case, Customer, Event, Message, StaffUser};
 use serde_json::{json, Value};
 
 use crate::cases::{case_from_row, CASE_COLS};
+use crate::customers::{customer_from_row, identity_from_row, CUSTOMER_COLS};
 use crate::db::{Conn, Row, Val};
 use crate::messages::{message_from_row, MESSAGE_COLS};
-use crate::{format_ts, params, Store, StoreError};
+use crate::staff::{user_from_row, USER_COLS};
+use crate::{params, Store, StoreError};
 
 /// Event kinds whose payload refers to one message (`message_id`).
 pub const MESSAGE_EVENT_KINDS: &[kontor_core::EventKind] = kontor_core::EventKind::MESSAGES;
@@ -52,8 +54,6 @@ pub struct ClientEvent {
     pub event: Event,
     /// Who may see it, as of the moment it was read.
     pub audience: Audience,
-    /// Microseconds since the epoch at which it was committed.
-    pub created_at_us: i64,
 }
 
 /// The stored payload of a message event: ids and the fields a client needs to decide
@@ -91,23 +91,21 @@ pub fn event_message_id(kind: &str, payload: &Value) -> Option<i64> {
 
 const EVENT_COLS: &str = "id, kind, case_id, customer_id, payload, created_at";
 
-fn raw_from_row(r: &Row) -> Result<(Event, i64), StoreError> {
-    let created_at = r.req_i64(5, "events.created_at")?;
-    let event = Event {
+fn event_from_row(r: &Row) -> Result<Event, StoreError> {
+    Ok(Event {
         id: r.req_i64(0, "events.id")?,
         kind: r.req_text(1, "events.kind")?,
         case_id: r.opt_i64(2),
         customer_id: r.opt_i64(3),
         payload: serde_json::from_str(&r.req_text(4, "events.payload")?)
             .map_err(|e| StoreError::Corrupt(format!("events.payload is not JSON: {e}")))?,
-        created_at: format_ts(created_at),
-    };
-    Ok((event, created_at))
+        created_at: r.req_ts(5, "events.created_at")?,
+    })
 }
 
 /// Events as stored (payloads by reference), for code inside the store.
 pub(crate) fn events_from_rows(rows: &[Row]) -> Result<Vec<Event>, StoreError> {
-    rows.iter().map(|r| raw_from_row(r).map(|(e, _)| e)).collect()
+    rows.iter().map(event_from_row).collect()
 }
 
 /// `?, ?, ?` for `n` values.
@@ -139,12 +137,12 @@ fn set_field(payload: &mut Value, key: &str, value: Value) {
 /// Renders stored events for clients: one query each for the messages, cases, customers
 /// (with identities and the teams of their cases) and users the page refers to.
 pub(crate) fn render(c: &mut Conn, rows: &[Row]) -> Result<Vec<ClientEvent>, StoreError> {
-    let raw: Vec<(Event, i64)> = rows.iter().map(raw_from_row).collect::<Result<_, _>>()?;
+    let raw = events_from_rows(rows)?;
     let mut message_ids = HashSet::new();
     let mut case_ids = HashSet::new();
     let mut customer_ids = HashSet::new();
     let mut user_ids = HashSet::new();
-    for (e, _) in &raw {
+    for e in &raw {
         if let Some(id) = event_message_id(&e.kind, &e.payload) {
             message_ids.insert(id);
         }
@@ -185,25 +183,16 @@ pub(crate) fn render(c: &mut Conn, rows: &[Row]) -> Result<Vec<ClientEvent>, Sto
     let mut customers: HashMap<i64, Customer> = HashMap::new();
     let mut customer_teams: HashMap<i64, Vec<Option<i64>>> = HashMap::new();
     if !customer_ids.is_empty() {
-        let head = "SELECT id, name, language, merged_into, created_at, updated_at FROM customers WHERE id IN";
-        for r in rows_with_ids(c, head, &customer_ids)? {
-            let id = r.i64(0);
-            let customer = Customer {
-                id,
-                name: r.opt_text(1),
-                language: r.opt_text(2),
-                merged_into: r.opt_i64(3),
-                created_at: format_ts(r.i64(4)),
-                updated_at: format_ts(r.i64(5)),
-                identities: vec![],
-            };
-            customers.insert(id, customer);
+        let head = format!("SELECT {CUSTOMER_COLS} FROM customers WHERE id IN");
+        for r in rows_with_ids(c, &head, &customer_ids)? {
+            let customer = customer_from_row(&r)?;
+            customers.insert(customer.id, customer);
         }
         let head = "SELECT id, customer_id, kind, address, created_at FROM identities WHERE customer_id IN";
-        let mut identities = rows_with_ids(c, head, &customer_ids)?;
-        identities.sort_by_key(|r| r.i64(0));
-        for r in &identities {
-            let identity = crate::customers::identity_from_row(r)?;
+        let mut identities =
+            rows_with_ids(c, head, &customer_ids)?.iter().map(identity_from_row).collect::<Result<Vec<_>, _>>()?;
+        identities.sort_by_key(|i| i.id);
+        for identity in identities {
             if let Some(customer) = customers.get_mut(&identity.customer_id) {
                 customer.identities.push(identity);
             }
@@ -211,20 +200,20 @@ pub(crate) fn render(c: &mut Conn, rows: &[Row]) -> Result<Vec<ClientEvent>, Sto
         // A restricted user sees a customer with an unmerged case they may see.
         let head = "SELECT DISTINCT customer_id, team_id FROM cases WHERE merged_into IS NULL AND customer_id IN";
         for r in rows_with_ids(c, head, &customer_ids)? {
-            customer_teams.entry(r.i64(0)).or_default().push(r.opt_i64(1));
+            customer_teams.entry(r.req_i64(0, "cases.customer_id")?).or_default().push(r.opt_i64(1));
         }
     }
     let mut users: HashMap<i64, StaffUser> = HashMap::new();
     if !user_ids.is_empty() {
-        let head = "SELECT id, email, name, role, created_at, active FROM users WHERE id IN";
-        for r in rows_with_ids(c, head, &user_ids)? {
-            let u = crate::staff::user_from_row(&r);
+        let head = format!("SELECT {USER_COLS} FROM users WHERE id IN");
+        for r in rows_with_ids(c, &head, &user_ids)? {
+            let u = user_from_row(&r)?;
             users.insert(u.id, u);
         }
     }
 
     let mut out = Vec::with_capacity(raw.len());
-    for (mut event, created_at_us) in raw {
+    for mut event in raw {
         if let Some(id) = event_message_id(&event.kind, &event.payload) {
             // Only while the message is still in the event's case: a merge moves messages into
             // another case, which may be hidden from those who may see this event's case.
@@ -277,7 +266,7 @@ pub(crate) fn render(c: &mut Conn, rows: &[Row]) -> Result<Vec<ClientEvent>, Sto
             (None, Some(id)) => Audience::Teams(customer_teams.get(&id).cloned().unwrap_or_default()),
             (None, None) => Audience::Unrestricted,
         };
-        out.push(ClientEvent { event, audience, created_at_us });
+        out.push(ClientEvent { event, audience });
     }
     Ok(out)
 }
@@ -317,8 +306,7 @@ impl Store {
 
     /// The newest event id in the database.
     pub async fn max_event_id(&self) -> Result<i64, StoreError> {
-        self.read(|c| Ok(c.query_opt("SELECT COALESCE(MAX(id), 0) FROM events", &[])?.map(|r| r.i64(0)).unwrap_or(0)))
-            .await
+        self.read(max_event_id).await
     }
 
     /// A staff user's role and teams as they are now, if the session is valid: what a live
@@ -334,12 +322,20 @@ impl Store {
                 &params![hash, crate::now_us()],
             )?;
             let Some(first) = rows.first() else { return Ok(None) };
-            let user_id = first.i64(0);
-            let role = kontor_core::Role::parse(&first.text(1)).unwrap_or(kontor_core::Role::Agent);
+            let user_id = first.req_i64(0, "users.id")?;
+            let role = first.req_enum(1, "users.role", kontor_core::Role::parse)?;
             let teams = rows.iter().filter_map(|r| r.opt_i64(2)).collect();
             Ok(Some(SessionViewer { user_id, role, teams }))
         })
         .await
+    }
+}
+
+/// The newest event id in the database (0 for none).
+pub(crate) fn max_event_id(c: &mut Conn) -> Result<i64, StoreError> {
+    match c.query_opt("SELECT COALESCE(MAX(id), 0) FROM events", &[])? {
+        Some(r) => r.req_i64(0, "MAX(events.id)"),
+        None => Ok(0),
     }
 }
 

@@ -4,6 +4,7 @@
 use kontor_core::DeliveryState;
 use serde_json::json;
 
+use crate::db::Row;
 use crate::messages::load_message;
 use crate::writer::Tx;
 use crate::{params, Backend, Store, StoreError};
@@ -17,6 +18,18 @@ pub struct ClaimedJob {
     /// Attempts including this one.
     pub attempts: i64,
     pub max_attempts: i64,
+}
+
+/// A claimed job from a row of `id, kind, payload, attempts, max_attempts`.
+fn claimed_from_row(r: &Row) -> Result<ClaimedJob, StoreError> {
+    Ok(ClaimedJob {
+        id: r.req_i64(0, "jobs.id")?,
+        kind: r.req_text(1, "jobs.kind")?,
+        payload: serde_json::from_str(&r.req_text(2, "jobs.payload")?)
+            .map_err(|e| StoreError::Corrupt(format!("jobs.payload is not JSON: {e}")))?,
+        attempts: r.req_i64(3, "jobs.attempts")?,
+        max_attempts: r.req_i64(4, "jobs.max_attempts")?,
+    })
 }
 
 /// How a job run ended.
@@ -153,8 +166,8 @@ pub(crate) fn enqueue(
              VALUES (?, ?, ?, 'queued', 0, ?, ?, ?, ?) RETURNING id",
             &params![queue, kind, payload.to_string(), max_attempts, tx.now + delay_ms * 1000, tx.now, tx.now],
         )?
-        .map(|r| r.i64(0))
-        .ok_or_else(|| StoreError::Database("job insert returned no id".into()))
+        .ok_or_else(|| StoreError::Database("job insert returned no id".into()))?
+        .req_i64(0, "jobs.id")
 }
 
 /// Adds a typed job in the caller's transaction; it becomes visible with the commit.
@@ -171,6 +184,12 @@ pub fn enqueue_job<J: JobPayload>(
 impl Store {
     /// Claims up to `limit` due jobs (or jobs whose lease ran out) for `node`, leasing them
     /// for `lease_ms`. On PostgreSQL, `FOR UPDATE SKIP LOCKED` keeps nodes from taking the same job.
+    ///
+    /// A claimed row that cannot be read (a NULL or a value of the wrong kind where a value is
+    /// required, a payload that is not JSON) is not handed out and goes to the dead letter at
+    /// once, its [`StoreError::Corrupt`] reason as `last_error`: failing the claim instead
+    /// would stop the whole queue at that row, and defaulting its values would run it with
+    /// made-up ones.
     pub async fn claim_jobs(&self, node: String, limit: i64, lease_ms: i64) -> Result<Vec<ClaimedJob>, StoreError> {
         self.write(move |tx| {
             let lock = if tx.backend() == Backend::Postgres { " FOR UPDATE SKIP LOCKED" } else { "" };
@@ -183,16 +202,22 @@ impl Store {
             );
             let until = now.saturating_add(lease_ms.saturating_mul(1000));
             let rows = tx.conn.query(&sql, &params![node.as_str(), until, now, now, now, limit])?;
-            let mut jobs: Vec<ClaimedJob> = rows
-                .iter()
-                .map(|r| ClaimedJob {
-                    id: r.i64(0),
-                    kind: r.text(1),
-                    payload: serde_json::from_str(&r.text(2)).unwrap_or(serde_json::Value::Null),
-                    attempts: r.i64(3),
-                    max_attempts: r.i64(4),
-                })
-                .collect();
+            let mut jobs = Vec::with_capacity(rows.len());
+            for r in &rows {
+                match claimed_from_row(r) {
+                    Ok(job) => jobs.push(job),
+                    Err(error @ StoreError::Corrupt(_)) => {
+                        let id = r.req_i64(0, "jobs.id")?;
+                        tracing::error!(job_id = id, %error, "A job row cannot be read; it goes to the dead letter.");
+                        tx.conn.execute(
+                            "UPDATE jobs SET status = 'dead', last_error = ?, locked_by = NULL, locked_until = NULL \
+                             WHERE id = ?",
+                            &params![error.to_string(), id],
+                        )?;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
             jobs.sort_by_key(|j| j.id);
             Ok(jobs)
         })
@@ -265,10 +290,10 @@ impl Store {
             else {
                 return Ok(false);
             };
-            if claim.is_some_and(|a| a != row.i64(0)) {
+            let (attempts, max_attempts) = (row.req_i64(0, "jobs.attempts")?, row.req_i64(1, "jobs.max_attempts")?);
+            if claim.is_some_and(|a| a != attempts) {
                 return Ok(false);
             }
-            let (attempts, max_attempts) = (row.i64(0), row.i64(1));
             let now = tx.now;
             let (end, error, run_at) = match &outcome {
                 JobOutcome::Done => (JobEnd::Done, None, now),
@@ -300,11 +325,12 @@ impl Store {
         self.read(|c| {
             let mut s = QueueStats::default();
             for r in c.query("SELECT status, COUNT(*) FROM jobs GROUP BY status", &[])? {
-                match r.text(0).as_str() {
-                    "queued" => s.queued = r.i64(1),
-                    "running" => s.running = r.i64(1),
-                    "dead" => s.dead = r.i64(1),
-                    "done" => s.done = r.i64(1),
+                let count = r.req_i64(1, "COUNT(*) of jobs")?;
+                match r.req_text(0, "jobs.status")?.as_str() {
+                    "queued" => s.queued = count,
+                    "running" => s.running = count,
+                    "dead" => s.dead = count,
+                    "done" => s.done = count,
                     _ => {}
                 }
             }

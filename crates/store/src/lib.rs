@@ -22,24 +22,18 @@ pub mod teams;
 mod writer;
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 pub use db::{Backend, Conn, Row, Val};
 pub use error::StoreError;
 pub use writer::{Tx, WriterStats};
 
+use kontor_core::Timestamp;
 use tokio::sync::watch;
 
-/// Microseconds since the Unix epoch.
+/// Microseconds since the Unix epoch (what the store's time columns hold): [`Timestamp::now`].
 pub fn now_us() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0)
-}
-
-/// Formats microseconds since the epoch as RFC 3339 (UTC, milliseconds).
-pub fn format_ts(us: i64) -> String {
-    chrono::DateTime::from_timestamp_micros(us)
-        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
-        .unwrap_or_default()
+    Timestamp::now().as_micros()
 }
 
 /// Tunables the store needs for its rules.
@@ -155,7 +149,7 @@ impl Store {
         }
         let mut conn = Conn::open(backend, url)?;
         schema::migrate(&mut conn)?;
-        let latest = conn.query_opt("SELECT COALESCE(MAX(id), 0) FROM events", &[])?.map(|r| r.i64(0)).unwrap_or(0);
+        let latest = events::max_event_id(&mut conn)?;
         let readers = r2d2::Pool::builder()
             .max_size(settings.read_pool_size.max(1))
             .min_idle(Some(0))

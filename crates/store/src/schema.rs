@@ -61,10 +61,10 @@ pub fn migrate(conn: &mut Conn) -> Result<usize, StoreError> {
         conn.batch(
             "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)",
         )?;
-        let done = conn
-            .query_opt("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", &[])?
-            .map(|r| r.i64(0))
-            .unwrap_or(0);
+        let done = match conn.query_opt("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", &[])? {
+            Some(r) => r.req_i64(0, "MAX(schema_migrations.version)")?,
+            None => 0,
+        };
         let mut ran = 0;
         for (i, sql) in list.iter().enumerate() {
             let version = i as i64 + 1;

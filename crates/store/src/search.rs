@@ -1,8 +1,10 @@
 //! Full-text search over messages and customers with the database's own engine
 //! (SQLite FTS5; PostgreSQL `tsvector` with German and English configurations).
 
-use crate::db::Conn;
-use crate::{format_ts, params, Backend, Store, StoreError};
+use kontor_core::Timestamp;
+
+use crate::db::{Conn, Row};
+use crate::{params, Backend, Store, StoreError};
 
 /// Stand-ins for `<` and `>` while PostgreSQL's `ts_headline` (which strips anything that
 /// looks like a tag) works on the text; the same characters in the text itself are dropped
@@ -41,7 +43,7 @@ pub struct MessageHit {
     /// HTML-escaped excerpt with the matches in `<mark>`.
     pub snippet: String,
     pub rank: f64,
-    pub created_at: String,
+    pub created_at: Timestamp,
 }
 
 /// A customer that matched.
@@ -147,6 +149,32 @@ impl Store {
 
 type Hits = (Vec<CustomerHit>, Vec<MessageHit>);
 
+/// A customer hit from a row of id, name, snippet, rank (the snippet and rank are computed, so
+/// read leniently). SQLite's `bm25` ranks best lowest, PostgreSQL's `ts_rank` best highest:
+/// the rank is turned so that higher is better on both.
+fn customer_hit(r: &Row, hl: &Markers, postgres: bool) -> Result<CustomerHit, StoreError> {
+    Ok(CustomerHit {
+        customer_id: r.req_i64(0, "customers.id")?,
+        name: r.opt_text(1),
+        snippet: highlight(&r.text(2), hl, postgres),
+        rank: if postgres { r.f64(3) } else { -r.f64(3) },
+    })
+}
+
+/// A message hit from a row of id, case, customer, subject, snippet, rank, created_at (rank
+/// as for [`customer_hit`]).
+fn message_hit(r: &Row, hl: &Markers, postgres: bool) -> Result<MessageHit, StoreError> {
+    Ok(MessageHit {
+        message_id: r.req_i64(0, "messages.id")?,
+        case_id: r.req_i64(1, "messages.case_id")?,
+        customer_id: r.req_i64(2, "messages.customer_id")?,
+        subject: r.opt_text(3),
+        snippet: highlight(&r.text(4), hl, postgres),
+        rank: if postgres { r.f64(5) } else { -r.f64(5) },
+        created_at: r.req_ts(6, "messages.created_at")?,
+    })
+}
+
 fn sqlite_search(c: &mut Conn, toks: &[String], limit: i64, hl: &Markers) -> Result<Hits, StoreError> {
     let fts_query = toks.iter().map(|t| format!("\"{t}\"*")).collect::<Vec<_>>().join(" ");
     let customers = c
@@ -157,13 +185,8 @@ fn sqlite_search(c: &mut Conn, toks: &[String], limit: i64, hl: &Markers) -> Res
             &params![hl.start.as_str(), hl.end.as_str(), fts_query.as_str(), limit],
         )?
         .iter()
-        .map(|r| CustomerHit {
-            customer_id: r.i64(0),
-            name: r.opt_text(1),
-            snippet: highlight(&r.text(2), hl, false),
-            rank: -r.f64(3),
-        })
-        .collect();
+        .map(|r| customer_hit(r, hl, false))
+        .collect::<Result<_, _>>()?;
     let messages = c
         .query(
             "SELECT m.id, m.case_id, m.customer_id, m.subject, snippet(messages_fts, -1, ?, ?, '…', 24), \
@@ -173,16 +196,8 @@ fn sqlite_search(c: &mut Conn, toks: &[String], limit: i64, hl: &Markers) -> Res
             &params![hl.start.as_str(), hl.end.as_str(), fts_query.as_str(), limit],
         )?
         .iter()
-        .map(|r| MessageHit {
-            message_id: r.i64(0),
-            case_id: r.i64(1),
-            customer_id: r.i64(2),
-            subject: r.opt_text(3),
-            snippet: highlight(&r.text(4), hl, false),
-            rank: -r.f64(5),
-            created_at: format_ts(r.i64(6)),
-        })
-        .collect();
+        .map(|r| message_hit(r, hl, false))
+        .collect::<Result<_, _>>()?;
     Ok((customers, messages))
 }
 
@@ -203,13 +218,8 @@ fn pg_search(c: &mut Conn, toks: &[String], limit: i64, hl: &Markers) -> Result<
             &params![tsq.as_str(), customer_opts.as_str(), tsq.as_str(), tsq.as_str(), limit],
         )?
         .iter()
-        .map(|r| CustomerHit {
-            customer_id: r.i64(0),
-            name: r.opt_text(1),
-            snippet: highlight(&r.text(2), hl, true),
-            rank: r.f64(3),
-        })
-        .collect();
+        .map(|r| customer_hit(r, hl, true))
+        .collect::<Result<_, _>>()?;
     let messages = c
         .query(
             &format!(
@@ -224,16 +234,8 @@ fn pg_search(c: &mut Conn, toks: &[String], limit: i64, hl: &Markers) -> Result<
             &params![tsq.as_str(), tsq.as_str(), limit, message_opts.as_str()],
         )?
         .iter()
-        .map(|r| MessageHit {
-            message_id: r.i64(0),
-            case_id: r.i64(1),
-            customer_id: r.i64(2),
-            subject: r.opt_text(3),
-            snippet: highlight(&r.text(4), hl, true),
-            rank: r.f64(5),
-            created_at: format_ts(r.i64(6)),
-        })
-        .collect();
+        .map(|r| message_hit(r, hl, true))
+        .collect::<Result<_, _>>()?;
     Ok((customers, messages))
 }
 

@@ -27,7 +27,9 @@ impl Store {
     pub async fn setting(&self, key: &str) -> Result<Option<String>, StoreError> {
         let key = key.to_string();
         self.read(move |c| {
-            Ok(c.query_opt("SELECT value FROM settings WHERE key = ?", &params![key])?.map(|r| r.text(0)))
+            c.query_opt("SELECT value FROM settings WHERE key = ?", &params![key])?
+                .map(|r| r.req_text(0, "settings.value"))
+                .transpose()
         })
         .await
     }
@@ -38,7 +40,8 @@ impl Store {
         let (key, value) = (key.to_string(), value.to_string());
         self.write(move |tx| {
             let before = tx.conn.query_opt("SELECT value FROM settings WHERE key = ?", &params![key.as_str()])?;
-            if before.as_ref().map(|r| r.text(0)).as_deref() == Some(value.as_str()) {
+            let before = before.map(|r| r.req_text(0, "settings.value")).transpose()?;
+            if before.as_deref() == Some(value.as_str()) {
                 return Ok(());
             }
             tx.conn.execute(

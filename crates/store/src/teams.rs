@@ -1,6 +1,6 @@
 //! Team membership, and which cases a staff user may see because of it.
 
-use kontor_core::{StaffUser, Team};
+use kontor_core::{CaseId, StaffUser, Team, TeamId, UserId};
 use serde_json::json;
 
 use crate::cases::VISIBLE_TO_SQL;
@@ -8,14 +8,14 @@ use crate::db::Conn;
 use crate::staff::user_from_row;
 use crate::{params, Store, StoreError};
 
-fn require_team(c: &mut Conn, team_id: i64) -> Result<(), StoreError> {
+fn require_team(c: &mut Conn, team_id: TeamId) -> Result<(), StoreError> {
     match c.query_opt("SELECT 1 FROM teams WHERE id = ?", &params![team_id])? {
         Some(_) => Ok(()),
         None => Err(StoreError::NotFound(format!("team {team_id}"))),
     }
 }
 
-fn require_user(c: &mut Conn, user_id: i64) -> Result<(), StoreError> {
+fn require_user(c: &mut Conn, user_id: UserId) -> Result<(), StoreError> {
     match c.query_opt("SELECT 1 FROM users WHERE id = ?", &params![user_id])? {
         Some(_) => Ok(()),
         None => Err(StoreError::NotFound(format!("user {user_id}"))),
@@ -32,8 +32,8 @@ impl Store {
                     "INSERT INTO teams (name, created_at) VALUES (?, ?) RETURNING id",
                     &params![name.as_str(), tx.now],
                 )?
-                .map(|r| r.i64(0))
-                .ok_or_else(|| StoreError::Database("team insert returned no id".into()))?;
+                .ok_or_else(|| StoreError::Database("team insert returned no id".into()))?
+                .req_i64(0, "teams.id")?;
             tx.event(kontor_core::EventKind::TeamCreated, None, None, &json!({ "team": { "id": id, "name": name } }))?;
             Ok(Team { id, name })
         })
@@ -43,17 +43,17 @@ impl Store {
     /// All teams by name.
     pub async fn list_teams(&self) -> Result<Vec<Team>, StoreError> {
         self.read(|c| {
-            Ok(c.query("SELECT id, name FROM teams ORDER BY name", &[])?
+            c.query("SELECT id, name FROM teams ORDER BY name", &[])?
                 .iter()
-                .map(|r| Team { id: r.i64(0), name: r.text(1) })
-                .collect())
+                .map(|r| Ok(Team { id: r.req_i64(0, "teams.id")?, name: r.req_text(1, "teams.name")? }))
+                .collect()
         })
         .await
     }
 
     /// Makes a staff user a member of a team; appends `team.member_added`. Adding a member
     /// again changes nothing (and appends no event).
-    pub async fn add_team_member(&self, team_id: i64, user_id: i64) -> Result<(), StoreError> {
+    pub async fn add_team_member(&self, team_id: TeamId, user_id: UserId) -> Result<(), StoreError> {
         self.write(move |tx| {
             require_team(tx.conn, team_id)?;
             require_user(tx.conn, user_id)?;
@@ -76,7 +76,7 @@ impl Store {
 
     /// Removes a staff user from a team; appends `team.member_removed`. Not found if the
     /// user is not a member.
-    pub async fn remove_team_member(&self, team_id: i64, user_id: i64) -> Result<(), StoreError> {
+    pub async fn remove_team_member(&self, team_id: TeamId, user_id: UserId) -> Result<(), StoreError> {
         self.write(move |tx| {
             let removed = tx
                 .conn
@@ -98,26 +98,27 @@ impl Store {
     /// The members of a team by e-mail.
     pub async fn team_members(&self, team_id: i64) -> Result<Vec<StaffUser>, StoreError> {
         self.read(move |c| {
-            require_team(c, team_id)?;
-            Ok(c.query(
+            require_team(c, TeamId(team_id))?;
+            // The columns of `USER_COLS`.
+            c.query(
                 "SELECT u.id, u.email, u.name, u.role, u.created_at, u.active FROM team_members tm \
                  JOIN users u ON u.id = tm.user_id WHERE tm.team_id = ? ORDER BY u.email",
                 &params![team_id],
             )?
             .iter()
             .map(user_from_row)
-            .collect())
+            .collect()
         })
         .await
     }
 
     /// Ids of the teams a staff user belongs to, ascending (empty for an unknown user).
-    pub async fn user_team_ids(&self, user_id: i64) -> Result<Vec<i64>, StoreError> {
+    pub async fn user_team_ids(&self, user_id: UserId) -> Result<Vec<i64>, StoreError> {
         self.read(move |c| {
-            Ok(c.query("SELECT team_id FROM team_members WHERE user_id = ? ORDER BY team_id", &params![user_id])?
+            c.query("SELECT team_id FROM team_members WHERE user_id = ? ORDER BY team_id", &params![user_id])?
                 .iter()
-                .map(|r| r.i64(0))
-                .collect())
+                .map(|r| r.req_i64(0, "team_members.team_id"))
+                .collect()
         })
         .await
     }
@@ -125,13 +126,14 @@ impl Store {
     /// Whether a staff user may see a case: admins see every case, other users the cases
     /// without a team and the cases of their teams (the rule of `CaseFilter::visible_to`).
     /// Not found if the case does not exist.
-    pub async fn case_visible_to(&self, case_id: i64, user_id: i64) -> Result<bool, StoreError> {
+    pub async fn case_visible_to(&self, case_id: CaseId, user_id: UserId) -> Result<bool, StoreError> {
         self.read(move |c| {
             let row = c.query_opt(
                 &format!("SELECT CASE WHEN {VISIBLE_TO_SQL} THEN 1 ELSE 0 END FROM cases WHERE cases.id = ?"),
                 &params![user_id, user_id, case_id],
             )?;
-            row.map(|r| r.i64(0) == 1).ok_or_else(|| StoreError::NotFound(format!("case {case_id}")))
+            let row = row.ok_or_else(|| StoreError::NotFound(format!("case {case_id}")))?;
+            Ok(row.req_i64(0, "visibility of the case")? == 1)
         })
         .await
     }

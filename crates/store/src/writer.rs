@@ -102,7 +102,7 @@ impl Tx<'_> {
                 &params![kind.as_str(), case_id, customer_id, payload.to_string(), self.now],
             )?
             .ok_or_else(|| StoreError::Database("event insert returned no id".into()))?;
-        let id = row.i64(0);
+        let id = row.req_i64(0, "events.id")?;
         *self.max_event = (*self.max_event).max(id);
         Ok(id)
     }
@@ -410,9 +410,7 @@ fn listen_once(
     let mut conn = Conn::open(Backend::Postgres, url)?;
     conn.batch(&format!("LISTEN {EVENTS_CHANNEL}; LISTEN {PRESENCE_CHANNEL}"))?;
     // Catch up on anything committed while we were not listening.
-    if let Some(r) = conn.query_opt("SELECT COALESCE(MAX(id), 0) FROM events", &[])? {
-        bump(latest, r.i64(0));
-    }
+    bump(latest, crate::events::max_event_id(&mut conn)?);
     let client = conn.pg_client().ok_or_else(|| StoreError::Config("not PostgreSQL".into()))?;
     loop {
         let mut notes = client.notifications();

@@ -13,7 +13,8 @@ use std::time::Duration;
 
 use kontor_core::similarity::RelatedReason;
 use kontor_core::{
-    normalise_identity, CaseStatus, Channel, DeliveryState, Direction, IdentityKind, Priority, Role, StaffUser,
+    normalise_identity, CaseId, CaseStatus, Channel, CustomerId, DeliveryState, Direction, IdentityKind, Priority,
+    Role, StaffUser, TeamId, UserId,
 };
 use kontor_store::{
     cases::{CaseFilter, CasePatch, NewReply, ReplyOutcome},
@@ -160,6 +161,9 @@ conformance! {
     check_a_corrupt_row_is_reported_not_defaulted(store) =>
         a_corrupt_row_is_reported_not_defaulted_on_sqlite,
         a_corrupt_row_is_reported_not_defaulted_on_postgres;
+    check_a_corrupt_job_or_user_row_is_reported_not_defaulted(store) =>
+        a_corrupt_job_or_user_row_is_reported_not_defaulted_on_sqlite,
+        a_corrupt_job_or_user_row_is_reported_not_defaulted_on_postgres;
 }
 
 /// PostgreSQL only: a node learns of events committed by another node (LISTEN/NOTIFY).
@@ -649,7 +653,7 @@ async fn check_reply_detects_stale_views_and_queues_delivery(store: &Store) {
     assert_eq!(store.queue_stats().await.unwrap().queued, 2);
 
     // An internal note is part of the conversation too.
-    store.add_note(case_id, "Achtung: Adresse geändert".into(), None).await.unwrap();
+    store.add_note(CaseId(case_id), "Achtung: Adresse geändert".into(), None).await.unwrap();
     let after_note = store.reply(case_id, reply("Noch was.", fresh_event, false), vec![Channel::Api]).await.unwrap();
     assert!(matches!(after_note, ReplyOutcome::Stale { .. }), "{after_note:?}");
 
@@ -766,7 +770,7 @@ async fn check_notes_are_internal_messages_with_an_event(store: &Store) {
         .create_user("notizen@example.de".into(), "Nora".into(), Role::Agent, "sehr geheim 123".into())
         .await
         .unwrap();
-    let (note, ev) = store.add_note(r.case_id, "Kunde ist VIP".into(), Some(author.id)).await.unwrap();
+    let (note, ev) = store.add_note(CaseId(r.case_id), "Kunde ist VIP".into(), Some(UserId(author.id))).await.unwrap();
     assert!(note.internal);
     assert_eq!((note.channel, note.direction, note.case_id), (Channel::Note, Direction::Out, r.case_id));
     assert_eq!((note.author_id, note.text.as_str()), (Some(author.id), "Kunde ist VIP"));
@@ -781,7 +785,7 @@ async fn check_notes_are_internal_messages_with_an_event(store: &Store) {
     assert_eq!(event.payload["message"]["id"].as_i64(), Some(note.id));
     assert_eq!(event.payload["message"]["internal"], true);
 
-    assert_not_found(store.add_note(r.case_id + 10_000, "?".into(), None).await);
+    assert_not_found(store.add_note(CaseId(r.case_id + 10_000), "?".into(), None).await);
 }
 
 async fn check_identities_conflict_and_merge_moves_everything(store: &Store) {
@@ -793,17 +797,24 @@ async fn check_identities_conflict_and_merge_moves_everything(store: &Store) {
         .unwrap();
     assert_ne!(anna.customer_id, anne.customer_id);
 
-    let taken = store.add_identity(anna.customer_id, IdentityKind::Email, "anne.b@example.org".into()).await;
+    let taken =
+        store.add_identity(CustomerId(anna.customer_id), IdentityKind::Email, "anne.b@example.org".into()).await;
     assert_conflict(taken);
     let phone = normalise_identity(IdentityKind::Phone, "0170 1234567", "DE").unwrap();
-    let with_phone = store.add_identity(anna.customer_id, IdentityKind::Phone, phone.clone()).await.unwrap();
+    let with_phone =
+        store.add_identity(CustomerId(anna.customer_id), IdentityKind::Phone, phone.clone()).await.unwrap();
     assert_eq!(with_phone.identities.len(), 2);
-    let again = store.add_identity(anna.customer_id, IdentityKind::Phone, phone.clone()).await.unwrap();
+    let again = store.add_identity(CustomerId(anna.customer_id), IdentityKind::Phone, phone.clone()).await.unwrap();
     assert_eq!(again.identities.len(), 2, "adding an own identity again changes nothing");
-    assert_not_found(store.add_identity(anna.customer_id + 10_000, IdentityKind::Phone, "+4930123456".into()).await);
-    assert_invalid(store.merge_customers(anna.customer_id, anna.customer_id).await, "source_id");
+    assert_not_found(
+        store.add_identity(CustomerId(anna.customer_id + 10_000), IdentityKind::Phone, "+4930123456".into()).await,
+    );
+    assert_invalid(
+        store.merge_customers(CustomerId(anna.customer_id), CustomerId(anna.customer_id)).await,
+        "source_id",
+    );
 
-    let merged = store.merge_customers(anna.customer_id, anne.customer_id).await.unwrap();
+    let merged = store.merge_customers(CustomerId(anna.customer_id), CustomerId(anne.customer_id)).await.unwrap();
     let mut addresses: Vec<&str> = merged.identities.iter().map(|i| i.address.as_str()).collect();
     addresses.sort();
     assert_eq!(addresses, ["+491701234567", "anna@example.de", "anne.b@example.org"]);
@@ -833,7 +844,7 @@ async fn check_identities_conflict_and_merge_moves_everything(store: &Store) {
     assert_eq!((last.kind.as_str(), last.customer_id), ("customer.merged", Some(anna.customer_id)));
     assert_eq!(last.payload["merged_customer_id"].as_i64(), Some(anne.customer_id));
 
-    assert_conflict(store.merge_customers(anna.customer_id, anne.customer_id).await);
+    assert_conflict(store.merge_customers(CustomerId(anna.customer_id), CustomerId(anne.customer_id)).await);
 
     let later = store.ingest(inbound("Anne.B@example.org", "Ich bin es wieder")).await.unwrap();
     assert!(later.created);
@@ -897,7 +908,7 @@ async fn check_subscribers_see_the_new_event_id(store: &Store) {
 
     let mut rx2 = store.subscribe();
     assert_eq!(*rx2.borrow_and_update(), r.event_id, "a new subscriber starts at the newest event");
-    let (note, ev) = store.add_note(r.case_id, "Notiz".into(), None).await.unwrap();
+    let (note, ev) = store.add_note(CaseId(r.case_id), "Notiz".into(), None).await.unwrap();
     assert!(ev > r.event_id && note.internal);
     let seen =
         tokio::time::timeout(Duration::from_secs(5), rx2.wait_for(|v| *v >= ev)).await.map(|seen| seen.map(|v| *v));
@@ -1189,8 +1200,8 @@ async fn check_a_merged_case_sends_work_to_the_case_it_was_merged_into(store: &S
         .expect("close");
     let b = store.ingest(inbound("merge.me@example.de", "zweite Anfrage")).await.expect("b");
     assert_ne!(a.case_id, b.case_id);
-    store.merge_cases(b.case_id, a.case_id, None).await.expect("merge a into b");
-    assert_conflict(store.add_note(a.case_id, "Notiz".into(), None).await);
+    store.merge_cases(CaseId(b.case_id), CaseId(a.case_id), None).await.expect("merge a into b");
+    assert_conflict(store.add_note(CaseId(a.case_id), "Notiz".into(), None).await);
     assert_conflict(
         store.patch_case(a.case_id, CasePatch { priority: Some(Priority::High), ..Default::default() }).await,
     );
@@ -1402,35 +1413,35 @@ async fn check_team_members_are_added_listed_and_removed_with_events(store: &Sto
     assert!(store.team_members(team.id).await.unwrap().is_empty());
 
     let before = store.max_event_id().await.unwrap();
-    store.add_team_member(team.id, bert.id).await.unwrap();
-    store.add_team_member(team.id, anna.id).await.unwrap();
-    store.add_team_member(other.id, anna.id).await.unwrap();
+    store.add_team_member(TeamId(team.id), UserId(bert.id)).await.unwrap();
+    store.add_team_member(TeamId(team.id), UserId(anna.id)).await.unwrap();
+    store.add_team_member(TeamId(other.id), UserId(anna.id)).await.unwrap();
     let events = store.events_after(before, 100).await.unwrap();
     assert_eq!(events.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>(), ["team.member_added"; 3]);
     assert_eq!(events[0].payload, serde_json::json!({ "team_id": team.id, "user_id": bert.id }));
 
     let events = event_count(store).await;
-    store.add_team_member(team.id, anna.id).await.unwrap();
+    store.add_team_member(TeamId(team.id), UserId(anna.id)).await.unwrap();
     assert_eq!(event_count(store).await, events, "adding a member again changes nothing");
 
     let members = store.team_members(team.id).await.unwrap();
     assert_eq!(members, [anna.clone(), bert.clone()], "members by e-mail");
-    assert_eq!(store.user_team_ids(anna.id).await.unwrap(), [team.id, other.id]);
-    assert_eq!(store.user_team_ids(bert.id).await.unwrap(), [team.id]);
-    assert!(store.user_team_ids(bert.id + 10_000).await.unwrap().is_empty());
+    assert_eq!(store.user_team_ids(UserId(anna.id)).await.unwrap(), [team.id, other.id]);
+    assert_eq!(store.user_team_ids(UserId(bert.id)).await.unwrap(), [team.id]);
+    assert!(store.user_team_ids(UserId(bert.id + 10_000)).await.unwrap().is_empty());
 
-    assert_not_found(store.add_team_member(other.id + 10_000, anna.id).await);
-    assert_not_found(store.add_team_member(team.id, bert.id + 10_000).await);
+    assert_not_found(store.add_team_member(TeamId(other.id + 10_000), UserId(anna.id)).await);
+    assert_not_found(store.add_team_member(TeamId(team.id), UserId(bert.id + 10_000)).await);
     assert_not_found(store.team_members(other.id + 10_000).await);
     assert_eq!(event_count(store).await, events, "refused changes append nothing");
 
-    store.remove_team_member(team.id, anna.id).await.unwrap();
+    store.remove_team_member(TeamId(team.id), UserId(anna.id)).await.unwrap();
     let ev = last_event(store).await;
     assert_eq!(ev.kind, "team.member_removed");
     assert_eq!(ev.payload, serde_json::json!({ "team_id": team.id, "user_id": anna.id }));
     assert_eq!(store.team_members(team.id).await.unwrap(), [bert]);
-    assert_eq!(store.user_team_ids(anna.id).await.unwrap(), [other.id]);
-    assert_not_found(store.remove_team_member(team.id, anna.id).await);
+    assert_eq!(store.user_team_ids(UserId(anna.id)).await.unwrap(), [other.id]);
+    assert_not_found(store.remove_team_member(TeamId(team.id), UserId(anna.id)).await);
 }
 
 async fn check_agents_see_unteamed_and_own_team_cases_and_admins_see_all(store: &Store) {
@@ -1439,14 +1450,14 @@ async fn check_agents_see_unteamed_and_own_team_cases_and_admins_see_all(store: 
     let agent = staff(store, "agent@kontor.example", Role::Agent).await;
     let loner = staff(store, "loner@kontor.example", Role::Agent).await;
     let admin = staff(store, "admin@kontor.example", Role::Admin).await;
-    store.add_team_member(team_a.id, agent.id).await.unwrap();
+    store.add_team_member(TeamId(team_a.id), UserId(agent.id)).await.unwrap();
 
     let unteamed = store.ingest(inbound("eins@example.de", "ohne Team")).await.unwrap().case_id;
     let in_a = store.ingest(inbound("zwei@example.de", "für Team A")).await.unwrap().case_id;
     let in_b = store.ingest(inbound("drei@example.de", "für Team B")).await.unwrap().case_id;
     set_team(store, in_a, team_a.id).await;
     set_team(store, in_b, team_b.id).await;
-    let visible = |user: i64| CaseFilter { visible_to: Some(user), ..Default::default() };
+    let visible = |user: i64| CaseFilter { visible_to: Some(UserId(user)), ..Default::default() };
     let all = HashSet::from([unteamed, in_a, in_b]);
 
     assert_eq!(listed(store, visible(agent.id)).await, HashSet::from([unteamed, in_a]));
@@ -1459,18 +1470,26 @@ async fn check_agents_see_unteamed_and_own_team_cases_and_admins_see_all(store: 
     assert!(listed(store, team_b_for_agent).await.is_empty(), "asking for team B's cases does not reveal them");
 
     for (case, agent_sees, loner_sees) in [(unteamed, true, true), (in_a, true, false), (in_b, false, false)] {
-        assert_eq!(store.case_visible_to(case, agent.id).await.unwrap(), agent_sees, "agent, case {case}");
-        assert_eq!(store.case_visible_to(case, loner.id).await.unwrap(), loner_sees, "loner, case {case}");
-        assert!(store.case_visible_to(case, admin.id).await.unwrap(), "admin, case {case}");
+        assert_eq!(
+            store.case_visible_to(CaseId(case), UserId(agent.id)).await.unwrap(),
+            agent_sees,
+            "agent, case {case}"
+        );
+        assert_eq!(
+            store.case_visible_to(CaseId(case), UserId(loner.id)).await.unwrap(),
+            loner_sees,
+            "loner, case {case}"
+        );
+        assert!(store.case_visible_to(CaseId(case), UserId(admin.id)).await.unwrap(), "admin, case {case}");
     }
-    assert_not_found(store.case_visible_to(in_b + 10_000, agent.id).await);
+    assert_not_found(store.case_visible_to(CaseId(in_b + 10_000), UserId(agent.id)).await);
 
     // Membership changes take effect at once.
-    store.add_team_member(team_b.id, agent.id).await.unwrap();
-    store.remove_team_member(team_a.id, agent.id).await.unwrap();
+    store.add_team_member(TeamId(team_b.id), UserId(agent.id)).await.unwrap();
+    store.remove_team_member(TeamId(team_a.id), UserId(agent.id)).await.unwrap();
     assert_eq!(listed(store, visible(agent.id)).await, HashSet::from([unteamed, in_b]));
-    assert!(!store.case_visible_to(in_a, agent.id).await.unwrap());
-    assert!(store.case_visible_to(in_b, agent.id).await.unwrap());
+    assert!(!store.case_visible_to(CaseId(in_a), UserId(agent.id)).await.unwrap());
+    assert!(store.case_visible_to(CaseId(in_b), UserId(agent.id)).await.unwrap());
 
     // Paging through an agent's view returns each visible case once.
     let mut paged = Vec::new();
@@ -1546,13 +1565,13 @@ async fn check_merge_cases_moves_messages_keeps_history_and_makes_old_views_stal
         .await
         .unwrap();
     assert_eq!(wa2.case_id, wa.case_id);
-    store.merge_customers(mail.customer_id, wa.customer_id).await.unwrap();
+    store.merge_customers(CustomerId(mail.customer_id), CustomerId(wa.customer_id)).await.unwrap();
     let patch = CasePatch { tags: Some(vec!["umzug".into()]), ..Default::default() };
     store.patch_case(wa.case_id, patch).await.unwrap();
 
     let view = store.case_detail(mail.case_id).await.unwrap().case.last_event_id;
     let history = stored_events(store).await;
-    let target = store.merge_cases(mail.case_id, wa.case_id, Some(agent.id)).await.unwrap();
+    let target = store.merge_cases(CaseId(mail.case_id), CaseId(wa.case_id), Some(UserId(agent.id))).await.unwrap();
     assert_eq!((target.id, target.status), (mail.case_id, CaseStatus::Open));
     assert_eq!(target.tags, ["umzug"], "the target takes over the source's tags");
     assert!(target.last_message_at.is_some());
@@ -1633,23 +1652,23 @@ async fn check_merge_cases_refuses_itself_other_customers_and_merged_cases(store
     let a = store.ingest(inbound("a@example.de", "A")).await.unwrap();
     let b = store.ingest(inbound("b@example.de", "B")).await.unwrap();
     let events = event_count(store).await;
-    assert_invalid(store.merge_cases(a.case_id, a.case_id, None).await, "source_id");
-    assert_invalid(store.merge_cases(a.case_id, b.case_id, None).await, "source_id");
-    assert_not_found(store.merge_cases(a.case_id, b.case_id + 10_000, None).await);
-    assert_not_found(store.merge_cases(b.case_id + 10_000, a.case_id, None).await);
+    assert_invalid(store.merge_cases(CaseId(a.case_id), CaseId(a.case_id), None).await, "source_id");
+    assert_invalid(store.merge_cases(CaseId(a.case_id), CaseId(b.case_id), None).await, "source_id");
+    assert_not_found(store.merge_cases(CaseId(a.case_id), CaseId(b.case_id + 10_000), None).await);
+    assert_not_found(store.merge_cases(CaseId(b.case_id + 10_000), CaseId(a.case_id), None).await);
     assert_eq!(event_count(store).await, events, "refused merges append nothing");
     assert_eq!(store.case_detail(b.case_id).await.unwrap().messages.len(), 1);
 
-    store.merge_customers(a.customer_id, b.customer_id).await.unwrap();
-    store.merge_cases(a.case_id, b.case_id, None).await.unwrap();
-    assert_conflict(store.merge_cases(a.case_id, b.case_id, None).await);
-    assert_conflict(store.merge_cases(b.case_id, a.case_id, None).await);
+    store.merge_customers(CustomerId(a.customer_id), CustomerId(b.customer_id)).await.unwrap();
+    store.merge_cases(CaseId(a.case_id), CaseId(b.case_id), None).await.unwrap();
+    assert_conflict(store.merge_cases(CaseId(a.case_id), CaseId(b.case_id), None).await);
+    assert_conflict(store.merge_cases(CaseId(b.case_id), CaseId(a.case_id), None).await);
 
     // A resolved or closed target is re-opened when an active case is merged into it.
     let c = store.ingest(inbound("c@example.de", "C")).await.unwrap();
-    store.merge_customers(a.customer_id, c.customer_id).await.unwrap();
+    store.merge_customers(CustomerId(a.customer_id), CustomerId(c.customer_id)).await.unwrap();
     store.patch_case(a.case_id, CasePatch { status: Some(CaseStatus::Closed), ..Default::default() }).await.unwrap();
-    let target = store.merge_cases(a.case_id, c.case_id, None).await.unwrap();
+    let target = store.merge_cases(CaseId(a.case_id), CaseId(c.case_id), None).await.unwrap();
     assert_eq!((target.status, target.resolved_at), (CaseStatus::Open, None));
     assert_eq!(last_event(store).await.payload["reopened"], true);
 }
@@ -1686,7 +1705,7 @@ async fn check_related_open_cases_find_the_same_request_across_channels_but_not_
         .unwrap();
     let stranger = store.ingest(email("fremd@example.de", "Umzug zum 1. Mai", "Neue Adresse")).await.unwrap();
     for r in [&wa, &bill, &same, &old] {
-        store.merge_customers(mail.customer_id, r.customer_id).await.unwrap();
+        store.merge_customers(CustomerId(mail.customer_id), CustomerId(r.customer_id)).await.unwrap();
     }
     // The SMS case was opened and last written two days ago.
     let two_days_ago = kontor_store::now_us() - 48 * 3_600_000_000;
@@ -1714,7 +1733,7 @@ async fn check_related_open_cases_find_the_same_request_across_channels_but_not_
     );
     assert!(wa_hit.score > 0.3 && wa_hit.score <= 1.0, "{wa_hit:?}");
     assert_eq!(wa_hit.subject, None);
-    assert!(!wa_hit.last_activity_at.is_empty());
+    assert_eq!(Some(wa_hit.last_activity_at), store.case(wa.case_id).await.unwrap().last_message_at);
     assert_eq!(
         related(mail.case_id).await,
         HashMap::from([(wa.case_id, RelatedReason::SimilarText), (same.case_id, RelatedReason::SimilarText)]),
@@ -1734,7 +1753,7 @@ async fn check_related_open_cases_find_the_same_request_across_channels_but_not_
         .unwrap();
     assert_eq!(related(mail.case_id).await, HashMap::from([(wa.case_id, RelatedReason::SimilarText)]));
     assert!(related(same.case_id).await.is_empty());
-    store.merge_cases(mail.case_id, wa.case_id, None).await.unwrap();
+    store.merge_cases(CaseId(mail.case_id), CaseId(wa.case_id), None).await.unwrap();
     assert!(related(mail.case_id).await.is_empty());
     assert!(related(wa.case_id).await.is_empty());
     assert_not_found(store.related_open_cases(mail.case_id + 10_000).await);
@@ -1781,7 +1800,7 @@ async fn check_canned_responses_crud_with_unique_shortcuts_and_language_lists(st
         .update_canned(greet_de.id, "Begrüßung (Sie)".into(), s("/hallo"), "Sehr geehrte Kundin,".into(), s("de"))
         .await
         .unwrap();
-    assert_eq!((updated.id, updated.created_at.as_str()), (greet_de.id, greet_de.created_at.as_str()));
+    assert_eq!((updated.id, updated.created_at), (greet_de.id, greet_de.created_at));
     assert_eq!((updated.title.as_str(), updated.body.as_str()), ("Begrüßung (Sie)", "Sehr geehrte Kundin,"));
     assert_eq!(store.canned(greet_de.id).await.unwrap(), updated);
     assert_eq!(last_event(store).await.kind, "canned.updated");
@@ -1975,6 +1994,65 @@ async fn check_a_corrupt_row_is_reported_not_defaulted(store: &Store) {
     match store.message(r.message_id).await {
         Err(StoreError::Corrupt(m)) => assert!(m.contains(want), "{m}"),
         other => panic!("a corrupt message row was not reported: {other:?}"),
+    }
+}
+
+async fn check_a_corrupt_job_or_user_row_is_reported_not_defaulted(store: &Store) {
+    let r = store.ingest(inbound("kaputte-zeile@example.de", "Hallo")).await.unwrap();
+    let (_, broken) = queue_reply(store, r.case_id, "Erste Antwort").await;
+    let (_, sound) = queue_reply(store, r.case_id, "Zweite Antwort").await;
+    let user = store
+        .create_user("kaputt@example.de".into(), "Karl Kaputt".into(), Role::Agent, "sehr geheim 123".into())
+        .await
+        .unwrap();
+    // What no code writes: on PostgreSQL a NULL where a value is required (the constraint is
+    // dropped first, as in a damaged or hand-edited database); on SQLite, which refuses NULL
+    // there, text in an integer column. Read leniently, both were a 0 (no attempts yet, a
+    // user created in 1970 or deactivated).
+    let backend = store.backend();
+    let user_id = user.id;
+    store
+        .write(move |tx| {
+            if backend == Backend::Postgres {
+                tx.conn.batch(
+                    "ALTER TABLE jobs ALTER COLUMN attempts DROP NOT NULL; \
+                     ALTER TABLE users ALTER COLUMN created_at DROP NOT NULL",
+                )?;
+                tx.conn.execute("UPDATE jobs SET attempts = NULL WHERE id = ?", &[Val::Int(broken)])?;
+                tx.conn.execute("UPDATE users SET created_at = NULL WHERE id = ?", &[Val::Int(user_id)])?;
+            } else {
+                tx.conn.execute("UPDATE jobs SET max_attempts = 'acht' WHERE id = ?", &[Val::Int(broken)])?;
+                tx.conn.execute("UPDATE users SET active = 'ja' WHERE id = ?", &[Val::Int(user_id)])?;
+            }
+            Ok(())
+        })
+        .await
+        .unwrap();
+    let (job_column, user_column, what) = match backend {
+        Backend::Postgres => ("jobs.attempts", "users.created_at", "is NULL"),
+        Backend::Sqlite => ("jobs.max_attempts", "users.active", "is not an integer"),
+    };
+
+    // The broken job is not run with made-up values: it goes to the dead letter with the
+    // reason, and the rest of the queue goes on.
+    let claimed = store.claim_jobs("node-a".into(), 10, 30_000).await.unwrap();
+    assert_eq!(claimed.iter().map(|j| j.id).collect::<Vec<_>>(), [sound]);
+    let stats = store.queue_stats().await.unwrap();
+    assert_eq!((stats.running, stats.dead), (1, 1), "{stats:?}");
+    let last_error = store
+        .read(move |c| c.query_opt("SELECT last_error FROM jobs WHERE id = ?", &[Val::Int(broken)]))
+        .await
+        .unwrap()
+        .and_then(|r| r.opt_text(0))
+        .unwrap_or_default();
+    assert!(last_error.starts_with("corrupt row: "), "{last_error}");
+    assert!(last_error.contains(job_column) && last_error.contains(what), "{last_error}");
+    assert!(store.claim_jobs("node-b".into(), 10, 30_000).await.unwrap().is_empty(), "never claimed again");
+
+    // The user row is reported, not shown with a made-up value.
+    match store.list_users().await {
+        Err(StoreError::Corrupt(m)) => assert!(m.contains(user_column) && m.contains(what), "{m}"),
+        other => panic!("a corrupt user row was not reported: {other:?}"),
     }
 }
 

@@ -22,7 +22,8 @@ pub struct WebhookPayload {
     pub to: serde_json::Value,
     pub subject: Option<String>,
     pub text: String,
-    pub created_at: String,
+    /// RFC 3339 in UTC with milliseconds.
+    pub created_at: kontor_core::Timestamp,
     /// The files sent with the message (absent when there are none).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub attachments: Vec<WebhookAttachment>,
@@ -168,7 +169,7 @@ impl Outbound for ApiOutbound {
             to: serde_json::to_value(&message.to).unwrap_or(serde_json::Value::Null),
             subject: message.subject.clone(),
             text: message.text.clone(),
-            created_at: message.created_at.clone(),
+            created_at: message.created_at,
             attachments: message
                 .attachments
                 .iter()

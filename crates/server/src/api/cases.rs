@@ -4,7 +4,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use kontor_core::{Case, CaseStatus, Channel, Priority};
+use kontor_core::{Case, CaseId, CaseStatus, Channel, Priority};
 use kontor_store::{
     cases::{CaseDetail, CaseFilter, CasePatch, NewReply, ReplyOutcome},
     Page,
@@ -162,7 +162,7 @@ pub async fn note(
     required_text("text", &req.text, 100_000)?;
     let incoming = attachments::validate(req.attachments, state.config.max_attachment_bytes)?;
     let stored = attachments::store(&state, incoming).await?;
-    let added = state.store.add_note_with(id, req.text, caller.user_id, stored.clone()).await;
+    let added = state.store.add_note_with(CaseId(id), req.text, caller.user_id, stored.clone()).await;
     let (message, event_id) = attachments::discard_on_error(&state, &stored, added).await?;
     Ok((StatusCode::CREATED, Json(json!({ "message_id": message.id, "event_id": event_id, "message": message })))
         .into_response())

@@ -5,7 +5,7 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
-use kontor_core::{Channel, Direction};
+use kontor_core::{CaseId, Channel, CustomerId, Direction};
 use kontor_store::messages::{ContactReceipt, NewContact};
 use serde::Deserialize;
 use utoipa::ToSchema;
@@ -92,13 +92,13 @@ pub async fn record(
     let recorded = state
         .store
         .record_contact(NewContact {
-            customer_id,
+            customer_id: CustomerId(customer_id),
             channel,
             direction,
             text: req.text,
             duration_seconds: req.duration_seconds,
             attachments,
-            case_id: req.case_id,
+            case_id: req.case_id.map(CaseId),
             author_id: caller.user_id,
             restricted_to: caller.restricted_user(),
         })

@@ -2,7 +2,7 @@
 
 use axum::extract::{Path, State};
 use axum::Json;
-use kontor_core::{normalise_identity, Customer, IdentityKind};
+use kontor_core::{normalise_identity, Customer, CustomerId, IdentityKind};
 use kontor_store::{customers::CustomerPatch, Page};
 use serde::Deserialize;
 use utoipa::ToSchema;
@@ -26,7 +26,7 @@ pub async fn list(State(state): State<AppState>, caller: Caller, q: Params) -> R
     let seen = crate::auth::Visibility::for_actor(&caller.actor());
     let mut items = Vec::with_capacity(page.items.len());
     for c in std::mem::take(&mut page.items) {
-        if seen.can_see_customer(&state.store, c.id).await {
+        if seen.can_see_customer(&state.store, CustomerId(c.id)).await {
             items.push(c);
         }
     }
@@ -115,7 +115,7 @@ pub async fn add_identity(
     let address = normalise_identity(kind, &req.address, &state.config.default_region)
         .map_err(|e| AppError::invalid("address", e.to_string()))?;
     // Only callers who may see the address's owner learn which customer that is.
-    Ok(Json(state.store.add_identity_as(id, kind, address, caller.restricted_user()).await?))
+    Ok(Json(state.store.add_identity_as(CustomerId(id), kind, address, caller.restricted_user()).await?))
 }
 
 /// Which customer to merge into this one.
@@ -141,5 +141,6 @@ pub async fn merge(
     let id = path_id(&id, "customer")?;
     caller.ensure_customer_visible(&state, id).await?;
     // The store checks both customers and every case of them in the merge's transaction.
-    Ok(Json(state.store.merge_customers_as(id, req.source_id, caller.restricted_user()).await?))
+    let (target, source) = (CustomerId(id), CustomerId(req.source_id));
+    Ok(Json(state.store.merge_customers_as(target, source, caller.restricted_user()).await?))
 }

@@ -12,7 +12,7 @@ use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::Json;
 use futures::Stream;
-use kontor_core::Event;
+use kontor_core::{CaseId, Event, UserId};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -89,7 +89,7 @@ impl StreamState {
             if e.revoked_token.is_some() && e.revoked_token == self.token_id {
                 return (out, true);
             }
-            self.metrics.stream_lag.observe(((now - e.created_at_us).max(0) as f64) / 1e6);
+            self.metrics.stream_lag.observe(((now - e.created_at.as_micros()).max(0) as f64) / 1e6);
             out.push(SseEvent::default().id(e.id.to_string()).data(&e.data));
         }
         (out, false)
@@ -114,7 +114,7 @@ impl StreamState {
             if !self.viewer.sees(&e.audience) {
                 continue;
             }
-            self.metrics.stream_lag.observe(((now - e.created_at_us).max(0) as f64) / 1e6);
+            self.metrics.stream_lag.observe(((now - e.created_at.as_micros()).max(0) as f64) / 1e6);
             out.push(SseEvent::default().id(e.id.to_string()).data(&e.data));
         }
         (out, false)
@@ -203,7 +203,7 @@ pub async fn stream(
                         Ok(Some(v)) => {
                             st.viewer = Viewer::staff(&v);
                             sub.set_viewer(st.viewer.clone());
-                            seen = crate::auth::Visibility::for_staff(v.user_id, v.role);
+                            seen = crate::auth::Visibility::for_staff(UserId(v.user_id), v.role);
                         }
                         // Database trouble: keep going with what the stream knows.
                         Err(e) => tracing::debug!(error = %e, "Event stream cannot re-read its session."),
@@ -266,7 +266,8 @@ pub async fn stream(
                     Ok(payload) => {
                         let case = serde_json::from_str::<serde_json::Value>(&payload)
                             .ok()
-                            .and_then(|v| v.get("case_id").and_then(|c| c.as_i64()));
+                            .and_then(|v| v.get("case_id").and_then(|c| c.as_i64()))
+                            .map(CaseId);
                         if seen.can_see(&state2.store, case).await {
                             yield Ok(SseEvent::default().event("presence").data(payload));
                         }
@@ -309,7 +310,7 @@ pub async fn presence(
     }
     let payload = serde_json::json!({
         "case_id": id, "user_id": user_id, "name": caller.user_name, "state": req.state,
-        "at": kontor_store::format_ts(kontor_store::now_us()),
+        "at": kontor_core::Timestamp::now(),
     });
     state.store.publish_presence(payload.to_string()).await?;
     Ok(axum::http::StatusCode::NO_CONTENT)

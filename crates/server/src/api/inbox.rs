@@ -5,7 +5,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use kontor_core::{CannedResponse, Case, Role, StaffUser};
+use kontor_core::{CannedResponse, Case, CaseId, Role, StaffUser, TeamId, UserId};
 use kontor_store::cases::RelatedCase;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -36,7 +36,8 @@ pub async fn merge(
     let id = path_id(&id, "case")?;
     caller.ensure_visible(&state, id).await?;
     // The store checks both cases again in the merge's transaction.
-    Ok(Json(state.store.merge_cases_as(id, req.source_id, caller.user_id, caller.restricted_user()).await?))
+    let (target, source) = (CaseId(id), CaseId(req.source_id));
+    Ok(Json(state.store.merge_cases_as(target, source, caller.user_id, caller.restricted_user()).await?))
 }
 
 /// Other open cases of the same customer from the last 24 hours with a similar request, or
@@ -194,7 +195,7 @@ pub async fn add_member(
     ApiJson(req): ApiJson<MemberRequest>,
 ) -> Result<StatusCode, AppError> {
     caller.require_admin()?;
-    state.store.add_team_member(path_id(&id, "team")?, req.user_id).await?;
+    state.store.add_team_member(TeamId(path_id(&id, "team")?), UserId(req.user_id)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -207,7 +208,7 @@ pub async fn remove_member(
     Path((id, user)): Path<(String, String)>,
 ) -> Result<StatusCode, AppError> {
     caller.require_admin()?;
-    state.store.remove_team_member(path_id(&id, "team")?, path_id(&user, "user")?).await?;
+    state.store.remove_team_member(TeamId(path_id(&id, "team")?), UserId(path_id(&user, "user")?)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -86,7 +86,7 @@ impl Job for DeliverMessage {
             attachments,
             thread,
             automatic: false,
-            created_at: detail.created_at.clone(),
+            created_at: detail.created_at,
         };
         match sender.send(&message).await {
             Ok(receipt) => {

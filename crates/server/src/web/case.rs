@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use kontor_core::CaseStatus;
+use kontor_core::{CaseId, CaseStatus};
 use kontor_store::cases::CaseFilter;
 use minijinja::Value;
 use serde_json::json;
@@ -38,7 +38,7 @@ pub(super) async fn case_context(
         return Err(not_found(staff));
     };
     if let Some(user) = restricted(staff) {
-        match state.store.case_visible_to(id, user).await {
+        match state.store.case_visible_to(CaseId(id), user).await {
             Ok(true) => {}
             Ok(false) | Err(kontor_store::StoreError::NotFound(_)) => return Err(not_found(staff)),
             Err(e) => return Err(err(e)),
@@ -92,7 +92,7 @@ pub(super) async fn case_context(
                         "link": a.url.as_deref().filter(|u| u.starts_with("https://") || u.starts_with("http://")),
                         "download": a.id.filter(|_| a.url.is_none()).map(|id| format!("/api/v1/attachments/{id}")),
                     })).collect::<Vec<_>>(),
-                    "created_at": m.created_at, "age": age(&m.created_at),
+                    "created_at": m.created_at, "age": age(m.created_at),
                     "recorded_by": matches!(m.channel, kontor_core::Channel::Phone | kontor_core::Channel::Letter)
                         .then(|| m.author_id.map(|a| names.get(&a).cloned().unwrap_or_else(|| t["agent"].to_string())))
                         .flatten(),
@@ -129,7 +129,7 @@ pub(super) async fn case_context(
             .items
             .into_iter()
             .filter(|c| c.id != id)
-            .map(|c| json!({ "id": c.id, "subject": c.subject, "status": c.status, "age": age(&c.updated_at) }))
+            .map(|c| json!({ "id": c.id, "subject": c.subject, "status": c.status, "age": age(c.updated_at) }))
             .collect::<Vec<_>>();
         ctx.insert("others", Value::from_serialize(&others));
     }
@@ -144,7 +144,7 @@ pub(super) async fn case_context(
             Value::from_serialize(
                 related
                     .iter()
-                    .map(|r| json!({ "id": r.id, "subject": r.subject, "channel": channel_label(r.channel, staff.lang), "reason": r.reason, "age": age(&r.last_activity_at) }))
+                    .map(|r| json!({ "id": r.id, "subject": r.subject, "channel": channel_label(r.channel, staff.lang), "reason": r.reason, "age": age(r.last_activity_at) }))
                     .collect::<Vec<_>>(),
             ),
         );
@@ -175,7 +175,7 @@ pub(super) async fn case_context(
                 json!({
                     "into_this": p.get("target_case_id").and_then(|v| v.as_i64()) == Some(id),
                     "source": p.get("source_case_id"), "target": p.get("target_case_id"),
-                    "moved": p.get("moved_messages"), "actor": actor, "age": age(&e.created_at), "at": e.created_at,
+                    "moved": p.get("moved_messages"), "actor": actor, "age": age(e.created_at), "at": e.created_at,
                 })
             })
             .collect();
@@ -198,18 +198,18 @@ pub(super) async fn mark_seen(state: &AppState, staff: &Staff, ctx: &BTreeMap<&'
     let field = |name: &str| ctx.get("case").and_then(|c| c.get_attr(name).ok()).and_then(|v| i64::try_from(v).ok());
     if let (Some(id), Some(event)) = (field("id"), field("last_event_id")) {
         // A read first: most refreshes show nothing new to this agent, and the writer is shared.
-        let user = staff.session.user.id;
+        let (user, case) = (staff.user_id(), CaseId(id));
         if state
             .store
-            .seen_event_ids(user, vec![id])
+            .seen_event_ids(user, vec![case])
             .await
             .ok()
-            .and_then(|m| m.get(&id).copied())
+            .and_then(|m| m.get(&case).copied())
             .is_some_and(|s| s >= event)
         {
             return;
         }
-        if let Err(e) = state.store.mark_case_seen(user, id, event).await {
+        if let Err(e) = state.store.mark_case_seen(user, case, event).await {
             tracing::warn!(error = %e, "Cannot record that a case was read.");
         }
     }

@@ -1,13 +1,12 @@
 //! How values are shown on the staff pages: ages, channel names, delivery errors, HTML mail.
 
-use kontor_core::Channel;
+use kontor_core::{Channel, Timestamp};
 
 use super::i18n::Lang;
 
 /// How long ago, briefly ("5 min", "3 h", "2 d").
-pub(super) fn age(ts: &str) -> String {
-    let Ok(t) = chrono::DateTime::parse_from_rfc3339(ts) else { return String::new() };
-    let secs = (chrono::Utc::now().timestamp() - t.timestamp()).max(0);
+pub(super) fn age(t: Timestamp) -> String {
+    let secs = (Timestamp::now().as_unix_seconds() - t.as_unix_seconds()).max(0);
     match secs {
         0..60 => format!("{secs} s"),
         60..3600 => format!("{} min", secs / 60),

@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
-use kontor_core::{CaseStatus, Channel};
+use kontor_core::{CaseId, CaseStatus, Channel};
 use kontor_store::cases::CaseFilter;
 use minijinja::Value;
 use serde_json::json;
@@ -70,7 +70,7 @@ pub(super) async fn inbox_context(
     let items = page.items;
     let summaries = state.store.case_summaries(items.iter().map(|c| c.id).collect()).await.map_err(err)?;
     let seen =
-        state.store.seen_event_ids(staff.session.user.id, items.iter().map(|c| c.id).collect()).await.map_err(err)?;
+        state.store.seen_event_ids(staff.user_id(), items.iter().map(|c| CaseId(c.id)).collect()).await.map_err(err)?;
     let users: HashMap<i64, String> =
         state.store.list_users().await.map_err(err)?.into_iter().map(|u| (u.id, u.name)).collect();
     let t = words(staff.lang);
@@ -88,10 +88,10 @@ pub(super) async fn inbox_context(
                 "status_label": t.get(format!("status_{}", c.status.as_str()).as_str()).copied().unwrap_or(c.status.as_str()),
                 "priority": c.priority,
                 "assignee": c.assignee_id.and_then(|id| users.get(&id).cloned()),
-                "age": age(&c.updated_at),
+                "age": age(c.updated_at),
                 "updated_at": c.updated_at,
                 "awaiting": s.is_some_and(|s| s.awaiting_reply),
-                "unread": seen.get(&c.id).is_none_or(|e| *e < c.last_event_id),
+                "unread": seen.get(&CaseId(c.id)).is_none_or(|e| *e < c.last_event_id),
                 "tags": c.tags,
             })
         })

@@ -22,7 +22,7 @@ pub(super) use super::session::*;
 pub(super) use super::settings::*;
 
 /// The user whose teams limit what they see (admins see everything).
-pub(super) fn restricted(staff: &Staff) -> Option<i64> {
+pub(super) fn restricted(staff: &Staff) -> Option<kontor_core::UserId> {
     staff.caller().restricted_user()
 }
 

@@ -32,12 +32,17 @@ pub struct Staff {
 }
 
 impl Staff {
+    /// The signed-in user's id.
+    pub fn user_id(&self) -> kontor_core::UserId {
+        kontor_core::UserId(self.session.user.id)
+    }
+
     /// The same user as an API caller (for the visibility rules the API applies).
     pub fn caller(&self) -> crate::auth::Caller {
         crate::auth::Caller {
             token_id: None,
             role: self.session.user.role,
-            user_id: Some(self.session.user.id),
+            user_id: Some(self.user_id()),
             user_name: Some(self.session.user.name.clone()),
             session: Some(self.token.clone()),
         }

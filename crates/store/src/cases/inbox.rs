@@ -2,9 +2,9 @@
 
 use std::collections::HashMap;
 
-use kontor_core::{Channel, Direction};
+use kontor_core::{CaseId, Channel, CustomerId, Direction, Timestamp, UserId};
 
-use crate::{format_ts, Store, StoreError, Val};
+use crate::{Store, StoreError, Val};
 
 /// The inbox line of a case.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -17,7 +17,7 @@ pub struct CaseSummary {
     pub preview: Option<String>,
     pub last_direction: Option<Direction>,
     pub last_channel: Option<Channel>,
-    pub last_at: Option<String>,
+    pub last_at: Option<Timestamp>,
     /// The latest message came from the customer: the case awaits an answer.
     pub awaiting_reply: bool,
 }
@@ -45,10 +45,11 @@ impl Store {
                 &ids,
             )?;
             for r in customers {
+                let case_id = r.req_i64(0, "cases.id")?;
                 out.insert(
-                    r.i64(0),
+                    case_id,
                     CaseSummary {
-                        case_id: r.i64(0),
+                        case_id,
                         customer_name: r.opt_text(1),
                         customer_address: r.opt_text(2),
                         preview: None,
@@ -67,11 +68,11 @@ impl Store {
                 &ids,
             )?;
             for r in latest {
-                if let Some(s) = out.get_mut(&r.i64(0)) {
+                if let Some(s) = out.get_mut(&r.req_i64(0, "messages.case_id")?) {
                     s.preview = r.opt_text(1);
-                    s.last_direction = Direction::parse(&r.text(2));
-                    s.last_channel = Channel::parse(&r.text(3));
-                    s.last_at = Some(format_ts(r.i64(4)));
+                    s.last_direction = Some(r.req_enum(2, "messages.direction", Direction::parse)?);
+                    s.last_channel = Some(r.req_enum(3, "messages.channel", Channel::parse)?);
+                    s.last_at = Some(r.req_ts(4, "messages.created_at")?);
                     s.awaiting_reply = s.last_direction == Some(Direction::In);
                 }
             }
@@ -83,7 +84,24 @@ impl Store {
 
 impl Store {
     /// Records that `user_id` has seen `case_id` up to `event_id` (never goes back).
-    pub async fn mark_case_seen(&self, user_id: i64, case_id: i64, event_id: i64) -> Result<(), StoreError> {
+    ///
+    /// The ids have their own types, so a call with the user and the case swapped does not
+    /// compile:
+    ///
+    /// ```no_run
+    /// # async fn f(store: kontor_store::Store) -> Result<(), kontor_store::StoreError> {
+    /// use kontor_core::{CaseId, UserId};
+    /// store.mark_case_seen(UserId(3), CaseId(7), 42).await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// ```compile_fail,E0308
+    /// # async fn f(store: kontor_store::Store) -> Result<(), kontor_store::StoreError> {
+    /// use kontor_core::{CaseId, UserId};
+    /// store.mark_case_seen(CaseId(7), UserId(3), 42).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn mark_case_seen(&self, user_id: UserId, case_id: CaseId, event_id: i64) -> Result<(), StoreError> {
         self.write(move |tx| {
             tx.conn.execute(
                 "INSERT INTO case_reads (user_id, case_id, seen_event_id) VALUES (?, ?, ?) \
@@ -98,21 +116,25 @@ impl Store {
     }
 
     /// The newest event `user_id` has seen in each of the cases (absent: never opened).
-    pub async fn seen_event_ids(&self, user_id: i64, case_ids: Vec<i64>) -> Result<HashMap<i64, i64>, StoreError> {
+    pub async fn seen_event_ids(
+        &self,
+        user_id: UserId,
+        case_ids: Vec<CaseId>,
+    ) -> Result<HashMap<CaseId, i64>, StoreError> {
         if case_ids.is_empty() {
             return Ok(HashMap::new());
         }
         self.read(move |c| {
             let marks = vec!["?"; case_ids.len()].join(", ");
-            let mut p: Vec<Val> = vec![Val::Int(user_id)];
-            p.extend(case_ids.iter().map(|id| Val::Int(*id)));
-            Ok(c.query(
+            let mut p: Vec<Val> = vec![user_id.into()];
+            p.extend(case_ids.iter().map(|id| Val::from(*id)));
+            c.query(
                 &format!("SELECT case_id, seen_event_id FROM case_reads WHERE user_id = ? AND case_id IN ({marks})"),
                 &p,
             )?
             .iter()
-            .map(|r| (r.i64(0), r.i64(1)))
-            .collect())
+            .map(|r| Ok((CaseId(r.req_i64(0, "case_reads.case_id")?), r.req_i64(1, "case_reads.seen_event_id")?)))
+            .collect()
         })
         .await
     }
@@ -148,7 +170,7 @@ impl Store {
 impl Store {
     /// True if a restricted staff user may see the customer: it has at least one case the user
     /// may see (a case without team, or of one of the user's teams), or the user is an admin.
-    pub async fn customer_visible_to(&self, customer_id: i64, user_id: i64) -> Result<bool, StoreError> {
+    pub async fn customer_visible_to(&self, customer_id: CustomerId, user_id: UserId) -> Result<bool, StoreError> {
         self.read(move |c| {
             Ok(c.query_opt(
                 "SELECT 1 FROM users u WHERE u.id = ? AND (u.role = 'admin' OR EXISTS (SELECT 1 FROM cases \

@@ -2,12 +2,12 @@
 //! duplicates) and merging one case into another with its whole history.
 
 use kontor_core::similarity::{relate, RelatedReason, RequestSummary, SAME_REQUEST_WINDOW_US};
-use kontor_core::{Case, CaseStatus, Channel};
+use kontor_core::{Case, CaseId, CaseStatus, Channel, Timestamp, UserId};
 use serde_json::json;
 
 use super::{case_visible, load_case, merged_into};
 use crate::db::Row;
-use crate::{format_ts, params, Store, StoreError, Val};
+use crate::{params, Store, StoreError, Val};
 
 /// Another open case of the same customer that looks like the same request.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
@@ -24,7 +24,7 @@ pub struct RelatedCase {
     /// Why it is taken for the same request.
     pub reason: RelatedReason,
     /// Its last message (or its opening, if it has none), RFC 3339.
-    pub last_activity_at: String,
+    pub last_activity_at: Timestamp,
 }
 
 /// Columns for [`request_of`]: what the duplicate rules need of a case.
@@ -33,9 +33,9 @@ const REQUEST_COLS: &str = "id, channel, subject, status, team_id, created_at, C
       ORDER BY m.id LIMIT 1), merged_into";
 
 /// A case's channel, opening time and request text (subject and first inbound message).
-fn request_of(r: &Row) -> (Channel, i64, String) {
+fn request_of(r: &Row) -> Result<(Channel, i64, String), StoreError> {
     let text = [r.opt_text(2), r.opt_text(7)].into_iter().flatten().collect::<Vec<_>>().join("\n");
-    (Channel::parse(&r.text(1)).unwrap_or(Channel::Api), r.i64(5), text)
+    Ok((r.req_enum(1, "cases.channel", Channel::parse)?, r.req_i64(5, "cases.created_at")?, text))
 }
 
 impl Store {
@@ -48,11 +48,11 @@ impl Store {
             let me = c
                 .query_opt(&format!("SELECT {REQUEST_COLS}, customer_id FROM cases WHERE id = ?"), &params![case_id])?
                 .ok_or_else(|| StoreError::NotFound(format!("case {case_id}")))?;
-            let active = CaseStatus::parse(&me.text(3)).is_some_and(|s| s.is_active());
+            let active = me.req_enum(3, "cases.status", CaseStatus::parse)?.is_active();
             if !active || me.opt_i64(8).is_some() {
                 return Ok(vec![]);
             }
-            let (channel, opened_at_us, text) = request_of(&me);
+            let (channel, opened_at_us, text) = request_of(&me)?;
             let mine = RequestSummary { channel, opened_at_us, text: &text };
             let since = crate::now_us() - SAME_REQUEST_WINDOW_US;
             let rows = c.query(
@@ -61,30 +61,30 @@ impl Store {
                      AND status IN ('open', 'pending') AND merged_into IS NULL \
                      AND COALESCE(last_message_at, created_at) >= ? ORDER BY id"
                 ),
-                &params![me.i64(9), case_id, since],
+                &params![me.req_i64(9, "cases.customer_id")?, case_id, since],
             )?;
             let mut out = Vec::new();
             for r in &rows {
-                let (channel, opened_at_us, text) = request_of(r);
+                let (channel, opened_at_us, text) = request_of(r)?;
                 let other = RequestSummary { channel, opened_at_us, text: &text };
                 if let Some(rel) = relate(&mine, &other) {
-                    out.push((
-                        r.i64(6),
-                        RelatedCase {
-                            id: r.i64(0),
-                            channel,
-                            subject: r.opt_text(2),
-                            status: CaseStatus::parse(&r.text(3)).unwrap_or(CaseStatus::Open),
-                            team_id: r.opt_i64(4),
-                            score: rel.score,
-                            reason: rel.reason,
-                            last_activity_at: format_ts(r.i64(6)),
-                        },
-                    ));
+                    out.push(RelatedCase {
+                        id: r.req_i64(0, "cases.id")?,
+                        channel,
+                        subject: r.opt_text(2),
+                        status: r.req_enum(3, "cases.status", CaseStatus::parse)?,
+                        team_id: r.opt_i64(4),
+                        score: rel.score,
+                        reason: rel.reason,
+                        last_activity_at: r.req_ts(6, "cases.last_message_at")?,
+                    });
                 }
             }
-            out.sort_by(|(ta, a), (tb, b)| b.score.total_cmp(&a.score).then(tb.cmp(ta)).then(b.id.cmp(&a.id)));
-            Ok(out.into_iter().map(|(_, r)| r).collect())
+            // Best match first; among equals the most recently active, then the newest case.
+            out.sort_by(|a, b| {
+                b.score.total_cmp(&a.score).then(b.last_activity_at.cmp(&a.last_activity_at)).then(b.id.cmp(&a.id))
+            });
+            Ok(out)
         })
         .await
     }
@@ -105,7 +105,12 @@ impl Store {
     /// target takes over the source's tags, its subject if it has none, and the later last
     /// message time; it is re-opened if it was resolved or closed and the source was not.
     /// Returns the target.
-    pub async fn merge_cases(&self, target_id: i64, source_id: i64, actor: Option<i64>) -> Result<Case, StoreError> {
+    pub async fn merge_cases(
+        &self,
+        target_id: CaseId,
+        source_id: CaseId,
+        actor: Option<UserId>,
+    ) -> Result<Case, StoreError> {
         self.merge_cases_as(target_id, source_id, actor, None).await
     }
 
@@ -114,16 +119,17 @@ impl Store {
     /// and a refusal names no case the user may not see.
     pub async fn merge_cases_as(
         &self,
-        target_id: i64,
-        source_id: i64,
-        actor: Option<i64>,
-        visible_to: Option<i64>,
+        target_id: CaseId,
+        source_id: CaseId,
+        actor: Option<UserId>,
+        visible_to: Option<UserId>,
     ) -> Result<Case, StoreError> {
+        let (target_id, source_id) = (target_id.get(), source_id.get());
         self.write(move |tx| {
             let visible = |conn: &mut crate::Conn, id: i64| -> Result<bool, StoreError> {
                 match visible_to {
                     None => Ok(true),
-                    Some(user) => case_visible(conn, id, user),
+                    Some(user) => case_visible(conn, CaseId(id), user),
                 }
             };
             for id in [target_id, source_id] {
@@ -154,8 +160,8 @@ impl Store {
                 .conn
                 .query("SELECT id FROM messages WHERE case_id = ? ORDER BY id", &params![source_id])?
                 .iter()
-                .map(|r| r.i64(0))
-                .collect();
+                .map(|r| r.req_i64(0, "messages.id"))
+                .collect::<Result<_, _>>()?;
             tx.conn.execute("UPDATE messages SET case_id = ? WHERE case_id = ?", &params![target_id, source_id])?;
             // A redelivered inbound message must report the case its message is in now.
             tx.conn.execute("UPDATE inbound_keys SET case_id = ? WHERE case_id = ?", &params![target_id, source_id])?;

@@ -1,6 +1,8 @@
 //! Cases: listing, details, changes, internal notes and replies with collision control.
 
-use kontor_core::{Attachment, Case, CaseStatus, Channel, Customer, Direction, Event, Message, Priority};
+use kontor_core::{
+    Attachment, Case, CaseId, CaseStatus, Channel, Customer, Direction, Event, Message, Priority, UserId,
+};
 use serde_json::{json, Value};
 
 mod inbox;
@@ -17,7 +19,7 @@ use crate::jobs::{enqueue_job, DeliverMessage};
 use crate::messages::{load_message, message_from_row, MESSAGE_COLS};
 use crate::writer::Tx;
 use crate::Page;
-use crate::{format_ts, params, Backend, Store, StoreError, Val};
+use crate::{params, Backend, Store, StoreError, Val};
 
 pub(crate) const CASE_COLS: &str = "id, customer_id, subject, status, priority, assignee_id, team_id, tags, channel, \
      created_at, updated_at, first_response_at, resolved_at, last_message_at, last_event_id";
@@ -34,11 +36,11 @@ pub(crate) fn case_from_row(r: &Row) -> Result<Case, StoreError> {
         tags: serde_json::from_str(&r.req_text(7, "cases.tags")?)
             .map_err(|e| StoreError::Corrupt(format!("cases.tags is not a JSON list: {e}")))?,
         channel: r.req_enum(8, "cases.channel", Channel::parse)?,
-        created_at: format_ts(r.req_i64(9, "cases.created_at")?),
-        updated_at: format_ts(r.req_i64(10, "cases.updated_at")?),
-        first_response_at: r.opt_i64(11).map(format_ts),
-        resolved_at: r.opt_i64(12).map(format_ts),
-        last_message_at: r.opt_i64(13).map(format_ts),
+        created_at: r.req_ts(9, "cases.created_at")?,
+        updated_at: r.req_ts(10, "cases.updated_at")?,
+        first_response_at: r.opt_ts(11, "cases.first_response_at")?,
+        resolved_at: r.opt_ts(12, "cases.resolved_at")?,
+        last_message_at: r.opt_ts(13, "cases.last_message_at")?,
         last_event_id: r.req_i64(14, "cases.last_event_id")?,
     })
 }
@@ -73,7 +75,7 @@ pub struct CaseFilter {
     pub tag: Option<String>,
     /// Only cases this staff user may see: cases without a team and cases of the user's
     /// teams. An admin's id (or `None`) shows every case.
-    pub visible_to: Option<i64>,
+    pub visible_to: Option<UserId>,
     /// Opaque cursor from a previous page.
     pub cursor: Option<String>,
     pub limit: i64,
@@ -100,7 +102,7 @@ pub struct NewReply {
     pub force: bool,
     /// Channel to answer on; default: the channel of the customer's latest message.
     pub channel: Option<Channel>,
-    pub author_id: Option<i64>,
+    pub author_id: Option<UserId>,
     /// Refuse unless the author is the case's assignee (or the case has none): the
     /// "only the assignee may reply" setting, checked inside the transaction.
     pub only_assignee: bool,
@@ -133,7 +135,7 @@ pub(crate) const VISIBLE_TO_SQL: &str = "(cases.team_id IS NULL \
 
 /// Whether a staff user may see a case (the rule of [`VISIBLE_TO_SQL`]); false if there is
 /// no such case, so a hidden case and a missing one answer alike.
-pub(crate) fn case_visible(c: &mut Conn, case_id: i64, user_id: i64) -> Result<bool, StoreError> {
+pub(crate) fn case_visible(c: &mut Conn, case_id: CaseId, user_id: UserId) -> Result<bool, StoreError> {
     Ok(c.query_opt(
         &format!("SELECT 1 FROM cases WHERE cases.id = ? AND {VISIBLE_TO_SQL}"),
         &params![case_id, user_id, user_id],
@@ -227,9 +229,10 @@ impl Store {
             p.push((limit + 1).into());
             let rows = c.query(&sql, &p)?;
             let more = rows.len() as i64 > limit;
-            let page: Vec<_> = rows.iter().take(limit as usize).collect();
-            let next_cursor = if more { page.last().map(|r| format!("{}_{}", r.i64(10), r.i64(0))) } else { None };
-            Ok(Page { items: page.into_iter().map(case_from_row).collect::<Result<_, _>>()?, next_cursor })
+            let items: Vec<Case> = rows.iter().take(limit as usize).map(case_from_row).collect::<Result<_, _>>()?;
+            let next_cursor =
+                if more { items.last().map(|c| format!("{}_{}", c.updated_at.as_micros(), c.id)) } else { None };
+            Ok(Page { items, next_cursor })
         })
         .await
     }
@@ -242,9 +245,9 @@ impl Store {
     /// Adds an internal note to a case.
     pub async fn add_note(
         &self,
-        case_id: i64,
+        case_id: CaseId,
         text: String,
-        author_id: Option<i64>,
+        author_id: Option<UserId>,
     ) -> Result<(Message, i64), StoreError> {
         self.add_note_with(case_id, text, author_id, Vec::new()).await
     }
@@ -252,11 +255,12 @@ impl Store {
     /// Like [`Store::add_note`], with attachments (their bytes already in the blob store).
     pub async fn add_note_with(
         &self,
-        case_id: i64,
+        case_id: CaseId,
         text: String,
-        author_id: Option<i64>,
+        author_id: Option<UserId>,
         attachments: Vec<Attachment>,
     ) -> Result<(Message, i64), StoreError> {
+        let (case_id, author_id) = (case_id.get(), author_id.map(UserId::get));
         self.write(move |tx| {
             let case = load_case(tx.conn, case_id)?;
             refuse_merged(tx.conn, case_id)?;
@@ -419,7 +423,7 @@ fn reply_in(
     if let Some(into) = merged_into(tx.conn, case_id)? {
         return Err(StoreError::Conflict(format!("case {case_id} was merged into case {into}; reply there")));
     }
-    if r.only_assignee && case.assignee_id.is_some_and(|a| Some(a) != r.author_id) {
+    if r.only_assignee && case.assignee_id.is_some_and(|a| Some(UserId(a)) != r.author_id) {
         return Err(StoreError::Forbidden(
             "only the assignee may reply to this case (setting reply_only_assignee); assign it to yourself first"
                 .into(),
@@ -469,7 +473,8 @@ fn reply_in(
                 "SELECT channel FROM messages WHERE case_id = ? AND direction = 'in' ORDER BY id DESC LIMIT 1",
                 &params![case_id],
             )?
-            .and_then(|row| Channel::parse(&row.text(0)))
+            .map(|row| row.req_enum(0, "messages.channel", Channel::parse))
+            .transpose()?
             .unwrap_or(case.channel),
     };
     if !deliverable.contains(&channel) {
@@ -494,7 +499,7 @@ fn reply_in(
             html: None,
             attachments: &r.attachments,
             provider_message_id: None,
-            author_id: r.author_id,
+            author_id: r.author_id.map(UserId::get),
             delivery_state: Some("queued"),
             duration_seconds: None,
         },

@@ -197,7 +197,7 @@ pub(super) fn create_cases(tx: &mut Tx<'_>, new: &[NewCase<'_>]) -> Result<Vec<i
 
 /// A case as [`create_cases`] stores it.
 fn new_case_value(id: i64, c: &NewCase<'_>, now: i64) -> Case {
-    let at = crate::format_ts(now);
+    let at = kontor_core::Timestamp::from_micros(now);
     Case {
         id,
         customer_id: c.customer_id,
@@ -208,7 +208,7 @@ fn new_case_value(id: i64, c: &NewCase<'_>, now: i64) -> Case {
         team_id: None,
         tags: vec![],
         channel: c.channel,
-        created_at: at.clone(),
+        created_at: at,
         updated_at: at,
         first_response_at: None,
         resolved_at: None,
@@ -306,7 +306,7 @@ fn stored_message(id: i64, m: &MessageRow<'_>, now: i64) -> Message {
         author_id: m.author_id,
         delivery_state: m.delivery_state.and_then(DeliveryState::parse),
         delivery_error: None,
-        created_at: crate::format_ts(now),
+        created_at: kontor_core::Timestamp::from_micros(now),
         duration_seconds: m.duration_seconds,
     }
 }

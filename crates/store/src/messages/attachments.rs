@@ -57,8 +57,8 @@ pub(crate) fn insert_attachments(
                     tx.now
                 ],
             )?
-            .map(|r| r.i64(0))
-            .ok_or_else(|| StoreError::Database("attachment insert returned no id".into()))?;
+            .ok_or_else(|| StoreError::Database("attachment insert returned no id".into()))?
+            .req_i64(0, "attachments.id")?;
         out.push(Attachment { id: Some(id), ..a.clone() });
     }
     let json = serde_json::to_string(&out).map_err(|e| StoreError::Database(format!("attachments: {e}")))?;
@@ -78,12 +78,12 @@ impl Store {
                 )?
                 .ok_or_else(|| StoreError::NotFound(format!("attachment {id}")))?;
             Ok(StoredAttachment {
-                id: r.i64(0),
-                message_id: r.i64(1),
-                case_id: r.i64(2),
-                filename: r.text(3),
-                content_type: r.text(4),
-                size: r.i64(5),
+                id: r.req_i64(0, "attachments.id")?,
+                message_id: r.req_i64(1, "attachments.message_id")?,
+                case_id: r.req_i64(2, "messages.case_id")?,
+                filename: r.req_text(3, "attachments.filename")?,
+                content_type: r.req_text(4, "attachments.content_type")?,
+                size: r.req_i64(5, "attachments.size")?,
                 sha256: r.opt_text(6),
                 blob_id: r.opt_text(7),
                 url: r.opt_text(8),
@@ -113,17 +113,17 @@ impl Store {
     /// Every blob the database refers to, oldest first.
     pub async fn blob_refs(&self) -> Result<Vec<BlobRef>, StoreError> {
         self.read(|c| {
-            Ok(c.query(
-                "SELECT blob_id, sha256, id, filename FROM attachments WHERE blob_id IS NOT NULL ORDER BY id",
-                &[],
-            )?
-            .iter()
-            .map(|r| BlobRef {
-                blob_id: r.text(0),
-                sha256: r.opt_text(1),
-                owner: format!("attachment {} ({})", r.i64(2), r.text(3)),
-            })
-            .collect())
+            c.query("SELECT blob_id, sha256, id, filename FROM attachments WHERE blob_id IS NOT NULL ORDER BY id", &[])?
+                .iter()
+                .map(|r| {
+                    let (id, filename) = (r.req_i64(2, "attachments.id")?, r.req_text(3, "attachments.filename")?);
+                    Ok(BlobRef {
+                        blob_id: r.req_text(0, "attachments.blob_id")?,
+                        sha256: r.opt_text(1),
+                        owner: format!("attachment {id} ({filename})"),
+                    })
+                })
+                .collect()
         })
         .await
     }

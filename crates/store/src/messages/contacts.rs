@@ -1,7 +1,7 @@
 //! Contacts that happened outside Kontor: a phone call or a letter that came by post,
 //! recorded by an agent and threaded like any other message.
 
-use kontor_core::{Attachment, Channel, Direction};
+use kontor_core::{Attachment, CaseId, Channel, CustomerId, Direction, UserId};
 
 use crate::cases::{case_visible, VISIBLE_TO_SQL};
 use crate::ingest::{insert_message, thread_case, MessageRow};
@@ -10,7 +10,7 @@ use crate::{params, Store, StoreError};
 /// A phone call or letter to record.
 #[derive(Debug, Clone)]
 pub struct NewContact {
-    pub customer_id: i64,
+    pub customer_id: CustomerId,
     /// [`Channel::Phone`] or [`Channel::Letter`].
     pub channel: Channel,
     pub direction: Direction,
@@ -21,12 +21,12 @@ pub struct NewContact {
     /// The scan of a letter, a recording's transcript, ...
     pub attachments: Vec<Attachment>,
     /// Thread into this case (it must be the customer's) instead of choosing one.
-    pub case_id: Option<i64>,
+    pub case_id: Option<CaseId>,
     /// The staff user who records it (shown as its author).
-    pub author_id: Option<i64>,
+    pub author_id: Option<UserId>,
     /// A staff user whose visibility rules apply (agents): a customer or case they cannot
     /// see answers as if it did not exist. `None` for admins and API tokens.
-    pub restricted_to: Option<i64>,
+    pub restricted_to: Option<UserId>,
 }
 
 /// What a recorded contact became.
@@ -83,12 +83,13 @@ impl Store {
                 }
             }
             let reopen = c.direction == Direction::In;
-            let case_id = thread_case(tx, c.customer_id, c.case_id, reopen, None, c.channel, window_us)?;
+            let case_id =
+                thread_case(tx, c.customer_id.get(), c.case_id.map(CaseId::get), reopen, None, c.channel, window_us)?;
             if let Some(user) = c.restricted_to {
                 // Threading chose a case the agent may not see (another team's open case, or the
                 // case a visible one was merged into): answer as for a case that does not exist,
                 // so nothing is learnt about it; an admin, or naming a visible case, records it.
-                if !case_visible(tx.conn, case_id, user)? {
+                if !case_visible(tx.conn, CaseId(case_id), user)? {
                     return Err(StoreError::NotFound(format!("a case of customer {} you may see", c.customer_id)));
                 }
             }
@@ -96,7 +97,7 @@ impl Store {
                 tx,
                 &MessageRow {
                     case_id,
-                    customer_id: c.customer_id,
+                    customer_id: c.customer_id.get(),
                     direction: c.direction,
                     internal: false,
                     channel: c.channel,
@@ -105,7 +106,7 @@ impl Store {
                     html: None,
                     attachments: &c.attachments,
                     provider_message_id: None,
-                    author_id: c.author_id,
+                    author_id: c.author_id.map(UserId::get),
                     delivery_state: None,
                     duration_seconds: c.duration_seconds,
                 },
@@ -113,7 +114,7 @@ impl Store {
             let event_id = tx.event(
                 CONTACT_RECORDED,
                 Some(case_id),
-                Some(c.customer_id),
+                Some(c.customer_id.get()),
                 &serde_json::json!({
                     "message_id": message.id, "case_id": case_id, "customer_id": c.customer_id,
                     "channel": c.channel, "direction": c.direction, "author_id": c.author_id,
@@ -126,7 +127,7 @@ impl Store {
                  first_response_at = COALESCE(first_response_at, ?) WHERE id = ?",
                 &params![now, now, event_id, first_response, case_id],
             )?;
-            Ok(ContactReceipt { message_id: message.id, case_id, customer_id: c.customer_id, event_id })
+            Ok(ContactReceipt { message_id: message.id, case_id, customer_id: c.customer_id.get(), event_id })
         })
         .await
     }

@@ -29,12 +29,20 @@ pub(crate) fn apply_pending_reports(
         &params![channel, provider_message_id],
     )?;
     for r in rows {
-        let Some(state) = DeliveryState::parse(&r.text(0)) else { continue };
-        let current = tx
-            .conn
-            .query_opt("SELECT delivery_state FROM messages WHERE id = ?", &params![message_id])?
-            .and_then(|row| row.opt_text(0))
-            .and_then(|s| DeliveryState::parse(&s));
+        // A report that cannot be read is dropped, not an error: failing here would fail the
+        // delivery's own outcome, and the job would send the message again.
+        let state = match r.req_enum(0, "delivery_reports_pending.state", DeliveryState::parse) {
+            Ok(state) => state,
+            Err(error) => {
+                tracing::warn!(message_id, %error, "Dropped an unreadable pending delivery report.");
+                continue;
+            }
+        };
+        let current =
+            match tx.conn.query_opt("SELECT delivery_state FROM messages WHERE id = ?", &params![message_id])? {
+                Some(row) => row.opt_enum(0, "messages.delivery_state", DeliveryState::parse)?,
+                None => None,
+            };
         if supersedes(state, current) {
             let error = if state == DeliveryState::Failed { r.opt_text(1) } else { None };
             apply_delivery(tx, &DeliveryUpdate { message_id, state, error, provider_message_id: None }, None)?;
@@ -73,8 +81,8 @@ impl Store {
                 )?;
                 return Ok(None);
             };
-            let message_id = row.i64(0);
-            let current = row.opt_text(1).and_then(|s| DeliveryState::parse(&s));
+            let message_id = row.req_i64(0, "messages.id")?;
+            let current = row.opt_enum(1, "messages.delivery_state", DeliveryState::parse)?;
             if !supersedes(report.state, current) {
                 return Ok(None);
             }

@@ -13,7 +13,7 @@ pub(crate) use delivery::apply_pending_reports;
 use kontor_core::{Attachment, Channel, DeliveryState, Direction, Message};
 
 use crate::db::{Conn, Row};
-use crate::{format_ts, params, Store, StoreError};
+use crate::{params, Store, StoreError};
 
 pub(crate) const MESSAGE_COLS: &str = "id, case_id, customer_id, direction, internal, channel, subject, text, html, \
      attachments, provider_message_id, author_id, delivery_state, delivery_error, created_at, duration_seconds";
@@ -35,7 +35,7 @@ pub(crate) fn message_from_row(r: &Row) -> Result<Message, StoreError> {
         author_id: r.opt_i64(11),
         delivery_state: r.opt_enum(12, "messages.delivery_state", DeliveryState::parse)?,
         delivery_error: r.opt_text(13),
-        created_at: format_ts(r.req_i64(14, "messages.created_at")?),
+        created_at: r.req_ts(14, "messages.created_at")?,
         duration_seconds: r.opt_i64(15),
     })
 }

@@ -6,28 +6,32 @@ pub use sessions::StaffSession;
 
 use argon2::password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
-use kontor_core::{Role, StaffUser};
+use kontor_core::{Role, StaffUser, Timestamp};
 use rand::RngCore;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use crate::db::Row;
-use crate::{format_ts, params, Store, StoreError};
+use crate::{params, Store, StoreError};
 
 /// Hashes an API token for storage and lookup.
 pub fn token_hash(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
 
-pub(crate) fn user_from_row(r: &Row) -> StaffUser {
-    StaffUser {
-        id: r.i64(0),
-        email: r.text(1),
-        name: r.text(2),
-        role: Role::parse(&r.text(3)).unwrap_or(Role::Agent),
-        created_at: format_ts(r.i64(4)),
-        active: r.i64(5) != 0,
-    }
+/// The columns [`user_from_row`] reads (of `users`).
+pub(crate) const USER_COLS: &str = "id, email, name, role, created_at, active";
+
+/// A staff user from a row of [`USER_COLS`].
+pub(crate) fn user_from_row(r: &Row) -> Result<StaffUser, StoreError> {
+    Ok(StaffUser {
+        id: r.req_i64(0, "users.id")?,
+        email: r.req_text(1, "users.email")?,
+        name: r.req_text(2, "users.name")?,
+        role: r.req_enum(3, "users.role", Role::parse)?,
+        created_at: r.req_ts(4, "users.created_at")?,
+        active: r.req_i64(5, "users.active")? != 0,
+    })
 }
 
 /// Shortest password accepted, in characters.
@@ -57,19 +61,22 @@ pub struct ApiToken {
     /// What the token may do.
     pub role: Role,
     /// When it was created.
-    pub created_at: String,
+    pub created_at: Timestamp,
     /// When it was revoked; a revoked token no longer authenticates.
-    pub revoked_at: Option<String>,
+    pub revoked_at: Option<Timestamp>,
 }
 
-fn token_from_row(r: &Row) -> ApiToken {
-    ApiToken {
-        id: r.i64(0),
-        name: r.text(1),
-        role: Role::parse(&r.text(2)).unwrap_or(Role::Ingest),
-        created_at: format_ts(r.i64(3)),
-        revoked_at: r.opt_i64(4).map(format_ts),
-    }
+/// The columns [`token_from_row`] reads (of `api_tokens`).
+const TOKEN_COLS: &str = "id, name, role, created_at, revoked_at";
+
+fn token_from_row(r: &Row) -> Result<ApiToken, StoreError> {
+    Ok(ApiToken {
+        id: r.req_i64(0, "api_tokens.id")?,
+        name: r.req_text(1, "api_tokens.name")?,
+        role: r.req_enum(2, "api_tokens.role", Role::parse)?,
+        created_at: r.req_ts(3, "api_tokens.created_at")?,
+        revoked_at: r.opt_ts(4, "api_tokens.revoked_at")?,
+    })
 }
 
 /// Refuses roles that staff users cannot have.
@@ -109,12 +116,14 @@ impl Store {
             let r = tx
                 .conn
                 .query_opt(
-                    "INSERT INTO users (email, name, role, password_hash, created_at) VALUES (?, ?, ?, ?, ?) \
-                     RETURNING id, email, name, role, created_at, active",
+                    &format!(
+                        "INSERT INTO users (email, name, role, password_hash, created_at) VALUES (?, ?, ?, ?, ?) \
+                         RETURNING {USER_COLS}"
+                    ),
                     &params![email.as_str(), name.trim(), role.as_str(), hash, tx.now],
                 )?
                 .ok_or_else(|| StoreError::Database("user insert returned no id".into()))?;
-            let user = user_from_row(&r);
+            let user = user_from_row(&r)?;
             tx.event(
                 kontor_core::EventKind::UserCreated,
                 None,
@@ -144,10 +153,7 @@ impl Store {
     /// All staff users by e-mail.
     pub async fn list_users(&self) -> Result<Vec<StaffUser>, StoreError> {
         self.read(|c| {
-            Ok(c.query("SELECT id, email, name, role, created_at, active FROM users ORDER BY email", &[])?
-                .iter()
-                .map(user_from_row)
-                .collect())
+            c.query(&format!("SELECT {USER_COLS} FROM users ORDER BY email"), &[])?.iter().map(user_from_row).collect()
         })
         .await
     }
@@ -158,7 +164,7 @@ impl Store {
         let row = self
             .read(move |c| {
                 c.query_opt(
-                    "SELECT id, email, name, role, created_at, active, password_hash FROM users WHERE email = ? AND active = 1",
+                    &format!("SELECT {USER_COLS}, password_hash FROM users WHERE email = ? AND active = 1"),
                     &params![email.as_str()],
                 )
             })
@@ -175,7 +181,8 @@ impl Store {
             .await;
             return Ok(None);
         };
-        let stored = row.text(6);
+        let user = user_from_row(&row)?;
+        let stored = row.req_text(6, "users.password_hash")?;
         let ok = tokio::task::spawn_blocking(move || {
             PasswordHash::new(&stored)
                 .map(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
@@ -183,7 +190,7 @@ impl Store {
         })
         .await
         .unwrap_or(false);
-        Ok(ok.then(|| user_from_row(&row)))
+        Ok(ok.then_some(user))
     }
 
     /// Creates an API token; returns the secret, which is shown once and stored only hashed.
@@ -205,10 +212,10 @@ impl Store {
                     )?
                     .ok_or_else(|| StoreError::Database("token insert returned no id".into()))?;
                 let t = ApiToken {
-                    id: r.i64(0),
+                    id: r.req_i64(0, "api_tokens.id")?,
                     name: name.trim().to_string(),
                     role,
-                    created_at: format_ts(tx.now),
+                    created_at: Timestamp::from_micros(tx.now),
                     revoked_at: None,
                 };
                 tx.event(kontor_core::EventKind::TokenCreated, None, None, &json!({ "token": t }))?;
@@ -222,12 +229,11 @@ impl Store {
     pub async fn authenticate_token(&self, token: &str) -> Result<Option<(i64, Role)>, StoreError> {
         let hash = token_hash(token);
         self.read(move |c| {
-            // An unknown role in the table gives the least power there is.
-            Ok(c.query_opt(
-                "SELECT id, role FROM api_tokens WHERE token_hash = ? AND revoked_at IS NULL",
-                &params![hash],
-            )?
-            .map(|r| (r.i64(0), Role::parse(&r.text(1)).unwrap_or(Role::Ingest))))
+            // An unknown role in the table gives the least power there is (deliberately not
+            // an error: a token keeps working for ingest rather than failing every request).
+            c.query_opt("SELECT id, role FROM api_tokens WHERE token_hash = ? AND revoked_at IS NULL", &params![hash])?
+                .map(|r| Ok((r.req_i64(0, "api_tokens.id")?, Role::parse(&r.text(1)).unwrap_or(Role::Ingest))))
+                .transpose()
         })
         .await
     }
@@ -235,10 +241,10 @@ impl Store {
     /// Every API token, revoked ones included, oldest first (never the secret or its hash).
     pub async fn list_tokens(&self) -> Result<Vec<ApiToken>, StoreError> {
         self.read(|c| {
-            Ok(c.query("SELECT id, name, role, created_at, revoked_at FROM api_tokens ORDER BY id", &[])?
+            c.query(&format!("SELECT {TOKEN_COLS} FROM api_tokens ORDER BY id"), &[])?
                 .iter()
                 .map(token_from_row)
-                .collect())
+                .collect()
         })
         .await
     }
@@ -247,17 +253,16 @@ impl Store {
     /// evict it from their caches on that event). Revoking a revoked token changes nothing.
     pub async fn revoke_token(&self, id: i64) -> Result<ApiToken, StoreError> {
         self.write(move |tx| {
-            const SELECT: &str = "SELECT id, name, role, created_at, revoked_at FROM api_tokens WHERE id = ?";
             let before = tx
                 .conn
-                .query_opt(SELECT, &params![id])?
+                .query_opt(&format!("SELECT {TOKEN_COLS} FROM api_tokens WHERE id = ?"), &params![id])?
                 .map(|r| token_from_row(&r))
-                .ok_or_else(|| StoreError::NotFound(format!("token {id}")))?;
+                .ok_or_else(|| StoreError::NotFound(format!("token {id}")))??;
             if before.revoked_at.is_some() {
                 return Ok(before);
             }
             tx.conn.execute("UPDATE api_tokens SET revoked_at = ? WHERE id = ?", &params![tx.now, id])?;
-            let token = ApiToken { revoked_at: Some(format_ts(tx.now)), ..before };
+            let token = ApiToken { revoked_at: Some(Timestamp::from_micros(tx.now)), ..before };
             tx.event(kontor_core::EventKind::TokenRevoked, None, None, &json!({ "token": token }))?;
             Ok(token)
         })
@@ -272,6 +277,8 @@ impl Store {
                 "SELECT payload FROM events WHERE id > ? AND id <= ? AND kind = 'token.revoked' ORDER BY id",
                 &params![after, upto],
             )?;
+            // Read leniently on purpose: a payload that cannot be read names no token, and an
+            // error here would stall the watch that evicts every later revocation.
             Ok(rows
                 .iter()
                 .filter_map(|r| serde_json::from_str::<serde_json::Value>(&r.text(0)).ok())
@@ -299,20 +306,20 @@ impl Store {
             check_staff_role(role)?;
         }
         self.write(move |tx| {
+            let select = format!("SELECT {USER_COLS} FROM users WHERE id = ?");
             let before = tx
                 .conn
-                .query_opt("SELECT id, email, name, role, created_at, active FROM users WHERE id = ?", &params![id])?
+                .query_opt(&select, &params![id])?
                 .map(|r| user_from_row(&r))
-                .ok_or_else(|| StoreError::NotFound(format!("user {id}")))?;
+                .ok_or_else(|| StoreError::NotFound(format!("user {id}")))??;
             tx.conn.execute(
                 "UPDATE users SET name = COALESCE(?, name), role = COALESCE(?, role), active = COALESCE(?, active) WHERE id = ?",
                 &params![name.as_deref().map(str::trim), role.map(|r| r.as_str()), active, id],
             )?;
-            let admins = tx
-                .conn
-                .query_opt("SELECT COUNT(*) FROM users WHERE role = 'admin' AND active = 1", &[])?
-                .map(|r| r.i64(0))
-                .unwrap_or(0);
+            let admins = match tx.conn.query_opt("SELECT COUNT(*) FROM users WHERE role = 'admin' AND active = 1", &[])? {
+                Some(r) => r.req_i64(0, "COUNT(*) of admins")?,
+                None => 0,
+            };
             if admins == 0 {
                 return Err(StoreError::Conflict("at least one active admin must remain".into()));
             }
@@ -321,9 +328,9 @@ impl Store {
             }
             let after = tx
                 .conn
-                .query_opt("SELECT id, email, name, role, created_at, active FROM users WHERE id = ?", &params![id])?
+                .query_opt(&select, &params![id])?
                 .map(|r| user_from_row(&r))
-                .ok_or_else(|| StoreError::NotFound(format!("user {id}")))?;
+                .ok_or_else(|| StoreError::NotFound(format!("user {id}")))??;
             if after != before {
                 // Ids and roles only: no e-mail address or name in the event.
                 let mut changed = Vec::new();

@@ -47,12 +47,20 @@ impl Store {
     pub async fn session(&self, token: &str) -> Result<Option<StaffSession>, StoreError> {
         let hash = token_hash(token);
         self.read(move |c| {
+            // The columns of `USER_COLS`, then the session's.
             let row = c.query_opt(
                 "SELECT u.id, u.email, u.name, u.role, u.created_at, u.active, s.csrf, u.language FROM sessions s \
                  JOIN users u ON u.id = s.user_id WHERE s.id = ? AND s.expires_at > ? AND u.active = 1",
                 &params![hash, crate::now_us()],
             )?;
-            Ok(row.map(|r| StaffSession { user: user_from_row(&r), csrf: r.text(6), language: r.opt_text(7) }))
+            row.map(|r| {
+                Ok(StaffSession {
+                    user: user_from_row(&r)?,
+                    csrf: r.req_text(6, "sessions.csrf")?,
+                    language: r.opt_text(7),
+                })
+            })
+            .transpose()
         })
         .await
     }

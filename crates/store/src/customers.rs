@@ -1,10 +1,10 @@
 //! Customers and their identities, including merging two customers.
 
-use kontor_core::{Customer, CustomerId, Identity, IdentityKind, UserId};
+use kontor_core::{Customer, CustomerId, IdentityKind, UserId};
 use serde_json::json;
 
-use crate::cases::VISIBLE_TO_SQL;
-use crate::db::{Conn, Row};
+use crate::db::Conn;
+use crate::records::{customer_visible, load_customer, VISIBLE_TO_SQL};
 use crate::writer::Tx;
 use crate::Page;
 use crate::{params, Backend, Store, StoreError};
@@ -14,48 +14,6 @@ use crate::{params, Backend, Store, StoreError};
 pub struct CustomerPatch {
     pub name: Option<String>,
     pub language: Option<String>,
-}
-
-pub(crate) fn identity_from_row(r: &Row) -> Result<Identity, StoreError> {
-    Ok(Identity {
-        id: r.req_i64(0, "identities.id")?,
-        customer_id: r.req_i64(1, "identities.customer_id")?,
-        kind: r.req_enum(2, "identities.kind", IdentityKind::parse)?,
-        address: r.req_text(3, "identities.address")?,
-        created_at: r.req_ts(4, "identities.created_at")?,
-    })
-}
-
-/// The columns [`customer_from_row`] reads.
-pub(crate) const CUSTOMER_COLS: &str = "id, name, language, merged_into, created_at, updated_at";
-
-/// A customer from a row of [`CUSTOMER_COLS`], without its identities.
-pub(crate) fn customer_from_row(r: &Row) -> Result<Customer, StoreError> {
-    Ok(Customer {
-        id: r.req_i64(0, "customers.id")?,
-        name: r.opt_text(1),
-        language: r.opt_text(2),
-        merged_into: r.opt_i64(3),
-        created_at: r.req_ts(4, "customers.created_at")?,
-        updated_at: r.req_ts(5, "customers.updated_at")?,
-        identities: Vec::new(),
-    })
-}
-
-/// Loads a customer with identities.
-pub(crate) fn load_customer(c: &mut Conn, id: i64) -> Result<Customer, StoreError> {
-    let r = c
-        .query_opt(&format!("SELECT {CUSTOMER_COLS} FROM customers WHERE id = ?"), &params![id])?
-        .ok_or_else(|| StoreError::NotFound(format!("customer {id}")))?;
-    let identities = c
-        .query(
-            "SELECT id, customer_id, kind, address, created_at FROM identities WHERE customer_id = ? ORDER BY id",
-            &params![id],
-        )?
-        .iter()
-        .map(identity_from_row)
-        .collect::<Result<_, _>>()?;
-    Ok(Customer { identities, ..customer_from_row(&r)? })
 }
 
 /// The fields a patch changed, by name (the event stores names, not values).
@@ -68,18 +26,6 @@ fn customer_changes(before: &Customer, after: &Customer) -> Vec<&'static str> {
         changed.push("language");
     }
     changed
-}
-
-/// Whether a restricted staff user may see a customer: it has an unmerged case the user may
-/// see (the rule of `Store::customer_visible_to`). False if there is no such customer.
-pub(crate) fn customer_visible(c: &mut Conn, customer_id: CustomerId, user_id: UserId) -> Result<bool, StoreError> {
-    Ok(c.query_opt(
-        &format!(
-            "SELECT 1 FROM cases WHERE cases.customer_id = ? AND cases.merged_into IS NULL AND {VISIBLE_TO_SQL} LIMIT 1"
-        ),
-        &params![customer_id, user_id, user_id],
-    )?
-    .is_some())
 }
 
 /// Whether any case of these customers (merged ones included) is hidden from a staff user.

@@ -14,11 +14,11 @@ use std::collections::{HashMap, HashSet};
 use kontor_core::{Case, Customer, Event, Message, StaffUser};
 use serde_json::{json, Value};
 
-use crate::cases::{case_from_row, CASE_COLS};
-use crate::customers::{customer_from_row, identity_from_row, CUSTOMER_COLS};
 use crate::db::{Conn, Row, Val};
-use crate::messages::{message_from_row, MESSAGE_COLS};
-use crate::staff::{user_from_row, USER_COLS};
+use crate::records::{case_from_row, CASE_COLS};
+use crate::records::{customer_from_row, identity_from_row, CUSTOMER_COLS};
+use crate::records::{message_from_row, MESSAGE_COLS};
+use crate::records::{user_from_row, USER_COLS};
 use crate::{params, Store, StoreError};
 
 /// Event kinds whose payload refers to one message (`message_id`).

@@ -1,11 +1,7 @@
 //! The durable job queue: enqueue inside a transaction, claim with a lease, finish with
 //! retry (exponential backoff with jitter) or dead letter.
 
-use kontor_core::DeliveryState;
-use serde_json::json;
-
 use crate::db::Row;
-use crate::messages::load_message;
 use crate::writer::Tx;
 use crate::{params, Backend, Store, StoreError};
 
@@ -43,15 +39,6 @@ pub enum JobOutcome {
     Fail { error: String },
 }
 
-/// The effect of a delivery job on its message, committed with the job's state.
-#[derive(Debug, Clone)]
-pub struct DeliveryUpdate {
-    pub message_id: i64,
-    pub state: DeliveryState,
-    pub error: Option<String>,
-    pub provider_message_id: Option<String>,
-}
-
 /// A job's payload: a serialisable struct with its kind (the name in the `jobs` table) and
 /// queue. Each kind has one handler, registered with the worker.
 pub trait JobPayload: serde::Serialize + serde::de::DeserializeOwned + Send + Sync + 'static {
@@ -59,17 +46,6 @@ pub trait JobPayload: serde::Serialize + serde::de::DeserializeOwned + Send + Sy
     const KIND: &'static str;
     /// The queue it runs in.
     const QUEUE: &'static str = "default";
-}
-
-/// Deliver an outbound message through its channel's sender.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct DeliverMessage {
-    pub message_id: i64,
-}
-
-impl JobPayload for DeliverMessage {
-    const KIND: &'static str = "deliver_message";
-    const QUEUE: &'static str = "outbound";
 }
 
 /// How a job's run ended, as recorded: the effect of a job sees this, so it can act on the
@@ -99,48 +75,6 @@ pub struct JobFinish<'a> {
 /// failed and recording the outcome is retried (its earlier changes were rolled back then).
 pub type JobEffect =
     std::sync::Arc<dyn for<'t, 'c> Fn(&mut Tx<'c>, JobFinish<'t>) -> Result<(), StoreError> + Send + Sync>;
-
-impl DeliveryUpdate {
-    /// This update as a job effect: applied when the job is done, as `failed` (with the job's
-    /// error) when it is dead, and not at all while it will be retried.
-    pub fn into_effect(self) -> JobEffect {
-        std::sync::Arc::new(move |tx, finish| {
-            let update = match finish.end {
-                JobEnd::Retrying => return Ok(()),
-                JobEnd::Dead => DeliveryUpdate {
-                    state: DeliveryState::Failed,
-                    error: finish.error.map(str::to_string),
-                    ..self.clone()
-                },
-                JobEnd::Done => self.clone(),
-            };
-            apply_delivery(tx, &update, Some(finish.attempts)).map(|_| ())
-        })
-    }
-}
-
-/// Sets a message's delivery state and announces it (`message.delivery`). `attempts` is the
-/// job's attempt count when a job's run decided it (absent for provider reports).
-pub(crate) fn apply_delivery(tx: &mut Tx<'_>, d: &DeliveryUpdate, attempts: Option<i64>) -> Result<i64, StoreError> {
-    tx.conn.execute(
-        "UPDATE messages SET delivery_state = ?, delivery_error = ?, provider_message_id = COALESCE(?, provider_message_id) WHERE id = ?",
-        &params![d.state.as_str(), d.error.as_deref(), d.provider_message_id.as_deref(), d.message_id],
-    )?;
-    let m = load_message(tx.conn, d.message_id)?;
-    // By reference: a provider's reason often names the recipient, so it stays in the message
-    // (`delivery_error`) and is rendered from there when the event is read.
-    let mut payload = json!({ "message_id": m.id, "state": d.state, "provider_message_id": m.provider_message_id });
-    if let Some(a) = attempts {
-        payload["attempts"] = json!(a);
-    }
-    let ev = tx.event(kontor_core::EventKind::MessageDelivery, Some(m.case_id), Some(m.customer_id), &payload)?;
-    tx.conn.execute("UPDATE cases SET last_event_id = ? WHERE id = ?", &params![ev, m.case_id])?;
-    // Reports that came before this send was recorded apply now.
-    if let Some(pid) = d.provider_message_id.as_deref() {
-        crate::messages::apply_pending_reports(tx, m.id, m.channel.as_str(), pid)?;
-    }
-    Ok(ev)
-}
 
 /// Job counts by status.
 #[derive(Debug, Clone, Default, serde::Serialize, utoipa::ToSchema)]
@@ -247,7 +181,7 @@ impl Store {
         .await
     }
 
-    /// Records how a claimed job ended, together with its effect on a message. Does nothing
+    /// Records how a claimed job ended, together with its effect (committed with it). Does nothing
     /// (returns false) if `node` no longer holds the job's lease, whichever claim it was.
     /// Job runners use [`Store::finish_claimed_job`], which also checks the claim.
     pub async fn finish_job(
@@ -255,9 +189,9 @@ impl Store {
         job_id: i64,
         node: String,
         outcome: JobOutcome,
-        delivery: Option<DeliveryUpdate>,
+        effect: Option<JobEffect>,
     ) -> Result<bool, StoreError> {
-        self.finish(job_id, node, None, outcome, delivery.map(DeliveryUpdate::into_effect)).await
+        self.finish(job_id, node, None, outcome, effect).await
     }
 
     /// Records how the run of `job` (as claimed) ended, together with its effect, in one
@@ -344,6 +278,7 @@ impl Store {
 mod tests {
     use super::*;
     use crate::StoreSettings;
+    use serde_json::json;
 
     /// A store with one queued job.
     async fn store_with_job() -> (tempfile::TempDir, Store) {

@@ -7,6 +7,7 @@
 
 pub mod canned;
 pub mod cases;
+pub mod contacts;
 pub mod customers;
 pub mod db;
 mod error;
@@ -14,6 +15,7 @@ pub mod events;
 pub mod ingest;
 pub mod jobs;
 pub mod messages;
+mod records;
 pub mod schema;
 pub mod search;
 pub mod settings;

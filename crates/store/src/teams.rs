@@ -3,9 +3,9 @@
 use kontor_core::{CaseId, StaffUser, Team, TeamId, UserId};
 use serde_json::json;
 
-use crate::cases::VISIBLE_TO_SQL;
 use crate::db::Conn;
-use crate::staff::user_from_row;
+use crate::records::user_from_row;
+use crate::records::VISIBLE_TO_SQL;
 use crate::{params, Store, StoreError};
 
 fn require_team(c: &mut Conn, team_id: TeamId) -> Result<(), StoreError> {

@@ -19,7 +19,8 @@ use kontor_core::{
 use kontor_store::{
     cases::{CaseFilter, CasePatch, NewReply, ReplyOutcome},
     ingest::{InboundReceipt, NewInbound},
-    jobs::{DeliveryUpdate, JobOutcome},
+    jobs::JobOutcome,
+    messages::DeliveryUpdate,
     Backend, Store, StoreError, Val,
 };
 use kontor_testkit::StoreFixture as Fixture;
@@ -701,7 +702,7 @@ async fn check_jobs_are_leased_retried_dead_lettered_and_finished(store: &Store)
     let update =
         DeliveryUpdate { message_id: msg_b, state: DeliveryState::Sent, error: None, provider_message_id: None };
     let fail = JobOutcome::Fail { error: "address rejected".into() };
-    assert!(store.finish_job(job_b, "node-a".into(), fail, Some(update)).await.unwrap());
+    assert!(store.finish_job(job_b, "node-a".into(), fail, Some(update.into_effect())).await.unwrap());
     let m = message(store, case_id, msg_b).await;
     assert_eq!(m.delivery_state, Some(DeliveryState::Failed));
     assert_eq!(m.delivery_error.as_deref(), Some("address rejected"));
@@ -724,7 +725,7 @@ async fn check_jobs_are_leased_retried_dead_lettered_and_finished(store: &Store)
         error: None,
         provider_message_id: Some("prov-out-1".into()),
     };
-    assert!(store.finish_job(job_c, "node-a".into(), JobOutcome::Done, Some(sent)).await.unwrap());
+    assert!(store.finish_job(job_c, "node-a".into(), JobOutcome::Done, Some(sent.into_effect())).await.unwrap());
     let m = message(store, case_id, msg_c).await;
     assert_eq!(m.delivery_state, Some(DeliveryState::Sent));
     assert_eq!(m.provider_message_id.as_deref(), Some("prov-out-1"));
@@ -753,7 +754,7 @@ async fn check_jobs_are_leased_retried_dead_lettered_and_finished(store: &Store)
         let update =
             DeliveryUpdate { message_id: msg_e, state: DeliveryState::Sent, error: None, provider_message_id: None };
         let retry = JobOutcome::Retry { error: "503".into(), delay_ms: 0 };
-        assert!(store.finish_job(job_e, "node-a".into(), retry, Some(update)).await.unwrap());
+        assert!(store.finish_job(job_e, "node-a".into(), retry, Some(update.into_effect())).await.unwrap());
         assert!(attempts < 100, "retries never end");
     }
     assert_eq!(attempts, 8, "a reply's delivery is tried eight times");
@@ -1936,7 +1937,7 @@ async fn check_delivery_reports_only_move_a_message_forward(store: &Store) {
         error: None,
         provider_message_id: Some("prov-77".into()),
     };
-    assert!(store.finish_job(job_id, "node-a".into(), JobOutcome::Done, Some(sent)).await.unwrap());
+    assert!(store.finish_job(job_id, "node-a".into(), JobOutcome::Done, Some(sent.into_effect())).await.unwrap());
     let report = |state| DeliveryReport {
         channel: Channel::Api,
         provider_message_id: "prov-77".into(),

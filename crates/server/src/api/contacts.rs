@@ -6,7 +6,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use kontor_core::{CaseId, Channel, CustomerId, Direction};
-use kontor_store::messages::{ContactReceipt, NewContact};
+use kontor_store::contacts::{ContactReceipt, NewContact};
 use serde::Deserialize;
 use utoipa::ToSchema;
 

@@ -3,7 +3,7 @@
 
 use kontor_channel::{OutboundAttachment, OutboundMessage, Recipient, RecipientAddress, SendError};
 use kontor_core::DeliveryState;
-use kontor_store::jobs::{DeliverMessage, DeliveryUpdate};
+use kontor_store::messages::{DeliverMessage, DeliveryUpdate};
 
 use super::{Job, JobResult, JobRun};
 use crate::AppState;

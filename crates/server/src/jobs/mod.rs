@@ -91,7 +91,7 @@ impl JobRegistry {
     /// Every job kind Kontor runs.
     pub fn standard() -> Self {
         let mut r = JobRegistry::default();
-        r.register::<kontor_store::jobs::DeliverMessage>();
+        r.register::<kontor_store::messages::DeliverMessage>();
         r
     }
 

@@ -25,7 +25,7 @@ pub struct CaseSummary {
 impl Store {
     /// One case without its messages.
     pub async fn case(&self, id: i64) -> Result<kontor_core::Case, StoreError> {
-        self.read(move |c| super::load_case(c, id)).await
+        self.read(move |c| crate::records::load_case(c, id)).await
     }
 
     /// Summaries for the given cases (one query each for customers and latest messages).

@@ -5,8 +5,8 @@ use kontor_core::similarity::{relate, RelatedReason, RequestSummary, SAME_REQUES
 use kontor_core::{Case, CaseId, CaseStatus, Channel, Timestamp, UserId};
 use serde_json::json;
 
-use super::{case_visible, load_case, merged_into};
 use crate::db::Row;
+use crate::records::{case_visible, load_case, merged_into};
 use crate::{params, Store, StoreError, Val};
 
 /// Another open case of the same customer that looks like the same request.

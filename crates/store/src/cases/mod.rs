@@ -11,45 +11,17 @@ mod merge;
 pub use inbox::CaseSummary;
 pub use merge::RelatedCase;
 
-use crate::customers::load_customer;
-use crate::db::{Conn, Row};
+use crate::db::Conn;
 use crate::events::{events_from_rows, message_ref};
 use crate::ingest::{insert_message, MessageRow};
-use crate::jobs::{enqueue_job, DeliverMessage};
-use crate::messages::{load_message, message_from_row, MESSAGE_COLS};
+use crate::jobs::enqueue_job;
+use crate::messages::DeliverMessage;
+use crate::records::load_customer;
+use crate::records::{case_from_row, load_case, merged_into, CASE_COLS, VISIBLE_TO_SQL};
+use crate::records::{load_message, message_from_row, MESSAGE_COLS};
 use crate::writer::Tx;
 use crate::Page;
 use crate::{params, Backend, Store, StoreError, Val};
-
-pub(crate) const CASE_COLS: &str = "id, customer_id, subject, status, priority, assignee_id, team_id, tags, channel, \
-     created_at, updated_at, first_response_at, resolved_at, last_message_at, last_event_id";
-
-pub(crate) fn case_from_row(r: &Row) -> Result<Case, StoreError> {
-    Ok(Case {
-        id: r.req_i64(0, "cases.id")?,
-        customer_id: r.req_i64(1, "cases.customer_id")?,
-        subject: r.opt_text(2),
-        status: r.req_enum(3, "cases.status", CaseStatus::parse)?,
-        priority: r.req_enum(4, "cases.priority", Priority::parse)?,
-        assignee_id: r.opt_i64(5),
-        team_id: r.opt_i64(6),
-        tags: serde_json::from_str(&r.req_text(7, "cases.tags")?)
-            .map_err(|e| StoreError::Corrupt(format!("cases.tags is not a JSON list: {e}")))?,
-        channel: r.req_enum(8, "cases.channel", Channel::parse)?,
-        created_at: r.req_ts(9, "cases.created_at")?,
-        updated_at: r.req_ts(10, "cases.updated_at")?,
-        first_response_at: r.opt_ts(11, "cases.first_response_at")?,
-        resolved_at: r.opt_ts(12, "cases.resolved_at")?,
-        last_message_at: r.opt_ts(13, "cases.last_message_at")?,
-        last_event_id: r.req_i64(14, "cases.last_event_id")?,
-    })
-}
-
-pub(crate) fn load_case(c: &mut Conn, id: i64) -> Result<Case, StoreError> {
-    c.query_opt(&format!("SELECT {CASE_COLS} FROM cases WHERE id = ?"), &params![id])?
-        .map(|r| case_from_row(&r))
-        .ok_or_else(|| StoreError::NotFound(format!("case {id}")))?
-}
 
 /// A case with its customer and all its messages in order.
 #[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
@@ -126,22 +98,6 @@ fn conversation_events() -> impl Iterator<Item = kontor_core::EventKind> {
 
 /// At most this many messages moved in by a merge are shown with a stale reply.
 const STALE_MERGED_MESSAGES: usize = 50;
-
-/// SQL condition on `cases` for the cases a staff user may see: admins see all, others the
-/// cases without a team and those of their teams. Takes the user id twice.
-pub(crate) const VISIBLE_TO_SQL: &str = "(cases.team_id IS NULL \
-     OR EXISTS (SELECT 1 FROM users u WHERE u.id = ? AND u.role = 'admin') \
-     OR cases.team_id IN (SELECT tm.team_id FROM team_members tm WHERE tm.user_id = ?))";
-
-/// Whether a staff user may see a case (the rule of [`VISIBLE_TO_SQL`]); false if there is
-/// no such case, so a hidden case and a missing one answer alike.
-pub(crate) fn case_visible(c: &mut Conn, case_id: CaseId, user_id: UserId) -> Result<bool, StoreError> {
-    Ok(c.query_opt(
-        &format!("SELECT 1 FROM cases WHERE cases.id = ? AND {VISIBLE_TO_SQL}"),
-        &params![case_id, user_id, user_id],
-    )?
-    .is_some())
-}
 
 /// Reads a cursor: two integers of up to 18 digits (so they fit), joined by `_` (the
 /// pattern the OpenAPI document states for `cursor`).
@@ -309,11 +265,6 @@ impl Store {
         let attempts = self.settings().job_max_attempts.max(1);
         self.write(move |tx| reply_in(tx, case_id, &r, &deliverable, attempts)).await
     }
-}
-
-/// The case a case was merged into, if it was.
-pub(crate) fn merged_into(c: &mut Conn, case_id: i64) -> Result<Option<i64>, StoreError> {
-    Ok(c.query_opt("SELECT merged_into FROM cases WHERE id = ?", &params![case_id])?.and_then(|r| r.opt_i64(0)))
 }
 
 /// Conflict if the case was merged into another one: work goes on there.

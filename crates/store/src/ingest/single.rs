@@ -10,9 +10,9 @@ use serde_json::json;
 
 use super::keys::{fingerprint, key_of, repeat_of_row, KEY_ROW_SQL};
 use super::rows::{self, CaseActivity, MessageRow, NewCase, NewCustomer, NewEvent, INBOUND_KEYS};
-use crate::cases::load_case;
 use crate::customers::refresh_customer_search;
 use crate::events::message_ref;
+use crate::records::load_case;
 use crate::writer::Tx;
 use crate::{params, StoreError};
 
@@ -110,7 +110,7 @@ pub(crate) fn thread_case(
             // A case that was merged lives on in the case it was merged into.
             let mut id = requested;
             for _ in 0..16 {
-                match crate::cases::merged_into(tx.conn, id)? {
+                match crate::records::merged_into(tx.conn, id)? {
                     Some(target) => id = target,
                     None => break,
                 }

@@ -2,8 +2,11 @@
 
 use kontor_channel::{supersedes, DeliveryReport};
 use kontor_core::DeliveryState;
+use serde_json::json;
 
-use crate::jobs::{apply_delivery, DeliveryUpdate};
+use crate::jobs::{JobEffect, JobEnd, JobPayload};
+use crate::records::load_message;
+use crate::writer::Tx;
 use crate::{params, Store, StoreError};
 
 /// How long a report for an unknown provider id waits for its message: a week.
@@ -96,4 +99,66 @@ impl Store {
         })
         .await
     }
+}
+
+/// The effect of a delivery job on its message, committed with the job's state.
+#[derive(Debug, Clone)]
+pub struct DeliveryUpdate {
+    pub message_id: i64,
+    pub state: DeliveryState,
+    pub error: Option<String>,
+    pub provider_message_id: Option<String>,
+}
+
+/// Deliver an outbound message through its channel's sender.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DeliverMessage {
+    pub message_id: i64,
+}
+
+impl JobPayload for DeliverMessage {
+    const KIND: &'static str = "deliver_message";
+    const QUEUE: &'static str = "outbound";
+}
+
+impl DeliveryUpdate {
+    /// This update as a job effect: applied when the job is done, as `failed` (with the job's
+    /// error) when it is dead, and not at all while it will be retried.
+    pub fn into_effect(self) -> JobEffect {
+        std::sync::Arc::new(move |tx, finish| {
+            let update = match finish.end {
+                JobEnd::Retrying => return Ok(()),
+                JobEnd::Dead => DeliveryUpdate {
+                    state: DeliveryState::Failed,
+                    error: finish.error.map(str::to_string),
+                    ..self.clone()
+                },
+                JobEnd::Done => self.clone(),
+            };
+            apply_delivery(tx, &update, Some(finish.attempts)).map(|_| ())
+        })
+    }
+}
+
+/// Sets a message's delivery state and announces it (`message.delivery`). `attempts` is the
+/// job's attempt count when a job's run decided it (absent for provider reports).
+pub(crate) fn apply_delivery(tx: &mut Tx<'_>, d: &DeliveryUpdate, attempts: Option<i64>) -> Result<i64, StoreError> {
+    tx.conn.execute(
+        "UPDATE messages SET delivery_state = ?, delivery_error = ?, provider_message_id = COALESCE(?, provider_message_id) WHERE id = ?",
+        &params![d.state.as_str(), d.error.as_deref(), d.provider_message_id.as_deref(), d.message_id],
+    )?;
+    let m = load_message(tx.conn, d.message_id)?;
+    // By reference: a provider's reason often names the recipient, so it stays in the message
+    // (`delivery_error`) and is rendered from there when the event is read.
+    let mut payload = json!({ "message_id": m.id, "state": d.state, "provider_message_id": m.provider_message_id });
+    if let Some(a) = attempts {
+        payload["attempts"] = json!(a);
+    }
+    let ev = tx.event(kontor_core::EventKind::MessageDelivery, Some(m.case_id), Some(m.customer_id), &payload)?;
+    tx.conn.execute("UPDATE cases SET last_event_id = ? WHERE id = ?", &params![ev, m.case_id])?;
+    // Reports that came before this send was recorded apply now.
+    if let Some(pid) = d.provider_message_id.as_deref() {
+        apply_pending_reports(tx, m.id, m.channel.as_str(), pid)?;
+    }
+    Ok(ev)
 }

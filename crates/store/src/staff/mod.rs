@@ -12,26 +12,12 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use crate::db::Row;
+use crate::records::{user_from_row, USER_COLS};
 use crate::{params, Store, StoreError};
 
 /// Hashes an API token for storage and lookup.
 pub fn token_hash(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
-}
-
-/// The columns [`user_from_row`] reads (of `users`).
-pub(crate) const USER_COLS: &str = "id, email, name, role, created_at, active";
-
-/// A staff user from a row of [`USER_COLS`].
-pub(crate) fn user_from_row(r: &Row) -> Result<StaffUser, StoreError> {
-    Ok(StaffUser {
-        id: r.req_i64(0, "users.id")?,
-        email: r.req_text(1, "users.email")?,
-        name: r.req_text(2, "users.name")?,
-        role: r.req_enum(3, "users.role", Role::parse)?,
-        created_at: r.req_ts(4, "users.created_at")?,
-        active: r.req_i64(5, "users.active")? != 0,
-    })
 }
 
 /// Shortest password accepted, in characters.

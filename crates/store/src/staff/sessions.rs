@@ -4,7 +4,8 @@
 use kontor_core::StaffUser;
 use rand::RngCore;
 
-use super::{token_hash, user_from_row};
+use super::token_hash;
+use crate::records::user_from_row;
 use crate::{params, Store, StoreError};
 
 /// A signed-in staff user.

@@ -3,8 +3,8 @@
 
 use kontor_core::{Attachment, CaseId, Channel, CustomerId, Direction, UserId};
 
-use crate::cases::{case_visible, VISIBLE_TO_SQL};
 use crate::ingest::{insert_message, thread_case, MessageRow};
+use crate::records::{case_visible, VISIBLE_TO_SQL};
 use crate::{params, Store, StoreError};
 
 /// A phone call or letter to record.

@@ -51,11 +51,12 @@ pub(super) const KEY_ROW_SQL: &str =
 
 /// [`repeat_of`] for a row of [`KEY_ROW_SQL`].
 pub(super) fn repeat_of_row(r: &crate::Row, m: &NewInbound, key: &str) -> Result<InboundReceipt, StoreError> {
+    // Zeros are legitimate while the first message with the key is still being stored.
     let first = InboundReceipt {
-        message_id: r.i64(0),
-        case_id: r.i64(1),
-        customer_id: r.i64(2),
-        event_id: r.i64(3),
+        message_id: r.req_i64(0, "inbound_keys.message_id")?,
+        case_id: r.req_i64(1, "inbound_keys.case_id")?,
+        customer_id: r.req_i64(2, "inbound_keys.customer_id")?,
+        event_id: r.req_i64(3, "inbound_keys.event_id")?,
         created: false,
     };
     repeat_of(first, r.opt_text(4).as_deref(), m, key)

@@ -58,7 +58,7 @@ impl Store {
             else {
                 return Ok(None);
             };
-            if r.i64(0) == 0 {
+            if r.req_i64(0, "inbound_keys.message_id")? == 0 {
                 return Ok(None);
             }
             repeat_of_row(&r, &msg, &key).map(Some)

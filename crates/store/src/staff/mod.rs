@@ -23,17 +23,31 @@ pub fn token_hash(token: &str) -> String {
 /// Shortest password accepted, in characters.
 const MIN_PASSWORD_CHARS: usize = 8;
 
+/// Password hashes computed at the same time in this process: each takes 19 MiB and a core
+/// for tens of milliseconds, so a burst of sign-ins waits here instead of taking memory and
+/// every core (the sign-in limiter bounds the rate, this bounds the concurrency).
+static PASSWORD_WORK: std::sync::LazyLock<tokio::sync::Semaphore> = std::sync::LazyLock::new(|| {
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    tokio::sync::Semaphore::new(cores.clamp(1, 4))
+});
+
+/// Runs Argon2 work on a blocking thread, at most [`PASSWORD_WORK`] at a time.
+async fn password_work<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> Result<R, StoreError> {
+    let _permit =
+        PASSWORD_WORK.acquire().await.map_err(|_| StoreError::Database("password work is shut down".into()))?;
+    tokio::task::spawn_blocking(f).await.map_err(|e| StoreError::Database(e.to_string()))
+}
+
 /// Checks a new password's length and hashes it with Argon2id (on a blocking thread).
 async fn hash_new_password(password: String) -> Result<String, StoreError> {
     if password.chars().count() < MIN_PASSWORD_CHARS {
         return Err(StoreError::invalid("password", format!("must have at least {MIN_PASSWORD_CHARS} characters")));
     }
-    tokio::task::spawn_blocking(move || {
+    password_work(move || {
         let salt = SaltString::generate(&mut OsRng);
         Argon2::default().hash_password(password.as_bytes(), &salt).map(|h| h.to_string())
     })
-    .await
-    .map_err(|e| StoreError::Database(e.to_string()))?
+    .await?
     .map_err(|e| StoreError::Database(format!("password hashing failed: {e}")))
 }
 
@@ -158,7 +172,7 @@ impl Store {
         let Some(row) = row else {
             // Verify against a fixed hash anyway, so the answer time does not tell which
             // e-mail addresses exist.
-            let _ = tokio::task::spawn_blocking(move || {
+            let _ = password_work(move || {
                 let salt = SaltString::encode_b64(b"kontor-no-such-user").ok();
                 if let Some(salt) = salt {
                     let _ = Argon2::default().hash_password(password.as_bytes(), &salt);
@@ -169,7 +183,7 @@ impl Store {
         };
         let user = user_from_row(&row)?;
         let stored = row.req_text(6, "users.password_hash")?;
-        let ok = tokio::task::spawn_blocking(move || {
+        let ok = password_work(move || {
             PasswordHash::new(&stored)
                 .map(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
                 .unwrap_or(false)

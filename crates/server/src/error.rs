@@ -129,6 +129,8 @@ impl IntoResponse for AppError {
                 .into_response();
         if status == StatusCode::SERVICE_UNAVAILABLE {
             resp.headers_mut().insert("Retry-After", axum::http::HeaderValue::from_static("1"));
+        } else if status == StatusCode::TOO_MANY_REQUESTS {
+            resp.headers_mut().insert("Retry-After", axum::http::HeaderValue::from_static("10"));
         }
         resp
     }

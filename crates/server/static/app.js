@@ -37,23 +37,31 @@
   }
 
   // The live event stream; EventSource reconnects by itself and resumes with Last-Event-ID.
+  // A refused stream (429: too many open for this user, e.g. tabs whose connections died)
+  // ends the EventSource for good; then open a new one after a while.
   function live(onEvent, onPresence) {
     const indicator = $('#live');
     if (!window.EventSource || !indicator) return;
     indicator.hidden = false; // only pages that follow the stream show its state
-    const stream = new EventSource('/api/v1/events/stream');
-    if (onPresence) {
-      stream.addEventListener('presence', (e) => {
-        try { onPresence(JSON.parse(e.data)); } catch (_) { /* ignore malformed */ }
-      });
-    }
-    stream.onopen = () => { indicator.textContent = indicator.dataset.on; indicator.classList.add('on'); };
-    stream.onerror = () => { indicator.textContent = indicator.dataset.off; indicator.classList.remove('on'); };
-    stream.onmessage = (e) => {
-      let ev;
-      try { ev = JSON.parse(e.data); } catch (_) { return; }
-      onEvent(ev);
+    const connect = () => {
+      const stream = new EventSource('/api/v1/events/stream');
+      if (onPresence) {
+        stream.addEventListener('presence', (e) => {
+          try { onPresence(JSON.parse(e.data)); } catch (_) { /* ignore malformed */ }
+        });
+      }
+      stream.onopen = () => { indicator.textContent = indicator.dataset.on; indicator.classList.add('on'); };
+      stream.onerror = () => {
+        indicator.textContent = indicator.dataset.off; indicator.classList.remove('on');
+        if (stream.readyState === EventSource.CLOSED) setTimeout(connect, 15000);
+      };
+      stream.onmessage = (e) => {
+        let ev;
+        try { ev = JSON.parse(e.data); } catch (_) { return; }
+        onEvent(ev);
+      };
     };
+    connect();
   }
 
   const typing = (el) => el && (el.tagName === 'INPUT' || el.tagName === 'TEXTAREA' || el.tagName === 'SELECT' || el.isContentEditable);

@@ -80,6 +80,19 @@ pub(crate) fn case_ref(case: &Case) -> Value {
     })
 }
 
+/// An object an event refers to, if its row can be read. A corrupt row is logged and left
+/// out (the event shows `null` for it, and an event of a case that cannot be read is for
+/// unrestricted readers only): one bad row must not stop every event stream on the node.
+fn readable<T>(row: Result<T, StoreError>) -> Option<T> {
+    match row {
+        Ok(v) => Some(v),
+        Err(e) => {
+            tracing::error!(error = %e, "An event refers to a row that cannot be read; it is left out.");
+            None
+        }
+    }
+}
+
 /// The message id an event refers to (stored by reference, or, in rows written before
 /// events were stored by reference, inside the embedded message).
 pub fn event_message_id(kind: &str, payload: &Value) -> Option<i64> {
@@ -168,16 +181,18 @@ pub(crate) fn render(c: &mut Conn, rows: &[Row]) -> Result<Vec<ClientEvent>, Sto
     if !message_ids.is_empty() {
         let head = format!("SELECT {MESSAGE_COLS} FROM messages WHERE id IN");
         for r in rows_with_ids(c, &head, &message_ids)? {
-            let m = message_from_row(&r)?;
-            messages.insert(m.id, m);
+            if let Some(m) = readable(message_from_row(&r)) {
+                messages.insert(m.id, m);
+            }
         }
     }
     let mut cases: HashMap<i64, Case> = HashMap::new();
     if !case_ids.is_empty() {
         let head = format!("SELECT {CASE_COLS} FROM cases WHERE id IN");
         for r in rows_with_ids(c, &head, &case_ids)? {
-            let case = case_from_row(&r)?;
-            cases.insert(case.id, case);
+            if let Some(case) = readable(case_from_row(&r)) {
+                cases.insert(case.id, case);
+            }
         }
     }
     let mut customers: HashMap<i64, Customer> = HashMap::new();
@@ -185,12 +200,13 @@ pub(crate) fn render(c: &mut Conn, rows: &[Row]) -> Result<Vec<ClientEvent>, Sto
     if !customer_ids.is_empty() {
         let head = format!("SELECT {CUSTOMER_COLS} FROM customers WHERE id IN");
         for r in rows_with_ids(c, &head, &customer_ids)? {
-            let customer = customer_from_row(&r)?;
-            customers.insert(customer.id, customer);
+            if let Some(customer) = readable(customer_from_row(&r)) {
+                customers.insert(customer.id, customer);
+            }
         }
         let head = "SELECT id, customer_id, kind, address, created_at FROM identities WHERE customer_id IN";
-        let mut identities =
-            rows_with_ids(c, head, &customer_ids)?.iter().map(identity_from_row).collect::<Result<Vec<_>, _>>()?;
+        let mut identities: Vec<_> =
+            rows_with_ids(c, head, &customer_ids)?.iter().filter_map(|r| readable(identity_from_row(r))).collect();
         identities.sort_by_key(|i| i.id);
         for identity in identities {
             if let Some(customer) = customers.get_mut(&identity.customer_id) {
@@ -207,8 +223,9 @@ pub(crate) fn render(c: &mut Conn, rows: &[Row]) -> Result<Vec<ClientEvent>, Sto
     if !user_ids.is_empty() {
         let head = format!("SELECT {USER_COLS} FROM users WHERE id IN");
         for r in rows_with_ids(c, &head, &user_ids)? {
-            let u = user_from_row(&r)?;
-            users.insert(u.id, u);
+            if let Some(u) = readable(user_from_row(&r)) {
+                users.insert(u.id, u);
+            }
         }
     }
 

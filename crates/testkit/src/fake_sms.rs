@@ -48,7 +48,12 @@ impl WebhookHandler for FakeSmsWebhook {
                 Ok(WebhookOutcome { inbound: vec![m], reports: vec![], reply: WebhookReply::ok() })
             }
             "status" => {
-                let channel = v["channel"].as_str().and_then(Channel::parse).unwrap_or(Channel::Sms);
+                let channel = match v["channel"].as_str() {
+                    None => Channel::Sms,
+                    Some(c) => {
+                        Channel::parse(c).ok_or_else(|| WebhookError::Malformed(format!("unknown channel {c}")))?
+                    }
+                };
                 let state = DeliveryState::parse(&field("status")?).ok_or(WebhookError::Malformed("status".into()))?;
                 let report = DeliveryReport {
                     channel,

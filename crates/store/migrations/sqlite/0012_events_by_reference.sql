@@ -2,7 +2,8 @@
 -- customers and users (text, addresses, names) and providers' failure texts. Rewrite them to
 -- the reference form the store writes now, so that erasing a message, customer or user from
 -- its own table erases it everywhere (readers render the current object at read time).
--- Idempotent: each statement only touches rows still in the old shape.
+-- Idempotent: each statement only touches rows still in the old shape; a cheap text match
+-- (`LIKE`) keeps rows already in the new shape from being parsed at all.
 
 -- message.received, message.created, message.recorded, note.added: {"message": {...}}
 UPDATE events SET payload = json_object(
@@ -13,7 +14,7 @@ UPDATE events SET payload = json_object(
         'direction', json_extract(payload, '$.message.direction'),
         'internal', json(CASE WHEN json_extract(payload, '$.message.internal') THEN 'true' ELSE 'false' END))
     WHERE kind IN ('message.received', 'message.created', 'message.recorded', 'note.added')
-      AND json_valid(payload) AND json_type(payload, '$.message') = 'object';
+      AND payload LIKE '%"message":{%' AND json_valid(payload) AND json_type(payload, '$.message') = 'object';
 
 -- case.created: {"case": {...}} (the subject is personal data)
 UPDATE events SET payload = json_object(
@@ -22,18 +23,20 @@ UPDATE events SET payload = json_object(
         'channel', json_extract(payload, '$.case.channel'),
         'status', json_extract(payload, '$.case.status'),
         'priority', json_extract(payload, '$.case.priority'))
-    WHERE kind = 'case.created' AND json_valid(payload) AND json_type(payload, '$.case') = 'object';
+    WHERE kind = 'case.created' AND payload LIKE '%"case":{%' AND json_valid(payload) AND json_type(payload, '$.case') = 'object';
 
 -- customer.created: {"customer": {...}}
 UPDATE events SET payload = json_object(
         'customer_id', json_extract(payload, '$.customer.id'),
         'identity_id', json_extract(payload, '$.customer.identities[0].id'))
-    WHERE kind = 'customer.created' AND json_valid(payload) AND json_type(payload, '$.customer') = 'object';
+    WHERE kind = 'customer.created' AND payload LIKE '%"customer":{%' AND json_valid(payload) AND json_type(payload, '$.customer') = 'object';
 
 -- customer.updated: {"customer": after, "before": {name, language}}, or {"customer": ...}
 -- alone when an identity was added
 UPDATE events SET payload = json_object(
         'customer_id', json_extract(payload, '$.customer.id'),
+        'identity_id', CASE WHEN json_type(payload, '$.before') IS NULL
+            THEN json_extract(payload, '$.customer.identities[#-1].id') END,
         'changed', json(CASE
             WHEN json_type(payload, '$.before') IS NULL THEN '["identities"]'
             WHEN json_extract(payload, '$.customer.name') IS NOT json_extract(payload, '$.before.name')
@@ -43,20 +46,20 @@ UPDATE events SET payload = json_object(
             WHEN json_extract(payload, '$.customer.language') IS NOT json_extract(payload, '$.before.language')
                 THEN '["language"]'
             ELSE '[]' END))
-    WHERE kind = 'customer.updated' AND json_valid(payload) AND json_type(payload, '$.customer') = 'object';
+    WHERE kind = 'customer.updated' AND payload LIKE '%"customer":{%' AND json_valid(payload) AND json_type(payload, '$.customer') = 'object';
 
 -- customer.merged: {"customer": merged, "merged_customer_id", "moved_cases"}
 UPDATE events SET payload = json_object(
         'customer_id', json_extract(payload, '$.customer.id'),
         'merged_customer_id', json_extract(payload, '$.merged_customer_id'),
         'moved_cases', json_extract(payload, '$.moved_cases'))
-    WHERE kind = 'customer.merged' AND json_valid(payload) AND json_type(payload, '$.customer') = 'object';
+    WHERE kind = 'customer.merged' AND payload LIKE '%"customer":{%' AND json_valid(payload) AND json_type(payload, '$.customer') = 'object';
 
 -- user.created: {"user": {...}} (e-mail address and name)
 UPDATE events SET payload = json_object(
         'user_id', json_extract(payload, '$.user.id'),
         'role', json_extract(payload, '$.user.role'))
-    WHERE kind = 'user.created' AND json_valid(payload) AND json_type(payload, '$.user') = 'object';
+    WHERE kind = 'user.created' AND payload LIKE '%"user":{%' AND json_valid(payload) AND json_type(payload, '$.user') = 'object';
 
 -- user.updated: {"user": after, "before": before}
 UPDATE events SET payload = json_object(
@@ -75,8 +78,18 @@ UPDATE events SET payload = json_object(
         'before', json_object(
             'role', json_extract(payload, '$.before.role'),
             'active', json(CASE WHEN json_extract(payload, '$.before.active') = 0 THEN 'false' ELSE 'true' END)))
-    WHERE kind = 'user.updated' AND json_valid(payload) AND json_type(payload, '$.user') = 'object';
+    WHERE kind = 'user.updated' AND payload LIKE '%"user":{%' AND json_valid(payload) AND json_type(payload, '$.user') = 'object';
 
 -- message.delivery: the provider's reason (it often names the recipient) stays in the message
 UPDATE events SET payload = json_remove(payload, '$.error')
-    WHERE kind = 'message.delivery' AND json_valid(payload) AND json_type(payload, '$.error') IS NOT NULL;
+    WHERE kind = 'message.delivery' AND payload LIKE '%"error":%' AND json_valid(payload) AND json_type(payload, '$.error') IS NOT NULL;
+
+-- case.updated: {"case_id", "changes": {..., "subject": "…"}} (the subject may be the
+-- customer's words): readers get the case's current subject when `subject_changed` is set
+UPDATE events SET payload = json_set(json_remove(payload, '$.changes.subject'), '$.subject_changed', json('true'))
+    WHERE kind = 'case.updated' AND payload LIKE '%"subject":%' AND json_valid(payload)
+      AND json_type(payload, '$.changes.subject') IS NOT NULL;
+
+-- the identity id is left out where it was not known (SQLite's json_object keeps a NULL)
+UPDATE events SET payload = json_remove(payload, '$.identity_id')
+    WHERE kind = 'customer.updated' AND payload LIKE '%"identity_id":null%' AND json_valid(payload);

@@ -26,16 +26,26 @@ const MIN_PASSWORD_CHARS: usize = 8;
 /// Password hashes computed at the same time in this process: each takes 19 MiB and a core
 /// for tens of milliseconds, so a burst of sign-ins waits here instead of taking memory and
 /// every core (the sign-in limiter bounds the rate, this bounds the concurrency).
-static PASSWORD_WORK: std::sync::LazyLock<tokio::sync::Semaphore> = std::sync::LazyLock::new(|| {
+static PASSWORD_WORK: std::sync::LazyLock<std::sync::Arc<tokio::sync::Semaphore>> = std::sync::LazyLock::new(|| {
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    tokio::sync::Semaphore::new(cores.clamp(1, 4))
+    std::sync::Arc::new(tokio::sync::Semaphore::new(cores.clamp(1, 4)))
 });
 
-/// Runs Argon2 work on a blocking thread, at most [`PASSWORD_WORK`] at a time.
+/// Runs Argon2 work on a blocking thread, at most [`PASSWORD_WORK`] at a time. The permit
+/// goes with the work: a caller that gives up (a client that disconnected) does not free its
+/// place while the hash still runs.
 async fn password_work<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> Result<R, StoreError> {
-    let _permit =
-        PASSWORD_WORK.acquire().await.map_err(|_| StoreError::Database("password work is shut down".into()))?;
-    tokio::task::spawn_blocking(f).await.map_err(|e| StoreError::Database(e.to_string()))
+    let permit = PASSWORD_WORK
+        .clone()
+        .acquire_owned()
+        .await
+        .map_err(|_| StoreError::Database("password work is shut down".into()))?;
+    tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        f()
+    })
+    .await
+    .map_err(|e| StoreError::Database(e.to_string()))
 }
 
 /// Checks a new password's length and hashes it with Argon2id (on a blocking thread).

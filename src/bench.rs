@@ -87,6 +87,8 @@ async fn pages(mut cfg: Config, cases: u64, messages: u64, requests: u64) -> Res
         idempotency_key: None,
         idempotency_scope: "bench".into(),
         case_id: None,
+        refers_to: Vec::new(),
+        files: Vec::new(),
     };
     let mut n = 0u64;
     while n < cases {
@@ -281,6 +283,8 @@ async fn seed_team_cases(store: &Store, customers: u64, own: i64) -> Result<()> 
                             idempotency_key: None,
                             idempotency_scope: "bench-seed".into(),
                             case_id: None,
+                            refers_to: Vec::new(),
+                            files: Vec::new(),
                         })
                         .await?;
                     let patch = kontor_store::cases::CasePatch { team_id: Some(Some(own)), ..Default::default() };

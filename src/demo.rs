@@ -57,6 +57,8 @@ pub async fn load(store: &Store) -> Result<()> {
                 idempotency_key: None,
                 idempotency_scope: String::new(),
                 case_id: None,
+                refers_to: Vec::new(),
+                files: Vec::new(),
             })
             .await?;
         cases.push(r.case_id);

@@ -25,6 +25,23 @@ pub struct InboundMessage {
     pub idempotency_scope: String,
     /// Thread into this case instead of choosing one.
     pub case_id: Option<i64>,
+    /// Provider ids of earlier messages this one answers, the most direct first (e-mail:
+    /// `In-Reply-To`, then `References` newest first). The message joins the case of the first
+    /// one Kontor knows — sent or received on the same channel, of the same customer — and
+    /// re-opens it if it was resolved.
+    pub refers_to: Vec<String>,
+    /// Files whose bytes a listener received with the message. The sink stores them in the
+    /// blob store (durably, before the message) and turns them into `attachments`.
+    pub files: Vec<InboundFile>,
+}
+
+/// A file received with an inbound message, its bytes not yet stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InboundFile {
+    pub filename: String,
+    /// The type the sender declared (the sink sniffs the bytes as well).
+    pub content_type: String,
+    pub bytes: bytes::Bytes,
 }
 
 impl InboundMessage {
@@ -48,6 +65,8 @@ impl InboundMessage {
             idempotency_key: None,
             idempotency_scope: String::new(),
             case_id: None,
+            refers_to: Vec::new(),
+            files: Vec::new(),
         }
     }
 }

@@ -5,6 +5,7 @@
 //! server commits what adapters hand over).
 
 pub mod api;
+pub mod email;
 
 use kontor_channel::ChannelRegistry;
 
@@ -14,11 +15,16 @@ use kontor_channel::ChannelRegistry;
 pub struct ChannelsConfig {
     /// `[api_channel]`
     pub api: api::ApiChannelConfig,
+    /// `[email]`
+    pub email: email::EmailConfig,
+    /// Region for phone numbers and addresses written without a country code.
+    pub default_region: String,
 }
 
 /// The channels this node runs, built from configuration: one registration line per channel.
 pub fn registry(config: &ChannelsConfig) -> Result<ChannelRegistry, String> {
     let mut registry = ChannelRegistry::new();
     api::register(&config.api, &mut registry)?;
+    email::register(&config.email, &config.default_region, &mut registry)?;
     Ok(registry)
 }

@@ -26,12 +26,15 @@ use crate::AppState;
 #[derive(Clone)]
 pub struct StoreSink {
     store: Store,
+    /// Where the bytes of files received with messages go (`None`: messages with files are
+    /// refused as temporarily impossible).
+    vault: Option<kontor_vault::Vault>,
 }
 
 impl StoreSink {
-    /// A sink writing to `store`.
-    pub fn new(store: Store) -> Self {
-        StoreSink { store }
+    /// A sink writing to `store`, and files to `vault`.
+    pub fn new(store: Store, vault: Option<kontor_vault::Vault>) -> Self {
+        StoreSink { store, vault }
     }
 }
 
@@ -54,8 +57,39 @@ async fn ingest(store: &Store, mut message: InboundMessage) -> Result<InboundRec
 
 #[async_trait::async_trait]
 impl InboundSink for StoreSink {
-    async fn accept(&self, message: InboundMessage) -> Result<InboundReceipt, SinkError> {
-        ingest(&self.store, message).await
+    async fn accept(&self, mut message: InboundMessage) -> Result<InboundReceipt, SinkError> {
+        if message.files.is_empty() {
+            return ingest(&self.store, message).await;
+        }
+        let vault = self.vault.as_ref().ok_or_else(|| SinkError::Temporary("the blob store is not open".into()))?;
+        // Described first (name, sniffed type, size, SHA-256), so that a repeat is recognised
+        // as one — its fingerprint covers them — and stores no second copy of the bytes.
+        let mut uploads = Vec::with_capacity(message.files.len());
+        for f in std::mem::take(&mut message.files) {
+            let u = crate::blobs::Upload::new(f.filename, f.content_type, f.bytes).await;
+            uploads.push((u.attachment, u.bytes));
+        }
+        let links = message.attachments.clone();
+        message.attachments.extend(uploads.iter().map(|(a, _)| a.clone()));
+        if let Some(first) = self.store.find_repeat(&message).await.map_err(sink_error)? {
+            return Ok(first);
+        }
+        // Durable in the blob store before the message that refers to them is committed.
+        let stored = crate::blobs::store_uploads(vault, uploads).await.map_err(SinkError::Temporary)?;
+        message.attachments = links;
+        message.attachments.extend(stored.iter().cloned());
+        match ingest(&self.store, message).await {
+            Ok(r) if r.created => Ok(r),
+            // A concurrent copy was stored first, with its own files.
+            Ok(r) => {
+                crate::blobs::discard(vault, &stored).await;
+                Ok(r)
+            }
+            Err(e) => {
+                crate::blobs::discard(vault, &stored).await;
+                Err(e)
+            }
+        }
     }
 }
 
@@ -150,7 +184,10 @@ async fn handle(
     // A channel speaks for itself only: its webhook cannot store messages or reports of
     // another channel, nor point at bytes in the blob store (webhooks have no access to it).
     let own = hook.channel();
-    if outcome.inbound.iter().any(|m| m.channel != own || m.attachments.iter().any(|a| a.blob_id.is_some()))
+    if outcome
+        .inbound
+        .iter()
+        .any(|m| m.channel != own || !m.files.is_empty() || m.attachments.iter().any(|a| a.blob_id.is_some()))
         || outcome.reports.iter().any(|r| r.channel != own)
     {
         state.metrics.webhooks.with_label_values(&[&channel, "error"]).inc();

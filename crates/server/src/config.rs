@@ -47,11 +47,14 @@ pub struct Config {
     pub vault: kontor_vault::VaultConfig,
     /// The generic API channel.
     pub api_channel: ApiChannelConfig,
+    /// The e-mail channel (`[email]`): SMTP listener, domains, relay for replies.
+    pub email: EmailConfig,
     /// Background jobs.
     pub jobs: JobsConfig,
 }
 
 pub use kontor_channels::api::ApiChannelConfig;
+pub use kontor_channels::email::EmailConfig;
 
 /// How jobs are run.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -102,6 +105,7 @@ impl Default for Config {
             blobs: kontor_vault::BlobsConfig::default(),
             vault: kontor_vault::VaultConfig::default(),
             api_channel: ApiChannelConfig::default(),
+            email: EmailConfig::default(),
             jobs: JobsConfig::default(),
         }
     }
@@ -126,6 +130,7 @@ impl std::fmt::Debug for Config {
             .field("blobs", &self.blobs)
             .field("vault", &self.vault)
             .field("api_channel", &self.api_channel)
+            .field("email", &self.email)
             .field("jobs", &self.jobs)
             .finish()
     }
@@ -180,13 +185,18 @@ const TOP_KEYS: &[&str] = &[
     "blobs",
     "vault",
     "api_channel",
+    "email",
     "jobs",
 ];
 
 impl Config {
     /// The channels' sections, as the channel registry takes them.
     pub fn channels(&self) -> kontor_channels::ChannelsConfig {
-        kontor_channels::ChannelsConfig { api: self.api_channel.clone() }
+        kontor_channels::ChannelsConfig {
+            api: self.api_channel.clone(),
+            email: self.email.clone(),
+            default_region: self.default_region.clone(),
+        }
     }
 
     /// Loads defaults, then `file` (if given, it must exist; else `kontor.toml` in the

@@ -143,7 +143,7 @@ pub async fn serve(
     });
     let supervisor = Supervisor::start(
         state.channels.listeners(),
-        Arc::new(channels::StoreSink::new(state.store.clone())),
+        Arc::new(channels::StoreSink::new(state.store.clone(), state.vault.clone())),
         Duration::from_millis(state.config.jobs.backoff_base_ms.max(100)),
         Duration::from_millis(state.config.jobs.backoff_max_ms.clamp(1000, 300_000)),
     );

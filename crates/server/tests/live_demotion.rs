@@ -26,6 +26,8 @@ fn inbound(from: &str, text: &str) -> NewInbound {
         idempotency_key: None,
         idempotency_scope: String::new(),
         case_id: None,
+        refers_to: Vec::new(),
+        files: Vec::new(),
     }
 }
 

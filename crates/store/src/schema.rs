@@ -18,6 +18,7 @@ const SQLITE: &[&str] = &[
     include_str!("../migrations/sqlite/0010_attachments.sql"),
     include_str!("../migrations/sqlite/0011_pending_delivery_reports.sql"),
     include_str!("../migrations/sqlite/0012_events_by_reference.sql"),
+    include_str!("../migrations/sqlite/0013_inbound_keys_by_key.sql"),
 ];
 
 /// PostgreSQL migrations (`migrations/postgres/NNNN_name.sql`), applied in order.
@@ -34,6 +35,7 @@ const POSTGRES: &[&str] = &[
     include_str!("../migrations/postgres/0010_attachments.sql"),
     include_str!("../migrations/postgres/0011_pending_delivery_reports.sql"),
     include_str!("../migrations/postgres/0012_events_by_reference.sql"),
+    include_str!("../migrations/postgres/0013_inbound_keys_by_key.sql"),
 ];
 
 /// The SQL of one migration (`version` counts from 1) for a backend, for tests and tools

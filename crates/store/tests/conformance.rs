@@ -201,6 +201,8 @@ fn inbound(from: &str, text: &str) -> NewInbound {
         idempotency_key: None,
         idempotency_scope: String::new(),
         case_id: None,
+        refers_to: Vec::new(),
+        files: Vec::new(),
     }
 }
 
@@ -2083,6 +2085,13 @@ async fn check_events_stored_before_references_are_rewritten_by_migration(store:
             Some(customer.id),
             serde_json::json!({ "customer": customer, "before": { "name": "Alter Name", "language": customer.language } }),
         ),
+        ("customer.updated", None, Some(customer.id), serde_json::json!({ "customer": customer })),
+        (
+            "case.updated",
+            Some(case.id),
+            Some(customer.id),
+            serde_json::json!({ "case_id": case.id, "changes": { "status": "pending", "subject": "Zähler 4711 kaputt" } }),
+        ),
         ("user.created", None, None, serde_json::json!({ "user": user })),
         ("user.updated", None, None, serde_json::json!({ "user": renamed, "before": user })),
         (
@@ -2111,8 +2120,9 @@ async fn check_events_stored_before_references_are_rewritten_by_migration(store:
         stored_events(store).await.into_iter().filter(|e| e.id >= first_legacy).collect::<Vec<_>>()
     };
     let events = migrate().await;
-    assert_eq!(events.len(), 8);
+    assert_eq!(events.len(), 10);
     let payload = |kind: &str| events.iter().find(|e| e.kind == kind).map(|e| e.payload.clone()).unwrap();
+    let payloads = |kind: &str| events.iter().filter(|e| e.kind == kind).map(|e| e.payload.clone()).collect::<Vec<_>>();
     for e in &events {
         let text = e.payload.to_string();
         for personal in ["4711", "erika.m", "vera@example.de", "Vera", "Alter Name"] {
@@ -2133,7 +2143,20 @@ async fn check_events_stored_before_references_are_rewritten_by_migration(store:
         payload("customer.created"),
         serde_json::json!({ "customer_id": customer.id, "identity_id": customer.identities[0].id })
     );
-    assert_eq!(payload("customer.updated"), serde_json::json!({ "customer_id": customer.id, "changed": ["name"] }));
+    assert_eq!(
+        payloads("customer.updated"),
+        vec![
+            serde_json::json!({ "customer_id": customer.id, "changed": ["name"] }),
+            serde_json::json!({
+                "customer_id": customer.id, "changed": ["identities"],
+                "identity_id": customer.identities.last().map(|i| i.id),
+            }),
+        ]
+    );
+    assert_eq!(
+        payload("case.updated"),
+        serde_json::json!({ "case_id": case.id, "changes": { "status": "pending" }, "subject_changed": true })
+    );
     assert_eq!(payload("user.created"), serde_json::json!({ "user_id": user.id, "role": "agent" }));
     assert_eq!(
         payload("user.updated"),

@@ -183,6 +183,8 @@ pub fn validate(
         idempotency_key,
         idempotency_scope: scope,
         case_id: req.case_id,
+        refers_to: Vec::new(),
+        files: Vec::new(),
     };
     Ok((msg, incoming))
 }

@@ -88,9 +88,11 @@ impl WriteOp for IngestOp {
     }
 
     /// Messages for an explicit case take the single path (their checks may refuse them), and
-    /// so do messages with attachments (each gets its own row).
+    /// so do messages with attachments (each gets its own row) and answers to earlier messages
+    /// (they look up the case they answer).
     fn merge(&self) -> Option<&'static Merge> {
-        (self.msg.case_id.is_none() && self.msg.attachments.is_empty()).then_some(&BULK_INGEST)
+        (self.msg.case_id.is_none() && self.msg.attachments.is_empty() && self.msg.refers_to.is_empty())
+            .then_some(&BULK_INGEST)
     }
 
     fn split(self: Box<Self>) -> Result<Vec<Box<dyn WriteOp>>, Box<dyn WriteOp>> {

@@ -37,7 +37,21 @@ pub(super) fn ingest_in(tx: &mut Tx<'_>, m: &NewInbound, reopen_window_us: i64) 
     }
 
     let customer_id = customer_for(tx, m.from_kind, &m.from_address, m.name.as_deref())?;
-    let case_id = thread_case(tx, customer_id, m.case_id, true, m.subject.as_deref(), m.channel, reopen_window_us)?;
+    let referenced = match m.case_id {
+        None => referenced_case(tx, customer_id, m.channel, &m.refers_to)?,
+        Some(_) => None,
+    };
+    let case_id = match referenced {
+        // An answer to a message of an open or resolved case belongs there, however long ago
+        // the case was resolved (the reopen window is for messages that answer nothing).
+        Some(case) if case.status != CaseStatus::Closed => {
+            if !case.status.is_active() {
+                reopen(tx, case.id, customer_id)?;
+            }
+            case.id
+        }
+        _ => thread_case(tx, customer_id, m.case_id, true, m.subject.as_deref(), m.channel, reopen_window_us)?,
+    };
     let message = insert_message(tx, &MessageRow::inbound(m, case_id, customer_id))?;
 
     let event = NewEvent {
@@ -150,6 +164,52 @@ pub(crate) fn thread_case(
     }
 }
 
+/// Candidate cases read per customer when threading.
+const CANDIDATES_PER_CUSTOMER: usize = 20;
+
+/// Most ids of earlier messages looked up for one inbound message.
+const MAX_REFERENCES: usize = 20;
+
+/// The case of the first of `refs` (provider ids of earlier messages, the most direct first)
+/// that Kontor sent or received on `channel` and that belongs to `customer_id` (following
+/// merges). Another customer's case is never joined this way: knowing a message id must not
+/// let a stranger write into someone's case.
+pub(super) fn referenced_case(
+    tx: &mut Tx<'_>,
+    customer_id: i64,
+    channel: Channel,
+    refs: &[String],
+) -> Result<Option<kontor_core::Case>, StoreError> {
+    for r in refs.iter().take(MAX_REFERENCES) {
+        let sent = tx.conn.query_opt(
+            "SELECT case_id FROM messages WHERE channel = ? AND provider_message_id = ? AND direction = 'out' \
+             AND provider_message_id IS NOT NULL LIMIT 1",
+            &params![channel.as_str(), r.as_str()],
+        )?;
+        let found = match sent {
+            Some(row) => Some(row),
+            None => tx.conn.query_opt(
+                "SELECT case_id FROM inbound_keys WHERE channel = ? AND idem_key = ? AND message_id > 0 \
+                 AND customer_id = ? LIMIT 1",
+                &params![channel.as_str(), format!("p:{r}"), customer_id],
+            )?,
+        };
+        let Some(row) = found else { continue };
+        let mut id = row.req_i64(0, "case_id")?;
+        for _ in 0..16 {
+            match crate::records::merged_into(tx.conn, id)? {
+                Some(target) => id = target,
+                None => break,
+            }
+        }
+        let case = load_case(tx.conn, id)?;
+        if case.customer_id == customer_id {
+            return Ok(Some(case));
+        }
+    }
+    Ok(None)
+}
+
 /// The cases of these customers a new message may join (open, pending or resolved), with
 /// the customer each belongs to.
 pub(super) fn case_candidates_by_customer(
@@ -159,9 +219,15 @@ pub(super) fn case_candidates_by_customer(
     if customers.is_empty() {
         return Ok(vec![]);
     }
+    // Per customer the best few: active cases first, then the most recently changed (the
+    // order `choose_case` decides by), so the choice is the same as over all of them, and a
+    // customer with years of resolved cases costs no more than one with a few.
     let sql = format!(
-        "SELECT id, customer_id, status, updated_at FROM cases WHERE customer_id IN ({}) \
-         AND status IN ('open', 'pending', 'resolved')",
+        "SELECT id, customer_id, status, updated_at FROM (\
+           SELECT id, customer_id, status, updated_at, ROW_NUMBER() OVER (PARTITION BY customer_id \
+             ORDER BY CASE WHEN status IN ('open', 'pending') THEN 0 ELSE 1 END, updated_at DESC, id DESC) AS rn \
+           FROM cases WHERE customer_id IN ({}) AND status IN ('open', 'pending', 'resolved')) AS c \
+         WHERE rn <= {CANDIDATES_PER_CUSTOMER}",
         vec!["?"; customers.len()].join(", ")
     );
     let p: Vec<crate::Val> = customers.iter().map(|c| crate::Val::from(*c)).collect();

@@ -1,0 +1,203 @@
+//! Configuration of the e-mail channel (section `[email]`, with `[email.outbound]`).
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// How Kontor receives and sends e-mail. Receiving is on when `smtp_listen` is set; sending
+/// when `outbound.relay` and `outbound.from` are.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EmailConfig {
+    /// Address the SMTP listener binds (`serve --smtp-listen`, `KONTOR_EMAIL__SMTP_LISTEN`).
+    pub smtp_listen: Option<String>,
+    /// The domains Kontor accepts mail for (`RCPT TO` elsewhere gets 550).
+    pub domains: Vec<String>,
+    /// The name the listener greets with and says in `EHLO` (default: the first domain).
+    pub hostname: Option<String>,
+    /// Largest message accepted (announced as `SIZE`, enforced with 552).
+    pub max_message_bytes: usize,
+    /// PEM certificate chain for `STARTTLS` (with `tls_key`).
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for `STARTTLS`.
+    pub tls_key: Option<PathBuf>,
+    /// SMTP sessions at once on this node.
+    pub max_sessions: usize,
+    /// SMTP sessions at once from one client address.
+    pub max_sessions_per_ip: usize,
+    /// Seconds a session may wait between two commands.
+    pub idle_timeout_secs: u64,
+    /// Seconds a whole `DATA` transfer may take (stops slow senders).
+    pub data_timeout_secs: u64,
+    /// Recipients per message.
+    pub max_recipients: usize,
+    /// Sending (`[email.outbound]`).
+    pub outbound: EmailOutboundConfig,
+}
+
+/// Where replies on e-mail cases are sent.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EmailOutboundConfig {
+    /// `smtp://host:port` (STARTTLS when offered) or `smtps://host:port`, with optional
+    /// `user:password@`.
+    pub relay: Option<String>,
+    /// The sender: `support@example.de` or `Kontor Support <support@example.de>`.
+    pub from: Option<String>,
+    /// Seconds one delivery may take.
+    pub timeout_secs: u64,
+}
+
+impl Default for EmailConfig {
+    fn default() -> Self {
+        EmailConfig {
+            smtp_listen: None,
+            domains: Vec::new(),
+            hostname: None,
+            max_message_bytes: 25 * 1024 * 1024,
+            tls_cert: None,
+            tls_key: None,
+            max_sessions: 256,
+            max_sessions_per_ip: 10,
+            idle_timeout_secs: 300,
+            data_timeout_secs: 600,
+            max_recipients: 50,
+            outbound: EmailOutboundConfig::default(),
+        }
+    }
+}
+
+impl Default for EmailOutboundConfig {
+    fn default() -> Self {
+        EmailOutboundConfig { relay: None, from: None, timeout_secs: 30 }
+    }
+}
+
+impl std::fmt::Debug for EmailConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmailConfig")
+            .field("smtp_listen", &self.smtp_listen)
+            .field("domains", &self.domains)
+            .field("hostname", &self.hostname)
+            .field("max_message_bytes", &self.max_message_bytes)
+            .field("tls_cert", &self.tls_cert)
+            .field("tls_key", &self.tls_key)
+            .field("max_sessions", &self.max_sessions)
+            .field("max_sessions_per_ip", &self.max_sessions_per_ip)
+            .field("idle_timeout_secs", &self.idle_timeout_secs)
+            .field("data_timeout_secs", &self.data_timeout_secs)
+            .field("max_recipients", &self.max_recipients)
+            .field("outbound", &self.outbound)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for EmailOutboundConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmailOutboundConfig")
+            .field("relay", &self.relay.as_deref().map(hide_password))
+            .field("from", &self.from)
+            .field("timeout_secs", &self.timeout_secs)
+            .finish()
+    }
+}
+
+/// `smtp://user:***@host` for a relay URL with a password.
+pub fn hide_password(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => match url[s + 3..at].split_once(':') {
+            Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
+            None => url.to_string(),
+        },
+        _ => url.to_string(),
+    }
+}
+
+impl EmailConfig {
+    /// The domains, lower-cased and without a trailing dot.
+    pub fn normalised_domains(&self) -> Vec<String> {
+        self.domains.iter().map(|d| d.trim().trim_end_matches('.').to_ascii_lowercase()).collect()
+    }
+
+    /// The name the listener uses for itself.
+    pub fn host_name(&self) -> String {
+        self.hostname
+            .clone()
+            .or_else(|| self.normalised_domains().into_iter().next())
+            .unwrap_or_else(|| "kontor".into())
+    }
+
+    /// Refuses settings that cannot work.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.smtp_listen.is_some() && self.domains.is_empty() {
+            return Err("email.domains must name at least one domain when email.smtp_listen is set".into());
+        }
+        for d in self.normalised_domains() {
+            let ok = !d.is_empty()
+                && d.len() <= 253
+                && d.split('.').all(|l| {
+                    !l.is_empty() && l.len() <= 63 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                });
+            if !ok {
+                return Err(format!("email.domains: {d:?} is not a domain name"));
+            }
+        }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err("email.tls_cert and email.tls_key must be set together".into());
+        }
+        if self.max_message_bytes < 1024 {
+            return Err("email.max_message_bytes must be at least 1024".into());
+        }
+        if self.max_sessions == 0 || self.max_sessions_per_ip == 0 || self.max_recipients == 0 {
+            return Err("email.max_sessions, max_sessions_per_ip and max_recipients must be at least 1".into());
+        }
+        if let Some(relay) = &self.outbound.relay {
+            super::outbound::Relay::parse(relay)?;
+            if self.outbound.from.is_none() {
+                return Err("email.outbound.from must be set when email.outbound.relay is".into());
+            }
+        }
+        if let Some(from) = &self.outbound.from {
+            super::outbound::Sender::parse(from)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_that_cannot_work_are_refused_with_the_key_named() {
+        let listen = |domains: &[&str]| EmailConfig {
+            smtp_listen: Some("127.0.0.1:2525".into()),
+            domains: domains.iter().map(|d| d.to_string()).collect(),
+            ..EmailConfig::default()
+        };
+        assert!(listen(&["support.example.de"]).validate().is_ok());
+        assert!(listen(&[]).validate().unwrap_err().contains("email.domains"));
+        assert!(listen(&["bad domain"]).validate().unwrap_err().contains("not a domain"));
+        let tls = EmailConfig { tls_cert: Some("c.pem".into()), ..listen(&["a.de"]) };
+        assert!(tls.validate().unwrap_err().contains("tls_key"));
+        let relay = EmailConfig {
+            outbound: EmailOutboundConfig { relay: Some("smtp://127.0.0.1:25".into()), ..Default::default() },
+            ..EmailConfig::default()
+        };
+        assert!(relay.validate().unwrap_err().contains("outbound.from"));
+        assert_eq!(listen(&["Support.Example.DE."]).normalised_domains(), vec!["support.example.de"]);
+    }
+
+    #[test]
+    fn a_relay_password_is_not_shown() {
+        let c = EmailConfig {
+            outbound: EmailOutboundConfig {
+                relay: Some("smtps://kontor:geheim@mail.example:465".into()),
+                ..Default::default()
+            },
+            ..EmailConfig::default()
+        };
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("geheim") && shown.contains("kontor:***@mail.example"), "{shown}");
+    }
+}

@@ -1,0 +1,125 @@
+//! From a received mail to an inbound message: the sender (the `From` address, else the
+//! envelope sender), the text, the ids it answers, its files; the Message-ID is its
+//! provider id, so the same mail arriving twice (again by SMTP, or also by IMAP) is stored
+//! once.
+
+use std::net::IpAddr;
+
+use kontor_channel::{InboundFile, InboundMessage};
+use kontor_core::{Channel, IdentityKind};
+use sha2::{Digest, Sha256};
+
+use super::parse::{parse, UNREADABLE_TEXT};
+
+/// How a mail came in.
+#[derive(Debug, Clone)]
+pub struct Envelope {
+    /// `MAIL FROM` (empty for bounces).
+    pub mail_from: String,
+    /// `RCPT TO`, our addresses only.
+    pub rcpt_to: Vec<String>,
+    /// The name the client gave in `EHLO`.
+    pub helo: String,
+    pub peer: IpAddr,
+}
+
+/// The sender of a mail nobody can be named for (no usable `From`, an empty envelope sender).
+pub const UNKNOWN_SENDER: &str = "unbekannt@absender.invalid";
+
+/// The inbound message for a received mail. A mail that cannot be read is kept as such (with
+/// a note as its text); an error only when nothing about it can be stored.
+pub fn to_inbound(raw: &[u8], envelope: &Envelope, region: &str) -> Result<InboundMessage, String> {
+    let mail = parse(raw);
+    let normalise = |a: &str| kontor_core::normalise_identity(IdentityKind::Email, a, region).ok();
+    let from = mail
+        .from_address
+        .as_deref()
+        .and_then(normalise)
+        .or_else(|| normalise(&envelope.mail_from))
+        .unwrap_or_else(|| UNKNOWN_SENDER.to_string());
+    // The Message-ID identifies the mail; a mail without one by its content.
+    let provider_id = mail.message_id.clone().unwrap_or_else(|| {
+        let digest = Sha256::digest(raw);
+        format!("sha256:{}", hex::encode(&digest[..16]))
+    });
+    let mut text = mail.text.clone();
+    if text.trim().is_empty() && mail.files.is_empty() && mail.readable {
+        text = "(ohne Text / no text)".into();
+    }
+    if !mail.readable {
+        text = UNREADABLE_TEXT.to_string();
+    }
+    let mut files: Vec<InboundFile> = mail
+        .files
+        .iter()
+        .map(|f| InboundFile {
+            filename: f.filename.clone(),
+            content_type: f.content_type.clone(),
+            bytes: bytes::Bytes::from(f.bytes.clone()),
+        })
+        .collect();
+    if !mail.readable {
+        // The raw source is the only copy of what came.
+        files.push(InboundFile {
+            filename: "original.eml".into(),
+            content_type: "message/rfc822".into(),
+            bytes: bytes::Bytes::copy_from_slice(raw),
+        });
+    }
+    Ok(InboundMessage {
+        channel: Channel::Email,
+        from_kind: IdentityKind::Email,
+        from_address: from.clone(),
+        name: mail.from_name.clone(),
+        subject: mail.subject.clone(),
+        text,
+        html: mail.html.clone(),
+        attachments: Vec::new(),
+        provider_message_id: Some(provider_id),
+        idempotency_key: None,
+        // One key space per sender: the same mail again (by SMTP or IMAP, from any mailbox)
+        // is one message, and nobody can suppress another sender's mail by using its id.
+        idempotency_scope: format!("from:{from}"),
+        case_id: None,
+        refers_to: mail.refers_to.clone(),
+        files,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(from: &str) -> Envelope {
+        Envelope {
+            mail_from: from.into(),
+            rcpt_to: vec!["support@support.example.de".into()],
+            helo: "c".into(),
+            peer: [127, 0, 0, 1].into(),
+        }
+    }
+
+    #[test]
+    fn the_sender_is_the_from_address_else_the_envelope() {
+        let m = to_inbound(
+            b"From: Jana <Jana@Kunde.Example>\r\nMessage-ID: <x@y>\r\n\r\nHallo\r\n",
+            &env("b@c.example"),
+            "DE",
+        )
+        .unwrap();
+        assert_eq!((m.from_address.as_str(), m.provider_message_id.as_deref()), ("jana@kunde.example", Some("x@y")));
+        assert_eq!(m.idempotency_scope, "from:jana@kunde.example");
+        let m = to_inbound(b"Subject: ohne Absender\r\n\r\nHallo\r\n", &env("b@c.example"), "DE").unwrap();
+        assert_eq!(m.from_address, "b@c.example");
+        assert!(m.provider_message_id.unwrap().starts_with("sha256:"), "no Message-ID: the content identifies it");
+    }
+
+    #[test]
+    fn an_unreadable_mail_is_kept_with_its_source() {
+        let m = to_inbound(b"\x00\x01garbage", &env(""), "DE").unwrap();
+        assert_eq!(m.from_address, UNKNOWN_SENDER);
+        assert_eq!(m.text, UNREADABLE_TEXT);
+        assert_eq!(m.files.len(), 1);
+        assert_eq!(&m.files[0].bytes[..], b"\x00\x01garbage");
+    }
+}

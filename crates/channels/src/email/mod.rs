@@ -1,0 +1,33 @@
+//! The e-mail channel: an SMTP listener for the domains Kontor serves, and replies sent as
+//! threaded mails through a relay.
+//!
+//! - `config`: `[email]` and `[email.outbound]`;
+//! - `smtp`: the listener (smtp-proto), `250` only after the commit;
+//! - `parse` / `inbound`: a received mail (mail-parser) → an inbound message;
+//! - `outbound`: replies (mail-builder + mail-send), `Message-ID`/`In-Reply-To`/`References`;
+//! - `tls`: the listener's STARTTLS.
+
+pub mod config;
+pub mod inbound;
+pub mod outbound;
+pub mod parse;
+pub mod smtp;
+mod tls;
+
+use std::sync::Arc;
+
+use kontor_channel::ChannelRegistry;
+
+pub use config::{EmailConfig, EmailOutboundConfig};
+
+/// Registers the e-mail channel's listener and sender, as far as they are configured.
+pub fn register(config: &EmailConfig, default_region: &str, registry: &mut ChannelRegistry) -> Result<(), String> {
+    config.validate()?;
+    if let Some(listener) = smtp::SmtpListener::from_config(config, default_region)? {
+        registry.add_listener(Arc::new(listener));
+    }
+    if let Some(sender) = outbound::EmailOutbound::from_config(config)? {
+        registry.add_outbound(Arc::new(sender));
+    }
+    Ok(())
+}

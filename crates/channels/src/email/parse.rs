@@ -1,0 +1,239 @@
+//! Reading a received mail (no I/O): sender, subject, text and HTML, the ids it refers to,
+//! whether a machine sent it, and its files. Built on `mail-parser`, which knows the
+//! charsets and RFC 2047/2231 encodings; a mail it cannot read at all is still kept (as
+//! unreadable, with its raw source), never dropped.
+
+use mail_parser::{HeaderValue, MessageParser, MimeHeaders, PartType};
+
+/// A file found in a mail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MailFile {
+    pub filename: String,
+    pub content_type: String,
+    pub bytes: Vec<u8>,
+}
+
+/// What Kontor takes from a mail.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ParsedMail {
+    /// `Message-ID`, without the angle brackets.
+    pub message_id: Option<String>,
+    /// The `From` address as written (normalised by the caller).
+    pub from_address: Option<String>,
+    pub from_name: Option<String>,
+    pub subject: Option<String>,
+    /// The text (derived from the HTML when the mail has only HTML).
+    pub text: String,
+    /// The HTML part, if the mail has a real one.
+    pub html: Option<String>,
+    /// The ids this mail answers: `In-Reply-To` first, then `References` newest first,
+    /// without angle brackets and without repeats.
+    pub refers_to: Vec<String>,
+    /// Sent by a machine (auto-reply, out-of-office, list or bulk mail): never answered
+    /// automatically.
+    pub auto_submitted: bool,
+    pub files: Vec<MailFile>,
+    /// False when the mail could not be read at all (it is kept as it came).
+    pub readable: bool,
+}
+
+/// The text a mail that cannot be read is stored with.
+pub const UNREADABLE_TEXT: &str =
+    "(Diese E-Mail konnte nicht gelesen werden; die Originalquelle ist gespeichert. / This e-mail could not be read; its original source is kept.)";
+
+/// Files taken from one mail at most (the rest are left in the raw source).
+const MAX_FILES: usize = 500;
+
+/// Subjects that mark an automatic answer (compared case-insensitively at the start).
+const AUTO_SUBJECTS: &[&str] = &[
+    "automatische antwort",
+    "abwesenheitsnotiz",
+    "out of office",
+    "automatic reply",
+    "autoreply",
+    "auto-reply",
+    "réponse automatique",
+];
+
+/// Reads a mail.
+pub fn parse(raw: &[u8]) -> ParsedMail {
+    let Some(m) = MessageParser::default().parse(raw) else {
+        return ParsedMail { text: UNREADABLE_TEXT.to_string(), ..ParsedMail::default() };
+    };
+    // Without a single header a mail has (no sender, subject, id or date), the bytes were
+    // not a mail the parser could make sense of.
+    let known = ["From", "Subject", "Message-ID", "Date", "To", "Content-Type"];
+    if !known.iter().any(|h| m.header_raw(*h).is_some()) {
+        return ParsedMail { text: UNREADABLE_TEXT.to_string(), ..ParsedMail::default() };
+    }
+    let from = m.from().and_then(|a| a.first());
+    let subject = m.subject().map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
+    let html = m
+        .html_part(0)
+        .filter(|p| matches!(p.body, PartType::Html(_)))
+        .and_then(|p| p.text_contents())
+        .map(str::to_string);
+    let text = m.body_text(0).map(|t| t.trim_end().to_string()).unwrap_or_default();
+    let mut refers_to = Vec::new();
+    let mut add = |ids: Vec<String>| {
+        for id in ids {
+            if !id.is_empty() && !refers_to.contains(&id) {
+                refers_to.push(id);
+            }
+        }
+    };
+    add(ids(m.in_reply_to()));
+    add(ids(m.references()).into_iter().rev().collect());
+    let files = m
+        .attachments()
+        .take(MAX_FILES)
+        .enumerate()
+        .map(|(n, part)| {
+            let content_type = part
+                .content_type()
+                .map(|ct| match ct.subtype() {
+                    Some(sub) => format!("{}/{}", ct.ctype(), sub),
+                    None => ct.ctype().to_string(),
+                })
+                .unwrap_or_else(|| "application/octet-stream".into())
+                .to_ascii_lowercase();
+            let filename = part
+                .attachment_name()
+                .map(str::to_string)
+                .filter(|n| !n.trim().is_empty())
+                .unwrap_or_else(|| format!("attachment-{}{}", n + 1, extension_for(&content_type)));
+            MailFile { filename, content_type, bytes: part.contents().to_vec() }
+        })
+        .collect();
+    ParsedMail {
+        message_id: m.message_id().map(|id| id.trim().trim_matches(['<', '>']).to_string()).filter(|s| !s.is_empty()),
+        from_address: from.and_then(|a| a.address()).map(|a| a.trim().to_string()),
+        from_name: from.and_then(|a| a.name()).map(|n| n.trim().to_string()).filter(|n| !n.is_empty()),
+        auto_submitted: is_auto_submitted(&m, subject.as_deref()),
+        subject,
+        text,
+        html,
+        refers_to,
+        files,
+        readable: true,
+    }
+}
+
+/// The ids of an `In-Reply-To` or `References` header.
+fn ids(v: &HeaderValue<'_>) -> Vec<String> {
+    let clean = |s: &str| s.trim().trim_matches(['<', '>']).to_string();
+    match v {
+        HeaderValue::Text(t) => t.split_whitespace().map(clean).collect(),
+        HeaderValue::TextList(l) => {
+            l.iter().flat_map(|t| t.split_whitespace().map(clean).collect::<Vec<_>>()).collect()
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// Whether a machine sent the mail (RFC 3834 `Auto-Submitted`, Microsoft's and others'
+/// markers, list and bulk mail, out-of-office subjects).
+fn is_auto_submitted(m: &mail_parser::Message<'_>, subject: Option<&str>) -> bool {
+    let raw = |name: &str| m.header_raw(name).map(|v| v.trim().to_ascii_lowercase());
+    if raw("Auto-Submitted").is_some_and(|v| !v.is_empty() && v != "no") {
+        return true;
+    }
+    if raw("X-Autoreply").is_some() || raw("X-Autorespond").is_some() {
+        return true;
+    }
+    if raw("X-Auto-Response-Suppress").is_some_and(|v| !v.is_empty()) {
+        return true;
+    }
+    if raw("Precedence").is_some_and(|v| matches!(v.as_str(), "bulk" | "list" | "junk")) {
+        return true;
+    }
+    if raw("List-Id").is_some() || raw("List-Unsubscribe").is_some() {
+        return true;
+    }
+    let subject = subject.unwrap_or("").to_lowercase();
+    AUTO_SUBJECTS.iter().any(|s| subject.starts_with(s))
+}
+
+/// A file name extension for a content type without a name.
+fn extension_for(content_type: &str) -> &'static str {
+    match content_type {
+        "message/rfc822" => ".eml",
+        "application/pdf" => ".pdf",
+        "image/png" => ".png",
+        "image/jpeg" => ".jpg",
+        "text/plain" => ".txt",
+        "text/html" => ".html",
+        _ => ".bin",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const UTF8_MAIL: &str = "From: =?utf-8?q?Jana_M=C3=BCller?= <jana@kunde.example>\r\n\
+To: support@support.example.de\r\n\
+Subject: =?utf-8?q?Lieferung_fehlt_=E2=80=93_Bestellung_4711?=\r\n\
+Message-ID: <abc-1@kunde.example>\r\n\
+In-Reply-To: <k-9@support.example.de>\r\n\
+References: <first@kunde.example> <k-9@support.example.de>\r\n\
+MIME-Version: 1.0\r\n\
+Content-Type: text/plain; charset=\"utf-8\"\r\n\
+Content-Transfer-Encoding: base64\r\n\
+\r\n\
+R3LDvMOfZSBhdXMgS8O2bG4=\r\n";
+
+    #[test]
+    fn an_encoded_mail_gives_sender_subject_text_and_the_ids_it_answers() {
+        let p = parse(UTF8_MAIL.as_bytes());
+        assert!(p.readable);
+        assert_eq!(p.from_address.as_deref(), Some("jana@kunde.example"));
+        assert_eq!(p.from_name.as_deref(), Some("Jana Müller"));
+        assert_eq!(p.subject.as_deref(), Some("Lieferung fehlt – Bestellung 4711"));
+        assert_eq!(p.text, "Grüße aus Köln");
+        assert_eq!(p.message_id.as_deref(), Some("abc-1@kunde.example"));
+        assert_eq!(p.refers_to, vec!["k-9@support.example.de", "first@kunde.example"]);
+        assert!(!p.auto_submitted);
+        assert!(p.html.is_none(), "a text-only mail has no HTML");
+    }
+
+    #[test]
+    fn machine_mail_is_marked_auto_submitted() {
+        for header in [
+            "Auto-Submitted: auto-replied",
+            "X-Autoreply: yes",
+            "X-Auto-Response-Suppress: All",
+            "Precedence: bulk",
+            "List-Id: <news.example>",
+            "Subject: Automatische Antwort: Ihre Anfrage",
+        ] {
+            let mail = format!("From: a@b.example\r\n{header}\r\n\r\nHallo\r\n");
+            assert!(parse(mail.as_bytes()).auto_submitted, "{header}");
+        }
+        let person = "From: a@b.example\r\nAuto-Submitted: no\r\nSubject: Rechnung\r\n\r\nHallo\r\n";
+        assert!(!parse(person.as_bytes()).auto_submitted);
+    }
+
+    #[test]
+    fn html_only_mail_gets_text_and_files_get_names() {
+        let mail = "From: a@b.example\r\nMIME-Version: 1.0\r\n\
+Content-Type: multipart/mixed; boundary=XX\r\n\r\n\
+--XX\r\nContent-Type: text/html; charset=utf-8\r\n\r\n<p>Z&auml;hler <b>4711</b></p>\r\n\
+--XX\r\nContent-Type: application/pdf\r\nContent-Disposition: attachment; filename*=UTF-8''Rechnung%20M%C3%A4rz.pdf\r\n\
+Content-Transfer-Encoding: base64\r\n\r\nJVBERi0xLjQK\r\n--XX--\r\n";
+        let p = parse(mail.as_bytes());
+        assert!(p.text.contains("Zähler") && p.text.contains("4711"), "{}", p.text);
+        assert!(p.html.as_deref().is_some_and(|h| h.contains("<b>4711</b>")));
+        assert_eq!(p.files.len(), 1);
+        assert_eq!(p.files[0].filename, "Rechnung März.pdf");
+        assert_eq!(p.files[0].content_type, "application/pdf");
+        assert_eq!(p.files[0].bytes, b"%PDF-1.4\n");
+    }
+
+    #[test]
+    fn garbage_is_kept_as_unreadable_not_dropped() {
+        let p = parse(b"\x00\x01\x02 not a mail at all");
+        assert!(!p.readable);
+        assert_eq!(p.text, UNREADABLE_TEXT);
+    }
+}

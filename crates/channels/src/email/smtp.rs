@@ -1,0 +1,468 @@
+//! The inbound SMTP listener (`email.smtp_listen`), run by the channel supervisor. Commands
+//! are parsed by `smtp-proto` (no hand-written parser); each session is a small state
+//! machine over any byte stream, so the same code serves plain TCP and STARTTLS.
+//!
+//! The rule that matters: `250` after `DATA` only once the message is committed (the sink
+//! answers after the commit); a database that is away answers `451` (try again), a mail
+//! that will never be taken `554`. Recipients outside `email.domains` get `550`; a message
+//! over `email.max_message_bytes` (announced as `SIZE`) gets `552`.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use kontor_channel::{Listener, ListenerContext, SinkError};
+use kontor_core::Channel;
+use smtp_proto::request::receiver::{DataReceiver, DummyDataReceiver, RequestReceiver};
+use smtp_proto::{
+    EhloResponse, Request, Response, EXT_8BIT_MIME, EXT_ENHANCED_STATUS_CODES, EXT_PIPELINING, EXT_SIZE, EXT_SMTP_UTF8,
+    EXT_START_TLS,
+};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::task::TaskTracker;
+
+use super::config::EmailConfig;
+use super::inbound::{to_inbound, Envelope};
+
+/// Protocol errors a session may make before it is closed.
+const MAX_ERRORS: usize = 10;
+
+/// What a session needs to know, shared by all sessions.
+pub struct SmtpSettings {
+    pub listen: String,
+    pub domains: Vec<String>,
+    pub hostname: String,
+    pub max_message_bytes: usize,
+    pub max_sessions: usize,
+    pub max_sessions_per_ip: usize,
+    pub idle_timeout: Duration,
+    pub data_timeout: Duration,
+    pub max_recipients: usize,
+    pub default_region: String,
+}
+
+/// The SMTP listener.
+pub struct SmtpListener {
+    settings: Arc<SmtpSettings>,
+    tls: Option<TlsAcceptor>,
+}
+
+impl SmtpListener {
+    /// A listener for the configuration (`None` when `email.smtp_listen` is not set).
+    pub fn from_config(config: &EmailConfig, default_region: &str) -> Result<Option<SmtpListener>, String> {
+        let Some(listen) = &config.smtp_listen else { return Ok(None) };
+        let tls = match (&config.tls_cert, &config.tls_key) {
+            (Some(cert), Some(key)) => Some(super::tls::acceptor(cert, key)?),
+            _ => None,
+        };
+        Ok(Some(SmtpListener {
+            settings: Arc::new(SmtpSettings {
+                listen: listen.clone(),
+                domains: config.normalised_domains(),
+                hostname: config.host_name(),
+                max_message_bytes: config.max_message_bytes,
+                max_sessions: config.max_sessions,
+                max_sessions_per_ip: config.max_sessions_per_ip,
+                idle_timeout: Duration::from_secs(config.idle_timeout_secs.max(1)),
+                data_timeout: Duration::from_secs(config.data_timeout_secs.max(1)),
+                max_recipients: config.max_recipients,
+                default_region: default_region.to_string(),
+            }),
+            tls,
+        }))
+    }
+}
+
+/// Sessions per client address.
+#[derive(Default, Clone)]
+struct PerIp(Arc<Mutex<HashMap<IpAddr, usize>>>);
+
+struct IpSlot {
+    map: PerIp,
+    ip: IpAddr,
+}
+
+impl PerIp {
+    fn take(&self, ip: IpAddr, limit: usize) -> Option<IpSlot> {
+        let mut m = self.0.lock().ok()?;
+        let n = m.entry(ip).or_insert(0);
+        if *n >= limit {
+            return None;
+        }
+        *n += 1;
+        Some(IpSlot { map: self.clone(), ip })
+    }
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        if let Ok(mut m) = self.map.0.lock() {
+            if let Some(n) = m.get_mut(&self.ip) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    m.remove(&self.ip);
+                }
+            }
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Listener for SmtpListener {
+    fn name(&self) -> String {
+        "email.smtp".into()
+    }
+
+    fn channel(&self) -> Channel {
+        Channel::Email
+    }
+
+    async fn run(&self, ctx: ListenerContext) -> Result<(), String> {
+        let listener = TcpListener::bind(&self.settings.listen)
+            .await
+            .map_err(|e| format!("cannot listen on {}: {e}", self.settings.listen))?;
+        tracing::info!(listen = %self.settings.listen, "SMTP listener ready.");
+        ctx.mark_running();
+        let sessions = Arc::new(Semaphore::new(self.settings.max_sessions.max(1)));
+        let per_ip = PerIp::default();
+        let tracker = TaskTracker::new();
+        loop {
+            let (tcp, peer) = tokio::select! {
+                _ = ctx.shutdown.cancelled() => break,
+                accepted = listener.accept() => match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // Out of file descriptors and the like: wait a little, go on.
+                        ctx.record_error(format!("accept: {e}"));
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
+            };
+            let (settings, tls, ctx) = (self.settings.clone(), self.tls.clone(), ctx.clone());
+            let permit = sessions.clone().try_acquire_owned().ok();
+            let slot = per_ip.take(peer.ip(), settings.max_sessions_per_ip);
+            tracker.spawn(async move {
+                let mut tcp = tcp;
+                let (Some(_permit), Some(_slot)) = (permit, slot) else {
+                    let _ = tcp.write_all(b"421 4.7.0 Too many connections, try again later\r\n").await;
+                    return;
+                };
+                serve_connection(tcp, peer, &settings, tls.as_ref(), &ctx).await;
+            });
+        }
+        // Sessions between commands answer 421 and close; one in the middle of a message
+        // finishes it (the supervisor gives it a grace period).
+        tracker.close();
+        tracker.wait().await;
+        Ok(())
+    }
+}
+
+/// One connection: a plain session, and a TLS one after `STARTTLS`.
+async fn serve_connection(
+    mut tcp: TcpStream,
+    peer: SocketAddr,
+    settings: &SmtpSettings,
+    tls: Option<&TlsAcceptor>,
+    ctx: &ListenerContext,
+) {
+    let banner = format!("220 {} ESMTP Kontor\r\n", settings.hostname);
+    if tcp.write_all(banner.as_bytes()).await.is_err() {
+        return;
+    }
+    match run_session(&mut tcp, peer, settings, tls.is_some(), false, ctx).await {
+        Outcome::StartTls => {
+            let Some(acceptor) = tls else { return };
+            match acceptor.accept(tcp).await {
+                Ok(mut stream) => {
+                    let _ = run_session(&mut stream, peer, settings, false, true, ctx).await;
+                    let _ = stream.shutdown().await;
+                }
+                Err(e) => tracing::debug!(%peer, error = %e, "TLS handshake failed."),
+            }
+        }
+        Outcome::Closed => {
+            let _ = tcp.shutdown().await;
+        }
+    }
+}
+
+/// How a session ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The client asked for TLS and got `220`: upgrade the connection, then start over.
+    StartTls,
+    /// Done (QUIT, timeout, too many errors, shutdown, connection lost).
+    Closed,
+}
+
+/// The envelope of the message being received.
+#[derive(Default)]
+struct Transaction {
+    from: Option<String>,
+    to: Vec<String>,
+}
+
+/// Runs one SMTP session over `stream` (the banner was sent).
+pub async fn run_session<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    peer: SocketAddr,
+    settings: &SmtpSettings,
+    tls_available: bool,
+    on_tls: bool,
+    ctx: &ListenerContext,
+) -> Outcome {
+    let mut rx = RequestReceiver::default();
+    let mut pending: Vec<u8> = Vec::new();
+    let mut out: Vec<u8> = Vec::new();
+    let mut helo: Option<String> = None;
+    let mut tx = Transaction::default();
+    let mut errors = 0usize;
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        // Commands already received are answered before the next read (pipelining).
+        if pending.is_empty() {
+            if !out.is_empty() && (stream.write_all(&out).await.is_err() || stream.flush().await.is_err()) {
+                return Outcome::Closed;
+            }
+            out.clear();
+            let read = tokio::select! {
+                _ = ctx.shutdown.cancelled() => {
+                    let _ = stream.write_all(b"421 4.3.2 Service shutting down, try again later\r\n").await;
+                    return Outcome::Closed;
+                }
+                r = tokio::time::timeout(settings.idle_timeout, stream.read(&mut buf)) => r,
+            };
+            match read {
+                Ok(Ok(0)) | Ok(Err(_)) => return Outcome::Closed,
+                Ok(Ok(n)) => pending.extend_from_slice(&buf[..n]),
+                Err(_) => {
+                    let _ = stream.write_all(b"421 4.4.2 Idle timeout, closing connection\r\n").await;
+                    return Outcome::Closed;
+                }
+            }
+        }
+        let mut it = pending.iter();
+        let parsed = rx.ingest(&mut it).map(|r| r.into_owned());
+        let consumed = pending.len() - it.as_slice().len();
+        pending.drain(..consumed);
+        let request = match parsed {
+            Ok(r) => r,
+            Err(smtp_proto::Error::NeedsMoreData { .. }) => continue,
+            Err(e) => {
+                errors += 1;
+                let (code, e1, e2, text) = match e {
+                    smtp_proto::Error::UnknownCommand => (500, 5, 2, "Unknown command".to_string()),
+                    smtp_proto::Error::ResponseTooLong => (500, 5, 4, "Line too long".to_string()),
+                    smtp_proto::Error::InvalidSenderAddress => (501, 1, 7, "Invalid sender address".to_string()),
+                    smtp_proto::Error::InvalidRecipientAddress => (501, 1, 3, "Invalid recipient address".to_string()),
+                    smtp_proto::Error::UnsupportedParameter { param } => {
+                        (504, 5, 4, format!("Parameter {param} is not supported"))
+                    }
+                    other => (501, 5, 4, format!("Syntax error: {other:?}")),
+                };
+                reply(&mut out, code, (5, e1, e2), &text);
+                if errors >= MAX_ERRORS {
+                    reply(&mut out, 421, (4, 7, 0), "Too many errors, closing connection");
+                    let _ = stream.write_all(&out).await;
+                    return Outcome::Closed;
+                }
+                continue;
+            }
+        };
+        match request {
+            Request::Ehlo { host } => {
+                helo = Some(host);
+                tx = Transaction::default();
+                let mut ehlo = EhloResponse::new(settings.hostname.as_str());
+                ehlo.capabilities =
+                    EXT_PIPELINING | EXT_SIZE | EXT_8BIT_MIME | EXT_SMTP_UTF8 | EXT_ENHANCED_STATUS_CODES;
+                if tls_available && !on_tls {
+                    ehlo.capabilities |= EXT_START_TLS;
+                }
+                ehlo.size = settings.max_message_bytes;
+                let _ = ehlo.write(&mut out);
+            }
+            Request::Helo { host } | Request::Lhlo { host } => {
+                helo = Some(host);
+                tx = Transaction::default();
+                out.extend_from_slice(format!("250 {}\r\n", settings.hostname).as_bytes());
+            }
+            Request::StartTls if tls_available && !on_tls => {
+                reply(&mut out, 220, (2, 0, 0), "Ready to start TLS");
+                if stream.write_all(&out).await.is_err() || stream.flush().await.is_err() {
+                    return Outcome::Closed;
+                }
+                // Anything the client sent after STARTTLS in the clear is dropped (a command
+                // injected before the handshake must not run inside TLS).
+                return Outcome::StartTls;
+            }
+            Request::StartTls => reply(&mut out, 502, (5, 5, 1), "STARTTLS is not available"),
+            Request::Mail { from } => {
+                if helo.is_none() {
+                    reply(&mut out, 503, (5, 5, 1), "Say EHLO first");
+                } else if tx.from.is_some() {
+                    reply(&mut out, 503, (5, 5, 1), "Sender already given");
+                } else if from.size > settings.max_message_bytes {
+                    reply(&mut out, 552, (5, 3, 4), "Message too large");
+                } else {
+                    tx.from = Some(from.address);
+                    reply(&mut out, 250, (2, 1, 0), "Sender OK");
+                }
+            }
+            Request::Rcpt { to } => {
+                if tx.from.is_none() {
+                    reply(&mut out, 503, (5, 5, 1), "Sender first (MAIL FROM)");
+                } else if tx.to.len() >= settings.max_recipients {
+                    reply(&mut out, 452, (4, 5, 3), "Too many recipients");
+                } else {
+                    let domain = to.address.rsplit_once('@').map(|(_, d)| d.trim_end_matches('.').to_ascii_lowercase());
+                    match domain {
+                        Some(d) if settings.domains.contains(&d) => {
+                            if !tx.to.iter().any(|t| t.eq_ignore_ascii_case(&to.address)) {
+                                tx.to.push(to.address);
+                            }
+                            reply(&mut out, 250, (2, 1, 5), "Recipient OK");
+                        }
+                        Some(d) => reply(
+                            &mut out,
+                            550,
+                            (5, 1, 2),
+                            &format!("Mail for {d} is not accepted here (relaying denied)"),
+                        ),
+                        None => reply(&mut out, 550, (5, 1, 3), "A recipient needs a domain"),
+                    }
+                }
+            }
+            Request::Data => {
+                if tx.from.is_none() || tx.to.is_empty() {
+                    reply(&mut out, 554, (5, 5, 1), "No valid recipients");
+                    continue;
+                }
+                reply(&mut out, 354, (2, 0, 0), "Start mail input; end with <CRLF>.<CRLF>");
+                if stream.write_all(&out).await.is_err() || stream.flush().await.is_err() {
+                    return Outcome::Closed;
+                }
+                out.clear();
+                let (mail, too_large) = match receive_data(stream, &mut pending, &mut buf, settings).await {
+                    Some(r) => r,
+                    None => return Outcome::Closed,
+                };
+                let envelope = Envelope {
+                    mail_from: tx.from.take().unwrap_or_default(),
+                    rcpt_to: std::mem::take(&mut tx.to),
+                    helo: helo.clone().unwrap_or_default(),
+                    peer: peer.ip(),
+                };
+                if too_large {
+                    reply(&mut out, 552, (5, 3, 4), "Message too large");
+                    continue;
+                }
+                match store(mail, envelope, settings, ctx).await {
+                    Ok(id) => reply(&mut out, 250, (2, 0, 0), &format!("Message stored ({id})")),
+                    Err(SinkError::Temporary(m)) => {
+                        reply(&mut out, 451, (4, 3, 0), &format!("Temporary failure, try again later: {m}"))
+                    }
+                    Err(SinkError::Rejected(m)) => reply(&mut out, 554, (5, 6, 0), &format!("Message refused: {m}")),
+                }
+            }
+            Request::Bdat { chunk_size, .. } => {
+                // CHUNKING is not offered; skip the chunk so it is not read as commands.
+                let mut skip = DummyDataReceiver::new_bdat(chunk_size);
+                loop {
+                    let mut it = pending.iter();
+                    let done = skip.ingest(&mut it);
+                    let consumed = pending.len() - it.as_slice().len();
+                    pending.drain(..consumed);
+                    if done {
+                        break;
+                    }
+                    match tokio::time::timeout(settings.data_timeout, stream.read(&mut buf)).await {
+                        Ok(Ok(n)) if n > 0 => pending.extend_from_slice(&buf[..n]),
+                        _ => return Outcome::Closed,
+                    }
+                }
+                reply(&mut out, 503, (5, 5, 1), "BDAT is not supported; use DATA");
+            }
+            Request::Rset => {
+                tx = Transaction::default();
+                reply(&mut out, 250, (2, 0, 0), "OK");
+            }
+            Request::Noop { .. } => reply(&mut out, 250, (2, 0, 0), "OK"),
+            Request::Quit => {
+                reply(&mut out, 221, (2, 0, 0), "Bye");
+                let _ = stream.write_all(&out).await;
+                let _ = stream.flush().await;
+                return Outcome::Closed;
+            }
+            Request::Vrfy { .. } => reply(&mut out, 252, (2, 5, 2), "Cannot verify the user, but will accept mail"),
+            Request::Auth { .. } => reply(&mut out, 503, (5, 5, 1), "Authentication is not needed here"),
+            _ => reply(&mut out, 502, (5, 5, 1), "Command not implemented"),
+        }
+    }
+}
+
+/// Reads the message after `354`: returns the bytes (dot-unstuffed) and whether it was over
+/// the limit (then the rest was read and dropped); `None` when the connection ended.
+async fn receive_data<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    pending: &mut Vec<u8>,
+    buf: &mut [u8],
+    settings: &SmtpSettings,
+) -> Option<(Vec<u8>, bool)> {
+    let deadline = tokio::time::Instant::now() + settings.data_timeout;
+    let mut data = DataReceiver::new();
+    let mut mail = Vec::new();
+    // smtp-proto 0.2.5 only recognises the end mark and dot-stuffing after a line break it
+    // has seen; the message starts on a fresh line, so give it one.
+    data.ingest(&mut b"\r\n".iter(), &mut mail);
+    mail.clear();
+    let mut discard: Option<DummyDataReceiver> = None;
+    loop {
+        let mut it = pending.iter();
+        let done = match discard.as_mut() {
+            Some(d) => d.ingest(&mut it),
+            None => data.ingest(&mut it, &mut mail),
+        };
+        let consumed = pending.len() - it.as_slice().len();
+        pending.drain(..consumed);
+        if done {
+            return Some((mail, discard.is_some()));
+        }
+        if discard.is_none() && mail.len() > settings.max_message_bytes {
+            discard = Some(DummyDataReceiver::new_data(&data));
+            mail = Vec::new();
+        }
+        match tokio::time::timeout_at(deadline, stream.read(buf)).await {
+            Ok(Ok(n)) if n > 0 => pending.extend_from_slice(&buf[..n]),
+            _ => return None,
+        }
+    }
+}
+
+/// Parses and stores one received mail; resolves after the commit.
+async fn store(
+    raw: Vec<u8>,
+    envelope: Envelope,
+    settings: &SmtpSettings,
+    ctx: &ListenerContext,
+) -> Result<String, SinkError> {
+    // Parsing a large mail takes a while: off the session's thread.
+    let region = settings.default_region.clone();
+    let inbound = tokio::task::spawn_blocking(move || to_inbound(&raw, &envelope, &region))
+        .await
+        .map_err(|e| SinkError::Temporary(format!("parser stopped: {e}")))?
+        .map_err(SinkError::Rejected)?;
+    let receipt = ctx.sink.accept(inbound).await?;
+    ctx.record_activity();
+    Ok(format!("message {}", receipt.message_id))
+}
+
+fn reply(out: &mut Vec<u8>, code: u16, status: (u8, u8, u8), text: &str) {
+    let _ = Response::new(code, status.0, status.1, status.2, text).write(out);
+}

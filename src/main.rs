@@ -46,6 +46,9 @@ enum Command {
         /// Load a small German/English demo data set if the store is empty.
         #[arg(long)]
         demo: bool,
+        /// Address of the inbound SMTP listener (config `email.smtp_listen`).
+        #[arg(long, env = "KONTOR_EMAIL__SMTP_LISTEN")]
+        smtp_listen: Option<String>,
     },
     /// Apply database migrations and exit.
     Migrate,
@@ -191,10 +194,14 @@ async fn async_main() {
 
 async fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Serve { listen, demo } => {
+        Command::Serve { listen, demo, smtp_listen } => {
             let mut cfg = load_config(&cli.store)?;
             if let Some(l) = listen {
                 cfg.listen = l;
+            }
+            if let Some(l) = smtp_listen {
+                cfg.email.smtp_listen = Some(l);
+                cfg.email.validate().map_err(anyhow::Error::msg)?;
             }
             serve(cfg, demo).await
         }
@@ -286,7 +293,10 @@ async fn serve(cfg: Config, demo: bool) -> Result<()> {
     tracing::info!(%addr, database = %kontor_server::config::redact_url(&cfg.database_url()), "Kontor is listening.");
     let vault = kontor_server::blobs::open_vault(&store, &cfg).await.map_err(anyhow::Error::msg)?;
     tracing::info!(blobs = %vault.describe(), key_id = vault.key_id(), "Blob store open.");
-    let mut state = AppState::new(store, cfg);
+    // A channel that is configured but cannot start (a bad relay URL, a missing certificate)
+    // stops the start: it must not become a silent outage.
+    let channels = kontor_channels::registry(&cfg.channels()).map_err(|e| anyhow::anyhow!("channels: {e}"))?;
+    let mut state = AppState::with_channels(store, cfg, channels);
     state.vault = Some(vault);
     kontor_server::serve(state, listener, shutdown_signal()).await?;
     tracing::info!("Kontor stopped.");

@@ -236,6 +236,14 @@ impl Config {
                  jobs.lease_secs ({lease}), so that a delivery ends well before its job's lease runs out"
             ));
         }
+        self.email.validate().map_err(|e| format!("configuration: {e}"))?;
+        let mail_timeout = self.email.outbound.timeout_secs;
+        if mail_timeout == 0 || mail_timeout.saturating_mul(2) > lease as u64 {
+            return Err(format!(
+                "configuration: email.outbound.timeout_secs ({mail_timeout}) must be at least 1 and at most half of \
+                 jobs.lease_secs ({lease})"
+            ));
+        }
         if self.write_queue_capacity == 0 {
             return Err("configuration: write_queue_capacity must be at least 1".into());
         }

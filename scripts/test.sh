@@ -58,6 +58,7 @@ if ! cmp -s tests/requirements.txt "$VENV/requirements.txt" 2>/dev/null; then
 fi
 export KONTOR_SCHEMATHESIS="$VENV/bin/schemathesis"
 export KONTOR_MOTO_SERVER="$VENV/bin/moto_server"
+export KONTOR_PYTHON="$VENV/bin/python"
 
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check

@@ -74,6 +74,12 @@ pub struct ListenerContext {
 }
 
 impl ListenerContext {
+    /// A context no supervisor tracks (for tests and one-off tools): health updates go
+    /// nowhere.
+    pub fn detached(sink: Arc<dyn InboundSink>, shutdown: CancellationToken) -> Self {
+        ListenerContext { sink, shutdown, name: "detached".into(), health: HealthMap::default() }
+    }
+
     fn update(&self, f: impl FnOnce(&mut ListenerHealth)) {
         if let Ok(mut map) = self.health.lock() {
             if let Some(h) = map.get_mut(&self.name) {

@@ -49,6 +49,8 @@ pub struct SmtpSettings {
 pub struct SmtpListener {
     settings: Arc<SmtpSettings>,
     tls: Option<TlsAcceptor>,
+    /// The address it listens on once bound (the port, when `:0` was configured).
+    bound: Mutex<Option<SocketAddr>>,
 }
 
 impl SmtpListener {
@@ -73,7 +75,13 @@ impl SmtpListener {
                 default_region: default_region.to_string(),
             }),
             tls,
+            bound: Mutex::new(None),
         }))
+    }
+
+    /// The address the listener is bound to, once it is running.
+    pub fn bound_address(&self) -> Option<SocketAddr> {
+        self.bound.lock().ok().and_then(|b| *b)
     }
 }
 
@@ -125,7 +133,11 @@ impl Listener for SmtpListener {
         let listener = TcpListener::bind(&self.settings.listen)
             .await
             .map_err(|e| format!("cannot listen on {}: {e}", self.settings.listen))?;
-        tracing::info!(listen = %self.settings.listen, "SMTP listener ready.");
+        let local = listener.local_addr().map_err(|e| format!("cannot listen on {}: {e}", self.settings.listen))?;
+        if let Ok(mut b) = self.bound.lock() {
+            *b = Some(local);
+        }
+        tracing::info!(listen = %local, "SMTP listener ready.");
         ctx.mark_running();
         let sessions = Arc::new(Semaphore::new(self.settings.max_sessions.max(1)));
         let per_ip = PerIp::default();
@@ -431,10 +443,11 @@ async fn receive_data<S: AsyncRead + Unpin>(
         };
         let consumed = pending.len() - it.as_slice().len();
         pending.drain(..consumed);
+        let over = discard.is_some() || mail.len() > settings.max_message_bytes;
         if done {
-            return Some((mail, discard.is_some()));
+            return Some((if over { Vec::new() } else { mail }, over));
         }
-        if discard.is_none() && mail.len() > settings.max_message_bytes {
+        if discard.is_none() && over {
             discard = Some(DummyDataReceiver::new_data(&data));
             mail = Vec::new();
         }
@@ -465,4 +478,106 @@ async fn store(
 
 fn reply(out: &mut Vec<u8>, code: u16, status: (u8, u8, u8), text: &str) {
     let _ = Response::new(code, status.0, status.1, status.2, text).write(out);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kontor_channel::{InboundMessage, InboundReceipt, InboundSink};
+    use tokio_util::sync::CancellationToken;
+
+    /// A sink that answers as told and keeps what it took.
+    struct FakeSink {
+        answer: Result<(), SinkError>,
+        taken: Mutex<Vec<InboundMessage>>,
+    }
+
+    #[async_trait::async_trait]
+    impl InboundSink for FakeSink {
+        async fn accept(&self, m: InboundMessage) -> Result<InboundReceipt, SinkError> {
+            self.answer.clone()?;
+            self.taken.lock().unwrap().push(m);
+            Ok(InboundReceipt { message_id: 1, case_id: 1, customer_id: 1, event_id: 1, created: true })
+        }
+    }
+
+    fn settings() -> SmtpSettings {
+        SmtpSettings {
+            listen: "127.0.0.1:0".into(),
+            domains: vec!["support.example.de".into()],
+            hostname: "support.example.de".into(),
+            max_message_bytes: 4096,
+            max_sessions: 4,
+            max_sessions_per_ip: 2,
+            idle_timeout: Duration::from_secs(5),
+            data_timeout: Duration::from_secs(5),
+            max_recipients: 3,
+            default_region: "DE".into(),
+        }
+    }
+
+    /// Runs a session on `input` (sent at once, pipelined) and returns the replies.
+    async fn converse(input: &str, answer: Result<(), SinkError>) -> (String, Vec<InboundMessage>) {
+        let sink = Arc::new(FakeSink { answer, taken: Mutex::default() });
+        let ctx = ListenerContext::detached(sink.clone(), CancellationToken::new());
+        let (mut client, mut server) = tokio::io::duplex(64 * 1024);
+        client.write_all(input.as_bytes()).await.unwrap();
+        let s = settings();
+        let outcome = run_session(&mut server, "127.0.0.1:1".parse().unwrap(), &s, false, false, &ctx).await;
+        assert_eq!(outcome, Outcome::Closed);
+        drop(server);
+        let mut out = String::new();
+        client.read_to_string(&mut out).await.unwrap();
+        let taken = sink.taken.lock().unwrap().clone();
+        (out, taken)
+    }
+
+    const MAIL: &str =
+        "EHLO c.example\r\nMAIL FROM:<jana@kunde.example>\r\nRCPT TO:<support@support.example.de>\r\nDATA\r\n\
+From: jana@kunde.example\r\nSubject: Test\r\n\r\n..Punkt am Anfang\r\n.\r\nQUIT\r\n";
+
+    fn codes(out: &str) -> Vec<&str> {
+        out.lines().filter(|l| l.len() >= 4 && &l[3..4] == " ").map(|l| &l[..3]).collect()
+    }
+
+    #[tokio::test]
+    async fn a_pipelined_mail_is_answered_250_only_after_the_sink_took_it() {
+        let (out, taken) = converse(MAIL, Ok(())).await;
+        assert_eq!(codes(&out), vec!["250", "250", "250", "354", "250", "221"], "{out}");
+        assert_eq!(taken.len(), 1);
+        assert_eq!(taken[0].text, ".Punkt am Anfang", "dot-stuffing is undone");
+        assert!(out.contains("SIZE 4096") && out.contains("PIPELINING") && !out.contains("STARTTLS"), "{out}");
+    }
+
+    #[tokio::test]
+    async fn a_store_that_is_away_gets_451_and_a_refused_mail_554_never_250() {
+        let (out, _) = converse(MAIL, Err(SinkError::Temporary("database away".into()))).await;
+        assert_eq!(codes(&out), vec!["250", "250", "250", "354", "451", "221"], "{out}");
+        let (out, _) = converse(MAIL, Err(SinkError::Rejected("no".into()))).await;
+        assert_eq!(codes(&out), vec!["250", "250", "250", "354", "554", "221"], "{out}");
+    }
+
+    #[tokio::test]
+    async fn commands_out_of_order_and_a_message_over_the_limit_are_refused() {
+        let big = "x".repeat(5000);
+        let input = format!(
+            "MAIL FROM:<a@b.example>\r\nEHLO c\r\nRCPT TO:<support@support.example.de>\r\nDATA\r\n\
+MAIL FROM:<a@b.example>\r\nRCPT TO:<x@example.org>\r\nRCPT TO:<support@support.example.de>\r\nDATA\r\n{big}\r\n.\r\nQUIT\r\n"
+        );
+        let (out, taken) = converse(&input, Ok(())).await;
+        assert_eq!(codes(&out), vec!["503", "250", "503", "554", "250", "550", "250", "354", "552", "221"], "{out}");
+        assert!(taken.is_empty());
+    }
+
+    #[test]
+    fn the_first_line_of_a_message_may_start_with_a_dot() {
+        // smtp-proto 0.2.5 misses the end mark and dot-stuffing on the first line unless it
+        // was given a line break first (see `receive_data`).
+        let mut data = DataReceiver::new();
+        let mut mail = Vec::new();
+        data.ingest(&mut b"\r\n".iter(), &mut mail);
+        mail.clear();
+        assert!(data.ingest(&mut b"..x\r\n.\r\n".iter(), &mut mail));
+        assert_eq!(mail, b".x\r\n");
+    }
 }

@@ -1,0 +1,312 @@
+//! The e-mail channel against real mail software: Python's `smtplib` delivers mail to Kontor's
+//! SMTP listener, and `aiosmtpd` (in the suite's virtualenv, `KONTOR_PYTHON`) is the relay
+//! replies go through. A mail becomes a case with its attachment; the reply leaves threaded
+//! (`In-Reply-To`, `References`, `Message-ID`); the customer's answer to it lands in the same
+//! case even after it was resolved; foreign recipients and oversized mail are refused; the
+//! same mail twice is one message.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use kontor_channel::ChannelRegistry;
+use kontor_channels::email::outbound::EmailOutbound;
+use kontor_channels::email::smtp::SmtpListener;
+use kontor_channels::email::{EmailConfig, EmailOutboundConfig};
+use kontor_testkit::server::TestServer;
+use serde_json::{json, Value};
+
+const DOMAIN: &str = "support.example.de";
+
+/// The suite's Python with aiosmtpd, or `None` (then the test is skipped, except in CI).
+fn venv_python() -> Option<PathBuf> {
+    let p = std::env::var_os("KONTOR_PYTHON")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/kontor-venv/bin/python")))?;
+    let ok = Command::new(&p).args(["-c", "import aiosmtpd"]).stderr(Stdio::null()).status().is_ok_and(|s| s.success());
+    if ok {
+        return Some(p);
+    }
+    assert!(
+        std::env::var("CI").is_err(),
+        "aiosmtpd is missing from the suite's virtualenv (scripts/test.sh installs it)"
+    );
+    eprintln!("skipped: aiosmtpd is not installed (scripts/test.sh installs it into $HOME/.cache/kontor-venv)");
+    None
+}
+
+/// aiosmtpd writing every mail it takes into a Maildir.
+struct Relay {
+    child: Child,
+    port: u16,
+    maildir: tempfile::TempDir,
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Relay {
+    fn start(python: &Path) -> Relay {
+        let maildir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = Command::new(python)
+            .args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}"), "-c", "aiosmtpd.handlers.Mailbox"])
+            // A directory that does not exist yet: aiosmtpd's Maildir creates it with its parts.
+            .arg(maildir.path().join("mail"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("aiosmtpd starts");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "aiosmtpd did not start listening");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Relay { child, port, maildir }
+    }
+
+    /// The mails received so far (raw).
+    fn mails(&self) -> Vec<String> {
+        let dir = self.maildir.path().join("mail").join("new");
+        let mut files: Vec<_> = std::fs::read_dir(dir).into_iter().flatten().flatten().map(|e| e.path()).collect();
+        files.sort();
+        files.iter().filter_map(|f| std::fs::read_to_string(f).ok()).collect()
+    }
+
+    async fn wait_mail(&self, n: usize) -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let mails = self.mails();
+            if mails.len() >= n {
+                return mails[n - 1].clone();
+            }
+            assert!(Instant::now() < deadline, "the relay got {} mails, not {n}", mails.len());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// Runs a Python script (stdlib `smtplib` only) and returns what it printed.
+fn python(script: &str, smtp: SocketAddr) -> String {
+    let out = Command::new("python3")
+        .args(["-c", script, &smtp.ip().to_string(), &smtp.port().to_string()])
+        .output()
+        .expect("python3 runs");
+    assert!(out.status.success(), "python failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+struct Setup {
+    srv: TestServer,
+    smtp: SocketAddr,
+    _relay: Option<Relay>,
+}
+
+async fn start(relay: Option<Relay>, max_message_bytes: usize) -> (Setup, Option<()>) {
+    let email = EmailConfig {
+        smtp_listen: Some("127.0.0.1:0".into()),
+        domains: vec![DOMAIN.into()],
+        max_message_bytes,
+        outbound: EmailOutboundConfig {
+            relay: relay.as_ref().map(|r| format!("smtp://127.0.0.1:{}", r.port)),
+            from: Some(format!("Kontor Support <support@{DOMAIN}>")),
+            ..Default::default()
+        },
+        ..EmailConfig::default()
+    };
+    let listener: Arc<Mutex<Option<Arc<SmtpListener>>>> = Arc::default();
+    let slot = listener.clone();
+    let cfg = email.clone();
+    let srv = TestServer::start_with(
+        move |c| {
+            c.email = cfg;
+            c.reopen_window_hours = 0;
+            c.jobs.poll_ms = 20;
+            c.jobs.backoff_base_ms = 10;
+            c.jobs.backoff_max_ms = 20;
+        },
+        move |state| {
+            let mut registry = ChannelRegistry::new();
+            let l = Arc::new(SmtpListener::from_config(&email, "DE").unwrap().unwrap());
+            registry.add_listener(l.clone());
+            if let Some(out) = EmailOutbound::from_config(&email).unwrap() {
+                registry.add_outbound(Arc::new(out));
+            }
+            *slot.lock().unwrap() = Some(l);
+            state.channels = Arc::new(registry);
+        },
+    )
+    .await;
+    let l = listener.lock().unwrap().clone().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let smtp = loop {
+        if let Some(a) = l.bound_address() {
+            break a;
+        }
+        assert!(Instant::now() < deadline, "the SMTP listener did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    (Setup { srv, smtp, _relay: relay }, Some(()))
+}
+
+/// The cases and the first case's messages, waiting until `n` messages are there.
+async fn wait_messages(srv: &TestServer, case_id: Option<&Value>, n: usize) -> (Value, Vec<Value>) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, cases) = srv.call("GET", "/api/v1/cases", None).await;
+        let id = match case_id {
+            Some(id) => Some(id.clone()),
+            None => cases["items"].as_array().and_then(|a| a.first()).map(|c| c["id"].clone()),
+        };
+        if let Some(id) = id {
+            let (_, case) = srv.call("GET", &format!("/api/v1/cases/{id}"), None).await;
+            let messages = case["messages"].as_array().cloned().unwrap_or_default();
+            if messages.len() >= n {
+                return (case, messages);
+            }
+        }
+        assert!(Instant::now() < deadline, "no case with {n} messages");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+const SEND_FIRST: &str = r#"
+import smtplib, sys
+from email.message import EmailMessage
+from email.headerregistry import Address
+m = EmailMessage()
+m["From"] = Address("Jana Müller", "jana.mueller", "kunde.example")
+m["To"] = "support@support.example.de"
+m["Subject"] = "Lieferung fehlt – Bestellung 4711"
+m["Message-ID"] = "<first-4711@kunde.example>"
+m.set_content("Grüße aus Köln, die Lieferung 4711 fehlt.")
+m.add_attachment(b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\nRechnung\n%%EOF\n", maintype="application", subtype="pdf", filename="Rechnung März.pdf")
+with smtplib.SMTP(sys.argv[1], int(sys.argv[2]), timeout=30) as s:
+    s.send_message(m)
+    s.send_message(m)  # the same mail again: one message
+print("sent")
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mail_becomes_a_case_the_reply_leaves_threaded_and_the_answer_reopens_the_same_case() {
+    let Some(py) = venv_python() else { return };
+    let (s, _) = start(Some(Relay::start(&py)), 25 * 1024 * 1024).await;
+    let srv = &s.srv;
+    assert_eq!(python(SEND_FIRST, s.smtp), "sent");
+
+    let (case, messages) = wait_messages(srv, None, 1).await;
+    let case_id = case["id"].clone();
+    let first = &messages[0];
+    assert_eq!(first["channel"], "email");
+    assert_eq!(first["subject"], "Lieferung fehlt – Bestellung 4711");
+    assert!(first["text"].as_str().unwrap().contains("Grüße aus Köln"), "{first}");
+    assert_eq!(case["customer"]["name"], "Jana Müller");
+    assert_eq!(case["customer"]["identities"][0]["address"], "jana.mueller@kunde.example");
+    let attachment = &first["attachments"][0];
+    assert_eq!(attachment["filename"], "Rechnung März.pdf");
+    assert_eq!(attachment["content_type"], "application/pdf");
+    let bytes = srv
+        .http
+        .get(srv.url(&format!("/api/v1/attachments/{}", attachment["id"])))
+        .bearer_auth(&srv.token)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(&bytes[..], b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\nRechnung\n%%EOF\n");
+    // Sent twice (each answered 250 only after its commit): one message.
+    let (_, again) = srv.call("GET", &format!("/api/v1/cases/{case_id}"), None).await;
+    assert_eq!(again["messages"].as_array().unwrap().len(), 1, "the repeat was not stored again");
+
+    // The reply goes out as a threaded mail through the relay.
+    let (status, sent) = srv
+        .call(
+            "POST",
+            &format!("/api/v1/cases/{case_id}/replies"),
+            Some(json!({ "text": "Guten Tag Frau Müller, die Lieferung ist unterwegs.", "based_on_event_id": case["last_event_id"] })),
+        )
+        .await;
+    assert_eq!(status, 202, "{sent}");
+    assert_eq!(sent["channel"], "email");
+    let relay = s._relay.as_ref().unwrap();
+    let mail = relay.wait_mail(1).await;
+    let header = |name: &str| {
+        mail.lines()
+            .find(|l| l.to_ascii_lowercase().starts_with(&format!("{}:", name.to_ascii_lowercase())))
+            .map(|l| l.split_once(':').map(|(_, v)| v.trim().to_string()).unwrap_or_default())
+            .unwrap_or_default()
+    };
+    assert_eq!(header("In-Reply-To"), "<first-4711@kunde.example>");
+    assert!(header("References").contains("<first-4711@kunde.example>"));
+    assert!(header("To").contains("jana.mueller@kunde.example"), "{mail}");
+    assert!(header("X-RcptTo").contains("jana.mueller@kunde.example"), "{mail}");
+    let ours = header("Message-ID");
+    assert!(ours.starts_with("<kontor.") && ours.ends_with(&format!("@{DOMAIN}>")), "{ours}");
+    srv.wait_delivery(&case_id, &sent["message_id"], "sent", Duration::from_secs(30)).await;
+
+    // Resolved; the customer answers the reply: same case, open again (the reopen window is 0).
+    let (status, _) =
+        srv.call("PATCH", &format!("/api/v1/cases/{case_id}"), Some(json!({ "status": "resolved" }))).await;
+    assert_eq!(status, 200);
+    let answer = format!(
+        r#"
+import smtplib, sys
+from email.message import EmailMessage
+m = EmailMessage()
+m["From"] = "jana.mueller@kunde.example"
+m["To"] = "support@support.example.de"
+m["Subject"] = "Re: Lieferung fehlt"
+m["Message-ID"] = "<second-4711@kunde.example>"
+m["In-Reply-To"] = "{ours}"
+m["References"] = "<first-4711@kunde.example> {ours}"
+m.set_content("Danke, angekommen!")
+with smtplib.SMTP(sys.argv[1], int(sys.argv[2]), timeout=30) as s:
+    s.send_message(m)
+print("sent")
+"#
+    );
+    assert_eq!(python(&answer, s.smtp), "sent");
+    let (case, messages) = wait_messages(srv, Some(&case_id), 3).await;
+    assert_eq!(messages[2]["text"].as_str().unwrap().trim(), "Danke, angekommen!");
+    assert_eq!(case["status"], "open", "the answer re-opened the case");
+    let (_, cases) = srv.call("GET", "/api/v1/cases?status=open", None).await;
+    assert_eq!(cases["items"].as_array().unwrap().len(), 1, "no second case");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn foreign_recipients_and_oversized_mail_are_refused_with_the_right_codes() {
+    let (s, _) = start(None, 4096).await;
+    let out = python(
+        r#"
+import smtplib, sys
+with smtplib.SMTP(sys.argv[1], int(sys.argv[2]), timeout=30) as s:
+    code, caps = s.ehlo("check-client.example")
+    size = s.esmtp_features.get("size")
+    s.mail("jana@kunde.example")
+    foreign = s.rcpt("jemand@example.org")[0]
+    ours = s.rcpt("support@support.example.de")[0]
+    s.rset()
+    try:
+        s.sendmail("jana@kunde.example", ["support@support.example.de"], "Subject: gross\r\n\r\n" + "x" * 8000)
+        big = "accepted"
+    except smtplib.SMTPSenderRefused as e:
+        big = e.smtp_code
+    except smtplib.SMTPDataError as e:
+        big = e.smtp_code
+print(size, foreign, ours, big)
+"#,
+        s.smtp,
+    );
+    // SIZE is announced; smtplib sends SIZE= with MAIL, so the oversized mail is refused there.
+    assert_eq!(out, "4096 550 250 552");
+    let (_, cases) = s.srv.call("GET", "/api/v1/cases", None).await;
+    assert_eq!(cases["items"].as_array().unwrap().len(), 0, "nothing was stored");
+}

@@ -89,6 +89,8 @@ async fn pages(mut cfg: Config, cases: u64, messages: u64, requests: u64) -> Res
         case_id: None,
         refers_to: Vec::new(),
         files: Vec::new(),
+        auto_submitted: false,
+        raw_source: None,
     };
     let mut n = 0u64;
     while n < cases {
@@ -285,6 +287,8 @@ async fn seed_team_cases(store: &Store, customers: u64, own: i64) -> Result<()> 
                             case_id: None,
                             refers_to: Vec::new(),
                             files: Vec::new(),
+                            auto_submitted: false,
+                            raw_source: None,
                         })
                         .await?;
                     let patch = kontor_store::cases::CasePatch { team_id: Some(Some(own)), ..Default::default() };

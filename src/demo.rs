@@ -59,6 +59,8 @@ pub async fn load(store: &Store) -> Result<()> {
                 case_id: None,
                 refers_to: Vec::new(),
                 files: Vec::new(),
+                auto_submitted: false,
+                raw_source: None,
             })
             .await?;
         cases.push(r.case_id);

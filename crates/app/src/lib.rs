@@ -110,6 +110,22 @@ impl App {
         Ok(related)
     }
 
+    /// A message `actor` may see (for its raw source): `NotFound` alike for a missing one and
+    /// one of a case `actor` may not see.
+    pub async fn message(&self, actor: &Actor, id: i64) -> Result<kontor_core::Message, StoreError> {
+        let hidden = || StoreError::NotFound(format!("message {id}"));
+        let m = match self.store.message(id).await {
+            Ok(m) => m,
+            Err(StoreError::NotFound(_)) => return Err(hidden()),
+            Err(e) => return Err(e),
+        };
+        match self.ensure_case_visible(actor, m.case_id).await {
+            Ok(()) => Ok(m),
+            Err(StoreError::NotFound(_)) => Err(hidden()),
+            Err(e) => Err(e),
+        }
+    }
+
     /// An attachment `actor` may download: `NotFound` alike for a missing one and one of a
     /// case `actor` may not see.
     pub async fn attachment(&self, actor: &Actor, id: i64) -> Result<StoredAttachment, StoreError> {

@@ -33,6 +33,20 @@ pub struct InboundMessage {
     /// Files whose bytes a listener received with the message. The sink stores them in the
     /// blob store (durably, before the message) and turns them into `attachments`.
     pub files: Vec<InboundFile>,
+    /// Sent by a machine (auto-reply, out-of-office, list mail): marked, never answered
+    /// automatically.
+    pub auto_submitted: bool,
+    /// The message as it came over the wire (a received mail's source), kept encrypted.
+    pub raw_source: Option<RawSource>,
+}
+
+/// The raw source of a received message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RawSource {
+    /// As a listener received it; the sink stores it in the blob store.
+    Bytes(bytes::Bytes),
+    /// Stored: the blob store's id (set by the sink, never by an adapter).
+    Stored(String),
 }
 
 /// A file received with an inbound message, its bytes not yet stored.
@@ -67,6 +81,8 @@ impl InboundMessage {
             case_id: None,
             refers_to: Vec::new(),
             files: Vec::new(),
+            auto_submitted: false,
+            raw_source: None,
         }
     }
 }

@@ -24,7 +24,7 @@ mod runtime;
 mod webhook;
 
 pub use delivery::{supersedes, DeliveryReport};
-pub use inbound::{InboundFile, InboundMessage, InboundReceipt, InboundSink, SinkError};
+pub use inbound::{InboundFile, InboundMessage, InboundReceipt, InboundSink, RawSource, SinkError};
 pub use outbound::{
     Outbound, OutboundAttachment, OutboundMessage, Recipient, RecipientAddress, SendError, SendReceipt,
 };

@@ -222,6 +222,17 @@ pub struct Message {
     /// Length of a recorded phone call (channel `phone`), in seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration_seconds: Option<i64>,
+    /// Sent by a machine (auto-reply, out-of-office, list or bulk mail): never answered
+    /// automatically.
+    #[serde(default)]
+    pub auto_submitted: bool,
+    /// The raw source of a received mail is kept: `GET /api/v1/messages/{id}/raw`.
+    #[serde(default)]
+    pub has_raw_source: bool,
+    /// Where the raw source is kept (the blob store's id; never shown).
+    #[serde(skip)]
+    #[schema(ignore)]
+    pub raw_blob_id: Option<String>,
 }
 
 /// A group of staff users that cases can be routed to.

@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use axum::{Json, Router};
 use kontor_channel::{
-    InboundMessage, InboundReceipt, InboundSink, ListenerHealth, SinkError, WebhookError, WebhookRequest,
+    InboundMessage, InboundReceipt, InboundSink, ListenerHealth, RawSource, SinkError, WebhookError, WebhookRequest,
 };
 use kontor_store::{Store, StoreError};
 use serde::Serialize;
@@ -58,7 +58,14 @@ async fn ingest(store: &Store, mut message: InboundMessage) -> Result<InboundRec
 #[async_trait::async_trait]
 impl InboundSink for StoreSink {
     async fn accept(&self, mut message: InboundMessage) -> Result<InboundReceipt, SinkError> {
-        if message.files.is_empty() {
+        let raw = match message.raw_source.take() {
+            Some(RawSource::Bytes(b)) => Some(b),
+            Some(RawSource::Stored(_)) => {
+                return Err(SinkError::Rejected("a channel may not name a stored raw source".into()))
+            }
+            None => None,
+        };
+        if message.files.is_empty() && raw.is_none() {
             return ingest(&self.store, message).await;
         }
         let vault = self.vault.as_ref().ok_or_else(|| SinkError::Temporary("the blob store is not open".into()))?;
@@ -78,17 +85,40 @@ impl InboundSink for StoreSink {
         let stored = crate::blobs::store_uploads(vault, uploads).await.map_err(SinkError::Temporary)?;
         message.attachments = links;
         message.attachments.extend(stored.iter().cloned());
+        let mut blobs: Vec<String> = stored.iter().filter_map(|a| a.blob_id.clone()).collect();
+        if let Some(raw) = raw {
+            match vault.put(raw).await {
+                Ok(put) => {
+                    blobs.push(put.id.clone());
+                    message.raw_source = Some(RawSource::Stored(put.id));
+                }
+                Err(e) => {
+                    discard_blobs(vault, &blobs).await;
+                    return Err(SinkError::Temporary(format!("the raw source cannot be stored: {e}")));
+                }
+            }
+        }
         match ingest(&self.store, message).await {
             Ok(r) if r.created => Ok(r),
             // A concurrent copy was stored first, with its own files.
             Ok(r) => {
-                crate::blobs::discard(vault, &stored).await;
+                discard_blobs(vault, &blobs).await;
                 Ok(r)
             }
             Err(e) => {
-                crate::blobs::discard(vault, &stored).await;
+                discard_blobs(vault, &blobs).await;
                 Err(e)
             }
+        }
+    }
+}
+
+/// Deletes blobs whose message was not stored after all (best effort; the sweep removes
+/// what remains).
+async fn discard_blobs(vault: &kontor_vault::Vault, blobs: &[String]) {
+    for id in blobs {
+        if let Err(e) = vault.delete(id).await {
+            tracing::debug!(error = %e, "Cannot delete an unused blob; the sweep will.");
         }
     }
 }

@@ -238,7 +238,7 @@ impl Config {
         }
         self.email.validate().map_err(|e| format!("configuration: {e}"))?;
         let mail_timeout = self.email.outbound.timeout_secs;
-        if mail_timeout == 0 || mail_timeout.saturating_mul(2) > lease as u64 {
+        if self.email.outbound.relay.is_some() && (mail_timeout == 0 || mail_timeout.saturating_mul(2) > lease as u64) {
             return Err(format!(
                 "configuration: email.outbound.timeout_secs ({mail_timeout}) must be at least 1 and at most half of \
                  jobs.lease_secs ({lease})"
@@ -323,6 +323,29 @@ mod tests {
             assert_eq!(c.jobs.poll_ms, 123);
             assert_eq!(c.api_channel.webhook_url.as_deref(), Some("http://127.0.0.1:9/hook"));
             assert_eq!(c.store_settings().job_max_attempts, 8);
+            Ok(())
+        });
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail closure returns figment::Error
+    fn the_email_section_is_read_from_the_file_and_the_environment_and_checked() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "kontor.toml",
+                "[email]\nsmtp_listen = \"127.0.0.1:2525\"\ndomains = [\"support.example.de\"]\n\
+                 [email.outbound]\nrelay = \"smtp://127.0.0.1:25\"\nfrom = \"Kundenservice <support@support.example.de>\"\n",
+            )?;
+            jail.set_env("KONTOR_EMAIL__SMTP_LISTEN", "127.0.0.1:2626");
+            let c = Config::load(None).map_err(figment::Error::from)?;
+            assert_eq!(c.email.smtp_listen.as_deref(), Some("127.0.0.1:2626"), "the environment wins");
+            assert_eq!(c.email.domains, vec!["support.example.de"]);
+            assert_eq!(c.email.max_message_bytes, 25 * 1024 * 1024);
+            assert_eq!(c.channels().email.outbound.relay.as_deref(), Some("smtp://127.0.0.1:25"));
+            jail.create_file("kontor.toml", "[email]\nsmtp_listen = \"127.0.0.1:2525\"\n")?;
+            assert!(Config::load(None).unwrap_err().contains("email.domains"), "a listener needs domains");
+            jail.create_file("kontor.toml", "[email]\nsmpt_listen = \"x\"\n")?;
+            assert!(Config::load(None).unwrap_err().contains("smpt_listen"), "a misspelt key is named");
             Ok(())
         });
     }

@@ -122,7 +122,7 @@ impl Modify for NoNullParameters {
     paths(
         api::inbound::inbound,
         api::cases::list, api::cases::detail, api::cases::patch, api::cases::note, api::cases::reply,
-        api::customers::list, api::customers::detail, api::customers::patch, api::customers::add_identity, api::customers::merge, api::contacts::record, api::attachments::download,
+        api::customers::list, api::customers::detail, api::customers::patch, api::customers::add_identity, api::customers::merge, api::contacts::record, api::attachments::download, api::attachments::raw_source,
         api::events::list, api::events::stream, api::events::presence,
         api::inbox::merge, api::inbox::related, api::inbox::list_canned, api::inbox::create_canned,
         api::inbox::update_canned, api::inbox::delete_canned, api::inbox::get_settings, api::inbox::put_settings,

@@ -222,6 +222,20 @@ async fn a_mail_becomes_a_case_the_reply_leaves_threaded_and_the_answer_reopens_
         .await
         .unwrap();
     assert_eq!(&bytes[..], b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\nRechnung\n%%EOF\n");
+    // The raw source is kept and downloadable.
+    assert_eq!(first["has_raw_source"], true);
+    assert_eq!(first["auto_submitted"], false);
+    let raw = srv
+        .http
+        .get(srv.url(&format!("/api/v1/messages/{}/raw", first["id"])))
+        .bearer_auth(&srv.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(raw.status().as_u16(), 200);
+    assert_eq!(raw.headers()["content-type"], "message/rfc822");
+    let raw = raw.text().await.unwrap();
+    assert!(raw.contains("Message-ID: <first-4711@kunde.example>"), "{raw}");
     // Sent twice (each answered 250 only after its commit): one message.
     let (_, again) = srv.call("GET", &format!("/api/v1/cases/{case_id}"), None).await;
     assert_eq!(again["messages"].as_array().unwrap().len(), 1, "the repeat was not stored again");
@@ -309,4 +323,19 @@ print(size, foreign, ours, big)
     assert_eq!(out, "4096 550 250 552");
     let (_, cases) = s.srv.call("GET", "/api/v1/cases", None).await;
     assert_eq!(cases["items"].as_array().unwrap().len(), 0, "nothing was stored");
+
+    // An out-of-office answer is stored, marked as sent by a machine.
+    let out = python(
+        r#"
+import smtplib, sys
+mail = "From: urlaub@kunde.example\r\nSubject: Abwesenheitsnotiz\r\nAuto-Submitted: auto-replied\r\n\r\nIch bin bis Montag nicht da.\r\n"
+with smtplib.SMTP(sys.argv[1], int(sys.argv[2]), timeout=30) as s:
+    s.sendmail("urlaub@kunde.example", ["support@support.example.de"], mail)
+print("sent")
+"#,
+        s.smtp,
+    );
+    assert_eq!(out, "sent");
+    let (_, messages) = wait_messages(&s.srv, None, 1).await;
+    assert_eq!(messages[0]["auto_submitted"], true, "{}", messages[0]);
 }

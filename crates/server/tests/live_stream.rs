@@ -31,6 +31,8 @@ fn inbound(from: &str, text: &str) -> NewInbound {
         case_id: None,
         refers_to: Vec::new(),
         files: Vec::new(),
+        auto_submitted: false,
+        raw_source: None,
     }
 }
 

@@ -109,6 +109,8 @@ impl Store {
                     author_id: c.author_id.map(UserId::get),
                     delivery_state: None,
                     duration_seconds: c.duration_seconds,
+                    auto_submitted: false,
+                    raw_blob_id: None,
                 },
             )?;
             let event_id = tx.event(

@@ -66,7 +66,8 @@ pub(crate) fn merged_into(c: &mut Conn, case_id: i64) -> Result<Option<i64>, Sto
 }
 
 pub(crate) const MESSAGE_COLS: &str = "id, case_id, customer_id, direction, internal, channel, subject, text, html, \
-     attachments, provider_message_id, author_id, delivery_state, delivery_error, created_at, duration_seconds";
+     attachments, provider_message_id, author_id, delivery_state, delivery_error, created_at, duration_seconds, \
+     auto_submitted, raw_blob_id";
 
 pub(crate) fn message_from_row(r: &Row) -> Result<Message, StoreError> {
     Ok(Message {
@@ -87,6 +88,9 @@ pub(crate) fn message_from_row(r: &Row) -> Result<Message, StoreError> {
         delivery_error: r.opt_text(13),
         created_at: r.req_ts(14, "messages.created_at")?,
         duration_seconds: r.opt_i64(15),
+        auto_submitted: r.req_i64(16, "messages.auto_submitted")? != 0,
+        has_raw_source: r.opt_text(17).is_some(),
+        raw_blob_id: r.opt_text(17),
     })
 }
 

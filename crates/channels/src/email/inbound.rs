@@ -5,7 +5,7 @@
 
 use std::net::IpAddr;
 
-use kontor_channel::{InboundFile, InboundMessage};
+use kontor_channel::{InboundFile, InboundMessage, RawSource};
 use kontor_core::{Channel, IdentityKind};
 use sha2::{Digest, Sha256};
 
@@ -49,6 +49,7 @@ pub fn to_inbound(raw: &[u8], envelope: &Envelope, region: &str) -> Result<Inbou
     if !mail.readable {
         text = UNREADABLE_TEXT.to_string();
     }
+    let raw_kept = mail.readable;
     let mut files: Vec<InboundFile> = mail
         .files
         .iter()
@@ -58,8 +59,8 @@ pub fn to_inbound(raw: &[u8], envelope: &Envelope, region: &str) -> Result<Inbou
             bytes: bytes::Bytes::from(f.bytes.clone()),
         })
         .collect();
-    if !mail.readable {
-        // The raw source is the only copy of what came.
+    if !raw_kept {
+        // Unreadable: the raw source is also shown as a file, the only readable form of it.
         files.push(InboundFile {
             filename: "original.eml".into(),
             content_type: "message/rfc822".into(),
@@ -83,6 +84,8 @@ pub fn to_inbound(raw: &[u8], envelope: &Envelope, region: &str) -> Result<Inbou
         case_id: None,
         refers_to: mail.refers_to.clone(),
         files,
+        auto_submitted: mail.auto_submitted,
+        raw_source: Some(RawSource::Bytes(bytes::Bytes::copy_from_slice(raw))),
     })
 }
 

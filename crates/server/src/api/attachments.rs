@@ -211,6 +211,44 @@ pub async fn download(
         .into_response())
 }
 
+/// The raw source of a received mail, as it came (decrypted from the blob store).
+#[utoipa::path(get, path = "/api/v1/messages/{id}/raw", tag = "cases", params(("id" = i64, Path)),
+    responses((status = 200, description = "The mail's source (`message/rfc822`), with `Content-Disposition: attachment`", content_type = "message/rfc822"),
+        (status = 404, description = "No such message, not visible, or no raw source kept")),
+    security(("bearer" = [])))]
+pub async fn raw_source(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Response, AppError> {
+    let id = path_id(&id, "message")?;
+    let m = state.app.message(&caller.actor(), id).await?;
+    let Some(blob) = m.raw_blob_id.as_deref() else {
+        return Err(AppError::NotFound(format!("message {id} has no raw source")));
+    };
+    let vault = state.vault.as_ref().ok_or(AppError::Unavailable)?;
+    let bytes = vault.get(blob).await.map_err(|e| {
+        tracing::error!(message_id = id, error = %e, "Cannot read a raw source from the blob store.");
+        match e {
+            kontor_vault::VaultError::NotFound(_) | kontor_vault::VaultError::Damaged { .. } => {
+                AppError::Internal(format!("message {id}: raw source unreadable"))
+            }
+            _ => AppError::Unavailable,
+        }
+    })?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "message/rfc822".to_string()),
+            (header::CONTENT_DISPOSITION, content_disposition(&format!("message-{id}.eml"))),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff".to_string()),
+            (header::CONTENT_SECURITY_POLICY, "default-src 'none'; sandbox".to_string()),
+            (header::CACHE_CONTROL, "private, no-store".to_string()),
+        ],
+        bytes,
+    )
+        .into_response())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

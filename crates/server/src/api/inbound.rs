@@ -185,6 +185,8 @@ pub fn validate(
         case_id: req.case_id,
         refers_to: Vec::new(),
         files: Vec::new(),
+        auto_submitted: false,
+        raw_source: None,
     };
     Ok((msg, incoming))
 }

@@ -37,6 +37,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/customers/{id}/merge", post(customers::merge))
         .route("/api/v1/customers/{id}/contacts", post(contacts::record))
         .route("/api/v1/attachments/{id}", get(attachments::download))
+        .route("/api/v1/messages/{id}/raw", get(attachments::raw_source))
         .route("/api/v1/events", get(events::list))
         .route("/api/v1/events/stream", get(events::stream))
         .route("/api/v1/search", get(search::search))

@@ -236,6 +236,8 @@ impl Store {
                     author_id,
                     delivery_state: None,
                     duration_seconds: None,
+                    auto_submitted: false,
+                    raw_blob_id: None,
                 },
             )?;
             let ev = tx.event(
@@ -453,6 +455,8 @@ fn reply_in(
             author_id: r.author_id.map(UserId::get),
             delivery_state: Some("queued"),
             duration_seconds: None,
+            auto_submitted: false,
+            raw_blob_id: None,
         },
     )?;
     let message_id = message.id;

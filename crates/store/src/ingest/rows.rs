@@ -41,6 +41,8 @@ const MESSAGES: Table = Table {
         "delivery_state",
         "created_at",
         "duration_seconds",
+        "auto_submitted",
+        "raw_blob_id",
     ],
 };
 const MESSAGES_FTS: Table = Table { name: "messages_fts", cols: &["rowid", "subject", "text"] };
@@ -233,6 +235,10 @@ pub(crate) struct MessageRow<'a> {
     pub delivery_state: Option<&'a str>,
     /// Length of a recorded phone call.
     pub duration_seconds: Option<i64>,
+    /// Sent by a machine (e-mail auto-replies, list mail).
+    pub auto_submitted: bool,
+    /// The raw source in the blob store (received e-mail).
+    pub raw_blob_id: Option<&'a str>,
 }
 
 impl<'a> MessageRow<'a> {
@@ -252,6 +258,11 @@ impl<'a> MessageRow<'a> {
             author_id: None,
             delivery_state: None,
             duration_seconds: None,
+            auto_submitted: m.auto_submitted,
+            raw_blob_id: match &m.raw_source {
+                Some(kontor_channel::RawSource::Stored(id)) => Some(id.as_str()),
+                _ => None,
+            },
         }
     }
 }
@@ -277,7 +288,9 @@ pub(super) fn insert_messages(tx: &mut Tx<'_>, rows: &[MessageRow<'_>]) -> Resul
             m.author_id,
             m.delivery_state,
             now,
-            m.duration_seconds
+            m.duration_seconds,
+            m.auto_submitted,
+            m.raw_blob_id
         ]);
     }
     let ids = MESSAGES.insert_returning(tx, &p)?;
@@ -308,6 +321,9 @@ fn stored_message(id: i64, m: &MessageRow<'_>, now: i64) -> Message {
         delivery_error: None,
         created_at: kontor_core::Timestamp::from_micros(now),
         duration_seconds: m.duration_seconds,
+        auto_submitted: m.auto_submitted,
+        has_raw_source: m.raw_blob_id.is_some(),
+        raw_blob_id: m.raw_blob_id.map(str::to_string),
     }
 }
 

@@ -99,7 +99,12 @@ impl Store {
             for chunk in blob_ids.chunks(500) {
                 let marks = vec!["?"; chunk.len()].join(", ");
                 let p: Vec<Val> = chunk.iter().map(|b| Val::Text(b.clone())).collect();
-                for r in c.query(&format!("SELECT DISTINCT blob_id FROM attachments WHERE blob_id IN ({marks})"), &p)? {
+                let sql = format!(
+                    "SELECT blob_id FROM attachments WHERE blob_id IN ({marks}) \
+                     UNION SELECT raw_blob_id FROM messages WHERE raw_blob_id IN ({marks})"
+                );
+                let p: Vec<Val> = p.iter().chain(p.iter()).cloned().collect();
+                for r in c.query(&sql, &p)? {
                     if let Some(b) = r.opt_text(0) {
                         found.insert(b);
                     }
@@ -123,7 +128,20 @@ impl Store {
                         owner: format!("attachment {id} ({filename})"),
                     })
                 })
-                .collect()
+                .collect::<Result<Vec<_>, StoreError>>()
+                .and_then(|mut refs| {
+                    // The raw sources of received mails.
+                    for r in
+                        c.query("SELECT raw_blob_id, id FROM messages WHERE raw_blob_id IS NOT NULL ORDER BY id", &[])?
+                    {
+                        refs.push(BlobRef {
+                            blob_id: r.req_text(0, "messages.raw_blob_id")?,
+                            sha256: None,
+                            owner: format!("raw source of message {}", r.req_i64(1, "messages.id")?),
+                        });
+                    }
+                    Ok(refs)
+                })
         })
         .await
     }

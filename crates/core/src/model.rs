@@ -226,6 +226,9 @@ pub struct Message {
     /// automatically.
     #[serde(default)]
     pub auto_submitted: bool,
+    /// Further recipients of an outbound message (e-mail `Cc`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cc: Vec<String>,
     /// The raw source of a received mail is kept: `GET /api/v1/messages/{id}/raw`.
     #[serde(default)]
     pub has_raw_source: bool,

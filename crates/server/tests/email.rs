@@ -240,12 +240,27 @@ async fn a_mail_becomes_a_case_the_reply_leaves_threaded_and_the_answer_reopens_
     let (_, again) = srv.call("GET", &format!("/api/v1/cases/{case_id}"), None).await;
     assert_eq!(again["messages"].as_array().unwrap().len(), 1, "the repeat was not stored again");
 
+    // A CC that is no address is refused, naming the field.
+    let (status, err) = srv
+        .call(
+            "POST",
+            &format!("/api/v1/cases/{case_id}/replies"),
+            Some(json!({ "text": "x", "based_on_event_id": case["last_event_id"], "cc": ["keine Adresse"] })),
+        )
+        .await;
+    assert_eq!((status, err["error"]["details"]["field"].as_str()), (422, Some("cc")), "{err}");
+
     // The reply goes out as a threaded mail through the relay.
     let (status, sent) = srv
         .call(
             "POST",
             &format!("/api/v1/cases/{case_id}/replies"),
-            Some(json!({ "text": "Guten Tag Frau Müller, die Lieferung ist unterwegs.", "based_on_event_id": case["last_event_id"] })),
+            Some(json!({
+                "text": "Guten Tag Frau Müller, die Lieferung ist unterwegs.",
+                "based_on_event_id": case["last_event_id"],
+                "cc": ["Buchhaltung@Kunde.Example"],
+                "subject": "Ihre Lieferung 4711",
+            })),
         )
         .await;
     assert_eq!(status, 202, "{sent}");
@@ -262,6 +277,9 @@ async fn a_mail_becomes_a_case_the_reply_leaves_threaded_and_the_answer_reopens_
     assert!(header("References").contains("<first-4711@kunde.example>"));
     assert!(header("To").contains("jana.mueller@kunde.example"), "{mail}");
     assert!(header("X-RcptTo").contains("jana.mueller@kunde.example"), "{mail}");
+    assert!(header("X-RcptTo").contains("buchhaltung@kunde.example"), "the CC gets it too: {mail}");
+    assert!(header("Cc").contains("buchhaltung@kunde.example"), "{mail}");
+    assert_eq!(header("Subject"), "Re: Ihre Lieferung 4711");
     let ours = header("Message-ID");
     assert!(ours.starts_with("<kontor.") && ours.ends_with(&format!("@{DOMAIN}>")), "{ours}");
     srv.wait_delivery(&case_id, &sent["message_id"], "sent", Duration::from_secs(30)).await;

@@ -67,7 +67,7 @@ pub(crate) fn merged_into(c: &mut Conn, case_id: i64) -> Result<Option<i64>, Sto
 
 pub(crate) const MESSAGE_COLS: &str = "id, case_id, customer_id, direction, internal, channel, subject, text, html, \
      attachments, provider_message_id, author_id, delivery_state, delivery_error, created_at, duration_seconds, \
-     auto_submitted, raw_blob_id";
+     auto_submitted, raw_blob_id, cc";
 
 pub(crate) fn message_from_row(r: &Row) -> Result<Message, StoreError> {
     Ok(Message {
@@ -91,6 +91,8 @@ pub(crate) fn message_from_row(r: &Row) -> Result<Message, StoreError> {
         auto_submitted: r.req_i64(16, "messages.auto_submitted")? != 0,
         has_raw_source: r.opt_text(17).is_some(),
         raw_blob_id: r.opt_text(17),
+        cc: serde_json::from_str(&r.req_text(18, "messages.cc")?)
+            .map_err(|e| StoreError::Corrupt(format!("messages.cc is not a JSON list: {e}")))?,
     })
 }
 

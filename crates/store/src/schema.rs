@@ -20,6 +20,7 @@ const SQLITE: &[&str] = &[
     include_str!("../migrations/sqlite/0012_events_by_reference.sql"),
     include_str!("../migrations/sqlite/0013_inbound_keys_by_key.sql"),
     include_str!("../migrations/sqlite/0014_mail_source_and_auto_submitted.sql"),
+    include_str!("../migrations/sqlite/0015_message_cc.sql"),
 ];
 
 /// PostgreSQL migrations (`migrations/postgres/NNNN_name.sql`), applied in order.
@@ -38,6 +39,7 @@ const POSTGRES: &[&str] = &[
     include_str!("../migrations/postgres/0012_events_by_reference.sql"),
     include_str!("../migrations/postgres/0013_inbound_keys_by_key.sql"),
     include_str!("../migrations/postgres/0014_mail_source_and_auto_submitted.sql"),
+    include_str!("../migrations/postgres/0015_message_cc.sql"),
 ];
 
 /// The SQL of one migration (`version` counts from 1) for a backend, for tests and tools

@@ -217,6 +217,8 @@ fn reply(text: &str, based_on_event_id: i64, force: bool) -> NewReply {
         author_id: None,
         only_assignee: false,
         attachments: Vec::new(),
+        subject: None,
+        cc: Vec::new(),
     }
 }
 

@@ -141,6 +141,14 @@ impl EmailOutbound {
             None => to.into(),
         };
         let subject = m.subject.clone().unwrap_or_else(|| "Ihre Anfrage / Your request".into());
+        // An answer to a mail says so, once (`Re: Re: AW: …` is not added to).
+        let answered = !m.thread.is_empty();
+        let lower = subject.to_lowercase();
+        let subject = if answered && !["re:", "aw:", "antw:", "sv:"].iter().any(|p| lower.starts_with(p)) {
+            format!("Re: {subject}")
+        } else {
+            subject
+        };
         let mut b = MessageBuilder::new()
             .from(from)
             .to(to_address)
@@ -331,7 +339,7 @@ mod tests {
                 identities: vec![RecipientAddress { kind: IdentityKind::Email, address: "jana@kunde.example".into() }],
             },
             cc: vec![],
-            subject: Some("Re: Lieferung fehlt".into()),
+            subject: Some("Lieferung fehlt".into()),
             text: "Guten Tag, wir kümmern uns.".into(),
             html: None,
             attachments: vec![],

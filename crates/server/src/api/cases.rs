@@ -187,6 +187,13 @@ pub struct ReplyRequest {
     #[serde(default)]
     #[schema(max_items = 100)]
     pub attachments: Vec<AttachmentIn>,
+    /// The subject (e-mail); default: the case's (an e-mail answer gets `Re: `).
+    #[schema(max_length = 998)]
+    pub subject: Option<String>,
+    /// Further recipients (e-mail `Cc`): e-mail addresses.
+    #[serde(default)]
+    #[schema(max_items = 20)]
+    pub cc: Vec<String>,
 }
 
 /// The answer to an accepted reply.
@@ -220,6 +227,22 @@ pub async fn reply(
         return Err(AppError::invalid("based_on_event_id", "must be ≥ 0"));
     }
     let channel = parse_enum("channel", req.channel.as_ref(), Channel::parse, Channel::allowed())?;
+    if let Some(s) = &req.subject {
+        if s.chars().count() > 998 || s.chars().any(char::is_control) {
+            return Err(AppError::invalid("subject", "at most 998 characters, no line breaks or control characters"));
+        }
+    }
+    if req.cc.len() > 20 {
+        return Err(AppError::invalid("cc", "at most 20 addresses"));
+    }
+    let cc = req
+        .cc
+        .iter()
+        .map(|a| {
+            kontor_core::normalise_identity(kontor_core::IdentityKind::Email, a, &state.config.default_region)
+                .map_err(|e| AppError::invalid("cc", format!("{a:?} is not an e-mail address: {e}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let incoming = attachments::validate(req.attachments, state.config.max_attachment_bytes)?;
     let only_assignee = caller.user_id.is_some() && state.store.reply_only_assignee().await?;
     let stored = attachments::store(&state, incoming).await?;
@@ -232,6 +255,8 @@ pub async fn reply(
         // Staff sessions follow the setting; API integrations are not staff.
         only_assignee,
         attachments: stored.clone(),
+        subject: req.subject.map(|s| s.trim().to_string()).filter(|s| !s.is_empty()),
+        cc,
     };
     let outcome = state.store.reply(id, r, state.deliverable_channels()).await;
     let outcome = attachments::discard_on_error(&state, &stored, outcome).await?;

@@ -79,7 +79,7 @@ impl Job for DeliverMessage {
                     .map(|i| RecipientAddress { kind: i.kind, address: i.address.clone() })
                     .collect(),
             },
-            cc: Vec::new(),
+            cc: detail.cc.clone(),
             subject: detail.subject.clone(),
             text: detail.text.clone(),
             html: detail.html.clone(),

@@ -80,6 +80,10 @@ pub struct NewReply {
     pub only_assignee: bool,
     /// Files sent with the reply (their bytes already in the blob store).
     pub attachments: Vec<Attachment>,
+    /// The subject (e-mail); default: the case's.
+    pub subject: Option<String>,
+    /// Further recipients (e-mail `Cc`), normalised addresses.
+    pub cc: Vec<String>,
 }
 
 /// What became of a reply.
@@ -238,6 +242,7 @@ impl Store {
                     duration_seconds: None,
                     auto_submitted: false,
                     raw_blob_id: None,
+                    cc: &[],
                 },
             )?;
             let ev = tx.event(
@@ -447,7 +452,7 @@ fn reply_in(
             direction: Direction::Out,
             internal: false,
             channel,
-            subject: case.subject.as_deref(),
+            subject: r.subject.as_deref().or(case.subject.as_deref()),
             text: &r.text,
             html: None,
             attachments: &r.attachments,
@@ -457,6 +462,7 @@ fn reply_in(
             duration_seconds: None,
             auto_submitted: false,
             raw_blob_id: None,
+            cc: &r.cc,
         },
     )?;
     let message_id = message.id;

@@ -43,6 +43,7 @@ const MESSAGES: Table = Table {
         "duration_seconds",
         "auto_submitted",
         "raw_blob_id",
+        "cc",
     ],
 };
 const MESSAGES_FTS: Table = Table { name: "messages_fts", cols: &["rowid", "subject", "text"] };
@@ -239,6 +240,8 @@ pub(crate) struct MessageRow<'a> {
     pub auto_submitted: bool,
     /// The raw source in the blob store (received e-mail).
     pub raw_blob_id: Option<&'a str>,
+    /// Further recipients (e-mail `Cc`).
+    pub cc: &'a [String],
 }
 
 impl<'a> MessageRow<'a> {
@@ -263,6 +266,7 @@ impl<'a> MessageRow<'a> {
                 Some(kontor_channel::RawSource::Stored(id)) => Some(id.as_str()),
                 _ => None,
             },
+            cc: &[],
         }
     }
 }
@@ -290,7 +294,8 @@ pub(super) fn insert_messages(tx: &mut Tx<'_>, rows: &[MessageRow<'_>]) -> Resul
             now,
             m.duration_seconds,
             m.auto_submitted,
-            m.raw_blob_id
+            m.raw_blob_id,
+            serde_json::to_string(m.cc).unwrap_or_else(|_| "[]".into())
         ]);
     }
     let ids = MESSAGES.insert_returning(tx, &p)?;
@@ -324,6 +329,7 @@ fn stored_message(id: i64, m: &MessageRow<'_>, now: i64) -> Message {
         auto_submitted: m.auto_submitted,
         has_raw_source: m.raw_blob_id.is_some(),
         raw_blob_id: m.raw_blob_id.map(str::to_string),
+        cc: m.cc.to_vec(),
     }
 }
 

@@ -130,6 +130,7 @@ pub fn routes() -> Router<AppState> {
         .route("/webhooks/{channel}/{*path}", any(webhook))
         .route("/webhooks/{channel}", any(webhook_root))
         .route("/api/v1/channels", get(status))
+        .route("/api/v1/channels/{channel}/status", get(channel_status))
 }
 
 async fn webhook_root(
@@ -268,5 +269,50 @@ pub async fn status(State(state): State<AppState>, caller: Caller) -> Result<Jso
         outbound: state.channels.deliverable(),
         webhooks: state.channels.webhook_channels(),
         listeners: state.listener_health(),
+    }))
+}
+
+/// One channel's state on this node (admins).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ChannelStatus {
+    pub channel: kontor_core::Channel,
+    /// Replies can be sent on it (e-mail: a relay is configured).
+    pub outbound: bool,
+    /// It has a webhook.
+    pub webhook: bool,
+    /// Its listeners and pollers (e-mail: the SMTP listener), with their last error and
+    /// last activity.
+    pub listeners: Vec<ListenerHealth>,
+    /// When the newest message came in on it.
+    pub last_inbound_at: Option<kontor_core::Timestamp>,
+    /// The newest reply sent on it: when, its delivery state and the provider's reason if it
+    /// failed (e-mail: the relay's answer).
+    pub last_outbound_at: Option<kontor_core::Timestamp>,
+    pub last_outbound_state: Option<kontor_core::DeliveryState>,
+    pub last_outbound_error: Option<String>,
+}
+
+/// One channel's configuration and health (admins): `GET /api/v1/channels/email/status`.
+#[utoipa::path(get, path = "/api/v1/channels/{channel}/status", tag = "admin",
+    params(("channel" = String, Path, description = "e.g. `email`")),
+    responses((status = 200, body = ChannelStatus), (status = 404, description = "No such channel")),
+    security(("bearer" = [])))]
+pub async fn channel_status(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(channel): Path<String>,
+) -> Result<Json<ChannelStatus>, AppError> {
+    caller.require_admin()?;
+    let ch = kontor_core::Channel::parse(&channel).ok_or_else(|| AppError::NotFound(format!("channel {channel}")))?;
+    let activity = state.store.channel_activity(ch).await?;
+    Ok(Json(ChannelStatus {
+        channel: ch,
+        outbound: state.channels.outbound(ch).is_some(),
+        webhook: state.channels.webhook(ch.as_str()).is_some(),
+        listeners: state.listener_health().into_iter().filter(|l| l.channel == ch).collect(),
+        last_inbound_at: activity.last_inbound_at,
+        last_outbound_at: activity.last_outbound_at,
+        last_outbound_state: activity.last_outbound_state,
+        last_outbound_error: activity.last_outbound_error,
     }))
 }

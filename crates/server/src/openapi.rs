@@ -130,7 +130,7 @@ impl Modify for NoNullParameters {
         api::inbox::update_user, api::inbox::rename_team, api::inbox::delete_team,
         api::search::search,
         api::admin::list_teams, api::admin::create_team, api::admin::list_users, api::admin::job_stats,
-        api::tokens::list, api::tokens::revoke, crate::channels::status,
+        api::tokens::list, api::tokens::revoke, crate::channels::status, crate::channels::channel_status,
     ),
     components(schemas(ErrorBody, ErrorDetail)),
     modifiers(&BearerAuth, &CommonErrors, &CrossFieldRules, &NoNullParameters)

@@ -284,6 +284,15 @@ async fn a_mail_becomes_a_case_the_reply_leaves_threaded_and_the_answer_reopens_
     assert!(ours.starts_with("<kontor.") && ours.ends_with(&format!("@{DOMAIN}>")), "{ours}");
     srv.wait_delivery(&case_id, &sent["message_id"], "sent", Duration::from_secs(30)).await;
 
+    // Admins see the channel's state: its listener, that it sends, the newest traffic.
+    let (status, st) = srv.call("GET", "/api/v1/channels/email/status", None).await;
+    assert_eq!(status, 200, "{st}");
+    assert_eq!((st["outbound"].as_bool(), st["last_outbound_state"].as_str()), (Some(true), Some("sent")), "{st}");
+    assert_eq!(st["listeners"][0]["name"], "email.smtp");
+    assert_eq!(st["listeners"][0]["state"], "running");
+    assert!(st["last_inbound_at"].is_string(), "{st}");
+    assert_eq!(srv.call("GET", "/api/v1/channels/fax/status", None).await.0, 404);
+
     // Resolved; the customer answers the reply: same case, open again (the reopen window is 0).
     let (status, _) =
         srv.call("PATCH", &format!("/api/v1/cases/{case_id}"), Some(json!({ "status": "resolved" }))).await;

@@ -54,6 +54,9 @@ macro_rules! conformance {
 }
 
 conformance! {
+    check_answers_thread_by_reference_then_by_subject_within_the_customer(store) =>
+        answers_thread_by_reference_then_by_subject_within_the_customer_on_sqlite,
+        answers_thread_by_reference_then_by_subject_within_the_customer_on_postgres;
     check_events_stored_before_references_are_rewritten_by_migration(store) =>
         events_stored_before_references_are_rewritten_by_migration_on_sqlite,
         events_stored_before_references_are_rewritten_by_migration_on_postgres;
@@ -2178,4 +2181,56 @@ async fn check_events_stored_before_references_are_rewritten_by_migration(store:
 
     // Idempotent.
     assert_eq!(migrate().await, events);
+}
+
+/// An answer (`refers_to`) joins the case of the message it answers — re-opening it — but only
+/// the same customer's; an answer to a message Kontor does not know joins only a case with its
+/// subject (so a newsletter reply starts its own case); two customers never share a case.
+async fn check_answers_thread_by_reference_then_by_subject_within_the_customer(store: &Store) {
+    let mail = |from: &str, subject: &str, id: &str, refers_to: &[&str]| NewInbound {
+        channel: Channel::Email,
+        subject: Some(subject.into()),
+        provider_message_id: Some(id.into()),
+        idempotency_scope: format!("from:{from}"),
+        refers_to: refers_to.iter().map(|r| r.to_string()).collect(),
+        ..inbound(from, &format!("Text zu {subject}"))
+    };
+    let first = store.ingest(mail("anna@kunde.example", "Rechnung", "a1@kunde.example", &[])).await.unwrap();
+    store
+        .patch_case(first.case_id, CasePatch { status: Some(CaseStatus::Resolved), ..Default::default() })
+        .await
+        .unwrap();
+    // Another customer who knows the message id does not get into Anna's case.
+    let stranger = store
+        .ingest(mail("bernd@kunde.example", "Re: Rechnung", "b1@kunde.example", &["a1@kunde.example"]))
+        .await
+        .unwrap();
+    assert_ne!(stranger.case_id, first.case_id);
+    // Anna's answer joins her resolved case and opens it again.
+    let answer = store
+        .ingest(mail("anna@kunde.example", "AW: Rechnung", "a2@kunde.example", &["a1@kunde.example"]))
+        .await
+        .unwrap();
+    assert_eq!(answer.case_id, first.case_id);
+    assert_eq!(store.case(first.case_id).await.unwrap().status, CaseStatus::Open);
+    // A reply to a newsletter (an id Kontor never saw) does not join her open case.
+    let news = store
+        .ingest(mail("anna@kunde.example", "Re: Newsletter März", "a3@kunde.example", &["news-99@shop.example"]))
+        .await
+        .unwrap();
+    assert_ne!(news.case_id, first.case_id, "a newsletter reply starts its own case");
+    // An answer to an unknown mail with the subject of an open case joins that one, not the
+    // newer newsletter case.
+    let by_subject = store
+        .ingest(mail("anna@kunde.example", "WG: Re: Rechnung", "a4@kunde.example", &["elsewhere@kunde.example"]))
+        .await
+        .unwrap();
+    assert_eq!(by_subject.case_id, first.case_id);
+    // The same mail again is one message.
+    let again = store
+        .ingest(mail("anna@kunde.example", "AW: Rechnung", "a2@kunde.example", &["a1@kunde.example"]))
+        .await
+        .unwrap();
+    assert!(!again.created);
+    assert_eq!(again.message_id, answer.message_id);
 }

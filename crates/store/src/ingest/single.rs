@@ -4,7 +4,7 @@
 //! row builders as the bulk path (`super::rows`), one row each.
 
 use kontor_channel::{InboundMessage as NewInbound, InboundReceipt};
-use kontor_core::threading::{choose_case, CaseCandidate, Threading};
+use kontor_core::threading::{choose_case, choose_case_for_answer, CaseCandidate, Threading};
 use kontor_core::{CaseStatus, Channel, IdentityKind, Message};
 use serde_json::json;
 
@@ -49,6 +49,25 @@ pub(super) fn ingest_in(tx: &mut Tx<'_>, m: &NewInbound, reopen_window_us: i64) 
                 reopen(tx, case.id, customer_id)?;
             }
             case.id
+        }
+        // An answer to a message Kontor does not know (a newsletter, another system's mail)
+        // joins only a case of this customer with its subject, else starts one.
+        _ if m.case_id.is_none() && !m.refers_to.is_empty() => {
+            let candidates = candidates_with_subjects(tx, customer_id)?;
+            match choose_case_for_answer(&candidates, m.subject.as_deref(), tx.now, reopen_window_us) {
+                Threading::Append(id) => id,
+                Threading::Reopen(id) => {
+                    reopen(tx, id, customer_id)?;
+                    id
+                }
+                Threading::New => rows::create_cases(
+                    tx,
+                    &[NewCase { customer_id, subject: m.subject.as_deref(), channel: m.channel }],
+                )?
+                .first()
+                .copied()
+                .ok_or_else(|| StoreError::Database("case insert returned no id".into()))?,
+            }
         }
         _ => thread_case(tx, customer_id, m.case_id, true, m.subject.as_deref(), m.channel, reopen_window_us)?,
     };
@@ -162,6 +181,34 @@ pub(crate) fn thread_case(
             }
         }
     }
+}
+
+/// A customer's candidate cases with their subjects (the best few, as in
+/// [`case_candidates_by_customer`]).
+fn candidates_with_subjects(
+    tx: &mut Tx<'_>,
+    customer_id: i64,
+) -> Result<Vec<(CaseCandidate, Option<String>)>, StoreError> {
+    let sql = format!(
+        "SELECT id, status, updated_at, subject FROM cases WHERE customer_id = ? \
+         AND status IN ('open', 'pending', 'resolved') \
+         ORDER BY CASE WHEN status IN ('open', 'pending') THEN 0 ELSE 1 END, updated_at DESC, id DESC \
+         LIMIT {CANDIDATES_PER_CUSTOMER}"
+    );
+    tx.conn
+        .query(&sql, &params![customer_id])?
+        .iter()
+        .map(|r| {
+            Ok((
+                CaseCandidate {
+                    id: r.req_i64(0, "cases.id")?,
+                    status: r.req_enum(1, "cases.status", CaseStatus::parse)?,
+                    updated_at_us: r.req_i64(2, "cases.updated_at")?,
+                },
+                r.opt_text(3),
+            ))
+        })
+        .collect()
 }
 
 /// Candidate cases read per customer when threading.

@@ -58,6 +58,7 @@ pub async fn load(store: &Store) -> Result<()> {
                 idempotency_scope: String::new(),
                 case_id: None,
                 refers_to: Vec::new(),
+                case_hint: None,
                 files: Vec::new(),
                 auto_submitted: false,
                 raw_source: None,

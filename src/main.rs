@@ -295,7 +295,13 @@ async fn serve(cfg: Config, demo: bool) -> Result<()> {
     tracing::info!(blobs = %vault.describe(), key_id = vault.key_id(), "Blob store open.");
     // A channel that is configured but cannot start (a bad relay URL, a missing certificate)
     // stops the start: it must not become a silent outage.
-    let channels = kontor_channels::registry(&cfg.channels()).map_err(|e| anyhow::anyhow!("channels: {e}"))?;
+    let mut channels_config = cfg.channels();
+    // Bounce addresses and case tokens are keyed from the master key: nothing to configure,
+    // the same on every node.
+    channels_config.mail_keys = Some(kontor_channels::email::keys::MailKeys::new(
+        *vault.derive_key(kontor_channels::email::keys::MailKeys::LABEL),
+    ));
+    let channels = kontor_channels::registry(&channels_config).map_err(|e| anyhow::anyhow!("channels: {e}"))?;
     let mut state = AppState::with_channels(store, cfg, channels);
     state.vault = Some(vault);
     kontor_server::serve(state, listener, shutdown_signal()).await?;

@@ -30,6 +30,9 @@ pub struct InboundMessage {
     /// one Kontor knows — sent or received on the same channel, of the same customer — and
     /// re-opens it if it was resolved.
     pub refers_to: Vec<String>,
+    /// The case the channel believes the message belongs to (an e-mail case token in the
+    /// recipient address): taken after `refers_to`, and only if it is the same customer's.
+    pub case_hint: Option<i64>,
     /// Files whose bytes a listener received with the message. The sink stores them in the
     /// blob store (durably, before the message) and turns them into `attachments`.
     pub files: Vec<InboundFile>,
@@ -80,6 +83,7 @@ impl InboundMessage {
             idempotency_scope: String::new(),
             case_id: None,
             refers_to: Vec::new(),
+            case_hint: None,
             files: Vec::new(),
             auto_submitted: false,
             raw_source: None,
@@ -119,4 +123,8 @@ pub enum SinkError {
 pub trait InboundSink: Send + Sync {
     /// Stores one message durably; resolves after the commit.
     async fn accept(&self, message: InboundMessage) -> Result<InboundReceipt, SinkError>;
+
+    /// Applies a delivery report that came in over a listener (an e-mail bounce); resolves
+    /// after the commit. `Ok(false)`: it matched no message or was older news.
+    async fn report(&self, report: crate::DeliveryReport) -> Result<bool, SinkError>;
 }

@@ -125,6 +125,16 @@ impl InboundSink for ChannelBound {
         }
         self.inner.accept(message).await
     }
+
+    async fn report(&self, report: crate::DeliveryReport) -> Result<bool, crate::SinkError> {
+        if report.channel != self.channel {
+            return Err(crate::SinkError::Rejected(format!(
+                "a {} listener handed over a {} report",
+                self.channel, report.channel
+            )));
+        }
+        self.inner.report(report).await
+    }
 }
 
 /// Runs the listeners of a node; cheap to clone.
@@ -265,6 +275,9 @@ mod tests {
     #[async_trait::async_trait]
     impl InboundSink for NoSink {
         async fn accept(&self, _: InboundMessage) -> Result<InboundReceipt, SinkError> {
+            Err(SinkError::Temporary("test".into()))
+        }
+        async fn report(&self, _: crate::DeliveryReport) -> Result<bool, SinkError> {
             Err(SinkError::Temporary("test".into()))
         }
     }

@@ -19,12 +19,15 @@ pub struct ChannelsConfig {
     pub email: email::EmailConfig,
     /// Region for phone numbers and addresses written without a country code.
     pub default_region: String,
+    /// The e-mail channel's address key (derived from the vault's master key; `None` before
+    /// the vault is open).
+    pub mail_keys: Option<email::keys::MailKeys>,
 }
 
 /// The channels this node runs, built from configuration: one registration line per channel.
 pub fn registry(config: &ChannelsConfig) -> Result<ChannelRegistry, String> {
     let mut registry = ChannelRegistry::new();
     api::register(&config.api, &mut registry)?;
-    email::register(&config.email, &config.default_region, &mut registry)?;
+    email::register(&config.email, &config.default_region, config.mail_keys.as_ref(), &mut registry)?;
     Ok(registry)
 }

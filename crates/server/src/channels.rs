@@ -57,6 +57,10 @@ async fn ingest(store: &Store, mut message: InboundMessage) -> Result<InboundRec
 
 #[async_trait::async_trait]
 impl InboundSink for StoreSink {
+    async fn report(&self, report: kontor_channel::DeliveryReport) -> Result<bool, SinkError> {
+        self.store.apply_delivery_report(report).await.map(|applied| applied.is_some()).map_err(sink_error)
+    }
+
     async fn accept(&self, mut message: InboundMessage) -> Result<InboundReceipt, SinkError> {
         let raw = match message.raw_source.take() {
             Some(RawSource::Bytes(b)) => Some(b),

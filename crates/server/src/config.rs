@@ -196,6 +196,7 @@ impl Config {
             api: self.api_channel.clone(),
             email: self.email.clone(),
             default_region: self.default_region.clone(),
+            mail_keys: None,
         }
     }
 

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use kontor_channel::ChannelRegistry;
+use kontor_channels::email::keys::MailKeys;
 use kontor_channels::email::outbound::EmailOutbound;
 use kontor_channels::email::smtp::SmtpListener;
 use kontor_channels::email::{EmailConfig, EmailOutboundConfig};
@@ -133,9 +134,10 @@ async fn start(relay: Option<Relay>, max_message_bytes: usize) -> (Setup, Option
         },
         move |state| {
             let mut registry = ChannelRegistry::new();
-            let l = Arc::new(SmtpListener::from_config(&email, "DE").unwrap().unwrap());
+            let keys = state.vault.as_ref().map(|v| MailKeys::new(*v.derive_key(MailKeys::LABEL)));
+            let l = Arc::new(SmtpListener::from_config(&email, "DE", keys.clone()).unwrap().unwrap());
             registry.add_listener(l.clone());
-            if let Some(out) = EmailOutbound::from_config(&email).unwrap() {
+            if let Some(out) = EmailOutbound::from_config(&email, keys).unwrap() {
                 registry.add_outbound(Arc::new(out));
             }
             *slot.lock().unwrap() = Some(l);
@@ -284,6 +286,11 @@ async fn a_mail_becomes_a_case_the_reply_leaves_threaded_and_the_answer_reopens_
     assert!(ours.starts_with("<kontor.") && ours.ends_with(&format!("@{DOMAIN}>")), "{ours}");
     srv.wait_delivery(&case_id, &sent["message_id"], "sent", Duration::from_secs(30)).await;
 
+    // The envelope sender names this reply (a bounce finds it); Reply-To carries the case.
+    let bounce_to = header("X-MailFrom");
+    assert!(bounce_to.starts_with("bounces+") && bounce_to.ends_with(&format!("@{DOMAIN}")), "{mail}");
+    assert!(header("Reply-To").contains(&format!("support+c{case_id}-")), "{mail}");
+
     // Admins see the channel's state: its listener, that it sends, the newest traffic.
     let (status, st) = srv.call("GET", "/api/v1/channels/email/status", None).await;
     assert_eq!(status, 200, "{st}");
@@ -320,6 +327,29 @@ print("sent")
     assert_eq!(case["status"], "open", "the answer re-opened the case");
     let (_, cases) = srv.call("GET", "/api/v1/cases?status=open", None).await;
     assert_eq!(cases["items"].as_array().unwrap().len(), 1, "no second case");
+
+    // A forged bounce address is refused; a real bounce marks the reply failed with the reason.
+    let bounce = format!(
+        r#"
+import smtplib, sys
+dsn = ("From: MAILER-DAEMON@relay.example\r\nTo: {bounce_to}\r\nSubject: Undelivered Mail\r\n"
+  "MIME-Version: 1.0\r\nContent-Type: multipart/report; report-type=delivery-status; boundary=B\r\n\r\n"
+  "--B\r\nContent-Type: text/plain\r\n\r\nDelivery failed.\r\n"
+  "--B\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; relay.example\r\n\r\n"
+  "Final-Recipient: rfc822; jana.mueller@kunde.example\r\nAction: failed\r\nStatus: 5.1.1\r\n"
+  "Diagnostic-Code: smtp; 550 5.1.1 User unknown\r\n\r\n--B--\r\n")
+with smtplib.SMTP(sys.argv[1], int(sys.argv[2]), timeout=30) as s:
+    s.ehlo("relay.example")
+    s.mail("")
+    forged = s.rcpt("bounces+1.2-0000000000@{DOMAIN}")[0]
+    s.rset()
+    s.sendmail("", ["{bounce_to}"], dsn)
+print(forged)
+"#
+    );
+    assert_eq!(python(&bounce, s.smtp), "550");
+    let failed = srv.wait_delivery(&case_id, &sent["message_id"], "failed", Duration::from_secs(10)).await;
+    assert!(failed["delivery_error"].as_str().unwrap_or_default().contains("User unknown"), "{failed}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

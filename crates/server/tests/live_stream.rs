@@ -30,6 +30,7 @@ fn inbound(from: &str, text: &str) -> NewInbound {
         idempotency_scope: String::new(),
         case_id: None,
         refers_to: Vec::new(),
+        case_hint: None,
         files: Vec::new(),
         auto_submitted: false,
         raw_source: None,

@@ -15,6 +15,8 @@ type HmacSha256 = Hmac<Sha256>;
 
 const KEY_ID_LABEL: &[u8] = b"kontor vault key id";
 const KEK_LABEL: &[u8] = b"kontor vault wrap key v1";
+/// Label of the root from which other parts derive their keys (`Vault::derive_key`).
+const DERIVE_LABEL: &[u8] = b"kontor vault derived keys v1";
 const KEYCHECK_LABEL: &[u8] = b"kontor vault keycheck v1";
 const KEYCHECK_MAGIC: &[u8; 4] = b"KVKC";
 const KEYCHECK_VERSION: u8 = 1;
@@ -65,6 +67,11 @@ impl MasterKey {
     /// The key-encryption key that wraps data keys.
     pub(crate) fn kek(&self) -> Zeroizing<[u8; 32]> {
         Zeroizing::new(hmac(&self.bytes, KEK_LABEL))
+    }
+
+    /// The root of derived keys (separate from the wrap key: no key serves two purposes).
+    pub(crate) fn derive_root(&self) -> Zeroizing<[u8; 32]> {
+        Zeroizing::new(hmac(&self.bytes, DERIVE_LABEL))
     }
 
     /// The key-check record for this key.

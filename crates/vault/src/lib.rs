@@ -90,6 +90,7 @@ pub struct Vault {
 struct Inner {
     store: Arc<dyn ObjectStore>,
     kek: Zeroizing<[u8; 32]>,
+    derive_root: Zeroizing<[u8; 32]>,
     key_id: String,
     describe: String,
     is_local: bool,
@@ -274,6 +275,7 @@ impl Vault {
             inner: Arc::new(Inner {
                 store,
                 kek: key.kek(),
+                derive_root: key.derive_root(),
                 key_id: key.key_id().to_string(),
                 describe: backend.describe,
                 is_local: backend.is_local,
@@ -284,6 +286,17 @@ impl Vault {
     /// True for the local-directory backend.
     pub fn is_local(&self) -> bool {
         self.inner.is_local
+    }
+
+    /// A 256-bit key for another purpose (e-mail bounce addresses, case tokens), derived from
+    /// the master key with `label` (HMAC-SHA256): every node with the same master key derives
+    /// the same key, and nothing needs configuring.
+    pub fn derive_key(&self, label: &str) -> Zeroizing<[u8; 32]> {
+        use hmac::{Hmac, Mac};
+        let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(&self.inner.derive_root[..])
+            .expect("HMAC takes keys of any length");
+        mac.update(label.as_bytes());
+        Zeroizing::new(mac.finalize().into_bytes().into())
     }
 
     /// Non-secret id of the master key (16 hex chars), to record next to the data.

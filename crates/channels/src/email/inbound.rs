@@ -5,11 +5,12 @@
 
 use std::net::IpAddr;
 
-use kontor_channel::{InboundFile, InboundMessage, RawSource};
-use kontor_core::{Channel, IdentityKind};
+use kontor_channel::{DeliveryReport, InboundFile, InboundMessage, RawSource};
+use kontor_core::{Channel, DeliveryState, IdentityKind};
 use sha2::{Digest, Sha256};
 
-use super::parse::{parse, UNREADABLE_TEXT};
+use super::keys::Token;
+use super::parse::{delivery_failure, parse, UNREADABLE_TEXT};
 
 /// How a mail came in.
 #[derive(Debug, Clone)]
@@ -21,6 +22,30 @@ pub struct Envelope {
     /// The name the client gave in `EHLO`.
     pub helo: String,
     pub peer: IpAddr,
+    /// What our recipient addresses said (bounce addresses, case tokens; MACs checked).
+    pub tokens: Vec<Token>,
+    /// The domain of Kontor's own Message-IDs (that of `email.outbound.from`).
+    pub reply_domain: String,
+}
+
+/// The Message-ID (without brackets) Kontor gives reply `message` of `case`.
+pub fn reply_message_id(case: i64, message: i64, domain: &str) -> String {
+    format!("kontor.{case}.{message}@{domain}")
+}
+
+/// A bounce of one of Kontor's replies: the report that marks it failed, with the reason.
+pub fn bounce_report(raw: &[u8], envelope: &Envelope) -> Option<DeliveryReport> {
+    let (case, message) = envelope.tokens.iter().find_map(|t| match t {
+        Token::Bounce { case, message } => Some((*case, *message)),
+        Token::Case(_) => None,
+    })?;
+    let reason = delivery_failure(raw)?;
+    Some(DeliveryReport {
+        channel: Channel::Email,
+        provider_message_id: reply_message_id(case, message, &envelope.reply_domain),
+        state: DeliveryState::Failed,
+        error: Some(reason),
+    })
 }
 
 /// The sender of a mail nobody can be named for (no usable `From`, an empty envelope sender).
@@ -42,6 +67,16 @@ pub fn to_inbound(raw: &[u8], envelope: &Envelope, region: &str) -> Result<Inbou
         let digest = Sha256::digest(raw);
         format!("sha256:{}", hex::encode(&digest[..16]))
     });
+    // A mail to a bounce address answers that reply, whatever its headers say.
+    let bounced = envelope.tokens.iter().find_map(|t| match t {
+        Token::Bounce { case, message } => Some(reply_message_id(*case, *message, &envelope.reply_domain)),
+        Token::Case(_) => None,
+    });
+    let mut refers_to = mail.refers_to.clone();
+    if let Some(id) = &bounced {
+        refers_to.retain(|r| r != id);
+        refers_to.insert(0, id.clone());
+    }
     let mut text = mail.text.clone();
     if text.trim().is_empty() && mail.files.is_empty() && mail.readable {
         text = "(ohne Text / no text)".into();
@@ -82,9 +117,15 @@ pub fn to_inbound(raw: &[u8], envelope: &Envelope, region: &str) -> Result<Inbou
         // is one message, and nobody can suppress another sender's mail by using its id.
         idempotency_scope: format!("from:{from}"),
         case_id: None,
-        refers_to: mail.refers_to.clone(),
+        refers_to,
+        case_hint: envelope.tokens.iter().find_map(|t| match t {
+            Token::Case(c) => Some(*c),
+            Token::Bounce { .. } => None,
+        }),
         files,
-        auto_submitted: mail.auto_submitted,
+        // Mail to a bounce address (a vacation notice answers the envelope sender) is a
+        // machine's.
+        auto_submitted: mail.auto_submitted || bounced.is_some(),
         raw_source: Some(RawSource::Bytes(bytes::Bytes::copy_from_slice(raw))),
     })
 }
@@ -99,6 +140,8 @@ mod tests {
             rcpt_to: vec!["support@support.example.de".into()],
             helo: "c".into(),
             peer: [127, 0, 0, 1].into(),
+            tokens: vec![],
+            reply_domain: "support.example.de".into(),
         }
     }
 

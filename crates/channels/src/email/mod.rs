@@ -9,6 +9,7 @@
 
 pub mod config;
 pub mod inbound;
+pub mod keys;
 pub mod outbound;
 pub mod parse;
 pub mod smtp;
@@ -20,13 +21,19 @@ use kontor_channel::ChannelRegistry;
 
 pub use config::{EmailConfig, EmailOutboundConfig};
 
-/// Registers the e-mail channel's listener and sender, as far as they are configured.
-pub fn register(config: &EmailConfig, default_region: &str, registry: &mut ChannelRegistry) -> Result<(), String> {
+/// Registers the e-mail channel's listener and sender, as far as they are configured. Without
+/// `keys` (no vault open) replies go out without a bounce address or case token.
+pub fn register(
+    config: &EmailConfig,
+    default_region: &str,
+    keys: Option<&keys::MailKeys>,
+    registry: &mut ChannelRegistry,
+) -> Result<(), String> {
     config.validate()?;
-    if let Some(listener) = smtp::SmtpListener::from_config(config, default_region)? {
+    if let Some(listener) = smtp::SmtpListener::from_config(config, default_region, keys.cloned())? {
         registry.add_listener(Arc::new(listener));
     }
-    if let Some(sender) = outbound::EmailOutbound::from_config(config)? {
+    if let Some(sender) = outbound::EmailOutbound::from_config(config, keys.cloned())? {
         registry.add_outbound(Arc::new(sender));
     }
     Ok(())

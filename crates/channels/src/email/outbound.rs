@@ -15,6 +15,7 @@ use mail_send::SmtpClientBuilder;
 use tokio_rustls::TlsConnector;
 
 use super::config::EmailConfig;
+use super::keys::MailKeys;
 
 /// The relay a node sends through.
 #[derive(Clone, PartialEq, Eq)]
@@ -102,6 +103,7 @@ impl Sender {
 
 /// The e-mail channel's sender.
 pub struct EmailOutbound {
+    keys: Option<MailKeys>,
     relay: Relay,
     sender: Sender,
     hostname: String,
@@ -111,11 +113,12 @@ pub struct EmailOutbound {
 
 impl EmailOutbound {
     /// A sender for the configuration, or `None` when sending is not configured.
-    pub fn from_config(config: &EmailConfig) -> Result<Option<EmailOutbound>, String> {
+    pub fn from_config(config: &EmailConfig, keys: Option<MailKeys>) -> Result<Option<EmailOutbound>, String> {
         let (Some(relay), Some(from)) = (&config.outbound.relay, &config.outbound.from) else { return Ok(None) };
         let relay = Relay::parse(relay)?;
         let sender = Sender::parse(from)?;
         Ok(Some(EmailOutbound {
+            keys,
             relay,
             hostname: config.hostname.clone().unwrap_or_else(|| sender.domain().to_string()),
             sender,
@@ -127,7 +130,31 @@ impl EmailOutbound {
     /// The `Message-ID` of an outbound message (without brackets). The same for every attempt,
     /// so a retry after a crash sends the same id and an answer to it finds the case.
     pub fn message_id(&self, m: &OutboundMessage) -> String {
-        format!("kontor.{}.{}@{}", m.case_id, m.message_id, self.sender.domain())
+        super::inbound::reply_message_id(m.case_id, m.message_id, self.sender.domain())
+    }
+
+    /// `Reply-To`: the sender with the case token, so an answer finds its case even without
+    /// `In-Reply-To` (without a key: the sender).
+    fn reply_to(&self, m: &OutboundMessage) -> Address<'static> {
+        let address = match &self.keys {
+            Some(k) => {
+                let local = self.sender.address.rsplit_once('@').map(|(l, _)| l).unwrap_or("support");
+                k.case_address(local, m.case_id, self.sender.domain())
+            }
+            None => self.sender.address.clone(),
+        };
+        match &self.sender.name {
+            Some(name) => (name.clone(), address).into(),
+            None => address.into(),
+        }
+    }
+
+    /// The envelope sender: the bounce address of this reply (without a key: the sender).
+    fn envelope_from(&self, m: &OutboundMessage) -> String {
+        match &self.keys {
+            Some(k) => k.bounce_address(m.case_id, m.message_id, self.sender.domain()),
+            None => self.sender.address.clone(),
+        }
     }
 
     /// The mail as sent: headers and body.
@@ -154,6 +181,7 @@ impl EmailOutbound {
             .to(to_address)
             .subject(subject)
             .message_id(self.message_id(m))
+            .reply_to(self.reply_to(m))
             .date(m.created_at.as_unix_seconds())
             .text_body(m.text.as_str());
         if let Some(answered) = m.thread.last() {
@@ -185,7 +213,7 @@ impl EmailOutbound {
         b.write_to_vec().map_err(|e| SendError::Permanent(format!("the mail cannot be composed: {e}")))
     }
 
-    async fn deliver(&self, recipients: &[&str], body: &[u8]) -> Result<(), mail_send::Error> {
+    async fn deliver(&self, envelope_from: &str, recipients: &[&str], body: &[u8]) -> Result<(), mail_send::Error> {
         let builder =
             SmtpClientBuilder::new_with_tls_connector(self.relay.host.clone(), self.relay.port, self.tls.clone())
                 .implicit_tls(self.relay.implicit_tls)
@@ -202,7 +230,7 @@ impl EmailOutbound {
             if let Some(creds) = &creds {
                 c.authenticate(creds, &caps).await?;
             }
-            transfer(&mut c, &self.sender.address, recipients, body).await?;
+            transfer(&mut c, envelope_from, recipients, body).await?;
             return c.quit().await;
         }
         let mut c = builder.connect_plain().await?;
@@ -213,7 +241,7 @@ impl EmailOutbound {
             if let Some(creds) = &creds {
                 c.authenticate(creds, &caps).await?;
             }
-            transfer(&mut c, &self.sender.address, recipients, body).await?;
+            transfer(&mut c, envelope_from, recipients, body).await?;
             return c.quit().await;
         }
         if let Some(creds) = &creds {
@@ -221,7 +249,7 @@ impl EmailOutbound {
             let _ = creds;
             return Err(mail_send::Error::MissingStartTls);
         }
-        transfer(&mut c, &self.sender.address, recipients, body).await?;
+        transfer(&mut c, envelope_from, recipients, body).await?;
         c.quit().await
     }
 }
@@ -286,7 +314,7 @@ impl Outbound for EmailOutbound {
         let body = self.compose(m, to)?;
         let mut recipients = vec![to];
         recipients.extend(m.cc.iter().map(String::as_str));
-        self.deliver(&recipients, &body).await.map_err(send_error)?;
+        self.deliver(&self.envelope_from(m), &recipients, &body).await.map_err(send_error)?;
         Ok(SendReceipt { provider_message_id: Some(self.message_id(m)) })
     }
 }
@@ -328,7 +356,7 @@ mod tests {
             },
             ..EmailConfig::default()
         };
-        let out = EmailOutbound::from_config(&cfg).unwrap().unwrap();
+        let out = EmailOutbound::from_config(&cfg, Some(MailKeys::new([1; 32]))).unwrap().unwrap();
         let m = OutboundMessage {
             message_id: 7,
             case_id: 3,

@@ -119,6 +119,63 @@ pub fn parse(raw: &[u8]) -> ParsedMail {
     }
 }
 
+/// The reason of a delivery status notification that reports a failure (RFC 3464:
+/// `multipart/report; report-type=delivery-status` with a recipient whose `Action` is
+/// `failed` or whose `Status` is 5.x.x): the status and the diagnostic text. `None` for any
+/// other mail (a delay notice, an auto-reply, a person's mail).
+pub fn delivery_failure(raw: &[u8]) -> Option<String> {
+    let m = MessageParser::default().parse(raw)?;
+    let ct = m.content_type()?;
+    let is_report = ct.ctype().eq_ignore_ascii_case("multipart")
+        && ct.subtype().is_some_and(|s| s.eq_ignore_ascii_case("report"))
+        && ct.attribute("report-type").is_some_and(|t| t.eq_ignore_ascii_case("delivery-status"));
+    if !is_report {
+        return None;
+    }
+    let status_part = m.parts.iter().find(|p| {
+        p.content_type().is_some_and(|c| {
+            c.ctype().eq_ignore_ascii_case("message")
+                && c.subtype().is_some_and(|s| {
+                    s.eq_ignore_ascii_case("delivery-status") || s.eq_ignore_ascii_case("global-delivery-status")
+                })
+        })
+    })?;
+    let body = String::from_utf8_lossy(status_part.contents()).replace("\r\n", "\n");
+    // Per-recipient groups follow the per-message group, separated by blank lines.
+    for group in body.split("\n\n").skip(1) {
+        let field = |name: &str| {
+            let mut value: Option<String> = None;
+            for line in group.lines() {
+                if line.starts_with([' ', '\t']) {
+                    if let Some(v) = value.as_mut() {
+                        v.push(' ');
+                        v.push_str(line.trim());
+                    }
+                    continue;
+                }
+                if value.is_some() {
+                    break;
+                }
+                if let Some((k, v)) = line.split_once(':') {
+                    if k.trim().eq_ignore_ascii_case(name) {
+                        value = Some(v.trim().to_string());
+                    }
+                }
+            }
+            value
+        };
+        let action = field("Action").unwrap_or_default().to_ascii_lowercase();
+        let status = field("Status").unwrap_or_default();
+        if action == "failed" || status.starts_with('5') {
+            let diagnostic = field("Diagnostic-Code")
+                .map(|d| d.split_once(';').map(|(_, t)| t.trim().to_string()).unwrap_or(d))
+                .unwrap_or_else(|| "delivery failed".into());
+            return Some(if status.is_empty() { diagnostic } else { format!("{status} {diagnostic}") });
+        }
+    }
+    None
+}
+
 /// The ids of an `In-Reply-To` or `References` header.
 fn ids(v: &HeaderValue<'_>) -> Vec<String> {
     let clean = |s: &str| s.trim().trim_matches(['<', '>']).to_string();
@@ -228,6 +285,27 @@ Content-Transfer-Encoding: base64\r\n\r\nJVBERi0xLjQK\r\n--XX--\r\n";
         assert_eq!(p.files[0].filename, "Rechnung März.pdf");
         assert_eq!(p.files[0].content_type, "application/pdf");
         assert_eq!(p.files[0].bytes, b"%PDF-1.4\n");
+    }
+
+    #[test]
+    fn a_bounce_report_gives_its_failure_and_a_delay_or_a_person_none() {
+        let dsn = |action: &str, status: &str| {
+            format!(
+                "From: MAILER-DAEMON@relay.example\r\nTo: bounces+1.2-abc@support.example.de\r\nSubject: Undelivered\r\n\
+MIME-Version: 1.0\r\nContent-Type: multipart/report; report-type=delivery-status; boundary=B\r\n\r\n\
+--B\r\nContent-Type: text/plain\r\n\r\nYour mail could not be delivered.\r\n\
+--B\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; relay.example\r\n\r\n\
+Final-Recipient: rfc822; nobody@kunde.example\r\nAction: {action}\r\nStatus: {status}\r\n\
+Diagnostic-Code: smtp; 550 5.1.1 <nobody@kunde.example>: Recipient address\r\n rejected: User unknown\r\n\r\n\
+--B\r\nContent-Type: text/rfc822-headers\r\n\r\nMessage-ID: <kontor.1.2@support.example.de>\r\n\r\n--B--\r\n"
+            )
+        };
+        assert_eq!(
+            delivery_failure(dsn("failed", "5.1.1").as_bytes()).as_deref(),
+            Some("5.1.1 550 5.1.1 <nobody@kunde.example>: Recipient address rejected: User unknown")
+        );
+        assert_eq!(delivery_failure(dsn("delayed", "4.4.1").as_bytes()), None, "a delay is no failure");
+        assert_eq!(delivery_failure(UTF8_MAIL.as_bytes()), None);
     }
 
     #[test]

@@ -26,7 +26,8 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::task::TaskTracker;
 
 use super::config::EmailConfig;
-use super::inbound::{to_inbound, Envelope};
+use super::inbound::{bounce_report, to_inbound, Envelope};
+use super::keys::{MailKeys, Token};
 
 /// Protocol errors a session may make before it is closed.
 const MAX_ERRORS: usize = 10;
@@ -43,6 +44,10 @@ pub struct SmtpSettings {
     pub data_timeout: Duration,
     pub max_recipients: usize,
     pub default_region: String,
+    /// The domain of Kontor's own Message-IDs.
+    pub reply_domain: String,
+    /// Bounce addresses and case tokens are read only with the key.
+    pub keys: Option<MailKeys>,
 }
 
 /// The SMTP listener.
@@ -55,7 +60,11 @@ pub struct SmtpListener {
 
 impl SmtpListener {
     /// A listener for the configuration (`None` when `email.smtp_listen` is not set).
-    pub fn from_config(config: &EmailConfig, default_region: &str) -> Result<Option<SmtpListener>, String> {
+    pub fn from_config(
+        config: &EmailConfig,
+        default_region: &str,
+        keys: Option<MailKeys>,
+    ) -> Result<Option<SmtpListener>, String> {
         let Some(listen) = &config.smtp_listen else { return Ok(None) };
         let tls = match (&config.tls_cert, &config.tls_key) {
             (Some(cert), Some(key)) => Some(super::tls::acceptor(cert, key)?),
@@ -73,6 +82,14 @@ impl SmtpListener {
                 data_timeout: Duration::from_secs(config.data_timeout_secs.max(1)),
                 max_recipients: config.max_recipients,
                 default_region: default_region.to_string(),
+                reply_domain: config
+                    .outbound
+                    .from
+                    .as_deref()
+                    .and_then(|f| super::outbound::Sender::parse(f).ok())
+                    .map(|s| s.domain().to_string())
+                    .unwrap_or_else(|| config.host_name()),
+                keys,
             }),
             tls,
             bound: Mutex::new(None),
@@ -218,6 +235,7 @@ pub enum Outcome {
 struct Transaction {
     from: Option<String>,
     to: Vec<String>,
+    tokens: Vec<Token>,
 }
 
 /// Runs one SMTP session over `stream` (the banner was sent).
@@ -334,8 +352,21 @@ pub async fn run_session<S: AsyncRead + AsyncWrite + Unpin>(
                     reply(&mut out, 452, (4, 5, 3), "Too many recipients");
                 } else {
                     let domain = to.address.rsplit_once('@').map(|(_, d)| d.trim_end_matches('.').to_ascii_lowercase());
+                    let local = to.address.rsplit_once('@').map(|(l, _)| l).unwrap_or("");
+                    let token = match &settings.keys {
+                        Some(k) => k.read(local),
+                        None => Ok(None),
+                    };
                     match domain {
+                        // A bounce address or case token with a wrong MAC: forged, refused
+                        // (and never bounced back to its claimed sender).
+                        Some(d) if settings.domains.contains(&d) && token.is_err() => {
+                            reply(&mut out, 550, (5, 1, 1), "No such address here")
+                        }
                         Some(d) if settings.domains.contains(&d) => {
+                            if let Ok(Some(t)) = token {
+                                tx.tokens.push(t);
+                            }
                             if !tx.to.iter().any(|t| t.eq_ignore_ascii_case(&to.address)) {
                                 tx.to.push(to.address);
                             }
@@ -370,6 +401,8 @@ pub async fn run_session<S: AsyncRead + AsyncWrite + Unpin>(
                     rcpt_to: std::mem::take(&mut tx.to),
                     helo: helo.clone().unwrap_or_default(),
                     peer: peer.ip(),
+                    tokens: std::mem::take(&mut tx.tokens),
+                    reply_domain: settings.reply_domain.clone(),
                 };
                 if too_large {
                     reply(&mut out, 552, (5, 3, 4), "Message too large");
@@ -467,6 +500,19 @@ async fn store(
 ) -> Result<String, SinkError> {
     // Parsing a large mail takes a while: off the session's thread.
     let region = settings.default_region.clone();
+    let (raw, envelope, report) = tokio::task::spawn_blocking(move || {
+        let report = bounce_report(&raw, &envelope);
+        (raw, envelope, report)
+    })
+    .await
+    .map_err(|e| SinkError::Temporary(format!("parser stopped: {e}")))?;
+    if let Some(report) = report {
+        // A bounce of one of our replies marks it failed; taken (250) whether or not it
+        // matched, so nobody learns anything from the answer.
+        let applied = ctx.sink.report(report).await?;
+        ctx.record_activity();
+        return Ok(if applied { "bounce recorded".into() } else { "bounce noted".into() });
+    }
     let inbound = tokio::task::spawn_blocking(move || to_inbound(&raw, &envelope, &region))
         .await
         .map_err(|e| SinkError::Temporary(format!("parser stopped: {e}")))?
@@ -499,6 +545,9 @@ mod tests {
             self.taken.lock().unwrap().push(m);
             Ok(InboundReceipt { message_id: 1, case_id: 1, customer_id: 1, event_id: 1, created: true })
         }
+        async fn report(&self, _: kontor_channel::DeliveryReport) -> Result<bool, SinkError> {
+            self.answer.clone().map(|_| true)
+        }
     }
 
     fn settings() -> SmtpSettings {
@@ -513,6 +562,8 @@ mod tests {
             data_timeout: Duration::from_secs(5),
             max_recipients: 3,
             default_region: "DE".into(),
+            reply_domain: "support.example.de".into(),
+            keys: None,
         }
     }
 

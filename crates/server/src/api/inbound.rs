@@ -184,6 +184,7 @@ pub fn validate(
         idempotency_scope: scope,
         case_id: req.case_id,
         refers_to: Vec::new(),
+        case_hint: None,
         files: Vec::new(),
         auto_submitted: false,
         raw_source: None,

@@ -91,8 +91,11 @@ impl WriteOp for IngestOp {
     /// so do messages with attachments (each gets its own row) and answers to earlier messages
     /// (they look up the case they answer).
     fn merge(&self) -> Option<&'static Merge> {
-        (self.msg.case_id.is_none() && self.msg.attachments.is_empty() && self.msg.refers_to.is_empty())
-            .then_some(&BULK_INGEST)
+        (self.msg.case_id.is_none()
+            && self.msg.attachments.is_empty()
+            && self.msg.refers_to.is_empty()
+            && self.msg.case_hint.is_none())
+        .then_some(&BULK_INGEST)
     }
 
     fn split(self: Box<Self>) -> Result<Vec<Box<dyn WriteOp>>, Box<dyn WriteOp>> {

@@ -38,7 +38,10 @@ pub(super) fn ingest_in(tx: &mut Tx<'_>, m: &NewInbound, reopen_window_us: i64) 
 
     let customer_id = customer_for(tx, m.from_kind, &m.from_address, m.name.as_deref())?;
     let referenced = match m.case_id {
-        None => referenced_case(tx, customer_id, m.channel, &m.refers_to)?,
+        None => match referenced_case(tx, customer_id, m.channel, &m.refers_to)? {
+            Some(case) => Some(case),
+            None => hinted_case(tx, customer_id, m.case_hint)?,
+        },
         Some(_) => None,
     };
     let case_id = match referenced {
@@ -255,6 +258,23 @@ pub(super) fn referenced_case(
         }
     }
     Ok(None)
+}
+
+/// The case a channel named (an e-mail case token), following merges, if it is this
+/// customer's.
+fn hinted_case(tx: &mut Tx<'_>, customer_id: i64, hint: Option<i64>) -> Result<Option<kontor_core::Case>, StoreError> {
+    let Some(mut id) = hint else { return Ok(None) };
+    for _ in 0..16 {
+        match crate::records::merged_into(tx.conn, id)? {
+            Some(target) => id = target,
+            None => break,
+        }
+    }
+    match load_case(tx.conn, id) {
+        Ok(case) if case.customer_id == customer_id => Ok(Some(case)),
+        Ok(_) | Err(StoreError::NotFound(_)) => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 /// The cases of these customers a new message may join (open, pending or resolved), with

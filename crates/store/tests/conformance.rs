@@ -2227,6 +2227,24 @@ async fn check_answers_thread_by_reference_then_by_subject_within_the_customer(s
         .await
         .unwrap();
     assert_eq!(by_subject.case_id, first.case_id);
+    // A case token (the recipient address) threads an answer without ids, to the same
+    // customer's case only.
+    let hinted = store
+        .ingest(NewInbound {
+            case_hint: Some(first.case_id),
+            ..mail("anna@kunde.example", "Neu", "a5@kunde.example", &[])
+        })
+        .await
+        .unwrap();
+    assert_eq!(hinted.case_id, first.case_id);
+    let foreign_hint = store
+        .ingest(NewInbound {
+            case_hint: Some(first.case_id),
+            ..mail("bernd@kunde.example", "Neu", "b2@kunde.example", &[])
+        })
+        .await
+        .unwrap();
+    assert_ne!(foreign_hint.case_id, first.case_id, "another customer's token is ignored");
     // The same mail again is one message.
     let again = store
         .ingest(mail("anna@kunde.example", "AW: Rechnung", "a2@kunde.example", &["a1@kunde.example"]))

@@ -396,3 +396,52 @@ print("sent")
     let (_, messages) = wait_messages(&s.srv, None, 1).await;
     assert_eq!(messages[0]["auto_submitted"], true, "{}", messages[0]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_corpus_mail_delivered_over_smtp_is_stored_or_refused_with_a_reason() {
+    let dir = std::env::var_os("KONTOR_SHARED_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data"))
+        .join("email");
+    if !dir.is_dir() {
+        eprintln!("skipped: the shared test corpus is not at {} (set KONTOR_SHARED_DATA)", dir.display());
+        return;
+    }
+    let (s, _) = start(None, 25 * 1024 * 1024).await;
+    let script = r#"
+import os, smtplib, sys, json
+root = sys.argv[3]
+paths = sorted(os.path.join(d, f) for d, _, fs in os.walk(root) for f in fs
+               if f.endswith((".eml", ".txt")) and "/files/" not in os.path.join(d, f))
+results = {}
+for p in paths:
+    raw = open(p, "rb").read()
+    try:
+        with smtplib.SMTP(sys.argv[1], int(sys.argv[2]), timeout=10) as s:
+            s.sendmail("corpus@sender.example", ["support@support.example.de"], raw)
+        results[p] = [250, ""]
+    except smtplib.SMTPResponseException as e:
+        results[p] = [e.smtp_code, e.smtp_error.decode("utf-8", "replace")]
+    except smtplib.SMTPRecipientsRefused as e:
+        code, msg = list(e.recipients.values())[0]
+        results[p] = [code, msg.decode("utf-8", "replace")]
+    except Exception as e:
+        results[p] = [0, "error: %r" % e]
+print(json.dumps(results))
+"#;
+    let out = Command::new("python3")
+        .args(["-c", script, &s.smtp.ip().to_string(), &s.smtp.port().to_string()])
+        .arg(&dir)
+        .output()
+        .expect("python3 runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let results: std::collections::BTreeMap<String, Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let code = |v: &Value| v[0].as_u64().unwrap_or(0);
+    let stored = results.values().filter(|v| code(v) == 250).count();
+    let refused: Vec<_> = results.iter().filter(|(_, v)| code(v) >= 500).map(|(p, v)| (p, v[1].clone())).collect();
+    let broken: Vec<_> = results.iter().filter(|(_, v)| code(v) < 250 || (400..500).contains(&code(v))).collect();
+    println!("corpus over SMTP: {} mails, {stored} stored, {} refused: {refused:?}", results.len(), refused.len());
+    assert!(results.len() > 100);
+    assert!(broken.is_empty(), "no hang, no dropped connection, no temporary failure: {broken:?}");
+    assert_eq!(s.srv.call("GET", "/healthz", None).await.0, 200);
+}

@@ -20,6 +20,14 @@ pub(super) fn key_of(m: &NewInbound) -> Option<String> {
 pub(super) fn fingerprint(m: &NewInbound) -> String {
     use sha2::{Digest, Sha256};
     let mut h = Sha256::new();
+    // E-mail: the Message-ID is the mail, whichever copy comes (by SMTP again, by IMAP, from a
+    // list that added a footer): a repeat from the same sender is the same message, never a
+    // conflict. (The key is already scoped by sender.)
+    if m.channel == kontor_core::Channel::Email {
+        h.update(b"email\0");
+        h.update(m.from_address.as_bytes());
+        return hex::encode(&h.finalize()[..16]);
+    }
     let attachments = serde_json::to_string(&m.attachments).unwrap_or_default();
     let case = m.case_id.map(|c| c.to_string());
     let parts: [Option<&str>; 7] = [

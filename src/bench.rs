@@ -19,6 +19,8 @@ use kontor_store::{Backend, Conn, Store};
 pub enum BenchCommand {
     /// Drive POST /api/v1/inbound and report messages/s, latency and stream latency.
     Ingest(IngestOptions),
+    /// Mails per second accepted over SMTP (durable, into cases, sources and files encrypted).
+    Smtp(crate::bench_smtp::SmtpOptions),
     /// The blob store: attachments stored durably (encrypted) and read back (decrypted and
     /// checked) per second, in a fresh local store (or the configured `[blobs]`).
     Blobs {
@@ -50,6 +52,7 @@ pub async fn run(cmd: BenchCommand, cfg: Config) -> Result<()> {
     match cmd {
         BenchCommand::Blobs { objects, size, concurrency } => blobs(cfg, objects, size, concurrency).await,
         BenchCommand::Ingest(opts) => ingest(cfg, opts).await,
+        BenchCommand::Smtp(opts) => crate::bench_smtp::smtp(cfg, opts).await,
         BenchCommand::Pages { cases, messages, requests } => pages(cfg, cases, messages, requests).await,
     }
 }

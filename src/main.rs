@@ -1,6 +1,7 @@
 //! `kontor`: the command-line face of Kontor (serve, migrate, users, tokens, benchmarks).
 
 mod bench;
+mod bench_smtp;
 mod demo;
 mod vault_cli;
 

@@ -45,7 +45,7 @@ fn mail(run: u64, n: u64, o: &SmtpOptions, pdf: &str) -> (String, Vec<u8>) {
             "Zeile {i}: Guten Tag, mein Zählerstand ist {n} kWh, bitte passen Sie den Abschlag an. Grüße\r\n"
         ));
     }
-    let with_file = o.attachment_every > 0 && n % o.attachment_every == 0;
+    let with_file = o.attachment_every > 0 && n.is_multiple_of(o.attachment_every);
     let body = if with_file {
         format!(
             "MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=XB\r\n\r\n--XB\r\n\
@@ -164,10 +164,11 @@ async fn load(
     let start = Instant::now();
     let deadline = start + dur;
     let tls = {
-        let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
-            .with_safe_default_protocol_versions()?
-            .with_root_certificates(rustls::RootCertStore::empty())
-            .with_no_client_auth();
+        let config =
+            rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+                .with_safe_default_protocol_versions()?
+                .with_root_certificates(rustls::RootCertStore::empty())
+                .with_no_client_auth();
         tokio_rustls::TlsConnector::from(Arc::new(config))
     };
     let mut tasks = Vec::new();

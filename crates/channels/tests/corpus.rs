@@ -40,6 +40,7 @@ fn envelope() -> Envelope {
         peer: [127, 0, 0, 1].into(),
         tokens: vec![],
         reply_domain: "support.example.de".into(),
+        keys: None,
     }
 }
 

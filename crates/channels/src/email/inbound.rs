@@ -9,7 +9,7 @@ use kontor_channel::{DeliveryReport, InboundFile, InboundMessage, RawSource};
 use kontor_core::{Channel, DeliveryState, IdentityKind};
 use sha2::{Digest, Sha256};
 
-use super::keys::Token;
+use super::keys::{MailKeys, Token};
 use super::parse::{delivery_failure, parse, UNREADABLE_TEXT};
 
 /// How a mail came in.
@@ -26,11 +26,17 @@ pub struct Envelope {
     pub tokens: Vec<Token>,
     /// The domain of Kontor's own Message-IDs (that of `email.outbound.from`).
     pub reply_domain: String,
+    /// The channel's key (Kontor's Message-IDs carry a MAC made with it).
+    pub keys: Option<MailKeys>,
 }
 
-/// The Message-ID (without brackets) Kontor gives reply `message` of `case`.
-pub fn reply_message_id(case: i64, message: i64, domain: &str) -> String {
-    format!("kontor.{case}.{message}@{domain}")
+/// The Message-ID (without brackets) Kontor gives reply `message` of `case`: with a MAC when
+/// the key is there, so nobody can name one of Kontor's mails without having received it.
+pub fn reply_message_id(keys: Option<&MailKeys>, case: i64, message: i64, domain: &str) -> String {
+    match keys {
+        Some(k) => format!("kontor.{case}.{message}.{}@{domain}", k.message_id_mac(case, message)),
+        None => format!("kontor.{case}.{message}@{domain}"),
+    }
 }
 
 /// A bounce of one of Kontor's replies: the report that marks it failed, with the reason.
@@ -42,7 +48,7 @@ pub fn bounce_report(raw: &[u8], envelope: &Envelope) -> Option<DeliveryReport> 
     let reason = delivery_failure(raw)?;
     Some(DeliveryReport {
         channel: Channel::Email,
-        provider_message_id: reply_message_id(case, message, &envelope.reply_domain),
+        provider_message_id: reply_message_id(envelope.keys.as_ref(), case, message, &envelope.reply_domain),
         state: DeliveryState::Failed,
         error: Some(reason),
     })
@@ -50,6 +56,49 @@ pub fn bounce_report(raw: &[u8], envelope: &Envelope) -> Option<DeliveryReport> 
 
 /// The sender of a mail nobody can be named for (no usable `From`, an empty envelope sender).
 pub const UNKNOWN_SENDER: &str = "unbekannt@absender.invalid";
+
+/// Longest text kept in the message (the raw source keeps all of it).
+const MAX_TEXT_CHARS: usize = 200_000;
+/// Largest HTML kept in the message (larger HTML stays in the raw source only).
+const MAX_HTML_BYTES: usize = 1_000_000;
+
+/// `s` cut to at most `max` characters.
+fn cut(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => s[..i].to_string(),
+        None => s.to_string(),
+    }
+}
+
+/// A mail nothing could be read from (the parser failed on it): kept with its source.
+pub fn unreadable(raw: &[u8], envelope: &Envelope) -> InboundMessage {
+    let from = kontor_core::normalise_identity(IdentityKind::Email, &envelope.mail_from, "DE")
+        .unwrap_or_else(|_| UNKNOWN_SENDER.to_string());
+    let digest = Sha256::digest(raw);
+    InboundMessage {
+        channel: Channel::Email,
+        from_kind: IdentityKind::Email,
+        from_address: from.clone(),
+        name: None,
+        subject: None,
+        text: UNREADABLE_TEXT.to_string(),
+        html: None,
+        attachments: Vec::new(),
+        provider_message_id: Some(format!("sha256:{}", hex::encode(&digest[..16]))),
+        idempotency_key: None,
+        idempotency_scope: format!("from:{from}"),
+        case_id: None,
+        refers_to: Vec::new(),
+        case_hint: None,
+        files: vec![InboundFile {
+            filename: "original.eml".into(),
+            content_type: "message/rfc822".into(),
+            bytes: bytes::Bytes::copy_from_slice(raw),
+        }],
+        auto_submitted: false,
+        raw_source: Some(RawSource::Bytes(bytes::Bytes::copy_from_slice(raw))),
+    }
+}
 
 /// The inbound message for a received mail. A mail that cannot be read is kept as such (with
 /// a note as its text); an error only when nothing about it can be stored.
@@ -69,7 +118,9 @@ pub fn to_inbound(raw: &[u8], envelope: &Envelope, region: &str) -> Result<Inbou
     });
     // A mail to a bounce address answers that reply, whatever its headers say.
     let bounced = envelope.tokens.iter().find_map(|t| match t {
-        Token::Bounce { case, message } => Some(reply_message_id(*case, *message, &envelope.reply_domain)),
+        Token::Bounce { case, message } => {
+            Some(reply_message_id(envelope.keys.as_ref(), *case, *message, &envelope.reply_domain))
+        }
         Token::Case(_) => None,
     });
     let mut refers_to = mail.refers_to.clone();
@@ -84,12 +135,17 @@ pub fn to_inbound(raw: &[u8], envelope: &Envelope, region: &str) -> Result<Inbou
     if !mail.readable {
         text = UNREADABLE_TEXT.to_string();
     }
+    // The message holds what an agent reads; the raw source keeps everything.
+    if text.chars().nth(MAX_TEXT_CHARS).is_some() {
+        text = format!("{}\n\n[… gekürzt / shortened; the whole mail is in its source]", cut(&text, MAX_TEXT_CHARS));
+    }
+    let html = mail.html.clone().filter(|h| h.len() <= MAX_HTML_BYTES);
     let raw_kept = mail.readable;
     let mut files: Vec<InboundFile> = mail
         .files
         .iter()
         .map(|f| InboundFile {
-            filename: f.filename.clone(),
+            filename: cut(&f.filename, 255),
             content_type: f.content_type.clone(),
             bytes: bytes::Bytes::from(f.bytes.clone()),
         })
@@ -106,10 +162,10 @@ pub fn to_inbound(raw: &[u8], envelope: &Envelope, region: &str) -> Result<Inbou
         channel: Channel::Email,
         from_kind: IdentityKind::Email,
         from_address: from.clone(),
-        name: mail.from_name.clone(),
-        subject: mail.subject.clone(),
+        name: mail.from_name.as_deref().map(|n| cut(n, 200)),
+        subject: mail.subject.as_deref().map(|s| cut(s, 998)),
         text,
-        html: mail.html.clone(),
+        html,
         attachments: Vec::new(),
         provider_message_id: Some(provider_id),
         idempotency_key: None,
@@ -142,6 +198,7 @@ mod tests {
             peer: [127, 0, 0, 1].into(),
             tokens: vec![],
             reply_domain: "support.example.de".into(),
+            keys: None,
         }
     }
 
@@ -158,6 +215,26 @@ mod tests {
         let m = to_inbound(b"Subject: ohne Absender\r\n\r\nHallo\r\n", &env("b@c.example"), "DE").unwrap();
         assert_eq!(m.from_address, "b@c.example");
         assert!(m.provider_message_id.unwrap().starts_with("sha256:"), "no Message-ID: the content identifies it");
+    }
+
+    #[test]
+    fn an_overlong_text_is_shortened_and_overlong_html_left_to_the_source() {
+        let long = "x".repeat(250_000);
+        let mail = format!("From: a@b.example\r\nContent-Type: text/plain\r\n\r\n{long}\r\n");
+        let m = to_inbound(mail.as_bytes(), &env("a@b.example"), "DE").unwrap();
+        assert!(m.text.chars().count() < 200_100 && m.text.ends_with("its source]"), "{}", m.text.len());
+        let html = format!("<p>{}</p>", "y".repeat(1_100_000));
+        let mail = format!("From: a@b.example\r\nContent-Type: text/html\r\n\r\n{html}\r\n");
+        let m = to_inbound(mail.as_bytes(), &env("a@b.example"), "DE").unwrap();
+        assert!(m.html.is_none());
+        assert!(matches!(m.raw_source, Some(RawSource::Bytes(ref b)) if b.len() > 1_100_000), "the source keeps it");
+    }
+
+    #[test]
+    fn a_mail_the_parser_failed_on_is_kept_with_its_source() {
+        let m = unreadable(b"\xff\xfe whatever", &env("b@c.example"));
+        assert_eq!((m.from_address.as_str(), m.text.as_str()), ("b@c.example", UNREADABLE_TEXT));
+        assert_eq!(m.files.len(), 1);
     }
 
     #[test]

@@ -54,6 +54,12 @@ impl MailKeys {
         want.len() == given.len() && want.bytes().zip(given.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
     }
 
+    /// The MAC part of Kontor's Message-ID for reply `message` of `case`: the id cannot be
+    /// guessed from the (sequential) case and message numbers.
+    pub fn message_id_mac(&self, case: i64, message: i64) -> String {
+        self.mac10("mid", &format!("{case}.{message}"))
+    }
+
     /// The envelope sender of reply `message` of `case`.
     pub fn bounce_address(&self, case: i64, message: i64, domain: &str) -> String {
         let value = format!("{case}.{message}");

@@ -106,7 +106,7 @@ pub fn parse(raw: &[u8]) -> ParsedMail {
         })
         .collect();
     ParsedMail {
-        message_id: m.message_id().map(|id| id.trim().trim_matches(['<', '>']).to_string()).filter(|s| !s.is_empty()),
+        message_id: m.message_id().and_then(clean_id),
         from_address: from.and_then(|a| a.address()).map(|a| a.trim().to_string()),
         from_name: from.and_then(|a| a.name()).map(|n| n.trim().to_string()).filter(|n| !n.is_empty()),
         auto_submitted: is_auto_submitted(&m, subject.as_deref()),
@@ -176,16 +176,29 @@ pub fn delivery_failure(raw: &[u8]) -> Option<String> {
     None
 }
 
-/// The ids of an `In-Reply-To` or `References` header.
+/// The ids of an `In-Reply-To` or `References` header (only well-formed ones, see
+/// [`clean_id`]), at most 50.
 fn ids(v: &HeaderValue<'_>) -> Vec<String> {
-    let clean = |s: &str| s.trim().trim_matches(['<', '>']).to_string();
-    match v {
-        HeaderValue::Text(t) => t.split_whitespace().map(clean).collect(),
+    let all: Vec<String> = match v {
+        HeaderValue::Text(t) => t.split_whitespace().filter_map(clean_id).collect(),
         HeaderValue::TextList(l) => {
-            l.iter().flat_map(|t| t.split_whitespace().map(clean).collect::<Vec<_>>()).collect()
+            l.iter().flat_map(|t| t.split_whitespace().filter_map(clean_id).collect::<Vec<_>>()).collect()
         }
         _ => Vec::new(),
-    }
+    };
+    all.into_iter().take(50).collect()
+}
+
+/// A message id as Kontor keeps and repeats it (in its replies' `In-Reply-To` and
+/// `References`): without angle brackets, printable ASCII only, no white space, brackets or
+/// quotes, at most 250 characters. Anything else is dropped: it must never carry a line
+/// break (or anything else) into a header Kontor writes.
+pub fn clean_id(raw: &str) -> Option<String> {
+    let id = raw.trim().trim_start_matches('<').trim_end_matches('>');
+    let ok = !id.is_empty()
+        && id.len() <= 250
+        && id.bytes().all(|b| b.is_ascii_graphic() && !matches!(b, b'<' | b'>' | b'"' | b'\\' | b'(' | b')' | b','));
+    ok.then(|| id.to_string())
 }
 
 /// Whether a machine sent the mail (RFC 3834 `Auto-Submitted`, Microsoft's and others'
@@ -252,6 +265,17 @@ R3LDvMOfZSBhdXMgS8O2bG4=\r\n";
         assert_eq!(p.refers_to, vec!["k-9@support.example.de", "first@kunde.example"]);
         assert!(!p.auto_submitted);
         assert!(p.html.is_none(), "a text-only mail has no HTML");
+    }
+
+    #[test]
+    fn ids_that_could_break_a_header_are_dropped() {
+        assert_eq!(clean_id("<abc.1@kunde.example>").as_deref(), Some("abc.1@kunde.example"));
+        assert_eq!(clean_id("<x1\rBcc: victim@example.org>"), None);
+        assert_eq!(clean_id("<a b@c>"), None);
+        assert_eq!(clean_id(&format!("<{}@x>", "a".repeat(300))), None);
+        let mail =
+            "From: a@b.example\r\nMessage-ID: <ok@b.example>\r\nIn-Reply-To: <good@x> <bad\"quote@x>\r\n\r\nHallo\r\n";
+        assert_eq!(parse(mail.as_bytes()).refers_to, vec!["good@x"]);
     }
 
     #[test]

@@ -26,11 +26,18 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::task::TaskTracker;
 
 use super::config::EmailConfig;
-use super::inbound::{bounce_report, to_inbound, Envelope};
+use super::inbound::{bounce_report, to_inbound, unreadable, Envelope};
 use super::keys::{MailKeys, Token};
 
 /// Protocol errors a session may make before it is closed.
 const MAX_ERRORS: usize = 10;
+/// The longest a connection may last.
+const MAX_SESSION: Duration = Duration::from_secs(3600);
+/// Bytes of mail being received or processed at once on this node, all sessions together
+/// (in 64 KiB units): a session whose mail would go beyond waits. Bounds memory however many
+/// clients send large mail at once.
+const DATA_BUDGET_UNITS: u32 = 4096; // 256 MiB
+const DATA_UNIT: usize = 64 * 1024;
 
 /// What a session needs to know, shared by all sessions.
 pub struct SmtpSettings {
@@ -48,6 +55,8 @@ pub struct SmtpSettings {
     pub reply_domain: String,
     /// Bounce addresses and case tokens are read only with the key.
     pub keys: Option<MailKeys>,
+    /// The node's budget of mail bytes in flight (see [`DATA_BUDGET_UNITS`]).
+    pub data_budget: Arc<Semaphore>,
 }
 
 /// The SMTP listener.
@@ -90,6 +99,7 @@ impl SmtpListener {
                     .map(|s| s.domain().to_string())
                     .unwrap_or_else(|| config.host_name()),
                 keys,
+                data_budget: Arc::new(Semaphore::new(DATA_BUDGET_UNITS as usize)),
             }),
             tls,
             bound: Mutex::new(None),
@@ -181,7 +191,10 @@ impl Listener for SmtpListener {
                     let _ = tcp.write_all(b"421 4.7.0 Too many connections, try again later\r\n").await;
                     return;
                 };
-                serve_connection(tcp, peer, &settings, tls.as_ref(), &ctx).await;
+                // However it is used, a connection ends after an hour: a client cannot keep a
+                // slot forever (slow writes, endless NOOPs).
+                let _ =
+                    tokio::time::timeout(MAX_SESSION, serve_connection(tcp, peer, &settings, tls.as_ref(), &ctx)).await;
             });
         }
         // Sessions between commands answer 421 and close; one in the middle of a message
@@ -207,12 +220,13 @@ async fn serve_connection(
     match run_session(&mut tcp, peer, settings, tls.is_some(), false, ctx).await {
         Outcome::StartTls => {
             let Some(acceptor) = tls else { return };
-            match acceptor.accept(tcp).await {
-                Ok(mut stream) => {
+            match tokio::time::timeout(settings.idle_timeout, acceptor.accept(tcp)).await {
+                Ok(Ok(mut stream)) => {
                     let _ = run_session(&mut stream, peer, settings, false, true, ctx).await;
                     let _ = stream.shutdown().await;
                 }
-                Err(e) => tracing::debug!(%peer, error = %e, "TLS handshake failed."),
+                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed."),
+                Err(_) => tracing::debug!(%peer, "TLS handshake timed out."),
             }
         }
         Outcome::Closed => {
@@ -361,7 +375,14 @@ pub async fn run_session<S: AsyncRead + AsyncWrite + Unpin>(
                         // A bounce address or case token with a wrong MAC: forged, refused
                         // (and never bounced back to its claimed sender).
                         Some(d) if settings.domains.contains(&d) && token.is_err() => {
-                            reply(&mut out, 550, (5, 1, 1), "No such address here")
+                            // Guessing a MAC costs the session: it counts as an error.
+                            errors += 1;
+                            reply(&mut out, 550, (5, 1, 1), "No such address here");
+                            if errors >= MAX_ERRORS {
+                                reply(&mut out, 421, (4, 7, 0), "Too many errors, closing connection");
+                                let _ = stream.write_all(&out).await;
+                                return Outcome::Closed;
+                            }
                         }
                         Some(d) if settings.domains.contains(&d) => {
                             if let Ok(Some(t)) = token {
@@ -392,7 +413,7 @@ pub async fn run_session<S: AsyncRead + AsyncWrite + Unpin>(
                     return Outcome::Closed;
                 }
                 out.clear();
-                let (mail, too_large) = match receive_data(stream, &mut pending, &mut buf, settings).await {
+                let (mail, too_large, _budget) = match receive_data(stream, &mut pending, &mut buf, settings).await {
                     Some(r) => r,
                     None => return Outcome::Closed,
                 };
@@ -403,6 +424,7 @@ pub async fn run_session<S: AsyncRead + AsyncWrite + Unpin>(
                     peer: peer.ip(),
                     tokens: std::mem::take(&mut tx.tokens),
                     reply_domain: settings.reply_domain.clone(),
+                    keys: settings.keys.clone(),
                 };
                 if too_large {
                     reply(&mut out, 552, (5, 3, 4), "Message too large");
@@ -410,10 +432,16 @@ pub async fn run_session<S: AsyncRead + AsyncWrite + Unpin>(
                 }
                 match store(mail, envelope, settings, ctx).await {
                     Ok(id) => reply(&mut out, 250, (2, 0, 0), &format!("Message stored ({id})")),
+                    // The reason is logged, not told to an anonymous client.
                     Err(SinkError::Temporary(m)) => {
-                        reply(&mut out, 451, (4, 3, 0), &format!("Temporary failure, try again later: {m}"))
+                        tracing::warn!(%peer, reason = %m, "Mail not stored for now (451).");
+                        ctx.record_error(format!("451: {m}"));
+                        reply(&mut out, 451, (4, 3, 0), "Temporary local problem, try again later")
                     }
-                    Err(SinkError::Rejected(m)) => reply(&mut out, 554, (5, 6, 0), &format!("Message refused: {m}")),
+                    Err(SinkError::Rejected(m)) => {
+                        tracing::info!(%peer, reason = %m, "Mail refused (554).");
+                        reply(&mut out, 554, (5, 6, 0), "Message refused")
+                    }
                 }
             }
             Request::Bdat { chunk_size, .. } => {
@@ -452,14 +480,18 @@ pub async fn run_session<S: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
-/// Reads the message after `354`: returns the bytes (dot-unstuffed) and whether it was over
-/// the limit (then the rest was read and dropped); `None` when the connection ended.
+/// Reads the message after `354`: returns the bytes (dot-unstuffed), whether it was over
+/// the limit (then the rest was read and dropped), and its share of the node's data budget
+/// (held until the mail is stored); `None` when the connection ended or the budget stayed
+/// exhausted past the data timeout.
 async fn receive_data<S: AsyncRead + Unpin>(
     stream: &mut S,
     pending: &mut Vec<u8>,
     buf: &mut [u8],
     settings: &SmtpSettings,
-) -> Option<(Vec<u8>, bool)> {
+) -> Option<(Vec<u8>, bool, Option<tokio::sync::OwnedSemaphorePermit>)> {
+    let mut budget: Option<tokio::sync::OwnedSemaphorePermit> = None;
+    let mut held = 0usize;
     let deadline = tokio::time::Instant::now() + settings.data_timeout;
     let mut data = DataReceiver::new();
     let mut mail = Vec::new();
@@ -478,7 +510,22 @@ async fn receive_data<S: AsyncRead + Unpin>(
         pending.drain(..consumed);
         let over = discard.is_some() || mail.len() > settings.max_message_bytes;
         if done {
-            return Some((if over { Vec::new() } else { mail }, over));
+            return Some((if over { Vec::new() } else { mail }, over, budget));
+        }
+        // Hold budget for what is buffered before reading more (waits while other sessions
+        // hold it all).
+        let needed = (mail.len() / DATA_UNIT + 1).min(DATA_BUDGET_UNITS as usize);
+        if needed > held {
+            let more = (needed - held) as u32;
+            let permit = tokio::time::timeout_at(deadline, settings.data_budget.clone().acquire_many_owned(more))
+                .await
+                .ok()?
+                .ok()?;
+            match budget.as_mut() {
+                Some(b) => b.merge(permit),
+                None => budget = Some(permit),
+            }
+            held = needed;
         }
         if discard.is_none() && over {
             discard = Some(DummyDataReceiver::new_data(&data));
@@ -498,25 +545,33 @@ async fn store(
     settings: &SmtpSettings,
     ctx: &ListenerContext,
 ) -> Result<String, SinkError> {
-    // Parsing a large mail takes a while: off the session's thread.
+    let raw = bytes::Bytes::from(raw);
     let region = settings.default_region.clone();
-    let (raw, envelope, report) = tokio::task::spawn_blocking(move || {
-        let report = bounce_report(&raw, &envelope);
-        (raw, envelope, report)
-    })
-    .await
-    .map_err(|e| SinkError::Temporary(format!("parser stopped: {e}")))?;
-    if let Some(report) = report {
-        // A bounce of one of our replies marks it failed; taken (250) whether or not it
-        // matched, so nobody learns anything from the answer.
-        let applied = ctx.sink.report(report).await?;
-        ctx.record_activity();
-        return Ok(if applied { "bounce recorded".into() } else { "bounce noted".into() });
-    }
-    let inbound = tokio::task::spawn_blocking(move || to_inbound(&raw, &envelope, &region))
+    // Parsing a large mail takes a while: off the session's thread. A mail that makes the
+    // parser panic is kept as unreadable (with its source), never refused for ever.
+    let parsed = {
+        let (raw, envelope) = (raw.clone(), envelope.clone());
+        tokio::task::spawn_blocking(move || match bounce_report(&raw, &envelope) {
+            Some(report) => Ok(Err(report)),
+            None => to_inbound(&raw, &envelope, &region).map(Ok),
+        })
         .await
-        .map_err(|e| SinkError::Temporary(format!("parser stopped: {e}")))?
-        .map_err(SinkError::Rejected)?;
+    };
+    let inbound = match parsed {
+        Ok(Ok(Ok(inbound))) => inbound,
+        Ok(Ok(Err(report))) => {
+            // A bounce of one of our replies marks it failed; taken (250) whether or not it
+            // matched, so nobody learns anything from the answer.
+            let applied = ctx.sink.report(report).await?;
+            ctx.record_activity();
+            return Ok(if applied { "bounce recorded".into() } else { "bounce noted".into() });
+        }
+        Ok(Err(reason)) => return Err(SinkError::Rejected(reason)),
+        Err(e) => {
+            tracing::error!(error = %e, "The mail parser failed on a mail; it is kept as unreadable.");
+            unreadable(&raw, &envelope)
+        }
+    };
     let receipt = ctx.sink.accept(inbound).await?;
     ctx.record_activity();
     Ok(format!("message {}", receipt.message_id))
@@ -564,6 +619,7 @@ mod tests {
             default_region: "DE".into(),
             reply_domain: "support.example.de".into(),
             keys: None,
+            data_budget: Arc::new(Semaphore::new(DATA_BUDGET_UNITS as usize)),
         }
     }
 

@@ -80,6 +80,8 @@ pub async fn smtp(mut cfg: Config, o: SmtpOptions) -> Result<()> {
     cfg.email = EmailConfig {
         smtp_listen: Some("127.0.0.1:0".into()),
         domains: vec!["bench.example".into()],
+        // All clients come from 127.0.0.1.
+        max_sessions_per_ip: o.clients.max(1),
         ..EmailConfig::default()
     };
     let url = cfg.database_url();
@@ -180,9 +182,13 @@ async fn load(
             let builder = mail_send::SmtpClientBuilder::new_with_tls_connector(addr.ip().to_string(), addr.port(), tls)
                 .helo_host("bench-client.example")
                 .timeout(Duration::from_secs(60));
-            let Ok(mut c) = builder.connect_plain().await else {
-                errors.fetch_add(1, Ordering::Relaxed);
-                return h;
+            let mut c = match builder.connect_plain().await {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("a client could not connect: {e}");
+                    errors.fetch_add(1, Ordering::Relaxed);
+                    return h;
+                }
             };
             while Instant::now() < deadline {
                 let n = counter.fetch_add(1, Ordering::Relaxed);
@@ -199,8 +205,10 @@ async fn load(
                         let _ = h.record(t.elapsed().as_micros() as u64);
                         ok.fetch_add(1, Ordering::Relaxed);
                     }
-                    Err(_) => {
-                        errors.fetch_add(1, Ordering::Relaxed);
+                    Err(e) => {
+                        if errors.fetch_add(1, Ordering::Relaxed) < 3 {
+                            eprintln!("a mail was not taken: {e}");
+                        }
                         let _ = c.rset().await;
                     }
                 }

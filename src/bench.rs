@@ -570,12 +570,7 @@ async fn load(
     let counter = Arc::new(AtomicU64::new(0));
     let ok = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
-    let bar = ProgressBar::new(dur.as_secs());
-    bar.set_style(
-        ProgressStyle::with_template("{msg:>10} [{bar:30}] {pos}/{len} s")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
-    bar.set_message(label.to_string());
+    let bar = ticking_bar(label, dur);
     let start = Instant::now();
     let deadline = start + dur;
     let mut tasks = Vec::new();
@@ -608,6 +603,23 @@ async fn load(
             h
         }));
     }
+    let hist = collect(tasks, bar).await?;
+    Ok((ok.load(Ordering::Relaxed), errors.load(Ordering::Relaxed), hist, start.elapsed()))
+}
+
+/// A progress bar for a timed load phase, ticking once a second by itself.
+pub(crate) struct TickingBar {
+    bar: ProgressBar,
+    ticker: tokio::task::JoinHandle<()>,
+}
+
+pub(crate) fn ticking_bar(label: &str, dur: Duration) -> TickingBar {
+    let bar = ProgressBar::new(dur.as_secs());
+    bar.set_style(
+        ProgressStyle::with_template("{msg:>10} [{bar:30}] {pos}/{len} s")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.set_message(label.to_string());
     let ticker = {
         let bar = bar.clone();
         tokio::spawn(async move {
@@ -617,13 +629,21 @@ async fn load(
             }
         })
     };
+    TickingBar { bar, ticker }
+}
+
+/// Waits for the load's clients, merges their latency histograms and clears the bar.
+pub(crate) async fn collect(
+    tasks: Vec<tokio::task::JoinHandle<Histogram<u64>>>,
+    bar: TickingBar,
+) -> Result<Histogram<u64>> {
     let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
     for t in tasks {
         hist.add(t.await?)?;
     }
-    ticker.abort();
-    bar.finish_and_clear();
-    Ok((ok.load(Ordering::Relaxed), errors.load(Ordering::Relaxed), hist, start.elapsed()))
+    bar.ticker.abort();
+    bar.bar.finish_and_clear();
+    Ok(hist)
 }
 
 /// Per provider message id: when it was sent and when its 201 came back.

@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use hdrhistogram::Histogram;
-use indicatif::{ProgressBar, ProgressStyle};
 use kontor_channel::ChannelRegistry;
 use kontor_channels::email::keys::MailKeys;
 use kontor_channels::email::smtp::SmtpListener;
@@ -157,12 +156,7 @@ async fn load(
     let counter = Arc::new(AtomicU64::new(0));
     let ok = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
-    let bar = ProgressBar::new(dur.as_secs());
-    bar.set_style(
-        ProgressStyle::with_template("{msg:>10} [{bar:30}] {pos}/{len} s")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
-    bar.set_message(label.to_string());
+    let bar = crate::bench::ticking_bar(label, dur);
     let start = Instant::now();
     let deadline = start + dur;
     let tls = {
@@ -217,20 +211,6 @@ async fn load(
             h
         }));
     }
-    let ticker = {
-        let bar = bar.clone();
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                bar.inc(1);
-            }
-        })
-    };
-    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
-    for t in tasks {
-        hist.add(t.await?)?;
-    }
-    ticker.abort();
-    bar.finish_and_clear();
+    let hist = crate::bench::collect(tasks, bar).await?;
     Ok((ok.load(Ordering::Relaxed), errors.load(Ordering::Relaxed), hist, start.elapsed()))
 }

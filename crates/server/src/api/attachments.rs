@@ -198,17 +198,22 @@ pub async fn download(
             _ => AppError::Unavailable,
         }
     })?;
-    Ok((
+    Ok(download_response(a.content_type.clone(), &a.filename, bytes))
+}
+
+/// A file as a download: never shown inline, never sniffed, never cached.
+fn download_response(content_type: String, filename: &str, bytes: bytes::Bytes) -> Response {
+    (
         [
-            (header::CONTENT_TYPE, a.content_type.clone()),
-            (header::CONTENT_DISPOSITION, content_disposition(&a.filename)),
+            (header::CONTENT_TYPE, content_type),
+            (header::CONTENT_DISPOSITION, content_disposition(filename)),
             (header::X_CONTENT_TYPE_OPTIONS, "nosniff".to_string()),
             (header::CONTENT_SECURITY_POLICY, "default-src 'none'; sandbox".to_string()),
             (header::CACHE_CONTROL, "private, no-store".to_string()),
         ],
         bytes,
     )
-        .into_response())
+        .into_response()
 }
 
 /// The raw source of a received mail, as it came (decrypted from the blob store).
@@ -236,17 +241,7 @@ pub async fn raw_source(
             _ => AppError::Unavailable,
         }
     })?;
-    Ok((
-        [
-            (header::CONTENT_TYPE, "message/rfc822".to_string()),
-            (header::CONTENT_DISPOSITION, content_disposition(&format!("message-{id}.eml"))),
-            (header::X_CONTENT_TYPE_OPTIONS, "nosniff".to_string()),
-            (header::CONTENT_SECURITY_POLICY, "default-src 'none'; sandbox".to_string()),
-            (header::CACHE_CONTROL, "private, no-store".to_string()),
-        ],
-        bytes,
-    )
-        .into_response())
+    Ok(download_response("message/rfc822".into(), &format!("message-{id}.eml"), bytes))
 }
 
 #[cfg(test)]

@@ -74,27 +74,20 @@ async fn pages(mut cfg: Config, cases: u64, messages: u64, requests: u64) -> Res
     bar.set_message("seeding");
     let seed_start = Instant::now();
     let inbound = |from: String, n: u64| kontor_store::ingest::NewInbound {
-        channel: kontor_core::Channel::Email,
-        from_kind: kontor_core::IdentityKind::Email,
-        from_address: from,
         name: Some(format!("Kundin {n}")),
         subject: Some(format!("Anfrage {n}: Zählerstand und Abschlag")),
-        text: format!(
-            "Guten Tag, mein Zählerstand ist {} kWh. Bitte passen Sie den Abschlag an. Kundennummer {}.",
-            10_000 + n,
-            500_000 + n
-        ),
-        html: None,
-        attachments: vec![],
         provider_message_id: Some(format!("seed-{n}")),
-        idempotency_key: None,
         idempotency_scope: "bench".into(),
-        case_id: None,
-        refers_to: Vec::new(),
-        case_hint: None,
-        files: Vec::new(),
-        auto_submitted: false,
-        raw_source: None,
+        ..kontor_store::ingest::NewInbound::text(
+            kontor_core::Channel::Email,
+            kontor_core::IdentityKind::Email,
+            from,
+            format!(
+                "Guten Tag, mein Zählerstand ist {} kWh. Bitte passen Sie den Abschlag an. Kundennummer {}.",
+                10_000 + n,
+                500_000 + n
+            ),
+        )
     };
     let mut n = 0u64;
     while n < cases {
@@ -277,23 +270,16 @@ async fn seed_team_cases(store: &Store, customers: u64, own: i64) -> Result<()> 
                 tokio::spawn(async move {
                     let r = store
                         .ingest(kontor_store::ingest::NewInbound {
-                            channel: kontor_core::Channel::Api,
-                            from_kind: kontor_core::IdentityKind::Email,
-                            from_address: format!("kunde{i}@bench.example.de"),
                             name: Some(format!("Kunde {i}")),
                             subject: Some("Zählerstand".into()),
-                            text: format!("Erste Nachricht von Kunde {i}."),
-                            html: None,
-                            attachments: vec![],
                             provider_message_id: Some(format!("bench-seed-{i}")),
-                            idempotency_key: None,
                             idempotency_scope: "bench-seed".into(),
-                            case_id: None,
-                            refers_to: Vec::new(),
-                            case_hint: None,
-                            files: Vec::new(),
-                            auto_submitted: false,
-                            raw_source: None,
+                            ..kontor_store::ingest::NewInbound::text(
+                                kontor_core::Channel::Api,
+                                kontor_core::IdentityKind::Email,
+                                format!("kunde{i}@bench.example.de"),
+                                format!("Erste Nachricht von Kunde {i}."),
+                            )
                         })
                         .await?;
                     let patch = kontor_store::cases::CasePatch { team_id: Some(Some(own)), ..Default::default() };

@@ -45,23 +45,10 @@ pub async fn load(store: &Store) -> Result<()> {
         let address = normalise_identity(m.kind, m.from, "DE")?;
         let r = store
             .ingest(NewInbound {
-                channel: m.channel,
-                from_kind: m.kind,
-                from_address: address,
                 name: Some(m.name.into()),
                 subject: m.subject.map(Into::into),
-                text: m.text.into(),
-                html: None,
-                attachments: vec![],
                 provider_message_id: Some(format!("demo-{i}")),
-                idempotency_key: None,
-                idempotency_scope: String::new(),
-                case_id: None,
-                refers_to: Vec::new(),
-                case_hint: None,
-                files: Vec::new(),
-                auto_submitted: false,
-                raw_source: None,
+                ..NewInbound::text(m.channel, m.kind, address, m.text)
             })
             .await?;
         cases.push(r.case_id);

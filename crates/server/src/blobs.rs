@@ -127,7 +127,13 @@ pub fn sniff(bytes: &[u8], declared: &str) -> String {
 /// Deletes the stored bytes of attachments whose message was not stored after all (best
 /// effort: what remains is removed by the sweep).
 pub async fn discard(vault: &Vault, attachments: &[Attachment]) {
-    for blob in attachments.iter().filter_map(|a| a.blob_id.as_deref()) {
+    let blobs: Vec<String> = attachments.iter().filter_map(|a| a.blob_id.clone()).collect();
+    discard_blobs(vault, &blobs).await
+}
+
+/// Deletes blobs by id whose message was not stored after all (best effort, as [`discard`]).
+pub async fn discard_blobs(vault: &Vault, blobs: &[String]) {
+    for blob in blobs {
         if let Err(e) = vault.delete(blob).await {
             tracing::debug!(error = %e, "Cannot delete an unused blob; the sweep will.");
         }

@@ -97,7 +97,7 @@ impl InboundSink for StoreSink {
                     message.raw_source = Some(RawSource::Stored(put.id));
                 }
                 Err(e) => {
-                    discard_blobs(vault, &blobs).await;
+                    crate::blobs::discard_blobs(vault, &blobs).await;
                     return Err(SinkError::Temporary(format!("the raw source cannot be stored: {e}")));
                 }
             }
@@ -106,23 +106,13 @@ impl InboundSink for StoreSink {
             Ok(r) if r.created => Ok(r),
             // A concurrent copy was stored first, with its own files.
             Ok(r) => {
-                discard_blobs(vault, &blobs).await;
+                crate::blobs::discard_blobs(vault, &blobs).await;
                 Ok(r)
             }
             Err(e) => {
-                discard_blobs(vault, &blobs).await;
+                crate::blobs::discard_blobs(vault, &blobs).await;
                 Err(e)
             }
-        }
-    }
-}
-
-/// Deletes blobs whose message was not stored after all (best effort; the sweep removes
-/// what remains).
-async fn discard_blobs(vault: &kontor_vault::Vault, blobs: &[String]) {
-    for id in blobs {
-        if let Err(e) = vault.delete(id).await {
-            tracing::debug!(error = %e, "Cannot delete an unused blob; the sweep will.");
         }
     }
 }

@@ -13,25 +13,7 @@ use kontor_server::Config;
 use kontor_store::{cases::CasePatch, ingest::NewInbound, Store};
 
 fn inbound(from: &str, text: &str) -> NewInbound {
-    NewInbound {
-        channel: Channel::Api,
-        from_kind: IdentityKind::Email,
-        from_address: from.into(),
-        name: None,
-        subject: Some("Gehalt".into()),
-        text: text.into(),
-        html: None,
-        attachments: vec![],
-        provider_message_id: None,
-        idempotency_key: None,
-        idempotency_scope: String::new(),
-        case_id: None,
-        refers_to: Vec::new(),
-        case_hint: None,
-        files: Vec::new(),
-        auto_submitted: false,
-        raw_source: None,
-    }
+    NewInbound { subject: Some("Gehalt".into()), ..NewInbound::text(Channel::Api, IdentityKind::Email, from, text) }
 }
 
 async fn hub_reaches(hub: &Hub, store: &Store) {

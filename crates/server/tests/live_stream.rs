@@ -17,23 +17,9 @@ use serde_json::Value;
 
 fn inbound(from: &str, text: &str) -> NewInbound {
     NewInbound {
-        channel: Channel::Api,
-        from_kind: IdentityKind::Email,
-        from_address: from.into(),
         name: Some("Erika Mustermann".into()),
         subject: Some("Zählerstand".into()),
-        text: text.into(),
-        html: None,
-        attachments: vec![],
-        provider_message_id: None,
-        idempotency_key: None,
-        idempotency_scope: String::new(),
-        case_id: None,
-        refers_to: Vec::new(),
-        case_hint: None,
-        files: Vec::new(),
-        auto_submitted: false,
-        raw_source: None,
+        ..NewInbound::text(Channel::Api, IdentityKind::Email, from, text)
     }
 }
 

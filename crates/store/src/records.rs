@@ -65,6 +65,19 @@ pub(crate) fn merged_into(c: &mut Conn, case_id: i64) -> Result<Option<i64>, Sto
     Ok(c.query_opt("SELECT merged_into FROM cases WHERE id = ?", &params![case_id])?.and_then(|r| r.opt_i64(0)))
 }
 
+/// The case that lives on for `case_id`: itself, or the case it was merged into (followed
+/// through up to 16 merges).
+pub(crate) fn follow_merges(c: &mut Conn, case_id: i64) -> Result<i64, StoreError> {
+    let mut id = case_id;
+    for _ in 0..16 {
+        match merged_into(c, id)? {
+            Some(target) => id = target,
+            None => break,
+        }
+    }
+    Ok(id)
+}
+
 pub(crate) const MESSAGE_COLS: &str = "id, case_id, customer_id, direction, internal, channel, subject, text, html, \
      attachments, provider_message_id, author_id, delivery_state, delivery_error, created_at, duration_seconds, \
      auto_submitted, raw_blob_id, cc";

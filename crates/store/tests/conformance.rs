@@ -191,25 +191,8 @@ async fn other_nodes_events_reach_subscribers_on_postgres() {
 
 /// An inbound API message from the (normalised) e-mail address `from`.
 fn inbound(from: &str, text: &str) -> NewInbound {
-    NewInbound {
-        channel: Channel::Api,
-        from_kind: IdentityKind::Email,
-        from_address: normalise_identity(IdentityKind::Email, from, "DE").expect("valid e-mail address"),
-        name: None,
-        subject: None,
-        text: text.to_string(),
-        html: None,
-        attachments: vec![],
-        provider_message_id: None,
-        idempotency_key: None,
-        idempotency_scope: String::new(),
-        case_id: None,
-        refers_to: Vec::new(),
-        case_hint: None,
-        files: Vec::new(),
-        auto_submitted: false,
-        raw_source: None,
-    }
+    let from = normalise_identity(IdentityKind::Email, from, "DE").expect("valid e-mail address");
+    NewInbound::text(Channel::Api, IdentityKind::Email, from, text)
 }
 
 fn reply(text: &str, based_on_event_id: i64, force: bool) -> NewReply {

@@ -54,12 +54,7 @@ impl Relay {
         let host = u.host_str().filter(|h| !h.is_empty()).ok_or_else(|| bad("no host"))?.to_string();
         let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
         let port = u.port().unwrap_or(if implicit_tls { 465 } else { 25 });
-        let decode = |s: &str| {
-            url::form_urlencoded::parse(format!("x={}", s.replace('+', "%2B")).as_bytes())
-                .next()
-                .map(|(_, v)| v.into_owned())
-                .unwrap_or_default()
-        };
+        let decode = |s: &str| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned();
         let user = (!u.username().is_empty()).then(|| decode(u.username()));
         let password = u.password().map(decode);
         if u.path() != "" && u.path() != "/" {

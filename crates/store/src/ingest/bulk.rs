@@ -183,7 +183,7 @@ impl Batch<'_> {
         customers.sort_unstable();
         customers.dedup();
         let mut candidates: HashMap<i64, Vec<CaseCandidate>> = HashMap::new();
-        for (customer, c) in case_candidates_by_customer(tx, &customers)? {
+        for (customer, c, _) in case_candidates_by_customer(tx, &customers)? {
             candidates.entry(customer).or_default().push(c);
         }
         let now = tx.now;

@@ -12,7 +12,7 @@ use super::keys::{fingerprint, key_of, repeat_of_row, KEY_ROW_SQL};
 use super::rows::{self, CaseActivity, MessageRow, NewCase, NewCustomer, NewEvent, INBOUND_KEYS};
 use crate::customers::refresh_customer_search;
 use crate::events::message_ref;
-use crate::records::load_case;
+use crate::records::{follow_merges, load_case};
 use crate::writer::Tx;
 use crate::{params, StoreError};
 
@@ -144,13 +144,7 @@ pub(crate) fn thread_case(
     match requested_case {
         Some(requested) => {
             // A case that was merged lives on in the case it was merged into.
-            let mut id = requested;
-            for _ in 0..16 {
-                match crate::records::merged_into(tx.conn, id)? {
-                    Some(target) => id = target,
-                    None => break,
-                }
-            }
+            let id = follow_merges(tx.conn, requested)?;
             // An unknown case and another customer's case get the same answer: the sender
             // learns nothing about cases that are not theirs.
             let not_theirs = || StoreError::NotFound(format!("case {requested} of this sender"));
@@ -186,32 +180,12 @@ pub(crate) fn thread_case(
     }
 }
 
-/// A customer's candidate cases with their subjects (the best few, as in
-/// [`case_candidates_by_customer`]).
+/// A customer's candidate cases with their subjects.
 fn candidates_with_subjects(
     tx: &mut Tx<'_>,
     customer_id: i64,
 ) -> Result<Vec<(CaseCandidate, Option<String>)>, StoreError> {
-    let sql = format!(
-        "SELECT id, status, updated_at, subject FROM cases WHERE customer_id = ? \
-         AND status IN ('open', 'pending', 'resolved') \
-         ORDER BY CASE WHEN status IN ('open', 'pending') THEN 0 ELSE 1 END, updated_at DESC, id DESC \
-         LIMIT {CANDIDATES_PER_CUSTOMER}"
-    );
-    tx.conn
-        .query(&sql, &params![customer_id])?
-        .iter()
-        .map(|r| {
-            Ok((
-                CaseCandidate {
-                    id: r.req_i64(0, "cases.id")?,
-                    status: r.req_enum(1, "cases.status", CaseStatus::parse)?,
-                    updated_at_us: r.req_i64(2, "cases.updated_at")?,
-                },
-                r.opt_text(3),
-            ))
-        })
-        .collect()
+    Ok(case_candidates_by_customer(tx, &[customer_id])?.into_iter().map(|(_, c, subject)| (c, subject)).collect())
 }
 
 /// Candidate cases read per customer when threading.
@@ -245,13 +219,7 @@ pub(super) fn referenced_case(
             )?,
         };
         let Some(row) = found else { continue };
-        let mut id = row.req_i64(0, "case_id")?;
-        for _ in 0..16 {
-            match crate::records::merged_into(tx.conn, id)? {
-                Some(target) => id = target,
-                None => break,
-            }
-        }
+        let id = follow_merges(tx.conn, row.req_i64(0, "case_id")?)?;
         let case = load_case(tx.conn, id)?;
         if case.customer_id == customer_id {
             return Ok(Some(case));
@@ -263,13 +231,8 @@ pub(super) fn referenced_case(
 /// The case a channel named (an e-mail case token), following merges, if it is this
 /// customer's.
 fn hinted_case(tx: &mut Tx<'_>, customer_id: i64, hint: Option<i64>) -> Result<Option<kontor_core::Case>, StoreError> {
-    let Some(mut id) = hint else { return Ok(None) };
-    for _ in 0..16 {
-        match crate::records::merged_into(tx.conn, id)? {
-            Some(target) => id = target,
-            None => break,
-        }
-    }
+    let Some(hint) = hint else { return Ok(None) };
+    let id = follow_merges(tx.conn, hint)?;
     match load_case(tx.conn, id) {
         Ok(case) if case.customer_id == customer_id => Ok(Some(case)),
         Ok(_) | Err(StoreError::NotFound(_)) => Ok(None),
@@ -278,11 +241,11 @@ fn hinted_case(tx: &mut Tx<'_>, customer_id: i64, hint: Option<i64>) -> Result<O
 }
 
 /// The cases of these customers a new message may join (open, pending or resolved), with
-/// the customer each belongs to.
+/// the customer each belongs to and its subject.
 pub(super) fn case_candidates_by_customer(
     tx: &mut Tx<'_>,
     customers: &[i64],
-) -> Result<Vec<(i64, CaseCandidate)>, StoreError> {
+) -> Result<Vec<(i64, CaseCandidate, Option<String>)>, StoreError> {
     if customers.is_empty() {
         return Ok(vec![]);
     }
@@ -290,8 +253,8 @@ pub(super) fn case_candidates_by_customer(
     // order `choose_case` decides by), so the choice is the same as over all of them, and a
     // customer with years of resolved cases costs no more than one with a few.
     let sql = format!(
-        "SELECT id, customer_id, status, updated_at FROM (\
-           SELECT id, customer_id, status, updated_at, ROW_NUMBER() OVER (PARTITION BY customer_id \
+        "SELECT id, customer_id, status, updated_at, subject FROM (\
+           SELECT id, customer_id, status, updated_at, subject, ROW_NUMBER() OVER (PARTITION BY customer_id \
              ORDER BY CASE WHEN status IN ('open', 'pending') THEN 0 ELSE 1 END, updated_at DESC, id DESC) AS rn \
            FROM cases WHERE customer_id IN ({}) AND status IN ('open', 'pending', 'resolved')) AS c \
          WHERE rn <= {CANDIDATES_PER_CUSTOMER}",
@@ -309,13 +272,14 @@ pub(super) fn case_candidates_by_customer(
                     status: r.req_enum(2, "cases.status", CaseStatus::parse)?,
                     updated_at_us: r.req_i64(3, "cases.updated_at")?,
                 },
+                r.opt_text(4),
             ))
         })
         .collect()
 }
 
 fn case_candidates(tx: &mut Tx<'_>, customers: &[i64]) -> Result<Vec<CaseCandidate>, StoreError> {
-    Ok(case_candidates_by_customer(tx, customers)?.into_iter().map(|(_, c)| c).collect())
+    Ok(case_candidates_by_customer(tx, customers)?.into_iter().map(|(_, c, _)| c).collect())
 }
 
 /// Re-opens a resolved case for a new inbound message and appends `case.updated`.

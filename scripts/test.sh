@@ -37,6 +37,10 @@ command -v cargo-nextest >/dev/null 2>&1 || cargo install --locked cargo-nextest
 # drives that chromium; it never downloads a browser).
 need_pkg node nodejs npm
 need_pkg /usr/bin/chromium chromium
+# The e-mail channel's IMAP tests run a real dovecot (crates/testkit/src/dovecot.rs), with a
+# certificate made by openssl.
+need_pkg /usr/sbin/dovecot dovecot-imapd
+need_pkg openssl openssl
 if [ ! -d node_modules/playwright-core ]; then
   echo "==> npm ci"
   npm ci --no-audit --no-fund

@@ -127,4 +127,12 @@ pub trait InboundSink: Send + Sync {
     /// Applies a delivery report that came in over a listener (an e-mail bounce); resolves
     /// after the commit. `Ok(false)`: it matched no message or was older news.
     async fn report(&self, report: crate::DeliveryReport) -> Result<bool, SinkError>;
+
+    /// How far a poller has read its source (an IMAP folder's UIDVALIDITY and last UID),
+    /// as it saved it with [`InboundSink::save_cursor`]; `None` before the first save.
+    async fn cursor(&self, name: &str) -> Result<Option<String>, SinkError>;
+
+    /// Saves how far a poller has read its source, once everything up to there is committed:
+    /// after a restart it goes on from there.
+    async fn save_cursor(&self, name: &str, value: &str) -> Result<(), SinkError>;
 }

@@ -135,6 +135,14 @@ impl InboundSink for ChannelBound {
         }
         self.inner.report(report).await
     }
+
+    async fn cursor(&self, name: &str) -> Result<Option<String>, crate::SinkError> {
+        self.inner.cursor(name).await
+    }
+
+    async fn save_cursor(&self, name: &str, value: &str) -> Result<(), crate::SinkError> {
+        self.inner.save_cursor(name, value).await
+    }
 }
 
 /// Runs the listeners of a node; cheap to clone.
@@ -278,6 +286,12 @@ mod tests {
             Err(SinkError::Temporary("test".into()))
         }
         async fn report(&self, _: crate::DeliveryReport) -> Result<bool, SinkError> {
+            Err(SinkError::Temporary("test".into()))
+        }
+        async fn cursor(&self, _: &str) -> Result<Option<String>, SinkError> {
+            Err(SinkError::Temporary("test".into()))
+        }
+        async fn save_cursor(&self, _: &str, _: &str) -> Result<(), SinkError> {
             Err(SinkError::Temporary("test".into()))
         }
     }

@@ -57,6 +57,14 @@ async fn ingest(store: &Store, mut message: InboundMessage) -> Result<InboundRec
 
 #[async_trait::async_trait]
 impl InboundSink for StoreSink {
+    async fn cursor(&self, name: &str) -> Result<Option<String>, SinkError> {
+        self.store.channel_cursor(name).await.map_err(sink_error)
+    }
+
+    async fn save_cursor(&self, name: &str, value: &str) -> Result<(), SinkError> {
+        self.store.set_channel_cursor(name, value).await.map_err(sink_error)
+    }
+
     async fn report(&self, report: kontor_channel::DeliveryReport) -> Result<bool, SinkError> {
         self.store.apply_delivery_report(report).await.map(|applied| applied.is_some()).map_err(sink_error)
     }

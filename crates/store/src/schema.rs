@@ -21,6 +21,7 @@ const SQLITE: &[&str] = &[
     include_str!("../migrations/sqlite/0013_inbound_keys_by_key.sql"),
     include_str!("../migrations/sqlite/0014_mail_source_and_auto_submitted.sql"),
     include_str!("../migrations/sqlite/0015_message_cc.sql"),
+    include_str!("../migrations/sqlite/0016_channel_cursors.sql"),
 ];
 
 /// PostgreSQL migrations (`migrations/postgres/NNNN_name.sql`), applied in order.
@@ -40,6 +41,7 @@ const POSTGRES: &[&str] = &[
     include_str!("../migrations/postgres/0013_inbound_keys_by_key.sql"),
     include_str!("../migrations/postgres/0014_mail_source_and_auto_submitted.sql"),
     include_str!("../migrations/postgres/0015_message_cc.sql"),
+    include_str!("../migrations/postgres/0016_channel_cursors.sql"),
 ];
 
 /// The SQL of one migration (`version` counts from 1) for a backend, for tests and tools

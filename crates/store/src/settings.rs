@@ -54,6 +54,36 @@ impl Store {
         .await
     }
 
+    /// How far a poller has read a source (see [`Store::set_channel_cursor`]); `None` before
+    /// the first save.
+    pub async fn channel_cursor(&self, name: &str) -> Result<Option<String>, StoreError> {
+        let name = name.to_string();
+        self.read(move |c| {
+            c.query_opt("SELECT value FROM channel_cursors WHERE name = ?", &params![name])?
+                .map(|r| r.req_text(0, "channel_cursors.value"))
+                .transpose()
+        })
+        .await
+    }
+
+    /// Saves how far a poller has read a source (an IMAP folder's UIDVALIDITY and last UID),
+    /// once what it read up to there is committed. Not an event: it changes with every mail.
+    pub async fn set_channel_cursor(&self, name: &str, value: &str) -> Result<(), StoreError> {
+        if name.is_empty() || name.len() > 200 || value.len() > 1000 {
+            return Err(StoreError::invalid("cursor", "a name of 1 to 200 bytes and a value of at most 1000"));
+        }
+        let (name, value) = (name.to_string(), value.to_string());
+        self.write(move |tx| {
+            tx.conn.execute(
+                "INSERT INTO channel_cursors (name, value, updated_at) VALUES (?, ?, ?) \
+                 ON CONFLICT (name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+                &params![name.as_str(), value.as_str(), crate::now_us()],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
     /// Whether only a case's assignee may reply to it (admin setting; default: false).
     pub async fn reply_only_assignee(&self) -> Result<bool, StoreError> {
         Ok(self.setting(REPLY_ONLY_ASSIGNEE).await?.as_deref() == Some("true"))

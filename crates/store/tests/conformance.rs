@@ -150,6 +150,9 @@ conformance! {
     check_settings_round_trip_and_reply_only_assignee_defaults_to_off(store) =>
         settings_round_trip_and_reply_only_assignee_defaults_to_off_on_sqlite,
         settings_round_trip_and_reply_only_assignee_defaults_to_off_on_postgres;
+    check_channel_cursors_are_kept_per_source_without_events(store) =>
+        channel_cursors_are_kept_per_source_without_events_on_sqlite,
+        channel_cursors_are_kept_per_source_without_events_on_postgres;
     check_a_staff_user_can_change_the_password(store) =>
         a_staff_user_can_change_the_password_on_sqlite,
         a_staff_user_can_change_the_password_on_postgres;
@@ -1832,6 +1835,18 @@ async fn check_settings_round_trip_and_reply_only_assignee_defaults_to_off(store
     assert_eq!(store.setting("reply_only_assignee").await.unwrap().as_deref(), Some("false"));
     assert_invalid(store.set_setting("", "x").await, "key");
     assert_invalid(store.set_setting("Bad Key", "x").await, "key");
+}
+
+async fn check_channel_cursors_are_kept_per_source_without_events(store: &Store) {
+    assert_eq!(store.channel_cursor("email.imap.support").await.unwrap(), None);
+    let events = event_count(store).await;
+    store.set_channel_cursor("email.imap.support", "1796507441:3").await.unwrap();
+    store.set_channel_cursor("email.imap.support", "1796507441:7").await.unwrap();
+    store.set_channel_cursor("email.imap.sales", "42:1").await.unwrap();
+    assert_eq!(store.channel_cursor("email.imap.support").await.unwrap().as_deref(), Some("1796507441:7"));
+    assert_eq!(store.channel_cursor("email.imap.sales").await.unwrap().as_deref(), Some("42:1"));
+    assert_eq!(event_count(store).await, events, "a cursor moves with every mail: not an event");
+    assert_invalid(store.set_channel_cursor("", "1:1").await, "cursor");
 }
 
 async fn check_a_staff_user_can_change_the_password(store: &Store) {

@@ -4,6 +4,7 @@
 //! - [`db`]: a temporary SQLite database and a fresh PostgreSQL database per test (from
 //!   `KONTOR_TEST_DATABASE_URL`, skipped when unreachable unless `CI=true`), and
 //!   [`db::StoreFixture`], a store opened on either one.
+//! - [`dovecot`]: a real IMAP server (Debian's dovecot) in a temporary directory.
 //! - [`url`]: taking database URLs apart (other database name, other host, password hidden).
 //! - `server` (feature `server`): the real router on an ephemeral port over a fresh SQLite
 //!   store, with sign-in, CSRF, cookie and JSON-call helpers; `sse`: a reader of event streams;
@@ -15,6 +16,7 @@
 //! caller may want to handle, creating a database, returns a typed [`db::DatabaseError`].
 
 pub mod db;
+pub mod dovecot;
 #[cfg(feature = "server")]
 pub mod fake_sms;
 #[cfg(feature = "server")]

@@ -33,6 +33,46 @@ pub struct EmailConfig {
     pub max_recipients: usize,
     /// Sending (`[email.outbound]`).
     pub outbound: EmailOutboundConfig,
+    /// Mailboxes Kontor reads over IMAP (`[[email.imap]]`).
+    pub imap: Vec<ImapAccount>,
+}
+
+/// One IMAP mailbox Kontor imports mail from (`[[email.imap]]`).
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImapAccount {
+    /// A short name (a-z, 0-9, `-`, `_`): the listener is `email.imap.<name>`.
+    pub name: String,
+    /// `imaps://user:password@host:993/INBOX`, or `imap://…` (STARTTLS, required). User and
+    /// password percent-encoded where they hold `@`, `:` or `/`; the folder defaults to INBOX.
+    pub url: String,
+    /// Folder imported mail is moved to (created when missing); without it, imported mail is
+    /// marked as read and stays.
+    #[serde(default)]
+    pub move_to: Option<String>,
+    /// Seconds between two looks at the folder when the server has no IDLE; with IDLE, the
+    /// longest one IDLE waits before looking anyway.
+    #[serde(default = "default_poll_secs")]
+    pub poll_secs: u64,
+    /// PEM file of certificates to trust beside the public roots (a company's own CA).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+}
+
+fn default_poll_secs() -> u64 {
+    60
+}
+
+impl std::fmt::Debug for ImapAccount {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ImapAccount")
+            .field("name", &self.name)
+            .field("url", &hide_password(&self.url))
+            .field("move_to", &self.move_to)
+            .field("poll_secs", &self.poll_secs)
+            .field("ca_file", &self.ca_file)
+            .finish()
+    }
 }
 
 /// Where replies on e-mail cases are sent.
@@ -63,6 +103,7 @@ impl Default for EmailConfig {
             data_timeout_secs: 600,
             max_recipients: 50,
             outbound: EmailOutboundConfig::default(),
+            imap: Vec::new(),
         }
     }
 }
@@ -88,6 +129,7 @@ impl std::fmt::Debug for EmailConfig {
             .field("data_timeout_secs", &self.data_timeout_secs)
             .field("max_recipients", &self.max_recipients)
             .field("outbound", &self.outbound)
+            .field("imap", &self.imap)
             .finish()
     }
 }
@@ -127,6 +169,17 @@ impl EmailConfig {
             .unwrap_or_else(|| "kontor".into())
     }
 
+    /// The domain of Kontor's own Message-IDs, bounce addresses and case tokens: that of
+    /// `email.outbound.from`, else the host name.
+    pub fn reply_domain(&self) -> String {
+        self.outbound
+            .from
+            .as_deref()
+            .and_then(|f| super::outbound::Sender::parse(f).ok())
+            .map(|s| s.domain().to_ascii_lowercase())
+            .unwrap_or_else(|| self.host_name())
+    }
+
     /// Refuses settings that cannot work.
     pub fn validate(&self) -> Result<(), String> {
         if self.smtp_listen.is_some() && self.domains.is_empty() {
@@ -160,6 +213,26 @@ impl EmailConfig {
         if let Some(from) = &self.outbound.from {
             super::outbound::Sender::parse(from)?;
         }
+        let mut names = std::collections::BTreeSet::new();
+        for account in &self.imap {
+            let n = &account.name;
+            let ok = !n.is_empty()
+                && n.len() <= 64
+                && n.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+            if !ok {
+                return Err(format!("email.imap: name {n:?} must be 1 to 64 of a-z, 0-9, '-' and '_'"));
+            }
+            if !names.insert(n.clone()) {
+                return Err(format!("email.imap: the name {n:?} is used twice"));
+            }
+            super::imap::ImapUrl::parse(&account.url).map_err(|e| format!("email.imap {n}: {e}"))?;
+            if account.move_to.as_deref().is_some_and(|f| f.trim().is_empty() || f.len() > 200) {
+                return Err(format!("email.imap {n}: move_to must name a folder"));
+            }
+            if !(1..=3600).contains(&account.poll_secs) {
+                return Err(format!("email.imap {n}: poll_secs must be between 1 and 3600"));
+            }
+        }
         Ok(())
     }
 }
@@ -186,6 +259,31 @@ mod tests {
         };
         assert!(relay.validate().unwrap_err().contains("outbound.from"));
         assert_eq!(listen(&["Support.Example.DE."]).normalised_domains(), vec!["support.example.de"]);
+    }
+
+    #[test]
+    fn imap_accounts_need_a_unique_name_and_a_usable_url() {
+        let with = |accounts: Vec<(&str, &str)>| EmailConfig {
+            imap: accounts
+                .into_iter()
+                .map(|(name, url)| ImapAccount {
+                    name: name.into(),
+                    url: url.into(),
+                    move_to: None,
+                    poll_secs: 60,
+                    ca_file: None,
+                })
+                .collect(),
+            ..EmailConfig::default()
+        };
+        assert!(with(vec![("support", "imaps://u:p@mail.example/INBOX")]).validate().is_ok());
+        let twice = with(vec![("a", "imaps://u:p@h/"), ("a", "imaps://u:p@h/X")]);
+        assert!(twice.validate().unwrap_err().contains("used twice"));
+        assert!(with(vec![("Bad Name", "imaps://u:p@h/")]).validate().unwrap_err().contains("name"));
+        assert!(with(vec![("a", "http://u:p@h/")]).validate().unwrap_err().contains("imap"));
+        assert!(with(vec![("a", "imaps://h/")]).validate().unwrap_err().contains("user"));
+        let shown = format!("{:?}", with(vec![("a", "imaps://kontor:geheim@h/")]));
+        assert!(!shown.contains("geheim"), "{shown}");
     }
 
     #[test]

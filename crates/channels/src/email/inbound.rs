@@ -5,7 +5,7 @@
 
 use std::net::IpAddr;
 
-use kontor_channel::{DeliveryReport, InboundFile, InboundMessage, RawSource};
+use kontor_channel::{DeliveryReport, InboundFile, InboundMessage, InboundReceipt, InboundSink, RawSource, SinkError};
 use kontor_core::{Channel, DeliveryState, IdentityKind};
 use sha2::{Digest, Sha256};
 
@@ -184,6 +184,45 @@ pub fn to_inbound(raw: &[u8], envelope: &Envelope, region: &str) -> Result<Inbou
         auto_submitted: mail.auto_submitted || bounced.is_some(),
         raw_source: Some(RawSource::Bytes(bytes::Bytes::copy_from_slice(raw))),
     })
+}
+
+/// What became of a delivered mail.
+#[derive(Debug)]
+pub enum Delivered {
+    /// Stored as a message (or it was one already).
+    Message(InboundReceipt),
+    /// A bounce of one of Kontor's replies; `applied`: it marked that reply failed.
+    Bounce { applied: bool },
+}
+
+/// Parses one received mail (SMTP or IMAP) and hands it to the sink — a bounce of one of
+/// Kontor's replies as a delivery report; resolves after the commit. Parsing a large mail
+/// takes a while, so it runs off the async threads; a mail that makes the parser panic is
+/// kept as unreadable (with its source), never refused for ever.
+pub async fn deliver(
+    raw: bytes::Bytes,
+    envelope: Envelope,
+    region: String,
+    sink: &dyn InboundSink,
+) -> Result<Delivered, SinkError> {
+    let parsed = {
+        let (raw, envelope) = (raw.clone(), envelope.clone());
+        tokio::task::spawn_blocking(move || match bounce_report(&raw, &envelope) {
+            Some(report) => Ok(Err(report)),
+            None => to_inbound(&raw, &envelope, &region).map(Ok),
+        })
+        .await
+    };
+    let inbound = match parsed {
+        Ok(Ok(Ok(inbound))) => inbound,
+        Ok(Ok(Err(report))) => return Ok(Delivered::Bounce { applied: sink.report(report).await? }),
+        Ok(Err(reason)) => return Err(SinkError::Rejected(reason)),
+        Err(e) => {
+            tracing::error!(error = %e, "The mail parser failed on a mail; it is kept as unreadable.");
+            unreadable(&raw, &envelope)
+        }
+    };
+    Ok(Delivered::Message(sink.accept(inbound).await?))
 }
 
 #[cfg(test)]

@@ -1,13 +1,15 @@
-//! The e-mail channel: an SMTP listener for the domains Kontor serves, and replies sent as
-//! threaded mails through a relay.
+//! The e-mail channel: an SMTP listener for the domains Kontor serves, IMAP mailboxes it
+//! reads, and replies sent as threaded mails through a relay.
 //!
 //! - `config`: `[email]` and `[email.outbound]`;
 //! - `smtp`: the listener (smtp-proto), `250` only after the commit;
 //! - `parse` / `inbound`: a received mail (mail-parser) → an inbound message;
 //! - `outbound`: replies (mail-builder + mail-send), `Message-ID`/`In-Reply-To`/`References`;
+//! - `imap`: pollers for `[[email.imap]]` mailboxes (IDLE where offered);
 //! - `tls`: the listener's STARTTLS.
 
 pub mod config;
+pub mod imap;
 pub mod inbound;
 pub mod keys;
 pub mod outbound;
@@ -32,6 +34,9 @@ pub fn register(
     config.validate()?;
     if let Some(listener) = smtp::SmtpListener::from_config(config, default_region, keys.cloned())? {
         registry.add_listener(Arc::new(listener));
+    }
+    for poller in imap::pollers(config, default_region, keys)? {
+        registry.add_listener(Arc::new(poller));
     }
     if let Some(sender) = outbound::EmailOutbound::from_config(config, keys.cloned())? {
         registry.add_outbound(Arc::new(sender));

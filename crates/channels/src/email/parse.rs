@@ -119,6 +119,33 @@ pub fn parse(raw: &[u8]) -> ParsedMail {
     }
 }
 
+/// The addresses a mail names as its recipients (`Delivered-To`, `X-Original-To`, `To`,
+/// `Cc`; at most 50), lower-cased: for mail fetched over IMAP, which has no envelope, this is
+/// where bounce addresses and case tokens are found.
+pub fn header_recipients(raw: &[u8]) -> Vec<String> {
+    let Some(m) = MessageParser::default().parse_headers(raw) else { return Vec::new() };
+    let mut out: Vec<String> = Vec::new();
+    let mut add = |a: &str| {
+        let a = a.trim().trim_start_matches('<').trim_end_matches('>').trim().to_ascii_lowercase();
+        if !a.is_empty() && a.len() <= 254 && out.len() < 50 && !out.contains(&a) {
+            out.push(a);
+        }
+    };
+    for name in ["Delivered-To", "X-Original-To"] {
+        if let Some(v) = m.header_raw(name) {
+            add(v);
+        }
+    }
+    for list in [m.to(), m.cc()].into_iter().flatten() {
+        for a in list.iter() {
+            if let Some(address) = a.address() {
+                add(address);
+            }
+        }
+    }
+    out
+}
+
 /// The reason of a delivery status notification that reports a failure (RFC 3464:
 /// `multipart/report; report-type=delivery-status` with a recipient whose `Action` is
 /// `failed` or whose `Status` is 5.x.x): the status and the diagnostic text. `None` for any

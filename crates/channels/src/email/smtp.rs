@@ -26,7 +26,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::task::TaskTracker;
 
 use super::config::EmailConfig;
-use super::inbound::{bounce_report, to_inbound, unreadable, Envelope};
+use super::inbound::{deliver, Delivered, Envelope};
 use super::keys::{MailKeys, Token};
 
 /// Protocol errors a session may make before it is closed.
@@ -91,13 +91,7 @@ impl SmtpListener {
                 data_timeout: Duration::from_secs(config.data_timeout_secs.max(1)),
                 max_recipients: config.max_recipients,
                 default_region: default_region.to_string(),
-                reply_domain: config
-                    .outbound
-                    .from
-                    .as_deref()
-                    .and_then(|f| super::outbound::Sender::parse(f).ok())
-                    .map(|s| s.domain().to_string())
-                    .unwrap_or_else(|| config.host_name()),
+                reply_domain: config.reply_domain(),
                 keys,
                 data_budget: Arc::new(Semaphore::new(DATA_BUDGET_UNITS as usize)),
             }),
@@ -545,36 +539,15 @@ async fn store(
     settings: &SmtpSettings,
     ctx: &ListenerContext,
 ) -> Result<String, SinkError> {
-    let raw = bytes::Bytes::from(raw);
-    let region = settings.default_region.clone();
-    // Parsing a large mail takes a while: off the session's thread. A mail that makes the
-    // parser panic is kept as unreadable (with its source), never refused for ever.
-    let parsed = {
-        let (raw, envelope) = (raw.clone(), envelope.clone());
-        tokio::task::spawn_blocking(move || match bounce_report(&raw, &envelope) {
-            Some(report) => Ok(Err(report)),
-            None => to_inbound(&raw, &envelope, &region).map(Ok),
-        })
-        .await
-    };
-    let inbound = match parsed {
-        Ok(Ok(Ok(inbound))) => inbound,
-        Ok(Ok(Err(report))) => {
-            // A bounce of one of our replies marks it failed; taken (250) whether or not it
-            // matched, so nobody learns anything from the answer.
-            let applied = ctx.sink.report(report).await?;
-            ctx.record_activity();
-            return Ok(if applied { "bounce recorded".into() } else { "bounce noted".into() });
-        }
-        Ok(Err(reason)) => return Err(SinkError::Rejected(reason)),
-        Err(e) => {
-            tracing::error!(error = %e, "The mail parser failed on a mail; it is kept as unreadable.");
-            unreadable(&raw, &envelope)
-        }
-    };
-    let receipt = ctx.sink.accept(inbound).await?;
+    let delivered =
+        deliver(bytes::Bytes::from(raw), envelope, settings.default_region.clone(), ctx.sink.as_ref()).await?;
     ctx.record_activity();
-    Ok(format!("message {}", receipt.message_id))
+    Ok(match delivered {
+        Delivered::Message(receipt) => format!("message {}", receipt.message_id),
+        // Taken (250) whether or not it matched, so nobody learns anything from the answer.
+        Delivered::Bounce { applied: true } => "bounce recorded".into(),
+        Delivered::Bounce { applied: false } => "bounce noted".into(),
+    })
 }
 
 fn reply(out: &mut Vec<u8>, code: u16, status: (u8, u8, u8), text: &str) {
@@ -602,6 +575,12 @@ mod tests {
         }
         async fn report(&self, _: kontor_channel::DeliveryReport) -> Result<bool, SinkError> {
             self.answer.clone().map(|_| true)
+        }
+        async fn cursor(&self, _: &str) -> Result<Option<String>, SinkError> {
+            Ok(None)
+        }
+        async fn save_cursor(&self, _: &str, _: &str) -> Result<(), SinkError> {
+            Ok(())
         }
     }
 

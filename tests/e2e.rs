@@ -1,8 +1,9 @@
-//! The staff pages in a real browser: starts the real `kontor` binary and runs the browser
-//! scenarios in `tests/e2e/*.test.js` (Node's test runner, `playwright-core` driving Debian's
-//! `chromium`). Needs `node`, `/usr/bin/chromium` and `node_modules/playwright-core`
-//! (`npm ci`); without them the test is skipped with a notice, unless `CI=true`, where it
-//! fails. `scripts/test.sh` installs all three.
+//! The staff pages in a real browser: starts the real `kontor` binary (with the e-mail
+//! channel: its SMTP listener, and a relay the scenarios run) and runs the browser scenarios
+//! in `tests/e2e/*.test.js` one file after the other (Node's test runner, `playwright-core`
+//! driving Debian's `chromium`). Needs `node`, `/usr/bin/chromium` and
+//! `node_modules/playwright-core` (`npm ci`); without them the test is skipped with a notice,
+//! unless `CI=true`, where it fails. `scripts/test.sh` installs all three.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -11,8 +12,12 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
-/// The whole browser run may take at most this long.
-const NODE_TIMEOUT: Duration = Duration::from_secs(120);
+/// The browser scenario files, run in this order against one server, and how long each may
+/// take (together well below the harness's limit for one test).
+const SCENARIOS: &[(&str, Duration)] =
+    &[("tests/e2e/inbox.test.js", Duration::from_secs(110)), ("tests/e2e/email.test.js", Duration::from_secs(50))];
+/// The domain the server takes mail for.
+const MAIL_DOMAIN: &str = "support.example.de";
 
 /// (e-mail, name, password, role): Anna administers, Ben is an agent (team visibility applies).
 const ANNA: (&str, &str, &str, &str) = ("anna@example.de", "Anna Admin", "anna-e2e-Passwort-1", "admin");
@@ -119,7 +124,26 @@ fn healthy(port: u16) -> bool {
     buf.starts_with("HTTP/1.1 200") || buf.starts_with("HTTP/1.0 200")
 }
 
-fn start_server(data_dir: &Path) -> (Server, String) {
+/// The ports of the e-mail channel: Kontor's SMTP listener, and the relay replies go to
+/// (run by the e-mail scenarios).
+struct MailPorts {
+    smtp: u16,
+    relay: u16,
+}
+
+/// A configuration file with the e-mail channel on `ports`.
+fn mail_config(dir: &Path, ports: &MailPorts) -> PathBuf {
+    let file = dir.join("kontor-e2e.toml");
+    let toml = format!(
+        "[email]\nsmtp_listen = \"127.0.0.1:{}\"\ndomains = [\"{MAIL_DOMAIN}\"]\n\n\
+         [email.outbound]\nrelay = \"smtp://127.0.0.1:{}\"\nfrom = \"Kontor Support <support@{MAIL_DOMAIN}>\"\n",
+        ports.smtp, ports.relay
+    );
+    std::fs::write(&file, toml).expect("write the configuration file");
+    file
+}
+
+fn start_server(data_dir: &Path, config: &Path) -> (Server, String) {
     let port = free_port();
     let log = data_dir.parent().expect("parent").join("serve.log");
     let log_file = std::fs::File::create(&log).expect("create server log");
@@ -129,6 +153,8 @@ fn start_server(data_dir: &Path) -> (Server, String) {
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
         .arg("--data-dir")
         .arg(data_dir)
+        .arg("--config")
+        .arg(config)
         .stdin(Stdio::null())
         .stdout(log_file.try_clone().expect("clone log file"))
         .stderr(log_file);
@@ -178,7 +204,7 @@ fn run_with_timeout(mut cmd: Command, limit: Duration) -> (Option<std::process::
 }
 
 #[test]
-fn agent_inbox_works_in_a_real_browser() {
+fn the_staff_pages_work_in_a_real_browser() {
     let root = repo_root();
     let missing = missing_prerequisites(&root);
     if !missing.is_empty() {
@@ -195,37 +221,49 @@ fn agent_inbox_works_in_a_real_browser() {
     add_user(&data_dir, ANNA);
     add_user(&data_dir, BEN);
     let token = create_token(&data_dir);
-    let (server, base) = start_server(&data_dir);
+    let ports = MailPorts { smtp: free_port(), relay: free_port() };
+    let config = mail_config(tmp.path(), &ports);
+    let (server, base) = start_server(&data_dir, &config);
 
-    let started = Instant::now();
-    let mut node = Command::new("node");
-    node.current_dir(&root)
-        .args(["--test-reporter=spec", "tests/e2e/inbox.test.js"])
-        .env("BASE", &base)
-        .env("TOKEN", &token)
-        .env("ANNA_EMAIL", ANNA.0)
-        .env("ANNA_PASSWORD", ANNA.2)
-        .env("BEN_EMAIL", BEN.0)
-        .env("BEN_PASSWORD", BEN.2)
-        .env("CHROMIUM", CHROMIUM)
-        // The committed screenshots in docs/screenshots change only on purpose:
-        // KONTOR_E2E_SCREENSHOTS=docs/screenshots cargo test --test e2e
-        .env(
-            "SCREENSHOTS",
-            std::env::var("KONTOR_E2E_SCREENSHOTS")
-                .map(|p| root.join(p))
-                .unwrap_or_else(|_| data_dir.join("screenshots")),
-        )
-        .env("NO_COLOR", "1");
-    let (status, output) = run_with_timeout(node, NODE_TIMEOUT);
-    println!("{output}");
-    println!("browser scenarios took {:.1} s", started.elapsed().as_secs_f64());
-    match status {
-        Some(s) if s.success() => {}
-        Some(s) => panic!("browser scenarios failed ({s}):\n{output}\n--- kontor serve log ---\n{}", server.log()),
-        None => panic!(
-            "browser scenarios did not finish within {NODE_TIMEOUT:?}:\n{output}\n--- kontor serve log ---\n{}",
-            server.log()
-        ),
+    for (file, limit) in SCENARIOS {
+        let started = Instant::now();
+        let mut node = Command::new("node");
+        node.current_dir(&root)
+            .args(["--test-reporter=spec", file])
+            .env("BASE", &base)
+            .env("TOKEN", &token)
+            .env("ANNA_EMAIL", ANNA.0)
+            .env("ANNA_PASSWORD", ANNA.2)
+            .env("BEN_EMAIL", BEN.0)
+            .env("BEN_PASSWORD", BEN.2)
+            .env("SMTP_PORT", ports.smtp.to_string())
+            .env("RELAY_PORT", ports.relay.to_string())
+            .env("MAIL_DOMAIN", MAIL_DOMAIN)
+            .env("CHROMIUM", CHROMIUM)
+            // The committed screenshots in docs/screenshots change only on purpose:
+            // KONTOR_E2E_SCREENSHOTS=docs/screenshots cargo test --test e2e
+            .env(
+                "SCREENSHOTS",
+                std::env::var("KONTOR_E2E_SCREENSHOTS")
+                    .map(|p| root.join(p))
+                    .unwrap_or_else(|_| data_dir.join("screenshots")),
+            )
+            .env("NO_COLOR", "1");
+        let (status, output) = run_with_timeout(node, *limit);
+        println!("{output}");
+        println!("browser scenarios of {file} took {:.1} s", started.elapsed().as_secs_f64());
+        match status {
+            Some(s) if s.success() => {}
+            Some(s) => {
+                panic!(
+                    "browser scenarios of {file} failed ({s}):\n{output}\n--- kontor serve log ---\n{}",
+                    server.log()
+                )
+            }
+            None => panic!(
+                "browser scenarios of {file} did not finish within {limit:?}:\n{output}\n--- kontor serve log ---\n{}",
+                server.log()
+            ),
+        }
     }
 }

@@ -195,11 +195,41 @@
     setTimeout(() => announce(typingUntil ? 'typing' : 'viewing'), 300);
 
     const say = (msg, bad) => { status.textContent = msg; status.classList.toggle('bad', !!bad); };
+    // E-mail replies have a subject and CC: shown while a reply goes out by e-mail.
+    const channelSelect = $('#reply-channel');
+    const mailFields = $('#mail-fields');
+    const subjectInput = $('#reply-subject');
+    const ccInput = $('#reply-cc');
+    const byMail = () => mode === 'reply' && channelSelect.value === 'email';
+    const showMailFields = () => { mailFields.hidden = !byMail(); };
+    channelSelect.addEventListener('change', showMailFields);
+    // The addresses as typed, separated by commas, semicolons or line breaks; the server
+    // decides which are valid.
+    const ccList = () => ccInput.value.split(/[,;\n]+/).map((a) => a.trim()).filter(Boolean);
+    const markInvalid = (input, bad) => {
+      if (bad) input.setAttribute('aria-invalid', 'true'); else input.removeAttribute('aria-invalid');
+    };
+    for (const input of [subjectInput, ccInput]) input.addEventListener('input', () => markInvalid(input, false));
+    // A refused subject or CC, said in the page's language (the API's message names the
+    // address it refused).
+    const mailRefusal = (err) => {
+      const field = err && err.details && err.details.field;
+      if (field === 'subject') { markInvalid(subjectInput, true); subjectInput.focus(); return subjectInput.dataset.refused; }
+      if (field !== 'cc') return null;
+      markInvalid(ccInput, true);
+      ccInput.focus();
+      const list = ccList();
+      const bad = list.find((a) => (err.message || '').includes(JSON.stringify(a)));
+      if (bad) return ccInput.dataset.invalid.replace('{address}', bad);
+      if (list.length > 20) return ccInput.dataset.tooMany;
+      return ccInput.dataset.refused;
+    };
     const setMode = (m) => {
       mode = m;
       $$('.tabs button[data-mode]').forEach((b) => b.classList.toggle('on', b.dataset.mode === m));
       $('#composer').classList.toggle('note', m === 'note');
       $('#contact-fields').hidden = m !== 'contact';
+      showMailFields();
       text.placeholder = text.dataset[m];
       $('#send').textContent = $('#send').dataset[m];
       text.focus();
@@ -262,11 +292,18 @@
           else say((r.body && r.body.error && r.body.error.message) || 'Error', true);
           return;
         }
-        const r = await api('POST', `/api/v1/cases/${caseId}/replies`, {
-          text: t, based_on_event_id: basedOn, force: !!force, channel: $('#reply-channel').value,
-        });
+        const reply = { text: t, based_on_event_id: basedOn, force: !!force, channel: channelSelect.value };
+        if (byMail()) {
+          const subject = subjectInput.value.trim();
+          if (subject) reply.subject = subject;
+          reply.cc = ccList();
+        }
+        const r = await api('POST', `/api/v1/cases/${caseId}/replies`, reply);
         if (r.status === 202) {
           text.value = '';
+          ccInput.value = '';
+          markInvalid(ccInput, false);
+          markInvalid(subjectInput, false);
           staleBox.hidden = true;
           basedOn = latestSeen = Math.max(latestSeen, r.body.event_id);
           say(de ? 'Gesendet.' : 'Sent.');
@@ -275,7 +312,8 @@
           showStale(r.body.error.details || {});
           say(de ? 'Nicht gesendet – bitte prüfen.' : 'Not sent – please check.', true);
         } else {
-          say((r.body && r.body.error && r.body.error.message) || 'Error', true);
+          const err = r.body && r.body.error;
+          say((r.status === 422 && mailRefusal(err)) || (err && err.message) || 'Error', true);
         }
       } finally {
         $('#send').disabled = false;
@@ -283,6 +321,14 @@
     }
     $('#composer').addEventListener('submit', (e) => { e.preventDefault(); send(false); });
     text.addEventListener('keydown', (e) => { if (e.key === 'Enter' && (e.ctrlKey || e.metaKey)) { e.preventDefault(); send(false); } });
+    // Enter in the subject or CC field does not send the reply by accident; Ctrl+Enter does.
+    for (const input of [subjectInput, ccInput]) {
+      input.addEventListener('keydown', (e) => {
+        if (e.key !== 'Enter') return;
+        e.preventDefault();
+        if (e.ctrlKey || e.metaKey) send(false);
+      });
+    }
     $('#send-anyway').addEventListener('click', () => send(true));
     $('#discard').addEventListener('click', () => {
       text.value = '';

@@ -471,3 +471,255 @@ async fn an_agents_live_stream_carries_only_what_the_agent_may_see() {
     assert!(seen.contains("für alle"), "the visible message arrives: {seen}");
     assert!(!seen.contains("geheime Fortsetzung"), "the hidden case's message does not: {seen}");
 }
+
+/// A closed port on this machine (nothing listens there: a relay or mailbox that is away).
+fn closed_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A server that sends e-mail (through a relay that is away: replies stay queued) and a sink
+/// that stores mail as the SMTP listener does (files and source in the blob store).
+async fn email_server() -> (TestServer, kontor_server::channels::StoreSink) {
+    let slot: std::sync::Arc<std::sync::Mutex<Option<kontor_server::channels::StoreSink>>> = Default::default();
+    let put = slot.clone();
+    let app = TestServer::start_with(
+        |c| {
+            c.email.outbound.relay = Some(format!("smtp://127.0.0.1:{}", closed_port()));
+            c.email.outbound.from = Some("Kontor Support <support@support.example.de>".into());
+        },
+        move |state| {
+            *put.lock().unwrap() =
+                Some(kontor_server::channels::StoreSink::new(state.store.clone(), state.vault.clone()));
+        },
+    )
+    .await
+    .with_staff()
+    .await;
+    let sink = slot.lock().unwrap().take().unwrap();
+    (app, sink)
+}
+
+/// A mail as the e-mail channel hands it over: sender, subject, source, maybe a file.
+fn mail(subject: &str, text: &str, auto_submitted: bool) -> kontor_channel::InboundMessage {
+    use kontor_channel::{InboundMessage, RawSource};
+    let source = format!(
+        "From: Jana Müller <jana.mueller@kunde.example>\r\nTo: support@support.example.de\r\n\
+         Subject: {subject}\r\nMessage-ID: <{}@kunde.example>\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n{text}\r\n",
+        subject.len() + text.len()
+    );
+    let mut m = InboundMessage::text(
+        kontor_core::Channel::Email,
+        kontor_core::IdentityKind::Email,
+        "jana.mueller@kunde.example",
+        text,
+    );
+    m.name = Some("Jana Müller".into());
+    m.subject = Some(subject.into());
+    m.auto_submitted = auto_submitted;
+    m.raw_source = Some(RawSource::Bytes(source.into_bytes().into()));
+    m
+}
+
+/// The value of the attribute `attr` of the element with `id` in `html`.
+fn attribute(html: &str, id: &str, attr: &str) -> Option<String> {
+    let start = html.find(&format!("id=\"{id}\""))?;
+    let tag_start = html[..start].rfind('<')?;
+    let tag = &html[tag_start..tag_start + html[tag_start..].find('>')?];
+    let at = tag.find(&format!(" {attr}=\""))? + attr.len() + 3;
+    Some(tag[at..].split('"').next().unwrap_or_default().to_string())
+}
+
+#[tokio::test]
+async fn an_email_case_shows_the_mail_and_its_composer_sends_subject_and_cc() {
+    use kontor_channel::InboundSink;
+    let (app, sink) = email_server().await;
+    let first =
+        sink.accept(mail("Lieferung fehlt – Bestellung 4711", "Die Lieferung 4711 fehlt.", false)).await.unwrap();
+    let auto = sink.accept(mail("Abwesenheitsnotiz", "Ich bin bis Montag nicht im Büro.", true)).await.unwrap();
+    assert_eq!(first.case_id, auto.case_id, "the auto-reply joins the open case");
+    let case_id = first.case_id;
+    let (anna, csrf) = app.sign_in("anna@example.de", "geheim123").await.unwrap();
+
+    // The case shows each mail's sender, subject, an auto-reply badge and the source link.
+    let (s, page) = app.page(&anna, &format!("/cases/{case_id}")).await;
+    assert_eq!(s, 200);
+    assert!(page.contains("<dt>Von</dt><dd>Jana Müller &lt;jana.mueller@kunde.example&gt;</dd>"), "{page}");
+    assert!(page.contains("<dt>Betreff</dt><dd>Lieferung fehlt – Bestellung 4711</dd>"), "{page}");
+    assert!(page.contains("<dt>Betreff</dt><dd>Abwesenheitsnotiz</dd>"), "{page}");
+    assert_eq!(page.matches("class=\"badge auto-reply\"").count(), 1, "only the auto-reply is marked: {page}");
+    assert!(page.contains(">Automatische Antwort</span>"), "{page}");
+    for id in [first.message_id, auto.message_id] {
+        assert!(page.contains(&format!("href=\"/api/v1/messages/{id}/raw\" download")), "{page}");
+    }
+    assert!(page.contains(">Quelltext</a>"), "{page}");
+    // The source link works for the signed-in agent (the browser sends the session cookie).
+    let raw = app
+        .with_session(&anna, Method::GET, &format!("/api/v1/messages/{}/raw", first.message_id))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(raw.status().as_u16(), 200);
+    assert_eq!(raw.headers()["content-type"], "message/rfc822");
+    assert!(raw.text().await.unwrap().contains("Subject: Lieferung fehlt – Bestellung 4711"));
+
+    // The composer answers by e-mail, with the subject as `Re: …` and an empty CC field.
+    assert_eq!(attribute(&page, "mail-fields", "hidden"), None, "the e-mail fields are shown: {page}");
+    assert!(page.contains("<option value=\"email\" selected>✉ E-Mail</option>"), "{page}");
+    let subject = attribute(&page, "reply-subject", "value").unwrap();
+    assert_eq!(subject, "Re: Lieferung fehlt – Bestellung 4711");
+    assert_eq!(attribute(&page, "reply-cc", "value"), None);
+    assert!(attribute(&page, "reply-cc", "data-invalid").unwrap().contains("ist keine gültige E-Mail-Adresse"));
+    let en = app
+        .with_session(&anna, Method::GET, &format!("/cases/{case_id}"))
+        .header(ACCEPT_LANGUAGE, "en")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(en.contains("<dt>From</dt>") && en.contains(">Auto-reply</span>") && en.contains(">Source</a>"), "{en}");
+    assert!(attribute(&en, "reply-cc", "data-invalid").unwrap().contains("is not a valid e-mail address"));
+    assert_eq!(attribute(&en, "reply-cc", "placeholder").as_deref(), Some("more recipients, separated by commas"));
+
+    // What the composer posts: an address that is none is refused naming it (the page says
+    // which one from the API's message), and nothing is sent.
+    let based_on: i64 = attribute(&page, "case", "data-last-event-id").unwrap().parse().unwrap();
+    let replies = format!("/api/v1/cases/{case_id}/replies");
+    let reply = |cc: Vec<&str>| {
+        json!({ "text": "Die Lieferung ist unterwegs.", "based_on_event_id": based_on, "force": false,
+                "channel": "email", "subject": subject, "cc": cc })
+    };
+    let (s, err) = app
+        .call_in((&anna, &csrf), "POST", &replies, Some(reply(vec!["buchhaltung@kunde.example", "keine Adresse"])))
+        .await;
+    assert_eq!((s, err["error"]["details"]["field"].as_str()), (422, Some("cc")), "{err}");
+    assert!(err["error"]["message"].as_str().unwrap().contains("\"keine Adresse\""), "{err}");
+    let (_, case) = app.call("GET", &format!("/api/v1/cases/{case_id}"), None).await;
+    assert_eq!(case["messages"].as_array().unwrap().len(), 2, "nothing was sent");
+
+    let (s, sent) = app
+        .call_in((&anna, &csrf), "POST", &replies, Some(reply(vec!["Buchhaltung@Kunde.Example", "chef@kunde.example"])))
+        .await;
+    assert_eq!(s, 202, "{sent}");
+    assert_eq!(sent["channel"], "email");
+    let (_, case) = app.call("GET", &format!("/api/v1/cases/{case_id}"), None).await;
+    let out = case["messages"].as_array().unwrap().iter().find(|m| m["id"] == sent["message_id"]).unwrap().clone();
+    assert_eq!(out["cc"], json!(["buchhaltung@kunde.example", "chef@kunde.example"]), "{out}");
+    assert_eq!(out["subject"], "Re: Lieferung fehlt – Bestellung 4711", "not `Re: Re:`: {out}");
+    assert_eq!(out["channel"], "email");
+    // The timeline shows the reply's recipients.
+    let (_, timeline) = app.page(&anna, &format!("/cases/{case_id}/timeline")).await;
+    assert!(timeline.contains("<dt>CC</dt><dd>buchhaltung@kunde.example, chef@kunde.example</dd>"), "{timeline}");
+    assert!(timeline.contains("<dt>An</dt><dd>Jana Müller &lt;jana.mueller@kunde.example&gt;</dd>"), "{timeline}");
+    assert!(timeline.contains("<dt>Von</dt><dd>Kontor Support &lt;support@support.example.de&gt;</dd>"), "{timeline}");
+}
+
+#[tokio::test]
+async fn the_composer_of_a_case_on_another_channel_hides_the_email_fields() {
+    let app = start().await;
+    let r = inbound(&app, json!({ "from": { "email": "k@example.de" }, "subject": "Frage", "text": "Hallo" })).await;
+    let (anna, _) = app.sign_in("anna@example.de", "geheim123").await.unwrap();
+    let (_, page) = app.page(&anna, &format!("/cases/{}", r["case_id"])).await;
+    assert!(page.contains("id=\"mail-fields\" hidden>"), "{page}");
+    assert!(page.contains("<option value=\"api\" selected>"), "{page}");
+    // E-mail is not set up on this server: it is not offered.
+    assert!(!page.contains("<option value=\"email\""), "{page}");
+}
+
+#[tokio::test]
+async fn an_email_case_without_a_relay_offers_email_marked_as_not_set_up() {
+    use kontor_channel::InboundSink;
+    let slot: std::sync::Arc<std::sync::Mutex<Option<kontor_server::channels::StoreSink>>> = Default::default();
+    let put = slot.clone();
+    let app = TestServer::start_with(
+        |_| {},
+        move |state| {
+            *put.lock().unwrap() =
+                Some(kontor_server::channels::StoreSink::new(state.store.clone(), state.vault.clone()));
+        },
+    )
+    .await
+    .with_staff()
+    .await;
+    let sink = slot.lock().unwrap().take().unwrap();
+    let r = sink.accept(mail("Re: Rechnung", "Und die Rechnung?", false)).await.unwrap();
+    let (anna, _) = app.sign_in("anna@example.de", "geheim123").await.unwrap();
+    let (_, page) = app.page(&anna, &format!("/cases/{}", r.case_id)).await;
+    assert!(page.contains("<option value=\"email\" selected>✉ E-Mail (nicht eingerichtet)</option>"), "{page}");
+    assert_eq!(attribute(&page, "reply-subject", "value").as_deref(), Some("Re: Rechnung"), "no `Re: Re:`");
+}
+
+#[tokio::test]
+async fn the_settings_page_says_when_email_is_not_set_up() {
+    let app = start().await;
+    let (anna, _) = app.sign_in("anna@example.de", "geheim123").await.unwrap();
+    let (s, page) = app.page(&anna, "/settings").await;
+    assert_eq!(s, 200);
+    assert!(page.contains("<h2>E-Mail</h2>"), "{page}");
+    assert!(page.contains("E-Mail ist nicht eingerichtet — siehe README, Abschnitt [email]."), "{page}");
+    let en = app
+        .with_session(&anna, Method::GET, "/settings")
+        .header(ACCEPT_LANGUAGE, "en-GB")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(en.contains("E-mail is not set up — see the README, section [email]."), "{en}");
+}
+
+#[tokio::test]
+async fn the_settings_page_shows_the_email_channels_settings_and_health_without_passwords() {
+    let (relay, mailbox) = (closed_port(), closed_port());
+    let app = TestServer::start(|c| {
+        c.email.smtp_listen = Some("127.0.0.1:0".into());
+        c.email.domains = vec!["support.example.de".into()];
+        c.email.outbound.relay = Some(format!("smtp://kontor:Relay-Geheimnis-1@127.0.0.1:{relay}"));
+        c.email.outbound.from = Some("Kontor Support <support@support.example.de>".into());
+        c.email.imap = vec![serde_json::from_value(json!({
+            "name": "info", "url": format!("imap://postfach:Imap-Geheimnis-2@127.0.0.1:{mailbox}/INBOX"),
+        }))
+        .unwrap()];
+    })
+    .await
+    .with_staff()
+    .await;
+    let (anna, _) = app.sign_in("anna@example.de", "geheim123").await.unwrap();
+    // Wait until the listener runs and the mailbox (away) has reported its error.
+    let row = |page: &str, name: &str| {
+        let start = page.find(&format!("data-listener=\"{name}\"")).unwrap_or_else(|| panic!("no {name}: {page}"));
+        page[start..start + page[start..].find("</tr>").unwrap()].to_string()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let page = loop {
+        let (s, page) = app.page(&anna, "/settings").await;
+        assert_eq!(s, 200);
+        let smtp_runs = row(&page, "email.smtp").contains("listener l-running");
+        let imap_failed = row(&page, "email.imap.info").contains("class=\"error-text\">");
+        if smtp_runs && imap_failed {
+            break page;
+        }
+        assert!(std::time::Instant::now() < deadline, "the listeners never reached their states: {page}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert!(!page.contains("nicht eingerichtet"), "{page}");
+    let smtp = row(&page, "email.smtp");
+    assert!(
+        smtp.contains("SMTP-Empfang") && smtp.contains("127.0.0.1:0") && smtp.contains("support.example.de"),
+        "{smtp}"
+    );
+    assert!(smtp.contains(">läuft<") && smtp.contains("class=\"last-error\">—"), "no error: {smtp}");
+    let imap = row(&page, "email.imap.info");
+    assert!(imap.contains("Postfach info") && imap.contains("postfach:***@127.0.0.1"), "{imap}");
+    assert!(imap.contains("<time datetime="), "the error has its time: {imap}");
+    // (minijinja writes `/` as `&#x2f;`.)
+    assert!(page.contains(&format!("smtp:&#x2f;&#x2f;kontor:***@127.0.0.1:{relay}<")), "{page}");
+    assert!(page.contains("Kontor Support &lt;support@support.example.de&gt;"), "{page}");
+    assert!(page.contains("Letzte E-Mail empfangen: noch nie"), "{page}");
+    assert!(!page.contains("Geheimnis"), "no password on the page: {page}");
+    // Agents do not see it.
+    let (ben, _) = app.sign_in("ben@example.de", "geheim123").await.unwrap();
+    assert_eq!(app.page(&ben, "/settings").await.0, 403);
+}

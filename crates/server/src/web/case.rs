@@ -75,9 +75,19 @@ pub(super) async fn case_context(
     };
     let names: HashMap<i64, String> = users.iter().map(|u| (u.id, u.name.clone())).collect();
     if want(Part::Timeline) {
+        // E-mail's sender and recipients: messages keep no addresses of their own; mail comes
+        // from and goes to the customer's (first) e-mail address, and leaves from the
+        // configured sender.
+        let mailbox = customer_mailbox(&customer);
+        let our_sender = state.config.email.outbound.from.clone();
         let messages: Vec<serde_json::Value> = all_messages
             .iter()
             .map(|m| {
+                let email = m.channel == kontor_core::Channel::Email && !m.internal;
+                let (from, to) = match m.direction {
+                    kontor_core::Direction::In => (mailbox.clone(), None),
+                    _ => (our_sender.clone(), mailbox.clone()),
+                };
                 let author = match (m.direction, m.author_id) {
                     (kontor_core::Direction::In, _) => customer.name.clone().unwrap_or_else(|| t["customer_wrote"].to_string()),
                     (_, Some(a)) => names.get(&a).cloned().unwrap_or_else(|| t["agent"].to_string()),
@@ -100,6 +110,13 @@ pub(super) async fn case_context(
                     "delivery_state": m.delivery_state,
                     "delivery_label": m.delivery_state.map(|d| t.get(format!("delivery_{}", d.as_str()).as_str()).copied().unwrap_or(d.as_str())),
                     "delivery_error": m.delivery_error.as_deref().map(|e| delivery_error_text(e, staff.lang)),
+                    "email": email,
+                    "subject": m.subject.as_deref().filter(|_| email),
+                    "from": from.filter(|_| email),
+                    "to": to.filter(|_| email),
+                    "cc": m.cc,
+                    "auto_submitted": m.auto_submitted,
+                    "has_raw_source": m.has_raw_source,
                 })
             })
             .collect();
@@ -156,8 +173,22 @@ pub(super) async fn case_context(
             .find(|m| m.direction == kontor_core::Direction::In)
             .map(|m| m.channel)
             .unwrap_or(case.channel);
-        ctx.insert("reply_channels", Value::from_serialize(state.deliverable_channels()));
+        // The case's channel is offered even where it cannot send yet (e-mail without a
+        // relay): answering quietly on another channel would be worse than the clear refusal.
+        let deliverable = state.deliverable_channels();
+        let mut reply_channels: Vec<serde_json::Value> = deliverable
+            .iter()
+            .map(|c| json!({ "code": c, "label": channel_label(*c, staff.lang), "ready": true }))
+            .collect();
+        if !deliverable.contains(&default_channel) {
+            reply_channels.insert(
+                0,
+                json!({ "code": default_channel, "label": channel_label(default_channel, staff.lang), "ready": false }),
+            );
+        }
+        ctx.insert("reply_channels", Value::from_serialize(&reply_channels));
         ctx.insert("default_channel", Value::from_serialize(default_channel));
+        ctx.insert("reply_subject", Value::from(reply_subject(case.subject.as_deref())));
         ctx.insert("merged_into", Value::from_serialize(state.store.case_merged_into(id).await.map_err(err)?));
         ctx.insert(
             "canned",

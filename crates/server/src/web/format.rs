@@ -1,6 +1,7 @@
-//! How values are shown on the staff pages: ages, channel names, delivery errors, HTML mail.
+//! How values are shown on the staff pages: ages, channel names, delivery errors, HTML mail,
+//! e-mail subjects and addresses.
 
-use kontor_core::{Channel, Timestamp};
+use kontor_core::{Channel, Customer, IdentityKind, Timestamp};
 
 use super::i18n::Lang;
 
@@ -53,6 +54,42 @@ pub(super) fn delivery_error_text(error: &str, lang: Lang) -> String {
         }
     }
     error.to_string()
+}
+
+/// The subject a reply starts with: `Re: ` before the case's subject, unless it already
+/// says it answers (`Re:`, `AW:`, `Antw:`, `SV:`, as the e-mail channel recognises them);
+/// empty without a subject.
+pub(super) fn reply_subject(subject: Option<&str>) -> String {
+    let s = subject.map(str::trim).unwrap_or("");
+    if s.is_empty() {
+        return String::new();
+    }
+    let lower = s.to_lowercase();
+    if ["re:", "aw:", "antw:", "sv:"].iter().any(|p| lower.starts_with(p)) {
+        s.to_string()
+    } else {
+        format!("Re: {s}")
+    }
+}
+
+/// The customer's e-mail address that mail goes to (the first one, as the e-mail channel
+/// sends), with the name: `Jana Müller <jana@kunde.example>`.
+pub(super) fn customer_mailbox(customer: &Customer) -> Option<String> {
+    let address = customer.identities.iter().find(|i| i.kind == IdentityKind::Email)?.address.as_str();
+    Some(match customer.name.as_deref().map(str::trim).filter(|n| !n.is_empty()) {
+        Some(name) => format!("{name} <{address}>"),
+        None => address.to_string(),
+    })
+}
+
+/// A moment the status JSON gives as Unix seconds or as RFC 3339: (RFC 3339, age).
+pub(super) fn moment(v: &serde_json::Value) -> Option<(String, String)> {
+    let t = match v {
+        serde_json::Value::Number(n) => Timestamp::from_unix_seconds(n.as_i64()?),
+        serde_json::Value::String(s) => Timestamp::parse_rfc3339(s).ok()?,
+        _ => return None,
+    };
+    Some((t.to_string(), age(t)))
 }
 
 /// HTML e-mail bodies: no scripts, styles, forms or remote content.

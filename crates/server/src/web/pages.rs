@@ -82,6 +82,24 @@ mod tests {
     }
 
     #[test]
+    fn a_reply_subject_says_re_once() {
+        let table = [
+            (None, ""),
+            (Some("  "), ""),
+            (Some("Lieferung fehlt"), "Re: Lieferung fehlt"),
+            (Some("Re: Lieferung fehlt"), "Re: Lieferung fehlt"),
+            (Some("RE: Lieferung fehlt"), "RE: Lieferung fehlt"),
+            (Some("AW: Rechnung"), "AW: Rechnung"),
+            (Some("Antw: Rechnung"), "Antw: Rechnung"),
+            (Some("WG: Rechnung"), "Re: WG: Rechnung"),
+            (Some("Rechnung: März"), "Re: Rechnung: März"),
+        ];
+        for (subject, want) in table {
+            assert_eq!(reply_subject(subject), want, "{subject:?}");
+        }
+    }
+
+    #[test]
     fn html_mail_is_sanitised() {
         let dirty = r#"<p onclick="x()">Hallo <script>alert(1)</script><img src="https://tracker.example/p.gif"><a href="javascript:alert(1)">x</a><a href="mailto:a@b.de">m</a><style>p{}</style></p>"#;
         let clean = sanitize_html(dirty);

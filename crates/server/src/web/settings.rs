@@ -1,12 +1,14 @@
 //! The settings page (admins).
 
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use kontor_channels::email::config::hide_password;
 use kontor_core::Role;
 use minijinja::Value;
 use serde_json::json;
 
+use super::i18n::Lang;
 use super::pages::*;
 use crate::AppState;
 
@@ -36,10 +38,102 @@ pub(super) async fn settings(State(state): State<AppState>, staff: Staff) -> Res
         Ok(v) => v,
         Err(e) => return err(e),
     };
+    // The e-mail channel's health as admins get it from the API (the same handler).
+    let status =
+        match crate::channels::channel_status(State(state.clone()), staff.caller(), Path("email".to_string())).await {
+            Ok(axum::Json(s)) => serde_json::to_value(s).unwrap_or_default(),
+            Err(e) => return e.into_response(),
+        };
     let mut ctx = base(Some(&staff), staff.lang);
+    ctx.insert("email", Value::from_serialize(email_section(&state, &status, staff.lang)));
     ctx.insert("users", Value::from_serialize(&users));
     ctx.insert("teams", Value::from_serialize(&teams));
     ctx.insert("canned", Value::from_serialize(&canned));
     ctx.insert("reply_only_assignee", Value::from(only_assignee));
     page("settings.html", ctx)
+}
+
+/// "5 min ago" / "vor 5 min", with the moment itself: `{at, ago}`, or null.
+fn when(v: &serde_json::Value, lang: Lang) -> serde_json::Value {
+    match moment(v) {
+        Some((at, age)) if lang == Lang::De => json!({ "at": at, "ago": format!("vor {age}") }),
+        Some((at, age)) => json!({ "at": at, "ago": format!("{age} ago") }),
+        None => serde_json::Value::Null,
+    }
+}
+
+/// One listener's health for the page (`state` null: configured but not running on this node).
+fn listener(status: &serde_json::Value, name: &str, lang: Lang) -> serde_json::Value {
+    let found = status["listeners"].as_array().and_then(|all| all.iter().find(|l| l["name"] == name));
+    match found {
+        Some(l) => json!({
+            "name": name, "state": l["state"], "restarts": l["restarts"],
+            "last_error": l["last_error"], "last_error_at": when(&l["last_error_at"], lang),
+            "last_activity": when(&l["last_activity_at"], lang),
+        }),
+        None => json!({ "name": name, "state": null }),
+    }
+}
+
+/// The e-mail section: what is configured (never a password) and how it is doing, from the
+/// channel's status (`GET /api/v1/channels/email/status`).
+fn email_section(state: &AppState, status: &serde_json::Value, lang: Lang) -> serde_json::Value {
+    let cfg = &state.config.email;
+    let mut imap: Vec<serde_json::Value> = cfg
+        .imap
+        .iter()
+        .map(|a| {
+            let mut l = listener(status, &format!("email.imap.{}", a.name), lang);
+            l["mailbox"] = json!(a.name);
+            l["url"] = json!(hide_password(&a.url));
+            l
+        })
+        .collect();
+    // A poller this node runs that the configuration does not name (it came from elsewhere).
+    for l in status["listeners"].as_array().into_iter().flatten() {
+        let name = l["name"].as_str().unwrap_or_default();
+        if let Some(mailbox) = name.strip_prefix("email.imap.") {
+            if !cfg.imap.iter().any(|a| a.name == mailbox) {
+                let mut l = listener(status, name, lang);
+                l["mailbox"] = json!(mailbox);
+                imap.push(l);
+            }
+        }
+    }
+    // `outbound` is `true`/`false`, or an object (with `reachable` once the relay is checked;
+    // that shape is read with care, it may still change).
+    let outbound = &status["outbound"];
+    let active = match outbound {
+        serde_json::Value::Bool(b) => *b,
+        serde_json::Value::Object(o) => ["active", "enabled", "configured"]
+            .iter()
+            .find_map(|k| o.get(*k).and_then(|v| v.as_bool()))
+            .unwrap_or(cfg.outbound.relay.is_some()),
+        _ => false,
+    };
+    let sending = active || cfg.outbound.relay.is_some();
+    let reachable = outbound.get("reachable").and_then(|r| r.as_bool());
+    let smtp_on = cfg.smtp_listen.is_some()
+        || status["listeners"].as_array().is_some_and(|a| a.iter().any(|l| l["name"] == "email.smtp"));
+    json!({
+        "configured": smtp_on || sending || !imap.is_empty(),
+        "smtp": smtp_on.then(|| {
+            let mut l = listener(status, "email.smtp", lang);
+            l["listen"] = json!(cfg.smtp_listen);
+            l["domains"] = json!(cfg.domains);
+            l
+        }),
+        "imap": imap,
+        "sending": sending,
+        // Configured, yet this node has no sender for it (it could not be set up: see the log).
+        "sending_inactive": sending && !active,
+        "relay": cfg.outbound.relay.as_deref().map(hide_password),
+        "from": cfg.outbound.from,
+        "reachable": reachable,
+        "reachable_error": outbound.get("error").or_else(|| outbound.get("reachable_error")).and_then(|e| e.as_str()),
+        "last_inbound": when(&status["last_inbound_at"], lang),
+        "last_outbound": when(&status["last_outbound_at"], lang),
+        "last_outbound_state": status["last_outbound_state"],
+        "last_outbound_error": status["last_outbound_error"],
+    })
 }

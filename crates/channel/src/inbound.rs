@@ -41,6 +41,10 @@ pub struct InboundMessage {
     pub auto_submitted: bool,
     /// The message as it came over the wire (a received mail's source), kept encrypted.
     pub raw_source: Option<RawSource>,
+    /// The recipients the message named (e-mail `To`), shown to agents.
+    pub to: Vec<String>,
+    /// Further recipients it named (e-mail `Cc`), shown to agents.
+    pub cc: Vec<String>,
 }
 
 /// The raw source of a received message.
@@ -87,6 +91,8 @@ impl InboundMessage {
             files: Vec::new(),
             auto_submitted: false,
             raw_source: None,
+            to: Vec::new(),
+            cc: Vec::new(),
         }
     }
 }

@@ -226,9 +226,12 @@ pub struct Message {
     /// automatically.
     #[serde(default)]
     pub auto_submitted: bool,
-    /// Further recipients of an outbound message (e-mail `Cc`).
+    /// Further recipients (e-mail `Cc`: those of a reply, or those a received mail named).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub cc: Vec<String>,
+    /// The recipients a received mail named (e-mail `To`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub to: Vec<String>,
     /// The raw source of a received mail is kept: `GET /api/v1/messages/{id}/raw`.
     #[serde(default)]
     pub has_raw_source: bool,

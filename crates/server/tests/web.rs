@@ -516,6 +516,10 @@ fn mail(subject: &str, text: &str, auto_submitted: bool) -> kontor_channel::Inbo
     m.name = Some("Jana Müller".into());
     m.subject = Some(subject.into());
     m.auto_submitted = auto_submitted;
+    m.to = vec!["support@support.example.de".into()];
+    if !auto_submitted {
+        m.cc = vec!["kollegin@kunde.example".into()];
+    }
     m.raw_source = Some(RawSource::Bytes(source.into_bytes().into()));
     m
 }
@@ -546,6 +550,8 @@ async fn an_email_case_shows_the_mail_and_its_composer_sends_subject_and_cc() {
     assert!(page.contains("<dt>Von</dt><dd>Jana Müller &lt;jana.mueller@kunde.example&gt;</dd>"), "{page}");
     assert!(page.contains("<dt>Betreff</dt><dd>Lieferung fehlt – Bestellung 4711</dd>"), "{page}");
     assert!(page.contains("<dt>Betreff</dt><dd>Abwesenheitsnotiz</dd>"), "{page}");
+    assert!(page.contains("<dt>An</dt><dd>support@support.example.de</dd>"), "a received mail's To: {page}");
+    assert_eq!(page.matches("<dd>kollegin@kunde.example</dd>").count(), 1, "a received mail's Cc: {page}");
     assert_eq!(page.matches("class=\"badge auto-reply\"").count(), 1, "only the auto-reply is marked: {page}");
     assert!(page.contains(">Automatische Antwort</span>"), "{page}");
     for id in [first.message_id, auto.message_id] {

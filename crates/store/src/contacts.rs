@@ -112,6 +112,7 @@ impl Store {
                     auto_submitted: false,
                     raw_blob_id: None,
                     cc: &[],
+                    to: &[],
                 },
             )?;
             let event_id = tx.event(

@@ -80,7 +80,7 @@ pub(crate) fn follow_merges(c: &mut Conn, case_id: i64) -> Result<i64, StoreErro
 
 pub(crate) const MESSAGE_COLS: &str = "id, case_id, customer_id, direction, internal, channel, subject, text, html, \
      attachments, provider_message_id, author_id, delivery_state, delivery_error, created_at, duration_seconds, \
-     auto_submitted, raw_blob_id, cc";
+     auto_submitted, raw_blob_id, cc, recipients";
 
 pub(crate) fn message_from_row(r: &Row) -> Result<Message, StoreError> {
     Ok(Message {
@@ -106,6 +106,8 @@ pub(crate) fn message_from_row(r: &Row) -> Result<Message, StoreError> {
         raw_blob_id: r.opt_text(17),
         cc: serde_json::from_str(&r.req_text(18, "messages.cc")?)
             .map_err(|e| StoreError::Corrupt(format!("messages.cc is not a JSON list: {e}")))?,
+        to: serde_json::from_str(&r.req_text(19, "messages.recipients")?)
+            .map_err(|e| StoreError::Corrupt(format!("messages.recipients is not a JSON list: {e}")))?,
     })
 }
 

@@ -97,6 +97,8 @@ pub fn unreadable(raw: &[u8], envelope: &Envelope) -> InboundMessage {
         }],
         auto_submitted: false,
         raw_source: Some(RawSource::Bytes(bytes::Bytes::copy_from_slice(raw))),
+        to: envelope.rcpt_to.clone(),
+        cc: Vec::new(),
     }
 }
 
@@ -183,6 +185,8 @@ pub fn to_inbound(raw: &[u8], envelope: &Envelope, region: &str) -> Result<Inbou
         // machine's.
         auto_submitted: mail.auto_submitted || bounced.is_some(),
         raw_source: Some(RawSource::Bytes(bytes::Bytes::copy_from_slice(raw))),
+        to: mail.to.clone(),
+        cc: mail.cc.clone(),
     })
 }
 

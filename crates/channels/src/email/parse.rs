@@ -33,6 +33,9 @@ pub struct ParsedMail {
     /// automatically.
     pub auto_submitted: bool,
     pub files: Vec<MailFile>,
+    /// The addresses in `To` and `Cc` (lower-cased, at most 50 each).
+    pub to: Vec<String>,
+    pub cc: Vec<String>,
     /// False when the mail could not be read at all (it is kept as it came).
     pub readable: bool,
 }
@@ -115,8 +118,23 @@ pub fn parse(raw: &[u8]) -> ParsedMail {
         html,
         refers_to,
         files,
+        to: addresses(m.to()),
+        cc: addresses(m.cc()),
         readable: true,
     }
+}
+
+/// The addresses of an address header, lower-cased, without repeats, at most 50.
+fn addresses(header: Option<&mail_parser::Address<'_>>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for a in header.into_iter().flat_map(|h| h.iter()) {
+        let Some(address) = a.address().map(|s| s.trim().to_ascii_lowercase()) else { continue };
+        let plausible = address.len() <= 254 && address.contains('@') && !address.chars().any(char::is_control);
+        if plausible && out.len() < 50 && !out.contains(&address) {
+            out.push(address);
+        }
+    }
+    out
 }
 
 /// The addresses a mail names as its recipients (`Delivered-To`, `X-Original-To`, `To`,
@@ -267,6 +285,16 @@ fn extension_for(content_type: &str) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn to_and_cc_are_read_lower_cased_without_repeats() {
+        let m = parse(
+            b"From: a@b.example\r\nTo: Support <Support@Support.Example.DE>, x@y.example\r\n\
+              Cc: =?utf-8?q?J=C3=BCrgen?= <juergen@kunde.example>, x@y.example, undisclosed-recipients:;\r\n\r\nHallo\r\n",
+        );
+        assert_eq!(m.to, ["support@support.example.de", "x@y.example"]);
+        assert_eq!(m.cc, ["juergen@kunde.example", "x@y.example"]);
+    }
 
     const UTF8_MAIL: &str = "From: =?utf-8?q?Jana_M=C3=BCller?= <jana@kunde.example>\r\n\
 To: support@support.example.de\r\n\

@@ -188,6 +188,8 @@ pub fn validate(
         files: Vec::new(),
         auto_submitted: false,
         raw_source: None,
+        to: Vec::new(),
+        cc: Vec::new(),
     };
     Ok((msg, incoming))
 }

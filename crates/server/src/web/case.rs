@@ -75,9 +75,9 @@ pub(super) async fn case_context(
     };
     let names: HashMap<i64, String> = users.iter().map(|u| (u.id, u.name.clone())).collect();
     if want(Part::Timeline) {
-        // E-mail's sender and recipients: messages keep no addresses of their own; mail comes
-        // from and goes to the customer's (first) e-mail address, and leaves from the
-        // configured sender.
+        // E-mail's sender and recipients: a received mail comes from the customer's (first)
+        // e-mail address and names its own recipients (`To`); a reply leaves from the
+        // configured sender to the customer.
         let mailbox = customer_mailbox(&customer);
         let our_sender = state.config.email.outbound.from.clone();
         let messages: Vec<serde_json::Value> = all_messages
@@ -85,7 +85,7 @@ pub(super) async fn case_context(
             .map(|m| {
                 let email = m.channel == kontor_core::Channel::Email && !m.internal;
                 let (from, to) = match m.direction {
-                    kontor_core::Direction::In => (mailbox.clone(), None),
+                    kontor_core::Direction::In => (mailbox.clone(), (!m.to.is_empty()).then(|| m.to.join(", "))),
                     _ => (our_sender.clone(), mailbox.clone()),
                 };
                 let author = match (m.direction, m.author_id) {

@@ -243,6 +243,7 @@ impl Store {
                     auto_submitted: false,
                     raw_blob_id: None,
                     cc: &[],
+                    to: &[],
                 },
             )?;
             let ev = tx.event(
@@ -463,6 +464,7 @@ fn reply_in(
             auto_submitted: false,
             raw_blob_id: None,
             cc: &r.cc,
+            to: &[],
         },
     )?;
     let message_id = message.id;

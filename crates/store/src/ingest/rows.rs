@@ -44,6 +44,7 @@ const MESSAGES: Table = Table {
         "auto_submitted",
         "raw_blob_id",
         "cc",
+        "recipients",
     ],
 };
 const MESSAGES_FTS: Table = Table { name: "messages_fts", cols: &["rowid", "subject", "text"] };
@@ -242,6 +243,8 @@ pub(crate) struct MessageRow<'a> {
     pub raw_blob_id: Option<&'a str>,
     /// Further recipients (e-mail `Cc`).
     pub cc: &'a [String],
+    /// The recipients a received mail named (`To`).
+    pub to: &'a [String],
 }
 
 impl<'a> MessageRow<'a> {
@@ -266,7 +269,8 @@ impl<'a> MessageRow<'a> {
                 Some(kontor_channel::RawSource::Stored(id)) => Some(id.as_str()),
                 _ => None,
             },
-            cc: &[],
+            cc: &m.cc,
+            to: &m.to,
         }
     }
 }
@@ -295,7 +299,8 @@ pub(super) fn insert_messages(tx: &mut Tx<'_>, rows: &[MessageRow<'_>]) -> Resul
             m.duration_seconds,
             m.auto_submitted,
             m.raw_blob_id,
-            serde_json::to_string(m.cc).unwrap_or_else(|_| "[]".into())
+            serde_json::to_string(m.cc).unwrap_or_else(|_| "[]".into()),
+            serde_json::to_string(m.to).unwrap_or_else(|_| "[]".into())
         ]);
     }
     let ids = MESSAGES.insert_returning(tx, &p)?;
@@ -330,6 +335,7 @@ fn stored_message(id: i64, m: &MessageRow<'_>, now: i64) -> Message {
         has_raw_source: m.raw_blob_id.is_some(),
         raw_blob_id: m.raw_blob_id.map(str::to_string),
         cc: m.cc.to_vec(),
+        to: m.to.to_vec(),
     }
 }
 

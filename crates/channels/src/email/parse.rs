@@ -58,8 +58,26 @@ const AUTO_SUBJECTS: &[&str] = &[
     "réponse automatique",
 ];
 
+/// Runs a mail-parser step, turning a panic in it into `None`. (mail-parser 0.11.9 panics on
+/// some damaged multipart mails — "Invalid part ID", found by `tests/mime_props.rs`; such a
+/// mail is kept as unreadable, with its source.)
+fn guarded<T>(what: &str, f: impl FnOnce() -> T) -> Option<T> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(v) => Some(v),
+        Err(_) => {
+            tracing::warn!("The mail parser failed while reading {what}; the mail is kept as it came.");
+            None
+        }
+    }
+}
+
 /// Reads a mail.
 pub fn parse(raw: &[u8]) -> ParsedMail {
+    guarded("a mail", || parse_unguarded(raw))
+        .unwrap_or_else(|| ParsedMail { text: UNREADABLE_TEXT.to_string(), ..ParsedMail::default() })
+}
+
+fn parse_unguarded(raw: &[u8]) -> ParsedMail {
     let Some(m) = MessageParser::default().parse(raw) else {
         return ParsedMail { text: UNREADABLE_TEXT.to_string(), ..ParsedMail::default() };
     };
@@ -141,6 +159,10 @@ fn addresses(header: Option<&mail_parser::Address<'_>>) -> Vec<String> {
 /// `Cc`; at most 50), lower-cased: for mail fetched over IMAP, which has no envelope, this is
 /// where bounce addresses and case tokens are found.
 pub fn header_recipients(raw: &[u8]) -> Vec<String> {
+    guarded("recipients", || header_recipients_unguarded(raw)).unwrap_or_default()
+}
+
+fn header_recipients_unguarded(raw: &[u8]) -> Vec<String> {
     let Some(m) = MessageParser::default().parse_headers(raw) else { return Vec::new() };
     let mut out: Vec<String> = Vec::new();
     let mut add = |a: &str| {
@@ -169,6 +191,10 @@ pub fn header_recipients(raw: &[u8]) -> Vec<String> {
 /// `failed` or whose `Status` is 5.x.x): the status and the diagnostic text. `None` for any
 /// other mail (a delay notice, an auto-reply, a person's mail).
 pub fn delivery_failure(raw: &[u8]) -> Option<String> {
+    guarded("a delivery report", || delivery_failure_unguarded(raw)).flatten()
+}
+
+fn delivery_failure_unguarded(raw: &[u8]) -> Option<String> {
     let m = MessageParser::default().parse(raw)?;
     let ct = m.content_type()?;
     let is_report = ct.ctype().eq_ignore_ascii_case("multipart")

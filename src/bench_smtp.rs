@@ -1,11 +1,13 @@
 //! `kontor bench smtp`: mails per second accepted over SMTP — durable, end to end into cases,
 //! raw sources and attachments stored encrypted — by concurrent clients on kept-open sessions.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use futures::StreamExt;
 use hdrhistogram::Histogram;
 use kontor_channel::ChannelRegistry;
 use kontor_channels::email::keys::MailKeys;
@@ -95,10 +97,13 @@ pub async fn smtp(mut cfg: Config, o: SmtpOptions) -> Result<()> {
     );
     let mut registry = ChannelRegistry::new();
     registry.add_listener(listener.clone());
+    // An admin reads the live stream, as an agent's browser would.
+    let (_t, token) = store.create_token("bench-stream".into(), kontor_core::Role::Admin).await?;
     let mut state = AppState::with_channels(store, cfg.clone(), registry);
     state.vault = Some(vault);
     let http = std::net::TcpListener::bind("127.0.0.1:0")?;
     http.set_nonblocking(true)?;
+    let base = format!("http://{}", http.local_addr()?);
     // The server runs on its own runtime, as it would in its own process.
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build();
@@ -122,10 +127,16 @@ pub async fn smtp(mut cfg: Config, o: SmtpOptions) -> Result<()> {
     };
     let run = std::process::id() as u64 * 1_000_000 + (kontor_store::now_us() as u64 % 1_000_000);
     let pdf = Arc::new(pdf_base64());
+    let acks: Acks = Arc::new(Mutex::new(HashMap::new()));
     if o.warmup > 0 {
-        load(addr, &o, run, &pdf, Duration::from_secs(o.warmup), "warm-up").await?;
+        load(addr, &o, run, &pdf, Duration::from_secs(o.warmup), "warm-up", acks.clone()).await?;
     }
-    let (ok, errors, hist, elapsed) = load(addr, &o, run + 1, &pdf, Duration::from_secs(o.seconds), "load").await?;
+    acks.lock().map_err(|_| anyhow::anyhow!("lock"))?.clear();
+    let stream = LiveStream::open(&base, &token).await?;
+    let (ok, errors, hist, elapsed) =
+        load(addr, &o, run + 1, &pdf, Duration::from_secs(o.seconds), "load", acks.clone()).await?;
+    let acked = acks.lock().map(|a| a.clone()).unwrap_or_default();
+    let live = stream.latency_after(&acked, Duration::from_secs(30)).await?;
     let rate = ok as f64 / elapsed.as_secs_f64();
     let ms = |us: u64| us as f64 / 1000.0;
     println!();
@@ -141,6 +152,14 @@ pub async fn smtp(mut cfg: Config, o: SmtpOptions) -> Result<()> {
         ms(hist.value_at_quantile(0.99)),
         ms(hist.max())
     );
+    println!(
+        "| 250→live stream latency | p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms ({} of {} mails seen on the stream) |",
+        ms(live.hist.value_at_quantile(0.5)),
+        ms(live.hist.value_at_quantile(0.99)),
+        ms(live.hist.max()),
+        live.seen,
+        acked.len()
+    );
     let _ = std::fs::remove_dir_all(&tmp);
     Ok(())
 }
@@ -152,6 +171,7 @@ async fn load(
     pdf: &Arc<String>,
     dur: Duration,
     label: &str,
+    acks: Acks,
 ) -> Result<(u64, u64, Histogram<u64>, Duration)> {
     let counter = Arc::new(AtomicU64::new(0));
     let ok = Arc::new(AtomicU64::new(0));
@@ -169,8 +189,8 @@ async fn load(
     };
     let mut tasks = Vec::new();
     for _ in 0..o.clients {
-        let (counter, ok, errors, pdf, o, tls) =
-            (counter.clone(), ok.clone(), errors.clone(), pdf.clone(), o.clone(), tls.clone());
+        let (counter, ok, errors, pdf, o, tls, acks) =
+            (counter.clone(), ok.clone(), errors.clone(), pdf.clone(), o.clone(), tls.clone(), acks.clone());
         tasks.push(tokio::spawn(async move {
             let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap_or_else(|_| unreachable!());
             let builder = mail_send::SmtpClientBuilder::new_with_tls_connector(addr.ip().to_string(), addr.port(), tls)
@@ -196,6 +216,10 @@ async fn load(
                 .await;
                 match sent {
                     Ok(_) => {
+                        let acked = Instant::now();
+                        if let Ok(mut a) = acks.lock() {
+                            a.insert(format!("bench-{run}-{n}@bench-kunde.example"), acked);
+                        }
                         let _ = h.record(t.elapsed().as_micros() as u64);
                         ok.fetch_add(1, Ordering::Relaxed);
                     }
@@ -213,4 +237,83 @@ async fn load(
     }
     let hist = crate::bench::collect(tasks, bar).await?;
     Ok((ok.load(Ordering::Relaxed), errors.load(Ordering::Relaxed), hist, start.elapsed()))
+}
+
+/// When each mail was answered `250`, by its Message-ID.
+type Acks = Arc<Mutex<HashMap<String, Instant>>>;
+
+/// The live stream (`GET /api/v1/events/stream`) read during the load: when each mail first
+/// appeared on it, by its Message-ID.
+struct LiveStream {
+    arrivals: Arc<Mutex<HashMap<String, Instant>>>,
+    reader: tokio::task::JoinHandle<()>,
+}
+
+/// What the live stream showed of the acknowledged mails.
+struct LiveLatency {
+    /// Microseconds from a mail's `250` to its `message.received` on the stream (0 when the
+    /// stream was faster than the client reading its `250`).
+    hist: Histogram<u64>,
+    seen: usize,
+}
+
+impl LiveStream {
+    async fn open(base: &str, token: &str) -> Result<LiveStream> {
+        let resp = reqwest::Client::new()
+            .get(format!("{base}/api/v1/events/stream"))
+            .bearer_auth(token)
+            .header("accept", "text/event-stream")
+            .send()
+            .await
+            .context("open the live stream")?;
+        if !resp.status().is_success() {
+            bail!("the live stream answered {}", resp.status());
+        }
+        let arrivals: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+        let seen = arrivals.clone();
+        let reader = tokio::spawn(async move {
+            let mut bytes = resp.bytes_stream();
+            let mut buf = String::new();
+            while let Some(Ok(chunk)) = bytes.next().await {
+                let now = Instant::now();
+                buf.push_str(&String::from_utf8_lossy(&chunk));
+                while let Some(end) = buf.find("\n\n") {
+                    let frame: String = buf.drain(..end + 2).collect();
+                    for data in frame.lines().filter_map(|l| l.strip_prefix("data:")) {
+                        let Ok(v) = serde_json::from_str::<serde_json::Value>(data.trim()) else { continue };
+                        if let Some(p) = v.pointer("/payload/message/provider_message_id").and_then(|p| p.as_str()) {
+                            if let Ok(mut a) = seen.lock() {
+                                a.entry(p.to_string()).or_insert(now);
+                            }
+                        }
+                    }
+                }
+            }
+        });
+        Ok(LiveStream { arrivals, reader })
+    }
+
+    /// Waits (at most `limit`) until every acknowledged mail was on the stream; the latency
+    /// of each from its `250`.
+    async fn latency_after(self, acked: &HashMap<String, Instant>, limit: Duration) -> Result<LiveLatency> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let done = self.arrivals.lock().map(|a| acked.keys().all(|k| a.contains_key(k))).unwrap_or(true);
+            if done || Instant::now() > deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.reader.abort();
+        let arrivals = self.arrivals.lock().map(|a| a.clone()).unwrap_or_default();
+        let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+        let mut seen = 0;
+        for (id, at) in &arrivals {
+            if let Some(acked_at) = acked.get(id) {
+                seen += 1;
+                let _ = hist.record(at.saturating_duration_since(*acked_at).as_micros().max(1) as u64);
+            }
+        }
+        Ok(LiveLatency { hist, seen })
+    }
 }

@@ -81,4 +81,12 @@ pub trait Outbound: Send + Sync {
     /// Sends one message. Must be safe to call again for the same message after a crash
     /// (pass `message_id` on as the provider's idempotency key where the provider has one).
     async fn send(&self, message: &OutboundMessage) -> Result<SendReceipt, SendError>;
+
+    /// Whether the provider can be reached now, checked without sending anything (e-mail:
+    /// the relay greets and answers `EHLO`): `Some(Ok(()))`, `Some(Err(why))` with a reason
+    /// fit for admins (no secrets), or `None` when this sender is not checked. It should end
+    /// within a few seconds and may answer from a recent check; callers bound it all the same.
+    async fn probe(&self) -> Option<Result<(), String>> {
+        None
+    }
 }

@@ -274,12 +274,22 @@ pub async fn status(State(state): State<AppState>, caller: Caller) -> Result<Jso
     }))
 }
 
+/// How long a status request waits for a channel's probe (the probe itself ends sooner).
+const PROBE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// One channel's state on this node (admins).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ChannelStatus {
     pub channel: kontor_core::Channel,
     /// Replies can be sent on it (e-mail: a relay is configured).
     pub outbound: bool,
+    /// Whether the provider answered when checked just now or in the last seconds (e-mail:
+    /// the relay greeted and took `EHLO`, with TLS as configured; nothing is sent); `null`
+    /// when this node has no sender for the channel or the sender is not checked.
+    pub outbound_reachable: Option<bool>,
+    /// Why the provider is not reachable (e-mail: connection refused, no answer in time, TLS,
+    /// the relay's refusal), without secrets; `null` when it is.
+    pub outbound_error: Option<String>,
     /// It has a webhook.
     pub webhook: bool,
     /// Its listeners and pollers (e-mail: the SMTP listener), with their last error and
@@ -306,10 +316,22 @@ pub async fn channel_status(
 ) -> Result<Json<ChannelStatus>, AppError> {
     caller.require_admin()?;
     let ch = kontor_core::Channel::parse(&channel).ok_or_else(|| AppError::NotFound(format!("channel {channel}")))?;
-    let activity = state.store.channel_activity(ch).await?;
+    let sender = state.channels.outbound(ch);
+    // The probe runs beside the database query; the answer never waits long for it.
+    let probe = async {
+        let sender = sender.as_ref()?;
+        match tokio::time::timeout(PROBE_DEADLINE, sender.probe()).await {
+            Ok(result) => result,
+            Err(_) => Some(Err(format!("no answer within {} s", PROBE_DEADLINE.as_secs()))),
+        }
+    };
+    let (activity, probe) = tokio::join!(state.store.channel_activity(ch), probe);
+    let activity = activity?;
     Ok(Json(ChannelStatus {
         channel: ch,
-        outbound: state.channels.outbound(ch).is_some(),
+        outbound: sender.is_some(),
+        outbound_reachable: probe.as_ref().map(Result::is_ok),
+        outbound_error: probe.and_then(Result::err),
         webhook: state.channels.webhook(ch.as_str()).is_some(),
         listeners: state.listener_health().into_iter().filter(|l| l.channel == ch).collect(),
         last_inbound_at: activity.last_inbound_at,

@@ -3,7 +3,9 @@
 //! replies go through. A mail becomes a case with its attachment; the reply leaves threaded
 //! (`In-Reply-To`, `References`, `Message-ID`); the customer's answer to it lands in the same
 //! case even after it was resolved; foreign recipients and oversized mail are refused; the
-//! same mail twice is one message.
+//! same mail twice is one message. With `dkim_key_file` the reply's signature verifies with
+//! `dkimpy` (and a changed copy does not); the relay's reachability is in the channel's status
+//! and on the settings page.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -23,18 +25,28 @@ const DOMAIN: &str = "support.example.de";
 
 /// The suite's Python with aiosmtpd, or `None` (then the test is skipped, except in CI).
 fn venv_python() -> Option<PathBuf> {
+    venv_python_with("aiosmtpd")
+}
+
+/// The suite's Python with `modules` (comma-separated) importable, or `None` (then the test is
+/// skipped, except in CI).
+fn venv_python_with(modules: &str) -> Option<PathBuf> {
     let p = std::env::var_os("KONTOR_PYTHON")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/kontor-venv/bin/python")))?;
-    let ok = Command::new(&p).args(["-c", "import aiosmtpd"]).stderr(Stdio::null()).status().is_ok_and(|s| s.success());
+    let ok = Command::new(&p)
+        .args(["-c", &format!("import {modules}")])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
     if ok {
         return Some(p);
     }
     assert!(
         std::env::var("CI").is_err(),
-        "aiosmtpd is missing from the suite's virtualenv (scripts/test.sh installs it)"
+        "{modules} missing from the suite's virtualenv (scripts/test.sh installs tests/requirements.txt)"
     );
-    eprintln!("skipped: aiosmtpd is not installed (scripts/test.sh installs it into $HOME/.cache/kontor-venv)");
+    eprintln!("skipped: {modules} not installed (scripts/test.sh installs it into $HOME/.cache/kontor-venv)");
     None
 }
 
@@ -110,13 +122,27 @@ struct Setup {
 }
 
 async fn start(relay: Option<Relay>, max_message_bytes: usize) -> (Setup, Option<()>) {
+    let url = relay.as_ref().map(|r| format!("smtp://127.0.0.1:{}", r.port));
+    start_with(relay, url, None, max_message_bytes).await
+}
+
+/// A server whose replies go to `relay_url` (the `relay` started for it, or somewhere else),
+/// signed with `dkim` (key file, selector) when given; with the staff users of the page tests.
+async fn start_with(
+    relay: Option<Relay>,
+    relay_url: Option<String>,
+    dkim: Option<(PathBuf, &str)>,
+    max_message_bytes: usize,
+) -> (Setup, Option<()>) {
     let email = EmailConfig {
         smtp_listen: Some("127.0.0.1:0".into()),
         domains: vec![DOMAIN.into()],
         max_message_bytes,
         outbound: EmailOutboundConfig {
-            relay: relay.as_ref().map(|r| format!("smtp://127.0.0.1:{}", r.port)),
+            relay: relay_url,
             from: Some(format!("Kontor Support <support@{DOMAIN}>")),
+            dkim_key_file: dkim.as_ref().map(|(file, _)| file.clone()),
+            dkim_selector: dkim.as_ref().map(|(_, selector)| selector.to_string()),
             ..Default::default()
         },
         ..EmailConfig::default()
@@ -144,6 +170,8 @@ async fn start(relay: Option<Relay>, max_message_bytes: usize) -> (Setup, Option
             state.channels = Arc::new(registry);
         },
     )
+    .await
+    .with_staff()
     .await;
     let l = listener.lock().unwrap().clone().unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -295,6 +323,7 @@ async fn a_mail_becomes_a_case_the_reply_leaves_threaded_and_the_answer_reopens_
     let (status, st) = srv.call("GET", "/api/v1/channels/email/status", None).await;
     assert_eq!(status, 200, "{st}");
     assert_eq!((st["outbound"].as_bool(), st["last_outbound_state"].as_str()), (Some(true), Some("sent")), "{st}");
+    assert_eq!((st["outbound_reachable"].as_bool(), &st["outbound_error"]), (Some(true), &Value::Null), "{st}");
     assert_eq!(st["listeners"][0]["name"], "email.smtp");
     assert_eq!(st["listeners"][0]["state"], "running");
     assert!(st["last_inbound_at"].is_string(), "{st}");
@@ -444,4 +473,131 @@ print(json.dumps(results))
     assert!(results.len() > 100);
     assert!(broken.is_empty(), "no hang, no dropped connection, no temporary failure: {broken:?}");
     assert_eq!(s.srv.call("GET", "/healthz", None).await.0, 200);
+}
+
+/// dkimpy's verdicts on a mail file: as received, with its subject changed, with its body
+/// changed. The DNS answer is given for `<selector>._domainkey.support.example.de` only.
+const DKIM_VERIFY: &str = r#"
+import re, sys, dkim
+raw = open(sys.argv[1], "rb").read()
+name = (sys.argv[2] + "._domainkey.support.example.de.").encode()
+record = b"v=DKIM1; k=rsa; p=" + sys.argv[3].encode()
+def dns(n, timeout=5):
+    return record if n == name else None
+subject = re.sub(rb"(?m)^Subject:.*$", b"Subject: Ihre Rechnung", raw, count=1)
+body = raw.rstrip(b"\r\n") + b"\nP.S. Nachgetragen.\n"
+assert subject != raw and body != raw, "the copies differ"
+print(dkim.verify(raw, dnsfunc=dns), dkim.verify(subject, dnsfunc=dns), dkim.verify(body, dnsfunc=dns))
+"#;
+
+/// `openssl` in `dir`; what it printed.
+fn openssl(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("openssl").current_dir(dir).args(args).output().expect("openssl runs");
+    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_is_dkim_signed_so_that_dkimpy_verifies_it_and_the_relay_shows_as_reachable() {
+    let Some(py) = venv_python_with("aiosmtpd, dkim") else { return };
+    // A new RSA key; its public half as the DNS record's `p=` (base64 DER).
+    let keys = tempfile::tempdir().unwrap();
+    openssl(keys.path(), &["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", "dkim.pem"]);
+    let public = openssl(keys.path(), &["pkey", "-in", "dkim.pem", "-pubout"]);
+    let p: String = public.lines().filter(|l| !l.starts_with("-----")).collect();
+    let relay = Relay::start(&py);
+    let url = format!("smtp://127.0.0.1:{}", relay.port);
+    let (s, _) =
+        start_with(Some(relay), Some(url), Some((keys.path().join("dkim.pem"), "kontor2026")), 25 * 1024 * 1024).await;
+    let srv = &s.srv;
+    assert_eq!(python(SEND_FIRST, s.smtp), "sent");
+    let (case, _) = wait_messages(srv, None, 1).await;
+    let (status, sent) = srv
+        .call(
+            "POST",
+            &format!("/api/v1/cases/{}/replies", case["id"]),
+            Some(json!({
+                "text": "Guten Tag Frau Müller, die Lieferung ist unterwegs.",
+                "based_on_event_id": case["last_event_id"],
+                "cc": ["buchhaltung@kunde.example"],
+            })),
+        )
+        .await;
+    assert_eq!(status, 202, "{sent}");
+    let relay = s._relay.as_ref().unwrap();
+    let mail = relay.wait_mail(1).await;
+    let signature = mail.split("\n").find(|l| l.starts_with("DKIM-Signature:")).unwrap_or_default();
+    assert!(signature.contains("a=rsa-sha256; s=kontor2026; d=support.example.de; c=relaxed/relaxed"), "{mail}");
+
+    // The relay's copy, verified as a receiving server would; changed copies fail.
+    let dir = relay.maildir.path().join("mail").join("new");
+    let file = std::fs::read_dir(&dir).unwrap().flatten().next().unwrap().path();
+    let out = Command::new(&py).args(["-c", DKIM_VERIFY]).arg(&file).args(["kontor2026", &p]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "True False False", "{mail}");
+    // Another selector's record (or none) does not verify it either.
+    let out = Command::new(&py).args(["-c", DKIM_VERIFY]).arg(&file).args(["other", &p]).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "False False False");
+
+    // Admins see that the relay answers: in the API and on the settings page (both languages).
+    let (status, st) = srv.call("GET", "/api/v1/channels/email/status", None).await;
+    assert_eq!(status, 200, "{st}");
+    assert_eq!((st["outbound"].as_bool(), st["outbound_reachable"].as_bool()), (Some(true), Some(true)), "{st}");
+    assert_eq!(st["outbound_error"], Value::Null, "{st}");
+    let (anna, _) = srv.sign_in("anna@example.de", "geheim123").await.unwrap();
+    let (_, page) = srv.page(&anna, "/settings").await;
+    assert!(
+        page.contains(r#"data-reachable="true"><span class="listener l-running">erreichbar</span></span>"#),
+        "{page}"
+    );
+    let en = settings_in_english(srv, &anna).await;
+    assert!(en.contains(r#"<span class="listener l-running">reachable</span>"#), "{en}");
+}
+
+/// The settings page as a signed-in user whose browser asks for English.
+async fn settings_in_english(srv: &TestServer, session: &str) -> String {
+    srv.with_session(session, reqwest::Method::GET, "/settings")
+        .header(reqwest::header::ACCEPT_LANGUAGE, "en-GB")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_nobody_answers_at_is_shown_as_not_reachable_with_the_reason_but_no_password() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let url = format!("smtp://kontor:Relay-Geheimnis-7@127.0.0.1:{closed}");
+    let (s, _) = start_with(None, Some(url), None, 25 * 1024 * 1024).await;
+    let srv = &s.srv;
+    let started = Instant::now();
+    let (status, st) = srv.call("GET", "/api/v1/channels/email/status", None).await;
+    assert_eq!(status, 200, "{st}");
+    assert!(started.elapsed() < Duration::from_secs(6), "the status never waits long: {:?}", started.elapsed());
+    assert_eq!((st["outbound"].as_bool(), st["outbound_reachable"].as_bool()), (Some(true), Some(false)), "{st}");
+    assert_eq!(st["outbound_error"], format!("connection refused: 127.0.0.1:{closed}"), "{st}");
+    assert!(!st.to_string().contains("Geheimnis"), "{st}");
+    // The OpenAPI document states both fields.
+    let (_, doc) = srv.call("GET", "/api/openapi.json", None).await;
+    let fields = &doc["components"]["schemas"]["ChannelStatus"]["properties"];
+    assert!(fields["outbound_reachable"].is_object() && fields["outbound_error"].is_object(), "{fields}");
+
+    let (anna, _) = srv.sign_in("anna@example.de", "geheim123").await.unwrap();
+    let (_, page) = srv.page(&anna, "/settings").await;
+    assert!(
+        page.contains(&format!(
+            r#"<span class="listener l-backoff">nicht erreichbar</span>: <small class="error-text">Verbindung abgelehnt: 127.0.0.1:{closed}</small>"#
+        )),
+        "{page}"
+    );
+    let en = settings_in_english(srv, &anna).await;
+    assert!(
+        en.contains(&format!(
+            r#"<span class="listener l-backoff">not reachable</span>: <small class="error-text">connection refused: 127.0.0.1:{closed}</small>"#
+        )),
+        "{en}"
+    );
+    assert!(!page.contains("Geheimnis") && !en.contains("Geheimnis"), "no password on the page");
 }

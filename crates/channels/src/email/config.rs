@@ -86,6 +86,11 @@ pub struct EmailOutboundConfig {
     pub from: Option<String>,
     /// Seconds one delivery may take.
     pub timeout_secs: u64,
+    /// PEM private key (RSA, PKCS#1 or PKCS#8; or Ed25519, PKCS#8) every outbound mail is
+    /// DKIM-signed with, for the domain of `from` (with `dkim_selector`).
+    pub dkim_key_file: Option<PathBuf>,
+    /// The DKIM selector: the public key is published at `<selector>._domainkey.<domain>`.
+    pub dkim_selector: Option<String>,
 }
 
 impl Default for EmailConfig {
@@ -110,7 +115,7 @@ impl Default for EmailConfig {
 
 impl Default for EmailOutboundConfig {
     fn default() -> Self {
-        EmailOutboundConfig { relay: None, from: None, timeout_secs: 30 }
+        EmailOutboundConfig { relay: None, from: None, timeout_secs: 30, dkim_key_file: None, dkim_selector: None }
     }
 }
 
@@ -140,6 +145,8 @@ impl std::fmt::Debug for EmailOutboundConfig {
             .field("relay", &self.relay.as_deref().map(hide_password))
             .field("from", &self.from)
             .field("timeout_secs", &self.timeout_secs)
+            .field("dkim_key_file", &self.dkim_key_file)
+            .field("dkim_selector", &self.dkim_selector)
             .finish()
     }
 }
@@ -152,6 +159,30 @@ pub fn hide_password(url: &str) -> String {
             None => url.to_string(),
         },
         _ => url.to_string(),
+    }
+}
+
+impl EmailOutboundConfig {
+    /// The DKIM signer of outbound mail, or `None` when signing is not configured; an error
+    /// when only one of `dkim_key_file` and `dkim_selector` is set, when there is no `from`
+    /// (whose domain signs), or when the key file cannot be read or used (naming the file).
+    pub fn dkim(&self) -> Result<Option<super::dkim::DkimSigning>, String> {
+        let (file, selector) = match (&self.dkim_key_file, &self.dkim_selector) {
+            (None, None) => return Ok(None),
+            (Some(file), Some(selector)) => (file, selector),
+            (Some(_), None) => {
+                return Err("email.outbound.dkim_selector must be set when email.outbound.dkim_key_file is".into())
+            }
+            (None, Some(_)) => {
+                return Err("email.outbound.dkim_key_file must be set when email.outbound.dkim_selector is".into())
+            }
+        };
+        super::dkim::check_selector(selector)?;
+        let from = self.from.as_deref().ok_or_else(|| {
+            "email.outbound.from must be set when email.outbound.dkim_key_file is (its domain signs)".to_string()
+        })?;
+        let sender = super::outbound::Sender::parse(from)?;
+        super::dkim::DkimSigning::load(file, &sender.domain().to_ascii_lowercase(), selector).map(Some)
     }
 }
 
@@ -213,6 +244,9 @@ impl EmailConfig {
         if let Some(from) = &self.outbound.from {
             super::outbound::Sender::parse(from)?;
         }
+        // The key is read now, so that a node with a key it cannot use refuses to start
+        // rather than failing at its first mail.
+        self.outbound.dkim()?;
         let mut names = std::collections::BTreeSet::new();
         for account in &self.imap {
             let n = &account.name;
@@ -284,6 +318,34 @@ mod tests {
         assert!(with(vec![("a", "imaps://h/")]).validate().unwrap_err().contains("user"));
         let shown = format!("{:?}", with(vec![("a", "imaps://kontor:geheim@h/")]));
         assert!(!shown.contains("geheim"), "{shown}");
+    }
+
+    #[test]
+    fn dkim_needs_key_and_selector_together_and_a_key_file_it_can_use() {
+        let with = |file: Option<&str>, selector: Option<&str>| EmailConfig {
+            outbound: EmailOutboundConfig {
+                relay: Some("smtp://127.0.0.1:25".into()),
+                from: Some("Kontor Support <support@support.example.de>".into()),
+                dkim_key_file: file.map(PathBuf::from),
+                dkim_selector: selector.map(String::from),
+                ..Default::default()
+            },
+            ..EmailConfig::default()
+        };
+        assert!(with(None, None).validate().is_ok());
+        let err = with(Some("/etc/kontor/dkim.pem"), None).validate().unwrap_err();
+        assert!(err.contains("email.outbound.dkim_selector must be set"), "{err}");
+        let err = with(None, Some("kontor")).validate().unwrap_err();
+        assert!(err.contains("email.outbound.dkim_key_file must be set"), "{err}");
+        let err = with(Some("/nonexistent/dkim.pem"), Some("kontor")).validate().unwrap_err();
+        assert!(err.contains("email.outbound.dkim_key_file /nonexistent/dkim.pem: cannot be read"), "{err}");
+        let garbage = std::env::temp_dir().join(format!("kontor-dkim-test-{}.pem", std::process::id()));
+        std::fs::write(&garbage, "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n").unwrap();
+        let err = with(garbage.to_str(), Some("kontor")).validate().unwrap_err();
+        let _ = std::fs::remove_file(&garbage);
+        assert!(err.contains(&format!("email.outbound.dkim_key_file {}: ", garbage.display())), "{err}");
+        let err = with(Some("/etc/kontor/dkim.pem"), Some("kein selector")).validate().unwrap_err();
+        assert!(err.contains("email.outbound.dkim_selector"), "{err}");
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //! - `tls`: the listener's STARTTLS.
 
 pub mod config;
+pub mod dkim;
 pub mod imap;
 pub mod inbound;
 pub mod keys;

@@ -1,9 +1,11 @@
 //! Sending replies as e-mail through a relay (`email.outbound.relay`): a normal, correctly
-//! threaded mail (`Message-ID`, `In-Reply-To`, `References`), composed with `mail-builder`
-//! and sent with `mail-send` (STARTTLS when the relay offers it, implicit TLS for `smtps://`).
+//! threaded mail (`Message-ID`, `In-Reply-To`, `References`), composed with `mail-builder`,
+//! DKIM-signed when configured (`dkim`), and sent with `mail-send` (STARTTLS when the relay
+//! offers it, implicit TLS for `smtps://`). For admins the relay is probed (greeting, EHLO,
+//! TLS as the URL says, QUIT: no mail, no password) to tell whether it can be reached.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use kontor_channel::{Outbound, OutboundMessage, SendError, SendReceipt};
 use kontor_core::{Channel, IdentityKind};
@@ -15,7 +17,13 @@ use mail_send::SmtpClientBuilder;
 use tokio_rustls::TlsConnector;
 
 use super::config::EmailConfig;
+use super::dkim::DkimSigning;
 use super::keys::MailKeys;
+
+/// How long a probe of the relay may take in all.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(4);
+/// How long a probe's answer is given again before the relay is asked anew.
+const PROBE_FRESH: Duration = Duration::from_secs(15);
 
 /// The relay a node sends through.
 #[derive(Clone, PartialEq, Eq)]
@@ -62,6 +70,15 @@ impl Relay {
         }
         Ok(Relay { implicit_tls, host, port, user, password })
     }
+
+    /// `host:port` (`[::1]:25` for an IPv6 address), as errors name the relay.
+    pub fn address(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
 }
 
 /// The sender of outbound mail (`email.outbound.from`).
@@ -104,6 +121,11 @@ pub struct EmailOutbound {
     hostname: String,
     timeout: Duration,
     tls: TlsConnector,
+    /// Signs every mail before it is handed to the relay (`None`: not configured).
+    dkim: Option<DkimSigning>,
+    /// The last probe of the relay and when it was made; held while a probe runs, so that
+    /// status requests at the same time wait for one probe instead of making their own.
+    probed: tokio::sync::Mutex<Option<(Instant, Result<(), String>)>>,
 }
 
 impl EmailOutbound {
@@ -119,7 +141,65 @@ impl EmailOutbound {
             sender,
             timeout: Duration::from_secs(config.outbound.timeout_secs.max(1)),
             tls: client_tls()?,
+            dkim: config.outbound.dkim()?,
+            probed: tokio::sync::Mutex::new(None),
         }))
+    }
+
+    /// The mail as handed to the relay: composed, then signed when DKIM is configured.
+    pub fn compose_signed(&self, m: &OutboundMessage, to: &str) -> Result<Vec<u8>, SendError> {
+        let mail = self.compose(m, to)?;
+        match &self.dkim {
+            Some(dkim) => dkim.sign(&mail).map_err(SendError::Permanent),
+            None => Ok(mail),
+        }
+    }
+
+    /// Whether the relay answers now: connect, greeting, `EHLO`, TLS as the relay URL says
+    /// (`smtps://` from the start, else STARTTLS when offered), `QUIT`. No mail is sent and no
+    /// password either; the error says why (refused, no answer in time, TLS, bad greeting)
+    /// and names the relay by host and port only.
+    pub async fn check_relay(&self) -> Result<(), String> {
+        match tokio::time::timeout(PROBE_TIMEOUT, self.greet_relay()).await {
+            Ok(result) => result,
+            Err(_) => Err(format!("no answer within {} s: {}", PROBE_TIMEOUT.as_secs(), self.relay.address())),
+        }
+    }
+
+    async fn greet_relay(&self) -> Result<(), String> {
+        let addr = self.relay.address();
+        let at = |stage: ProbeStage| {
+            let addr = addr.clone();
+            move |e: mail_send::Error| probe_error(stage, &addr, e)
+        };
+        let builder =
+            SmtpClientBuilder::new_with_tls_connector(self.relay.host.clone(), self.relay.port, self.tls.clone())
+                .implicit_tls(self.relay.implicit_tls)
+                .helo_host(self.hostname.clone())
+                .say_ehlo(false)
+                .timeout(PROBE_TIMEOUT);
+        if self.relay.implicit_tls {
+            // TCP, TLS and the greeting.
+            let mut c = builder.connect().await.map_err(at(ProbeStage::Greeting))?;
+            c.ehlo(&self.hostname).await.map_err(at(ProbeStage::Ehlo))?;
+            // The relay answered; how it takes QUIT does not change that.
+            let _ = c.quit().await;
+            return Ok(());
+        }
+        let mut c = builder.connect_plain().await.map_err(at(ProbeStage::Greeting))?;
+        let caps = c.ehlo(&self.hostname).await.map_err(at(ProbeStage::Ehlo))?;
+        if caps.has_capability(smtp_proto::EXT_START_TLS) {
+            let mut c = c.start_tls(&self.tls, &self.relay.host).await.map_err(at(ProbeStage::StartTls))?;
+            c.ehlo(&self.hostname).await.map_err(at(ProbeStage::Ehlo))?;
+            let _ = c.quit().await;
+            return Ok(());
+        }
+        let _ = c.quit().await;
+        if self.relay.password.is_some() {
+            // As `send` would refuse: a password never goes over a connection without TLS.
+            return Err(format!("no STARTTLS (a password is never sent without TLS): {addr}"));
+        }
+        Ok(())
     }
 
     /// The `Message-ID` of an outbound message (without brackets). The same for every attempt,
@@ -276,6 +356,46 @@ fn client_tls() -> Result<TlsConnector, String> {
     Ok(TlsConnector::from(Arc::new(config)))
 }
 
+/// The step of a probe that failed.
+#[derive(Clone, Copy)]
+enum ProbeStage {
+    /// Connecting (and TLS for `smtps://`) up to the greeting.
+    Greeting,
+    Ehlo,
+    StartTls,
+}
+
+/// Why a probe failed, for admins: what happened, then the relay (never its user or password).
+fn probe_error(stage: ProbeStage, addr: &str, e: mail_send::Error) -> String {
+    use mail_send::Error as E;
+    let step = match stage {
+        ProbeStage::Greeting => "greeting",
+        ProbeStage::Ehlo => "EHLO",
+        ProbeStage::StartTls => "STARTTLS",
+    };
+    match e {
+        E::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => format!("connection refused: {addr}"),
+        // rustls' handshake errors come wrapped in I/O errors.
+        E::Io(io) if io.get_ref().is_some_and(|inner| inner.is::<rustls::Error>()) => {
+            format!("TLS failed: {addr}: {io}")
+        }
+        E::Io(io) => format!("connection failed: {addr}: {io}"),
+        E::Tls(t) => format!("TLS failed: {addr}: {t}"),
+        E::InvalidTLSName => format!("TLS failed: {addr}: the host is not a valid TLS name"),
+        E::Timeout => format!("no answer within {} s: {addr}", PROBE_TIMEOUT.as_secs()),
+        E::UnexpectedReply(r) => {
+            let what = match stage {
+                ProbeStage::Greeting => "bad greeting",
+                ProbeStage::Ehlo => "EHLO refused",
+                ProbeStage::StartTls => "STARTTLS refused",
+            };
+            format!("{what}: {addr}: {} {}", r.code(), r.message().trim())
+        }
+        E::UnparseableReply => format!("not SMTP: {addr}"),
+        other => format!("{step} failed: {addr}: {other}"),
+    }
+}
+
 /// A relay's answer as a send error: 4xx and network trouble are worth retrying, 5xx not.
 fn send_error(e: mail_send::Error) -> SendError {
     use mail_send::Error as E;
@@ -308,11 +428,27 @@ impl Outbound for EmailOutbound {
         let to =
             m.to.address(IdentityKind::Email)
                 .ok_or_else(|| SendError::Permanent("the customer has no e-mail address".into()))?;
-        let body = self.compose(m, to)?;
+        let body = self.compose_signed(m, to)?;
         let mut recipients = vec![to];
         recipients.extend(m.cc.iter().map(String::as_str));
         self.deliver(&self.envelope_from(m), &recipients, &body).await.map_err(send_error)?;
         Ok(SendReceipt { provider_message_id: Some(self.message_id(m)) })
+    }
+
+    /// The relay's reachability, probed at most every 15 s (a fresher answer is given again).
+    async fn probe(&self) -> Option<Result<(), String>> {
+        let mut last = self.probed.lock().await;
+        if let Some((at, result)) = last.as_ref() {
+            if at.elapsed() < PROBE_FRESH {
+                return Some(result.clone());
+            }
+        }
+        let result = self.check_relay().await;
+        if let Err(error) = &result {
+            tracing::debug!(%error, "The outbound relay is not reachable.");
+        }
+        *last = Some((Instant::now(), result.clone()));
+        Some(result)
     }
 }
 
@@ -331,6 +467,109 @@ mod tests {
         assert!(!format!("{r:?}").contains("p@ss"));
         assert!(Relay::parse("http://mail.example").is_err());
         assert!(Relay::parse("smtp://").is_err());
+    }
+
+    /// A sender for `relay` (no keys, no DKIM).
+    fn sender_for(relay: &str) -> EmailOutbound {
+        let cfg = EmailConfig {
+            outbound: super::super::config::EmailOutboundConfig {
+                relay: Some(relay.into()),
+                from: Some("support@support.example.de".into()),
+                ..Default::default()
+            },
+            ..EmailConfig::default()
+        };
+        EmailOutbound::from_config(&cfg, None).unwrap().unwrap()
+    }
+
+    /// A relay on a local port that greets with `greeting`, answers EHLO with `ehlo` and QUIT
+    /// with 221, once per connection; the commands it got.
+    async fn scripted_relay(greeting: &'static str, ehlo: &'static str) -> (u16, Arc<std::sync::Mutex<Vec<String>>>) {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let heard: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+        let log = heard.clone();
+        tokio::spawn(async move {
+            while let Ok((socket, _)) = listener.accept().await {
+                let log = log.clone();
+                tokio::spawn(async move {
+                    let (read, mut write) = socket.into_split();
+                    let mut lines = BufReader::new(read).lines();
+                    write.write_all(greeting.as_bytes()).await.unwrap();
+                    while let Ok(Some(line)) = lines.next_line().await {
+                        log.lock().unwrap().push(line.clone());
+                        let verb = line.split(' ').next().unwrap_or_default().to_ascii_uppercase();
+                        let answer = match verb.as_str() {
+                            "EHLO" => ehlo,
+                            "QUIT" => "221 bye\r\n",
+                            _ => "502 not here\r\n",
+                        };
+                        let _ = write.write_all(answer.as_bytes()).await;
+                        if verb == "QUIT" {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        (port, heard)
+    }
+
+    #[tokio::test]
+    async fn a_probe_greets_the_relay_without_sending_and_says_why_it_cannot() {
+        // A relay that answers: reachable, and it heard EHLO and QUIT only.
+        let (port, heard) =
+            scripted_relay("220 relay.example ESMTP\r\n", "250-relay.example\r\n250 8BITMIME\r\n").await;
+        let out = sender_for(&format!("smtp://127.0.0.1:{port}"));
+        assert_eq!(out.probe().await, Some(Ok(())));
+        let commands: Vec<String> =
+            heard.lock().unwrap().iter().map(|c| c.split(' ').next().unwrap().to_string()).collect();
+        assert_eq!(commands, ["EHLO", "QUIT"], "no mail, no password");
+        // Asked again within 15 s: the same answer, the relay is not asked again.
+        assert_eq!(out.probe().await, Some(Ok(())));
+        assert_eq!(heard.lock().unwrap().len(), 2);
+
+        // Nobody listens.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let err = sender_for(&format!("smtp://127.0.0.1:{closed}")).check_relay().await.unwrap_err();
+        assert_eq!(err, format!("connection refused: 127.0.0.1:{closed}"));
+
+        // A relay that turns Kontor away, and one that refuses EHLO.
+        let (port, _) = scripted_relay("554 no service for you\r\n", "250 ok\r\n").await;
+        let err = sender_for(&format!("smtp://127.0.0.1:{port}")).check_relay().await.unwrap_err();
+        assert_eq!(err, format!("bad greeting: 127.0.0.1:{port}: 554 no service for you"));
+        let (port, _) = scripted_relay("220 relay.example\r\n", "550 go away\r\n").await;
+        let err = sender_for(&format!("smtp://127.0.0.1:{port}")).check_relay().await.unwrap_err();
+        assert_eq!(err, format!("EHLO refused: 127.0.0.1:{port}: 550 go away"));
+
+        // With a password and no STARTTLS on offer: not usable, and the password is not named.
+        let (port, heard) = scripted_relay("220 relay.example\r\n", "250 relay.example\r\n").await;
+        let err = sender_for(&format!("smtp://kontor:Geheim-42@127.0.0.1:{port}")).check_relay().await.unwrap_err();
+        assert!(err.starts_with("no STARTTLS") && !err.contains("Geheim") && !err.contains("kontor"), "{err}");
+        assert!(!heard.lock().unwrap().iter().any(|c| c.starts_with("AUTH")), "no AUTH was tried");
+
+        // smtps:// to a relay that speaks plain SMTP: the TLS handshake fails.
+        let (port, _) = scripted_relay("220 relay.example\r\n", "250 ok\r\n").await;
+        let err = sender_for(&format!("smtps://127.0.0.1:{port}")).check_relay().await.unwrap_err();
+        assert!(err.starts_with(&format!("TLS failed: 127.0.0.1:{port}")), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_relay_that_never_greets_is_reported_after_the_probe_timeout() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        // Accepts and says nothing.
+        let _keep = tokio::spawn(async move {
+            let mut open = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                open.push(socket);
+            }
+        });
+        let started = Instant::now();
+        let err = sender_for(&format!("smtp://127.0.0.1:{port}")).check_relay().await.unwrap_err();
+        assert_eq!(err, format!("no answer within 4 s: 127.0.0.1:{port}"));
+        assert!(started.elapsed() < PROBE_TIMEOUT + Duration::from_secs(2), "{:?}", started.elapsed());
     }
 
     #[test]

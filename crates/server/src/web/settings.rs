@@ -100,19 +100,22 @@ fn email_section(state: &AppState, status: &serde_json::Value, lang: Lang) -> se
             }
         }
     }
-    // `outbound` is `true`/`false`, or an object (with `reachable` once the relay is checked;
-    // that shape is read with care, it may still change).
-    let outbound = &status["outbound"];
-    let active = match outbound {
-        serde_json::Value::Bool(b) => *b,
-        serde_json::Value::Object(o) => ["active", "enabled", "configured"]
-            .iter()
-            .find_map(|k| o.get(*k).and_then(|v| v.as_bool()))
-            .unwrap_or(cfg.outbound.relay.is_some()),
-        _ => false,
-    };
+    // `outbound`: this node has a sender; `outbound_reachable`/`outbound_error`: the relay's
+    // answer to a probe just now (null: not probed, e.g. no sender).
+    let active = status["outbound"].as_bool().unwrap_or(false);
     let sending = active || cfg.outbound.relay.is_some();
-    let reachable = outbound.get("reachable").and_then(|r| r.as_bool());
+    let reachable = status["outbound_reachable"].as_bool();
+    let reachable_error = status["outbound_error"].as_str().map(|e| probe_error_text(e, lang));
+    // "erreichbar" / "nicht erreichbar: <reason>" in the page's language.
+    let reachability = reachable.map(|ok| {
+        let label = match (ok, lang) {
+            (true, Lang::De) => "erreichbar",
+            (true, _) => "reachable",
+            (false, Lang::De) => "nicht erreichbar",
+            (false, _) => "not reachable",
+        };
+        json!({ "ok": ok, "label": label, "reason": if ok { None } else { reachable_error.clone() } })
+    });
     let smtp_on = cfg.smtp_listen.is_some()
         || status["listeners"].as_array().is_some_and(|a| a.iter().any(|l| l["name"] == "email.smtp"));
     json!({
@@ -129,11 +132,38 @@ fn email_section(state: &AppState, status: &serde_json::Value, lang: Lang) -> se
         "sending_inactive": sending && !active,
         "relay": cfg.outbound.relay.as_deref().map(hide_password),
         "from": cfg.outbound.from,
-        "reachable": reachable,
-        "reachable_error": outbound.get("error").or_else(|| outbound.get("reachable_error")).and_then(|e| e.as_str()),
+        "reachability": reachability,
         "last_inbound": when(&status["last_inbound_at"], lang),
         "last_outbound": when(&status["last_outbound_at"], lang),
         "last_outbound_state": status["last_outbound_state"],
         "last_outbound_error": status["last_outbound_error"],
     })
+}
+
+/// A probe's reason in the page's language: the e-mail channel words its reasons with these
+/// starts (the rest — the relay's address and its own text — stays as it came).
+fn probe_error_text(error: &str, lang: Lang) -> String {
+    if lang == Lang::En {
+        return error.to_string();
+    }
+    const GERMAN: &[(&str, &str)] = &[
+        ("connection refused: ", "Verbindung abgelehnt: "),
+        ("connection failed: ", "Verbindung gescheitert: "),
+        ("no answer within ", "keine Antwort binnen "),
+        ("TLS failed: ", "TLS gescheitert: "),
+        ("bad greeting: ", "unerwartete Begrüßung: "),
+        ("EHLO refused: ", "EHLO abgelehnt: "),
+        ("STARTTLS refused: ", "STARTTLS abgelehnt: "),
+        ("not SMTP: ", "kein SMTP: "),
+        (
+            "no STARTTLS (a password is never sent without TLS): ",
+            "kein STARTTLS (ein Passwort geht nie ohne TLS hinaus): ",
+        ),
+    ];
+    for (en, de) in GERMAN {
+        if let Some(rest) = error.strip_prefix(en) {
+            return format!("{de}{rest}");
+        }
+    }
+    error.to_string()
 }

@@ -7,7 +7,7 @@ mod common;
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,7 +15,9 @@ use common::{free_port, received_by_provider_id, within, Api, Deployment, Node};
 use mail_send::smtp::message::Parameters;
 
 const CLIENTS: usize = 12;
-const BURST: Duration = Duration::from_secs(2);
+/// The kill comes once this many mails were answered 250 (or after [`MAX_BURST`]).
+const KILL_AFTER: usize = 200;
+const MAX_BURST: Duration = Duration::from_secs(20);
 
 fn write_config(dep: &Deployment, toml: &str) -> String {
     let path = dep.dir.path().join("email.toml");
@@ -65,7 +67,13 @@ struct ClientReport {
     sent: usize,
 }
 
-async fn client(port: u16, c: usize, killed: Arc<AtomicBool>, stop: Arc<AtomicBool>) -> ClientReport {
+async fn client(
+    port: u16,
+    c: usize,
+    killed: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+    acked: Arc<AtomicUsize>,
+) -> ClientReport {
     let mut report = ClientReport::default();
     let mut conn = match smtp_client(port).connect_plain().await {
         Ok(conn) => conn,
@@ -86,7 +94,10 @@ async fn client(port: u16, c: usize, killed: Arc<AtomicBool>, stop: Arc<AtomicBo
         }
         .await;
         match sent {
-            Ok(_) => report.acked.push(id),
+            Ok(_) => {
+                report.acked.push(id);
+                acked.fetch_add(1, Ordering::SeqCst);
+            }
             Err(_) if killed.load(Ordering::SeqCst) => break,
             Err(e) => {
                 report.problems.push(format!("{id}: not taken before the kill: {e}"));
@@ -109,8 +120,14 @@ async fn sigkill_during_smtp_delivery(dep: &Deployment) {
 
     let killed = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
-    let clients: Vec<_> = (0..CLIENTS).map(|c| tokio::spawn(client(port, c, killed.clone(), stop.clone()))).collect();
-    tokio::time::sleep(BURST).await;
+    let count = Arc::new(AtomicUsize::new(0));
+    let clients: Vec<_> =
+        (0..CLIENTS).map(|c| tokio::spawn(client(port, c, killed.clone(), stop.clone(), count.clone()))).collect();
+    // Mails are in flight on every session when the kill comes.
+    let started = Instant::now();
+    while count.load(Ordering::SeqCst) < KILL_AFTER && started.elapsed() < MAX_BURST {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     killed.store(true, Ordering::SeqCst);
     first.kill();
     stop.store(true, Ordering::SeqCst);
@@ -130,7 +147,7 @@ async fn sigkill_during_smtp_delivery(dep: &Deployment) {
         problems.len(),
         &problems[..problems.len().min(5)]
     );
-    assert!(acked.len() >= 20, "only {} of {sent} mails were answered 250 in {BURST:?}", acked.len());
+    assert!(acked.len() >= KILL_AFTER, "only {} of {sent} mails were answered 250 in {MAX_BURST:?}", acked.len());
 
     let second = dep.start_node("after-crash", &[("KONTOR_CONFIG", &config)]).await;
     let api = Api::new(&second, &token);

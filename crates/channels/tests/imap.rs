@@ -172,6 +172,32 @@ async fn with_move_to_imported_mail_leaves_the_folder_over_starttls() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_mail_stays_in_the_folder_and_later_mail_still_comes_in() {
+    let Some(dovecot) = Dovecot::start(&[("kunde", "geheim")]) else { return };
+    dovecot.deliver("kunde", "INBOX", "1.mail", &mail(1, ""));
+    let big = format!("X-Padding: {}\r\n", "x".repeat(900));
+    dovecot.deliver("kunde", "INBOX", "2.mail", &mail(2, &big));
+    dovecot.deliver("kunde", "INBOX", "3.mail", &mail(3, ""));
+    let mut cfg = config(vec![account("klein", dovecot.imaps_url("kunde", "geheim", "INBOX"), None, &dovecot)]);
+    cfg.max_message_bytes = 1024;
+    let sink = Arc::new(CountingSink::default());
+    let (shutdown, handle) = run(&cfg, sink.clone());
+    wait_for(
+        "the two small mails taken and marked read",
+        || {
+            sink.taken.lock().unwrap().len() == 2
+                && dovecot.mails("kunde", "INBOX").iter().filter(|(_, seen)| *seen).count() == 2
+        },
+        &dovecot,
+    )
+    .await;
+    assert_eq!(sink.subjects(), ["Anliegen 1", "Anliegen 3"], "the large one is not taken, the next one is");
+    assert_eq!(dovecot.mails("kunde", "INBOX").len(), 3, "the large one stays, unread, for a person");
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(30), handle).await.unwrap().unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_password_or_an_untrusted_certificate_is_an_error_with_the_reason() {
     let Some(dovecot) = Dovecot::start(&[("kunde", "geheim")]) else { return };
     let sink = Arc::new(CountingSink::default());

@@ -263,6 +263,10 @@ impl EmailConfig {
             if account.move_to.as_deref().is_some_and(|f| f.trim().is_empty() || f.len() > 200) {
                 return Err(format!("email.imap {n}: move_to must name a folder"));
             }
+            let folder = super::imap::ImapUrl::parse(&account.url).map(|u| u.folder).unwrap_or_default();
+            if account.move_to.as_deref().is_some_and(|f| f.eq_ignore_ascii_case(&folder)) {
+                return Err(format!("email.imap {n}: move_to must be another folder than the one read ({folder})"));
+            }
             if !(1..=3600).contains(&account.poll_secs) {
                 return Err(format!("email.imap {n}: poll_secs must be between 1 and 3600"));
             }
@@ -316,6 +320,9 @@ mod tests {
         assert!(with(vec![("Bad Name", "imaps://u:p@h/")]).validate().unwrap_err().contains("name"));
         assert!(with(vec![("a", "http://u:p@h/")]).validate().unwrap_err().contains("imap"));
         assert!(with(vec![("a", "imaps://h/")]).validate().unwrap_err().contains("user"));
+        let mut same = with(vec![("a", "imaps://u:p@h/INBOX")]);
+        same.imap[0].move_to = Some("inbox".into());
+        assert!(same.validate().unwrap_err().contains("another folder"));
         let shown = format!("{:?}", with(vec![("a", "imaps://kontor:geheim@h/")]));
         assert!(!shown.contains("geheim"), "{shown}");
     }

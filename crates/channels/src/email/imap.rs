@@ -35,6 +35,21 @@ use super::parse::header_recipients;
 
 /// The longest one IMAP step (connecting, logging in, one command) may take.
 const STEP_TIMEOUT: Duration = Duration::from_secs(120);
+/// Mails whose sizes are asked for in one command (a large folder is read in batches).
+const BATCH: usize = 100;
+/// The longest one IDLE lasts (RFC 2177: servers may drop an idle client after 30 minutes).
+const MAX_IDLE: Duration = Duration::from_secs(25 * 60);
+/// The longest error text kept (a parse error of the IMAP library may quote a whole mail).
+const MAX_ERROR_CHARS: usize = 300;
+
+/// `e` as text, cut to [`MAX_ERROR_CHARS`].
+fn short(e: impl std::fmt::Display) -> String {
+    let s = e.to_string();
+    match s.char_indices().nth(MAX_ERROR_CHARS) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s,
+    }
+}
 
 /// How a connection is secured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -151,7 +166,7 @@ fn step<T, E: std::fmt::Display>(
 ) -> Result<T, String> {
     match r {
         Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(format!("{what}: {e}")),
+        Ok(Err(e)) => Err(format!("{what}: {}", short(e))),
         Err(_) => Err(format!("{what}: no answer within {} s", STEP_TIMEOUT.as_secs())),
     }
 }
@@ -244,7 +259,7 @@ impl ImapPoller {
         let login = tokio::time::timeout(STEP_TIMEOUT, client.login(&u.user, &u.password)).await;
         match login {
             Ok(Ok(session)) => Ok(session),
-            Ok(Err((e, _))) => Err(format!("login as {}: {e}", u.user)),
+            Ok(Err((e, _))) => Err(format!("login as {}: {}", u.user, short(e))),
             Err(_) => Err("login: no answer".into()),
         }
     }
@@ -262,7 +277,7 @@ impl ImapPoller {
         Ok(())
     }
 
-    /// Imports the folder's mail newer than the cursor, oldest first.
+    /// Imports the folder's mail newer than the cursor, oldest first, in batches.
     async fn import_new(&self, session: &mut Session<Io>, ctx: &ListenerContext) -> Result<usize, String> {
         let name = self.cursor_name();
         let mailbox = within("SELECT", session.select(&self.url.folder)).await?;
@@ -275,58 +290,90 @@ impl ImapPoller {
         if mailbox.exists == 0 || mailbox.uid_next.is_some_and(|next| next <= last.saturating_add(1)) {
             return Ok(0);
         }
-        // The sizes first: a mail over the limit is not downloaded at all.
-        let sizes: HashMap<u32, u32> = {
-            let stream =
-                within("FETCH", session.uid_fetch(format!("{}:*", last.saturating_add(1)), "(UID RFC822.SIZE)"))
-                    .await?;
-            let fetched: Vec<_> = within("FETCH", stream.try_collect::<Vec<_>>()).await?;
-            fetched.iter().filter_map(|f| Some((f.uid?, f.size.unwrap_or(0)))).filter(|(uid, _)| *uid > last).collect()
-        };
-        let mut uids: Vec<u32> = sizes.keys().copied().collect();
+        let mut uids: Vec<u32> = within("SEARCH", session.uid_search(format!("UID {}:*", last.saturating_add(1))))
+            .await?
+            .into_iter()
+            .filter(|uid| *uid > last)
+            .collect();
         uids.sort_unstable();
         let mut taken = 0;
-        for uid in uids {
-            if ctx.shutdown.is_cancelled() {
-                break;
-            }
-            let size = sizes.get(&uid).copied().unwrap_or(0) as usize;
-            if size > self.max_message_bytes {
-                let m =
-                    format!("mail UID {uid} ({size} bytes) is larger than email.max_message_bytes; left in the folder");
-                tracing::warn!(mailbox = %name, "{m}");
-                ctx.record_error(m);
-            } else if let Some(raw) = self.fetch(session, uid).await? {
-                match self.take(raw, ctx).await {
-                    Ok(()) => {
-                        self.after_commit(session, uid).await?;
-                        taken += 1;
-                    }
-                    // Nothing stored, the cursor stays: the next run tries this mail again.
-                    Err(SinkError::Temporary(m)) => return Err(format!("mail UID {uid} not stored for now: {m}")),
-                    // It will never be taken: left in the folder, unmarked, for a person.
-                    Err(SinkError::Rejected(m)) => {
-                        let m = format!("mail UID {uid} refused: {m}; left in the folder");
+        for batch in uids.chunks(BATCH) {
+            // The sizes first: a mail over the limit is not downloaded at all.
+            let set = batch.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
+            let sizes: HashMap<u32, u32> = {
+                let stream = within("FETCH", session.uid_fetch(&set, "(UID RFC822.SIZE)")).await?;
+                let fetched: Vec<_> = within("FETCH", stream.try_collect::<Vec<_>>()).await?;
+                fetched.iter().filter_map(|f| Some((f.uid?, f.size?))).collect()
+            };
+            for &uid in batch {
+                if ctx.shutdown.is_cancelled() {
+                    return Ok(taken);
+                }
+                // Not answered for (expunged by another client since the search, or the
+                // server failed): stop here, nothing after it is taken either, and the next
+                // run's search tells again what there is.
+                let Some(&size) = sizes.get(&uid) else {
+                    return Err(format!("mail UID {uid}: the server gave no size; trying again later"));
+                };
+                let raw = if size as usize > self.max_message_bytes {
+                    None
+                } else {
+                    // At most one byte more than the limit, whatever the server said the
+                    // size was. No body: the mail stays and is tried again (never skipped).
+                    let raw = self
+                        .fetch(session, uid)
+                        .await?
+                        .ok_or_else(|| format!("mail UID {uid}: the server sent no content; trying again later"))?;
+                    Some(raw).filter(|r| r.len() <= self.max_message_bytes)
+                };
+                match raw {
+                    None => {
+                        let m = format!("mail UID {uid} is larger than email.max_message_bytes; left in the folder");
                         tracing::warn!(mailbox = %name, "{m}");
                         ctx.record_error(m);
                     }
+                    Some(raw) => match self.take(raw, ctx).await {
+                        Ok(()) => {
+                            // Committed: a failure to mark or move it is reported, not
+                            // retried for ever (that would hold up every later mail).
+                            if let Err(e) = self.after_commit(session, uid).await {
+                                let m = format!("mail UID {uid} was imported but not marked or moved: {e}");
+                                tracing::warn!(mailbox = %name, "{m}");
+                                ctx.record_error(m);
+                            }
+                            taken += 1;
+                        }
+                        // Nothing stored, the cursor stays: the next run tries this mail again.
+                        Err(SinkError::Temporary(m)) => {
+                            return Err(format!("mail UID {uid} not stored for now: {}", short(m)))
+                        }
+                        // It will never be taken: left in the folder, unmarked, for a person.
+                        Err(SinkError::Rejected(m)) => {
+                            let m = format!("mail UID {uid} refused: {}; left in the folder", short(m));
+                            tracing::warn!(mailbox = %name, "{m}");
+                            ctx.record_error(m);
+                        }
+                    },
                 }
+                last = uid;
+                ctx.sink
+                    .save_cursor(&name, &Cursor { validity, last_uid: last }.encode())
+                    .await
+                    .map_err(|e| format!("cursor: {e}"))?;
             }
-            last = uid;
-            ctx.sink
-                .save_cursor(&name, &Cursor { validity, last_uid: last }.encode())
-                .await
-                .map_err(|e| format!("cursor: {e}"))?;
         }
         Ok(taken)
     }
 
-    /// The whole mail with this UID (`None`: it is gone meanwhile). `BODY.PEEK` leaves it
-    /// unread until it is committed.
+    /// The mail with this UID, at most one byte more than `max_message_bytes`; `None` when the
+    /// answer held no content (a `NO`, a lost connection, another client's expunge). Every
+    /// response is looked at: a server may send a flags update for the same UID first.
+    /// `BODY.PEEK` leaves the mail unread until it is committed.
     async fn fetch(&self, session: &mut Session<Io>, uid: u32) -> Result<Option<Vec<u8>>, String> {
-        let stream = within("FETCH", session.uid_fetch(uid.to_string(), "(UID BODY.PEEK[])")).await?;
+        let query = format!("(UID BODY.PEEK[]<0.{}>)", self.max_message_bytes.saturating_add(1));
+        let stream = within("FETCH", session.uid_fetch(uid.to_string(), query)).await?;
         let fetched: Vec<_> = within("FETCH", stream.try_collect::<Vec<_>>()).await?;
-        Ok(fetched.iter().find(|f| f.uid == Some(uid)).and_then(|f| f.body()).map(<[u8]>::to_vec))
+        Ok(fetched.iter().filter(|f| f.uid == Some(uid)).find_map(|f| f.body()).map(<[u8]>::to_vec))
     }
 
     /// Hands one mail to the sink; resolves after the commit.
@@ -406,12 +453,21 @@ impl Listener for ImapPoller {
                 let _ = tokio::time::timeout(Duration::from_secs(5), session.logout()).await;
                 return Ok(());
             }
+            // News the server sent during the last commands (a new mail's EXISTS) would not
+            // wake an IDLE started now: look again at once instead.
+            let mut news = false;
+            while session.unsolicited_responses.try_recv().is_ok() {
+                news = true;
+            }
+            if news {
+                continue;
+            }
             if idle {
                 let mut handle = session.idle();
                 within("IDLE", handle.init()).await?;
                 let stopped = {
                     // Ends on news from the server, after `poll`, or at shutdown.
-                    let (wait, _interrupt) = handle.wait_with_timeout(poll);
+                    let (wait, _interrupt) = handle.wait_with_timeout(poll.min(MAX_IDLE));
                     tokio::select! {
                         r = wait => { r.map_err(|e| format!("IDLE: {e}"))?; false }
                         _ = ctx.shutdown.cancelled() => true,

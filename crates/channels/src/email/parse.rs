@@ -142,13 +142,16 @@ fn parse_unguarded(raw: &[u8]) -> ParsedMail {
     }
 }
 
-/// The addresses of an address header, lower-cased, without repeats, at most 50.
+/// The addresses of an address header, normalised as customer addresses are (so no control,
+/// invisible or bidi characters), without repeats, at most 50; others are left out.
 fn addresses(header: Option<&mail_parser::Address<'_>>) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     for a in header.into_iter().flat_map(|h| h.iter()) {
-        let Some(address) = a.address().map(|s| s.trim().to_ascii_lowercase()) else { continue };
-        let plausible = address.len() <= 254 && address.contains('@') && !address.chars().any(char::is_control);
-        if plausible && out.len() < 50 && !out.contains(&address) {
+        let Some(address) = a.address() else { continue };
+        let Ok(address) = kontor_core::normalise_identity(kontor_core::IdentityKind::Email, address, "DE") else {
+            continue;
+        };
+        if address.len() <= 254 && out.len() < 50 && !out.contains(&address) {
             out.push(address);
         }
     }

@@ -176,6 +176,9 @@ impl Listener for SmtpListener {
                     }
                 },
             };
+            // Replies are small and each waits for the client's next command: sent at once,
+            // not held back by Nagle's algorithm until the client's delayed ACK (40 ms).
+            let _ = tcp.set_nodelay(true);
             let (settings, tls, ctx) = (self.settings.clone(), self.tls.clone(), ctx.clone());
             let permit = sessions.clone().try_acquire_owned().ok();
             let slot = per_ip.take(peer.ip(), settings.max_sessions_per_ip);

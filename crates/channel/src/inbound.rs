@@ -54,6 +54,10 @@ pub enum RawSource {
     Bytes(bytes::Bytes),
     /// Stored: the blob store's id (set by the sink, never by an adapter).
     Stored(String),
+    /// Sealed by the sink with the blob store's key, kept in the database with the message
+    /// (in its transaction) under the blob id `id`: small sources (set by the sink, never by an
+    /// adapter).
+    Sealed { id: String, bytes: bytes::Bytes },
 }
 
 /// A file received with an inbound message, its bytes not yet stored.

@@ -55,6 +55,10 @@ async fn ingest(store: &Store, mut message: InboundMessage) -> Result<InboundRec
     store.ingest(message).await.map_err(sink_error)
 }
 
+/// Raw sources up to this size are kept sealed in the database with their message; larger
+/// ones go to the blob store.
+const INLINE_SOURCE_BYTES: usize = 256 * 1024;
+
 #[async_trait::async_trait]
 impl InboundSink for StoreSink {
     async fn cursor(&self, name: &str) -> Result<Option<String>, SinkError> {
@@ -72,7 +76,7 @@ impl InboundSink for StoreSink {
     async fn accept(&self, mut message: InboundMessage) -> Result<InboundReceipt, SinkError> {
         let raw = match message.raw_source.take() {
             Some(RawSource::Bytes(b)) => Some(b),
-            Some(RawSource::Stored(_)) => {
+            Some(RawSource::Stored(_) | RawSource::Sealed { .. }) => {
                 return Err(SinkError::Rejected("a channel may not name a stored raw source".into()))
             }
             None => None,
@@ -98,7 +102,16 @@ impl InboundSink for StoreSink {
         message.attachments = links;
         message.attachments.extend(stored.iter().cloned());
         let mut blobs: Vec<String> = stored.iter().filter_map(|a| a.blob_id.clone()).collect();
-        if let Some(raw) = raw {
+        if let Some(raw) = raw.as_ref().filter(|r| r.len() <= INLINE_SOURCE_BYTES) {
+            // Small (most mail): sealed here and kept with the message, in its transaction.
+            match vault.seal_small(raw) {
+                Ok(s) => message.raw_source = Some(RawSource::Sealed { id: s.id, bytes: s.sealed.into() }),
+                Err(e) => {
+                    crate::blobs::discard_blobs(vault, &blobs).await;
+                    return Err(SinkError::Temporary(format!("the raw source cannot be sealed: {e}")));
+                }
+            }
+        } else if let Some(raw) = raw {
             match vault.put(raw).await {
                 Ok(put) => {
                     blobs.push(put.id.clone());

@@ -382,6 +382,60 @@ print(forged)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_source_is_kept_in_the_database_a_large_one_in_the_blob_store_both_downloadable() {
+    let (s, _) = start(None, 2 * 1024 * 1024).await;
+    let out = python(
+        r#"
+import smtplib, sys
+small = "From: klein@kunde.example\r\nTo: support@support.example.de\r\nSubject: klein\r\nMessage-ID: <klein@kunde.example>\r\n\r\nKurz.\r\n"
+large = "From: gross@kunde.example\r\nTo: support@support.example.de\r\nSubject: gross\r\nMessage-ID: <gross@kunde.example>\r\n\r\n" + ("Zeile mit Text.\r\n" * 20000)
+with smtplib.SMTP(sys.argv[1], int(sys.argv[2]), timeout=30) as s:
+    s.sendmail("klein@kunde.example", ["support@support.example.de"], small)
+    s.sendmail("gross@kunde.example", ["support@support.example.de"], large)
+print(len(large))
+"#,
+        s.smtp,
+    );
+    let large_len: usize = out.parse().unwrap();
+    assert!(large_len > 256 * 1024, "the large mail is over the inline limit");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut found = Vec::new();
+    while found.len() < 2 {
+        assert!(Instant::now() < deadline, "the two mails did not arrive");
+        let (_, cases) = s.srv.call("GET", "/api/v1/cases", None).await;
+        found.clear();
+        for c in cases["items"].as_array().cloned().unwrap_or_default() {
+            let (_, case) = s.srv.call("GET", &format!("/api/v1/cases/{}", c["id"]), None).await;
+            for m in case["messages"].as_array().cloned().unwrap_or_default() {
+                found.push((m["subject"].as_str().unwrap_or_default().to_string(), m["id"].as_i64().unwrap()));
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    found.sort();
+    let (gross, klein) = (found[0].1, found[1].1);
+    assert!(s.srv.store.inline_source(klein).await.unwrap().is_some(), "the small source is in the database");
+    assert!(s.srv.store.inline_source(gross).await.unwrap().is_none(), "the large one is not");
+    for (id, len) in [(klein, 100), (gross, large_len)] {
+        let raw = s
+            .srv
+            .http
+            .get(s.srv.url(&format!("/api/v1/messages/{id}/raw")))
+            .bearer_auth(&s.srv.token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(raw.status().as_u16(), 200);
+        let bytes = raw.bytes().await.unwrap();
+        assert!(
+            bytes.len() >= len && bytes.windows(8).any(|w| w == b"Subject:"),
+            "message {id}: {} bytes",
+            bytes.len()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn foreign_recipients_and_oversized_mail_are_refused_with_the_right_codes() {
     let (s, _) = start(None, 4096).await;
     let out = python(

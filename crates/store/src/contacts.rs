@@ -111,6 +111,7 @@ impl Store {
                     duration_seconds: c.duration_seconds,
                     auto_submitted: false,
                     raw_blob_id: None,
+                    raw_sealed: None,
                     cc: &[],
                     to: &[],
                 },

@@ -150,6 +150,9 @@ conformance! {
     check_settings_round_trip_and_reply_only_assignee_defaults_to_off(store) =>
         settings_round_trip_and_reply_only_assignee_defaults_to_off_on_sqlite,
         settings_round_trip_and_reply_only_assignee_defaults_to_off_on_postgres;
+    check_small_raw_sources_are_kept_sealed_with_their_message(store) =>
+        small_raw_sources_are_kept_sealed_with_their_message_on_sqlite,
+        small_raw_sources_are_kept_sealed_with_their_message_on_postgres;
     check_channel_cursors_are_kept_per_source_without_events(store) =>
         channel_cursors_are_kept_per_source_without_events_on_sqlite,
         channel_cursors_are_kept_per_source_without_events_on_postgres;
@@ -1835,6 +1838,29 @@ async fn check_settings_round_trip_and_reply_only_assignee_defaults_to_off(store
     assert_eq!(store.setting("reply_only_assignee").await.unwrap().as_deref(), Some("false"));
     assert_invalid(store.set_setting("", "x").await, "key");
     assert_invalid(store.set_setting("Bad Key", "x").await, "key");
+}
+
+async fn check_small_raw_sources_are_kept_sealed_with_their_message(store: &Store) {
+    use kontor_channel::RawSource;
+    let sealed: Vec<u8> = (0..=255u8).chain([0, 0xff]).collect();
+    let mut m = NewInbound::text(Channel::Email, IdentityKind::Email, "quelle@kunde.example", "Hallo");
+    m.provider_message_id = Some("quelle-1@kunde.example".into());
+    m.raw_source = Some(RawSource::Sealed { id: "abcdefghijklmnopqrstuvwxyz".into(), bytes: sealed.clone().into() });
+    let r = store.ingest(m.clone()).await.unwrap();
+    let msg = message(store, r.case_id, r.message_id).await;
+    assert!(msg.has_raw_source);
+    assert_eq!(msg.raw_blob_id.as_deref(), Some("abcdefghijklmnopqrstuvwxyz"));
+    assert_eq!(store.inline_source(r.message_id).await.unwrap(), Some(sealed.clone()));
+    let listed = store.inline_sources_after(r.message_id - 1, 10).await.unwrap();
+    assert_eq!(listed, vec![(r.message_id, "abcdefghijklmnopqrstuvwxyz".to_string(), sealed.clone())]);
+    assert!(
+        store.blob_refs().await.unwrap().iter().all(|b| b.blob_id != "abcdefghijklmnopqrstuvwxyz"),
+        "not a blob store object"
+    );
+    // A repeat stores nothing new.
+    let again = store.ingest(m).await.unwrap();
+    assert!(!again.created);
+    assert_eq!(store.inline_sources_after(r.message_id - 1, 10).await.unwrap().len(), 1);
 }
 
 async fn check_channel_cursors_are_kept_per_source_without_events(store: &Store) {

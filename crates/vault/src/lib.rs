@@ -70,6 +70,25 @@ use key::{Keycheck, MasterKey};
 /// Object key of the key-check record.
 const KEYCHECK_PATH: &str = "_kontor/keycheck";
 
+/// A small blob sealed for the caller to keep ([`Vault::seal_small`]).
+#[derive(Clone, PartialEq, Eq)]
+pub struct SealedBlob {
+    /// Its id (bound into the encryption: it opens only under this id).
+    pub id: String,
+    /// Plaintext size in bytes.
+    pub size: u64,
+    /// SHA-256 of the plaintext, lowercase hex.
+    pub sha256: String,
+    /// The encrypted bytes, in the same format as a stored object.
+    pub sealed: Vec<u8>,
+}
+
+impl std::fmt::Debug for SealedBlob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SealedBlob").field("id", &self.id).field("size", &self.size).finish_non_exhaustive()
+    }
+}
+
 /// A blob as stored: its id, plaintext size and plaintext SHA-256.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoredBlob {
@@ -366,6 +385,24 @@ impl Vault {
             }),
             _ => Ok(()),
         }
+    }
+
+    /// Encrypts `plaintext` exactly as [`Vault::put`] would, but returns the sealed bytes
+    /// instead of storing them: for small objects a caller keeps in its own transaction (a
+    /// received mail's source, in the database with its message — one durable write instead
+    /// of a file and its fsyncs). Read back with [`Vault::open_sealed`].
+    pub fn seal_small(&self, plaintext: &[u8]) -> Result<SealedBlob, VaultError> {
+        let id = id::new_id();
+        let sealed = format::seal(&self.inner.kek, &id, plaintext).map_err(VaultError::Io)?;
+        Ok(SealedBlob { size: plaintext.len() as u64, sha256: hex::encode(sealed.sha256), id, sealed: sealed.bytes })
+    }
+
+    /// Decrypts what [`Vault::seal_small`] returned for `id`, checking every tag and the
+    /// SHA-256; `Damaged` when anything does not match (another id, changed bytes).
+    pub fn open_sealed(&self, id: &str, sealed: &[u8]) -> Result<Bytes, VaultError> {
+        format::unseal(&self.inner.kek, id, sealed)
+            .map(|u| Bytes::from(u.plaintext))
+            .map_err(|reason| VaultError::Damaged { id: id::shown(id), reason })
     }
 
     /// Deletes a blob; deleting one that is already gone succeeds (a sweep may repeat).

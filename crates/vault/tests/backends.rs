@@ -181,6 +181,21 @@ async fn story(backend: &Backend) {
     let listed = vault.list(cutoff_future).await.unwrap();
     assert!(listed.iter().all(|(id, _)| id != &big.id));
 
+    // Sealed for the caller to keep (a mail's source in the database): opens only under its
+    // own id and unchanged, and never touches the store.
+    let listed_before = vault.list(cutoff_future).await.unwrap().len();
+    let sealed = vault.seal_small(b"From: a@b.example\r\n\r\nHallo").unwrap();
+    assert_eq!((sealed.size, sealed.sha256.as_str()), (26, sha_hex(b"From: a@b.example\r\n\r\nHallo").as_str()));
+    assert!(!sealed.sealed.windows(5).any(|w| w == b"Hallo"), "the plaintext is not in the sealed bytes");
+    assert_eq!(&vault.open_sealed(&sealed.id, &sealed.sealed).unwrap()[..], b"From: a@b.example\r\n\r\nHallo");
+    let other = vault.seal_small(b"x").unwrap();
+    assert_damaged(vault.open_sealed(&other.id, &sealed.sealed), "sealed bytes under another id");
+    let mut flipped = sealed.sealed.clone();
+    let last = flipped.len() - 1;
+    flipped[last] ^= 1;
+    assert_damaged(vault.open_sealed(&sealed.id, &flipped), "a changed byte");
+    assert_eq!(vault.list(cutoff_future).await.unwrap().len(), listed_before, "nothing was stored");
+
     // Reopen with the same key: same key id, data readable.
     let again = Vault::open(&backend.blobs, &vault_config(&key_file), data.path()).await.unwrap();
     assert_eq!(again.key_id(), vault.key_id());

@@ -232,7 +232,12 @@ pub async fn raw_source(
         return Err(AppError::NotFound(format!("message {id} has no raw source")));
     };
     let vault = state.vault.as_ref().ok_or(AppError::Unavailable)?;
-    let bytes = vault.get(blob).await.map_err(|e| {
+    // Small sources are kept sealed in the database with their message.
+    let read = match state.store.inline_source(m.id).await? {
+        Some(sealed) => vault.open_sealed(blob, &sealed),
+        None => vault.get(blob).await,
+    };
+    let bytes = read.map_err(|e| {
         tracing::error!(message_id = id, error = %e, "Cannot read a raw source from the blob store.");
         match e {
             kontor_vault::VaultError::NotFound(_) | kontor_vault::VaultError::Damaged { .. } => {

@@ -47,6 +47,7 @@ const MESSAGES: Table = Table {
         "recipients",
     ],
 };
+const MESSAGE_SOURCES: Table = Table { name: "message_sources", cols: &["message_id", "sealed"] };
 const MESSAGES_FTS: Table = Table { name: "messages_fts", cols: &["rowid", "subject", "text"] };
 const EVENTS: Table = Table { name: "events", cols: &["kind", "case_id", "customer_id", "payload", "created_at"] };
 pub(super) const INBOUND_KEYS: Table = Table {
@@ -241,6 +242,8 @@ pub(crate) struct MessageRow<'a> {
     pub auto_submitted: bool,
     /// The raw source in the blob store (received e-mail).
     pub raw_blob_id: Option<&'a str>,
+    /// The raw source sealed, kept in `message_sources` (small received mails).
+    pub raw_sealed: Option<&'a [u8]>,
     /// Further recipients (e-mail `Cc`).
     pub cc: &'a [String],
     /// The recipients a received mail named (`To`).
@@ -267,6 +270,11 @@ impl<'a> MessageRow<'a> {
             auto_submitted: m.auto_submitted,
             raw_blob_id: match &m.raw_source {
                 Some(kontor_channel::RawSource::Stored(id)) => Some(id.as_str()),
+                Some(kontor_channel::RawSource::Sealed { id, .. }) => Some(id.as_str()),
+                _ => None,
+            },
+            raw_sealed: match &m.raw_source {
+                Some(kontor_channel::RawSource::Sealed { bytes, .. }) => Some(&bytes[..]),
                 _ => None,
             },
             cc: &m.cc,
@@ -304,6 +312,12 @@ pub(super) fn insert_messages(tx: &mut Tx<'_>, rows: &[MessageRow<'_>]) -> Resul
         ]);
     }
     let ids = MESSAGES.insert_returning(tx, &p)?;
+    // Small raw sources, sealed, in the same transaction as their messages.
+    let sources: Vec<Val> =
+        rows.iter().zip(&ids).filter_map(|(m, id)| m.raw_sealed.map(|s| params![*id, s.to_vec()])).flatten().collect();
+    if !sources.is_empty() {
+        MESSAGE_SOURCES.insert(tx, &sources)?;
+    }
     if tx.backend() == Backend::Sqlite {
         let p: Vec<Val> =
             rows.iter().zip(&ids).flat_map(|(m, id)| params![*id, m.subject.unwrap_or(""), m.text]).collect();

@@ -115,6 +115,42 @@ impl Store {
         .await
     }
 
+    /// The sealed raw source a message keeps in the database (`None`: none, or it is in the
+    /// blob store under `raw_blob_id`).
+    pub async fn inline_source(&self, message_id: i64) -> Result<Option<Vec<u8>>, StoreError> {
+        self.read(move |c| {
+            Ok(c.query_opt("SELECT sealed FROM message_sources WHERE message_id = ?", &params![message_id])?
+                .and_then(|r| r.opt_bytes(0).map(<[u8]>::to_vec)))
+        })
+        .await
+    }
+
+    /// Up to `limit` raw sources kept in the database, of messages after `after_id`, in id
+    /// order: (message id, blob id, sealed bytes) — for `kontor vault verify`.
+    pub async fn inline_sources_after(
+        &self,
+        after_id: i64,
+        limit: i64,
+    ) -> Result<Vec<(i64, String, Vec<u8>)>, StoreError> {
+        self.read(move |c| {
+            c.query(
+                "SELECT s.message_id, m.raw_blob_id, s.sealed FROM message_sources s \
+                 JOIN messages m ON m.id = s.message_id WHERE s.message_id > ? ORDER BY s.message_id LIMIT ?",
+                &params![after_id, limit],
+            )?
+            .iter()
+            .map(|r| {
+                Ok((
+                    r.req_i64(0, "message_sources.message_id")?,
+                    r.req_text(1, "messages.raw_blob_id")?,
+                    r.opt_bytes(2).map(<[u8]>::to_vec).unwrap_or_default(),
+                ))
+            })
+            .collect()
+        })
+        .await
+    }
+
     /// Every blob the database refers to, oldest first.
     pub async fn blob_refs(&self) -> Result<Vec<BlobRef>, StoreError> {
         self.read(|c| {
@@ -130,10 +166,13 @@ impl Store {
                 })
                 .collect::<Result<Vec<_>, StoreError>>()
                 .and_then(|mut refs| {
-                    // The raw sources of received mails.
-                    for r in
-                        c.query("SELECT raw_blob_id, id FROM messages WHERE raw_blob_id IS NOT NULL ORDER BY id", &[])?
-                    {
+                    // The raw sources of received mails kept in the blob store (small ones are
+                    // in `message_sources`: see `Store::inline_sources_after`).
+                    for r in c.query(
+                        "SELECT m.raw_blob_id, m.id FROM messages m WHERE m.raw_blob_id IS NOT NULL \
+                         AND NOT EXISTS (SELECT 1 FROM message_sources s WHERE s.message_id = m.id) ORDER BY m.id",
+                        &[],
+                    )? {
                         refs.push(BlobRef {
                             blob_id: r.req_text(0, "messages.raw_blob_id")?,
                             sha256: None,

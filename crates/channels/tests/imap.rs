@@ -198,6 +198,35 @@ async fn an_oversized_mail_stays_in_the_folder_and_later_mail_still_comes_in() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_of_kontors_own_reply_in_the_mailbox_is_not_taken_as_a_customers_mail() {
+    use kontor_channels::email::keys::MailKeys;
+    let Some(dovecot) = Dovecot::start(&[("kunde", "geheim")]) else { return };
+    let keys = MailKeys::new([7; 32]);
+    let own = format!(
+        "From: Kontor Support <support@support.example.de>\r\nTo: kunde1@kunde.example\r\nSubject: Re: Anliegen 1\r\n\
+         Message-ID: <kontor.3.42.{}@support.example.de>\r\n\r\nIhre Antwort.\r\n",
+        keys.message_id_mac(3, 42)
+    );
+    dovecot.deliver("kunde", "INBOX", "1.mail", own.as_bytes());
+    // The same shape with a wrong MAC is somebody's mail like any other.
+    dovecot.deliver("kunde", "INBOX", "2.mail", &mail(2, ""));
+    let forged = own
+        .replace(&keys.message_id_mac(3, 42), "0000000000")
+        .replace("Subject: Re: Anliegen 1", "Subject: Anliegen 3");
+    dovecot.deliver("kunde", "INBOX", "3.mail", forged.as_bytes());
+    let cfg = config(vec![account("eigen", dovecot.imaps_url("kunde", "geheim", "INBOX"), None, &dovecot)]);
+    let poller = pollers(&cfg, "DE", Some(&keys)).unwrap().pop().unwrap();
+    let sink = Arc::new(CountingSink::default());
+    let shutdown = CancellationToken::new();
+    let ctx = ListenerContext::detached(sink.clone(), shutdown.clone());
+    let handle = tokio::spawn(async move { poller.run(ctx).await });
+    wait_for("all three marked read", || dovecot.mails("kunde", "INBOX").iter().all(|(_, seen)| *seen), &dovecot).await;
+    assert_eq!(sink.subjects(), ["Anliegen 2", "Anliegen 3"], "Kontor's own reply is not a customer's mail");
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(30), handle).await.unwrap().unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_password_or_an_untrusted_certificate_is_an_error_with_the_reason() {
     let Some(dovecot) = Dovecot::start(&[("kunde", "geheim")]) else { return };
     let sink = Arc::new(CountingSink::default());

@@ -197,6 +197,10 @@ pub enum Delivered {
     Message(InboundReceipt),
     /// A bounce of one of Kontor's replies; `applied`: it marked that reply failed.
     Bounce { applied: bool },
+    /// A copy of one of Kontor's own replies (its Message-ID carries Kontor's MAC: a sent
+    /// copy in an IMAP mailbox, a Bcc back to the support address): not a customer's mail,
+    /// nothing stored.
+    Own,
 }
 
 /// Parses one received mail (SMTP or IMAP) and hands it to the sink — a bounce of one of
@@ -218,6 +222,14 @@ pub async fn deliver(
         .await
     };
     let inbound = match parsed {
+        Ok(Ok(Ok(inbound)))
+            if envelope
+                .keys
+                .as_ref()
+                .is_some_and(|k| inbound.provider_message_id.as_deref().is_some_and(|id| k.is_own_message_id(id))) =>
+        {
+            return Ok(Delivered::Own)
+        }
         Ok(Ok(Ok(inbound))) => inbound,
         Ok(Ok(Err(report))) => return Ok(Delivered::Bounce { applied: sink.report(report).await? }),
         Ok(Err(reason)) => return Err(SinkError::Rejected(reason)),

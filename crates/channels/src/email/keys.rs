@@ -60,6 +60,20 @@ impl MailKeys {
         self.mac10("mid", &format!("{case}.{message}"))
     }
 
+    /// Whether `message_id` (without brackets) is one Kontor gave one of its own replies
+    /// (`kontor.<case>.<message>.<mac>@…` with a valid MAC): a copy of Kontor's own mail.
+    pub fn is_own_message_id(&self, message_id: &str) -> bool {
+        let Some((local, _domain)) = message_id.rsplit_once('@') else { return false };
+        let mut parts = local.split('.');
+        let (Some("kontor"), Some(case), Some(message), Some(mac), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return false;
+        };
+        let (Ok(case), Ok(message)) = (case.parse::<i64>(), message.parse::<i64>()) else { return false };
+        self.verify("mid", &format!("{case}.{message}"), mac)
+    }
+
     /// The envelope sender of reply `message` of `case`.
     pub fn bounce_address(&self, case: i64, message: i64, domain: &str) -> String {
         let value = format!("{case}.{message}");
@@ -120,5 +134,10 @@ mod tests {
         assert_eq!(k.read("jana+newsletter"), Ok(None), "an ordinary sub-address");
         let other = MailKeys::new([8; 32]);
         assert_eq!(other.read(local), Err(Forged), "another master key");
+        let own = format!("kontor.3.42.{}@support.example.de", k.message_id_mac(3, 42));
+        assert!(k.is_own_message_id(&own));
+        assert!(!other.is_own_message_id(&own), "another key");
+        assert!(!k.is_own_message_id("kontor.3.43.0000000000@support.example.de"), "forged");
+        assert!(!k.is_own_message_id("first-4711@kunde.example"));
     }
 }

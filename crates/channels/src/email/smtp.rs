@@ -550,6 +550,7 @@ async fn store(
         // Taken (250) whether or not it matched, so nobody learns anything from the answer.
         Delivered::Bounce { applied: true } => "bounce recorded".into(),
         Delivered::Bounce { applied: false } => "bounce noted".into(),
+        Delivered::Own => "own mail noted".into(),
     })
 }
 

@@ -305,6 +305,12 @@ test('the composer answers by e-mail with Re: subject and CC; a CC that is no ad
 
   await anna.fill('#reply-cc', 'Buchhaltung@Kunde.Example; chef@kunde.example');
   assert.equal(await anna.getAttribute('#reply-cc', 'aria-invalid'), null, 'typing clears the mark');
+  // A file goes with the reply.
+  await anna.setInputFiles('#reply-files', {
+    name: 'Lieferschein 4711.pdf',
+    mimeType: 'application/pdf',
+    buffer: Buffer.from('%PDF-1.4\nLieferschein 4711\n%%EOF\n'),
+  });
   await anna.click('#send');
   await waitText(anna, '#composer-status', /^Gesendet\.$/, 'composer status');
   const out = `#timeline li.msg.mail.out:has-text("${reply}")`;
@@ -313,6 +319,8 @@ test('the composer answers by e-mail with Re: subject and CC; a CC that is no ad
   assert.equal(await text(anna, `${out} .mail-to dd`), SENDER);
   assert.equal(await text(anna, `${out} .mail-subject dd`), `Re: ${SUBJECT}`);
   assert.equal(await anna.inputValue('#reply-cc'), '', 'the CC field is emptied after sending');
+  assert.equal(await anna.evaluate(() => document.querySelector('#reply-files').files.length), 0, 'the files are cleared');
+  assert.match(await text(anna, `${out} .attachments`), /Lieferschein 4711\.pdf/);
 
   // The relay gets the reply, for the customer and both CC addresses, threaded.
   await waitFor(() => relay.mails.length >= 1, 'the reply at the relay', 15_000);
@@ -321,6 +329,10 @@ test('the composer answers by e-mail with Re: subject and CC; a CC that is no ad
   assert.match(sent.data, /^Cc:.*buchhaltung@kunde\.example/im);
   assert.match(sent.data, /^In-Reply-To: <e2e-4711(-ooo)?@kunde\.example>/im);
   assert.match(sent.data, /die Lieferung 4711 ist unterwegs/);
+  // …with the file, as a MIME part named as it was chosen.
+  assert.match(sent.data, /^Content-Type: application\/pdf/im);
+  assert.match(sent.data, /filename\*?=.*Lieferschein/i);
+  assert.ok(sent.data.includes(Buffer.from('%PDF-1.4\nLieferschein 4711\n%%EOF\n').toString('base64').slice(0, 24)), 'the file bytes');
   // …and the timeline says it was sent.
   await anna.waitForSelector(`${out} .delivery.d-sent`, { timeout: 15_000 });
   await shot(anna, 'case-email.png');

@@ -230,11 +230,12 @@ async fn handle(
     // A channel speaks for itself only: its webhook cannot store messages or reports of
     // another channel, nor point at bytes in the blob store (webhooks have no access to it).
     let own = hook.channel();
-    if outcome
-        .inbound
-        .iter()
-        .any(|m| m.channel != own || !m.files.is_empty() || m.attachments.iter().any(|a| a.blob_id.is_some()))
-        || outcome.reports.iter().any(|r| r.channel != own)
+    if outcome.inbound.iter().any(|m| {
+        m.channel != own
+            || !m.files.is_empty()
+            || m.raw_source.is_some()
+            || m.attachments.iter().any(|a| a.blob_id.is_some())
+    }) || outcome.reports.iter().any(|r| r.channel != own)
     {
         state.metrics.webhooks.with_label_values(&[&channel, "error"]).inc();
         tracing::error!(channel = %channel, "A webhook handed over messages or reports of another channel; refused.");

@@ -200,6 +200,18 @@
     const mailFields = $('#mail-fields');
     const subjectInput = $('#reply-subject');
     const ccInput = $('#reply-cc');
+    const filesInput = $('#reply-files');
+    // A file as the API takes it: name, declared type and the bytes in base64.
+    const asAttachment = (file) => new Promise((resolve, reject) => {
+      const reader = new FileReader();
+      reader.onload = () => resolve({
+        filename: file.name,
+        content_type: file.type || 'application/octet-stream',
+        content_base64: String(reader.result).split(',')[1] || '',
+      });
+      reader.onerror = () => reject(file);
+      reader.readAsDataURL(file);
+    });
     const byMail = () => mode === 'reply' && channelSelect.value === 'email';
     const showMailFields = () => { mailFields.hidden = !byMail(); };
     channelSelect.addEventListener('change', showMailFields);
@@ -297,11 +309,26 @@
           const subject = subjectInput.value.trim();
           if (subject) reply.subject = subject;
           reply.cc = ccList();
+          const files = Array.from(filesInput.files || []);
+          const max = Number(filesInput.dataset.max || 0);
+          const big = files.find((f) => max > 0 && f.size > max);
+          if (big) {
+            const mb = String(Math.floor(max / (1024 * 1024)));
+            say(filesInput.dataset.tooLarge.replace('{name}', big.name).replace('{max}', mb), true);
+            return;
+          }
+          try {
+            if (files.length) reply.attachments = await Promise.all(files.map(asAttachment));
+          } catch (file) {
+            say(filesInput.dataset.unreadable.replace('{name}', (file && file.name) || ''), true);
+            return;
+          }
         }
         const r = await api('POST', `/api/v1/cases/${caseId}/replies`, reply);
         if (r.status === 202) {
           text.value = '';
           ccInput.value = '';
+          filesInput.value = '';
           markInvalid(ccInput, false);
           markInvalid(subjectInput, false);
           staleBox.hidden = true;

@@ -15,7 +15,9 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::PrivateKeyDer;
 
 /// The headers signed (those a mail lacks are signed as absent, so they cannot be added
-/// later without breaking the signature).
+/// later without breaking the signature). Each is named twice in `h=` ("oversigning"): one
+/// more instance than a mail has is signed as absent, so nobody can add a second `From`,
+/// `Subject` or `Reply-To` to a signed mail either.
 pub const SIGNED_HEADERS: [&str; 11] = [
     "From",
     "To",
@@ -86,7 +88,7 @@ impl DkimSigning {
         let signer = DkimSigner::from_key(key)
             .domain(domain)
             .selector(selector)
-            .headers(SIGNED_HEADERS)
+            .headers(SIGNED_HEADERS.iter().chain(SIGNED_HEADERS.iter()).copied())
             .header_canonicalization(Canonicalization::Relaxed)
             .body_canonicalization(Canonicalization::Relaxed);
         Ok(DkimSigning { signer, domain: domain.to_string(), selector: selector.to_string(), algorithm })
@@ -276,6 +278,10 @@ mod tests {
                 text.replace("Subject: Re: Lieferung fehlt", "Subject: Re: Lieferung da"),
                 text.replace("wir kuemmern uns", "wir kuemmern uns nicht"),
                 text.replacen("\r\n\r\n", "\r\nCc: mithoerer@example.org\r\n\r\n", 1),
+                // A second Subject or Reply-To above the signed one, where mail programs look
+                // first and a verifier without oversigning would not (it reads from the bottom).
+                format!("Subject: Dringend: neue Bankverbindung\r\n{text}"),
+                format!("Reply-To: betrueger@example.org\r\n{text}"),
             ] {
                 let verdict = verify(changed.as_bytes(), &record);
                 // (mail-auth calls a body that no longer matches its hash "neutral".)

@@ -35,6 +35,8 @@ use super::parse::header_recipients;
 
 /// The longest one IMAP step (connecting, logging in, one command) may take.
 const STEP_TIMEOUT: Duration = Duration::from_secs(120);
+/// Times in a row one mail may fail to be read before it is skipped (left in the folder).
+const MAX_ATTEMPTS: u32 = 5;
 /// Mails whose sizes are asked for in one command (a large folder is read in batches).
 const BATCH: usize = 100;
 /// The longest one IDLE lasts (RFC 2177: servers may drop an idle client after 30 minutes).
@@ -158,6 +160,8 @@ pub struct ImapPoller {
     region: String,
     keys: Option<MailKeys>,
     max_message_bytes: usize,
+    /// The mail that failed to be read last, and how often in a row.
+    stuck: std::sync::Mutex<(u32, u32)>,
 }
 
 fn step<T, E: std::fmt::Display>(
@@ -225,6 +229,7 @@ pub fn pollers(config: &EmailConfig, default_region: &str, keys: Option<&MailKey
                 region: default_region.to_string(),
                 keys: keys.cloned(),
                 max_message_bytes: config.max_message_bytes,
+                stuck: std::sync::Mutex::new((0, 0)),
             })
         })
         .collect()
@@ -311,28 +316,37 @@ impl ImapPoller {
                 }
                 // Not answered for (expunged by another client since the search, or the
                 // server failed): stop here, nothing after it is taken either, and the next
-                // run's search tells again what there is.
-                let Some(&size) = sizes.get(&uid) else {
-                    return Err(format!("mail UID {uid}: the server gave no size; trying again later"));
+                // run's search tells again what there is — until the same mail failed
+                // MAX_ATTEMPTS times in a row: then it is left in the folder and reported,
+                // so that one broken mail does not hold up all later ones.
+                let size = match sizes.get(&uid) {
+                    Some(&size) => Some(size),
+                    None if self.give_up_on(uid) => None,
+                    None => return Err(format!("mail UID {uid}: the server gave no size; trying again later")),
                 };
-                let raw = if size as usize > self.max_message_bytes {
-                    None
-                } else {
+                let raw = match size {
+                    None => Err("the server never gave its size"),
+                    Some(size) if size as usize > self.max_message_bytes => {
+                        Err("it is larger than email.max_message_bytes")
+                    }
                     // At most one byte more than the limit, whatever the server said the
-                    // size was. No body: the mail stays and is tried again (never skipped).
-                    let raw = self
-                        .fetch(session, uid)
-                        .await?
-                        .ok_or_else(|| format!("mail UID {uid}: the server sent no content; trying again later"))?;
-                    Some(raw).filter(|r| r.len() <= self.max_message_bytes)
+                    // size was. No body: the mail stays and is tried again.
+                    Some(_) => match self.fetch(session, uid).await? {
+                        Some(raw) if raw.len() > self.max_message_bytes => {
+                            Err("it is larger than email.max_message_bytes")
+                        }
+                        Some(raw) => Ok(raw),
+                        None if self.give_up_on(uid) => Err("the server never sent its content"),
+                        None => return Err(format!("mail UID {uid}: the server sent no content; trying again later")),
+                    },
                 };
                 match raw {
-                    None => {
-                        let m = format!("mail UID {uid} is larger than email.max_message_bytes; left in the folder");
+                    Err(why) => {
+                        let m = format!("mail UID {uid} not imported: {why}; left in the folder");
                         tracing::warn!(mailbox = %name, "{m}");
                         ctx.record_error(m);
                     }
-                    Some(raw) => match self.take(raw, ctx).await {
+                    Ok(raw) => match self.take(raw, ctx).await {
                         Ok(()) => {
                             // Committed: a failure to mark or move it is reported, not
                             // retried for ever (that would hold up every later mail).
@@ -363,6 +377,17 @@ impl ImapPoller {
             }
         }
         Ok(taken)
+    }
+
+    /// Counts a failed read of mail `uid`; true once it failed [`MAX_ATTEMPTS`] times in a row
+    /// (then it is skipped).
+    fn give_up_on(&self, uid: u32) -> bool {
+        let mut stuck = self.stuck.lock().unwrap_or_else(|e| e.into_inner());
+        match *stuck {
+            (u, ref mut n) if u == uid => *n += 1,
+            _ => *stuck = (uid, 1),
+        }
+        stuck.1 >= MAX_ATTEMPTS
     }
 
     /// The mail with this UID, at most one byte more than `max_message_bytes`; `None` when the

@@ -428,7 +428,12 @@ pub async fn run_session<S: AsyncRead + AsyncWrite + Unpin>(
                     continue;
                 }
                 match store(mail, envelope, settings, ctx).await {
-                    Ok(id) => reply(&mut out, 250, (2, 0, 0), &format!("Message stored ({id})")),
+                    // One answer whatever became of it (stored, a repeat, a bounce, a copy of
+                    // Kontor's own mail): a client learns nothing, and no internal ids.
+                    Ok(what) => {
+                        tracing::debug!(%peer, outcome = %what, "Mail taken.");
+                        reply(&mut out, 250, (2, 0, 0), "Message accepted")
+                    }
                     // The reason is logged, not told to an anonymous client.
                     Err(SinkError::Temporary(m)) => {
                         tracing::warn!(%peer, reason = %m, "Mail not stored for now (451).");

@@ -189,6 +189,7 @@ pub(super) async fn case_context(
         ctx.insert("reply_channels", Value::from_serialize(&reply_channels));
         ctx.insert("default_channel", Value::from_serialize(default_channel));
         ctx.insert("reply_subject", Value::from(reply_subject(case.subject.as_deref())));
+        ctx.insert("max_attachment_bytes", Value::from(state.config.max_attachment_bytes));
         ctx.insert("merged_into", Value::from_serialize(state.store.case_merged_into(id).await.map_err(err)?));
         ctx.insert(
             "canned",

@@ -190,6 +190,8 @@ const WORDS: &[(&str, &str, &str)] = &[
     ("cc_placeholder", "weitere Empfänger, durch Komma getrennt", "more recipients, separated by commas"),
     ("cc_invalid", "„{address}“ ist keine gültige E-Mail-Adresse. Bitte korrigieren Sie das CC-Feld; die Antwort wurde nicht gesendet.", "“{address}” is not a valid e-mail address. Please correct the CC field; the reply was not sent."),
     ("cc_too_many", "Höchstens 20 CC-Adressen. Die Antwort wurde nicht gesendet.", "At most 20 CC addresses. The reply was not sent."),
+    ("file_too_large", "„{name}“ ist zu groß (höchstens {max} MB je Datei). Die Antwort wurde nicht gesendet.", "“{name}” is too large (at most {max} MB a file). The reply was not sent."),
+    ("file_unreadable", "„{name}“ konnte nicht gelesen werden. Die Antwort wurde nicht gesendet.", "“{name}” could not be read. The reply was not sent."),
     ("cc_refused", "Das CC-Feld enthält eine ungültige Angabe; die Antwort wurde nicht gesendet.", "The CC field holds something invalid; the reply was not sent."),
     ("subject_refused", "Der Betreff ist ungültig (höchstens 998 Zeichen, keine Zeilenumbrüche); die Antwort wurde nicht gesendet.", "The subject is invalid (at most 998 characters, no line breaks); the reply was not sent."),
     ("email_section", "E-Mail", "E-mail"),

@@ -211,8 +211,9 @@ service imap-login {{
 
 /// A test CA (`ca.pem`) and a server certificate for 127.0.0.1 and localhost signed by it
 /// (`cert.pem`, `key.pem`), made with `openssl` in `dir`. (A self-signed server certificate
-/// would not do: it is a CA certificate, which TLS clients refuse as a server's.)
-fn make_certificate(dir: &Path) {
+/// would not do: it is a CA certificate, which TLS clients refuse as a server's.) Also for
+/// other TLS servers of the tests (Kontor's SMTP listener with STARTTLS).
+pub fn make_certificate(dir: &Path) {
     let openssl = |args: &[&str]| {
         let out = Command::new("openssl").current_dir(dir).args(args).output().expect("openssl runs");
         assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));

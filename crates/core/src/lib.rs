@@ -8,6 +8,7 @@
 pub mod identity;
 mod ids;
 pub mod model;
+pub mod quote;
 pub mod retry;
 pub mod similarity;
 pub mod threading;

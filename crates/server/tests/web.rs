@@ -634,6 +634,23 @@ async fn the_composer_of_a_case_on_another_channel_hides_the_email_fields() {
 }
 
 #[tokio::test]
+async fn the_inbox_preview_shows_what_is_new_in_a_mail_not_the_quoted_conversation() {
+    use kontor_channel::InboundSink;
+    let (app, sink) = email_server().await;
+    let text = "Danke, passt so.\n\nAm 3. März 2025 um 10:00 schrieb Kundenservice <support@support.example.de>:\n\
+                > Ihre Rechnung 4711 ist unterwegs.";
+    let r = sink.accept(mail("Re: Rechnung", text, false)).await.unwrap();
+    let (anna, _) = app.sign_in("anna@example.de", "geheim123").await.unwrap();
+    let (s, inbox) = app.page(&anna, "/inbox").await;
+    assert_eq!(s, 200);
+    assert!(inbox.contains("<span class=\"preview\">Danke, passt so.</span>"), "{inbox}");
+    assert!(!inbox.contains("Ihre Rechnung 4711"), "the quote is not in the preview: {inbox}");
+    // The message keeps all of it.
+    let (_, case) = app.call("GET", &format!("/api/v1/cases/{}", r.case_id), None).await;
+    assert!(case["messages"][0]["text"].as_str().unwrap().contains("> Ihre Rechnung 4711 ist unterwegs."));
+}
+
+#[tokio::test]
 async fn an_email_case_without_a_relay_offers_email_marked_as_not_set_up() {
     use kontor_channel::InboundSink;
     let slot: std::sync::Arc<std::sync::Mutex<Option<kontor_server::channels::StoreSink>>> = Default::default();

@@ -62,14 +62,16 @@ impl Store {
             }
             let latest = c.query(
                 &format!(
-                    "SELECT m.case_id, substr(m.text, 1, 160), m.direction, m.channel, m.created_at FROM messages m \
+                    "SELECT m.case_id, substr(m.text, 1, 4000), m.direction, m.channel, m.created_at FROM messages m \
                      WHERE m.id IN (SELECT MAX(id) FROM messages WHERE internal = 0 AND case_id IN ({marks}) GROUP BY case_id)"
                 ),
                 &ids,
             )?;
             for r in latest {
                 if let Some(s) = out.get_mut(&r.req_i64(0, "messages.case_id")?) {
-                    s.preview = r.opt_text(1);
+                    // What is new in the latest message: a mail's quoted conversation is
+                    // left out (the message keeps it).
+                    s.preview = r.opt_text(1).map(|t| kontor_core::quote::preview(&t, 160));
                     s.last_direction = Some(r.req_enum(2, "messages.direction", Direction::parse)?);
                     s.last_channel = Some(r.req_enum(3, "messages.channel", Channel::parse)?);
                     s.last_at = Some(r.req_ts(4, "messages.created_at")?);

@@ -1,0 +1,15 @@
+//! Kontor's digital assistant as pure logic (no I/O but reading and writing model files):
+//!
+//! - [`language`]: German or English (or another language, or too little text to tell);
+//! - [`features`]: a text as hashed word and character n-grams;
+//! - [`classifier`]: a multinomial logistic regression on those features, trained here in
+//!   Rust, saved as a small file that loads in milliseconds;
+//! - [`dataset`] / [`eval`]: labelled CSV files, accuracy, macro-F1 and the worst classes.
+//!
+//! Everything runs offline on the CPU: no model download, no service.
+
+pub mod classifier;
+pub mod dataset;
+pub mod eval;
+pub mod features;
+pub mod language;

@@ -1,0 +1,54 @@
+//! The classifier on the shared public data sets (`../shared/data/intents`, read in place):
+//! BANKING77 (English, 77 intents) and MASSIVE German (60 intents), train → test. Prints the
+//! figures; the floors are well below what the model reaches, to catch a broken model, not to
+//! be a benchmark (`kontor assist eval` and docs/benchmarks.md are).
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use kontor_assist::classifier::{train, TrainOptions};
+use kontor_assist::dataset::read_csv;
+use kontor_assist::eval::evaluate;
+
+fn data() -> Option<PathBuf> {
+    let dir = std::env::var_os("KONTOR_SHARED_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data"))
+        .join("intents");
+    if dir.is_dir() {
+        Some(dir)
+    } else {
+        eprintln!("skipped: the shared data is not at {} (set KONTOR_SHARED_DATA)", dir.display());
+        None
+    }
+}
+
+fn run(set: &str, label: &str, floor: f64) {
+    let Some(dir) = data() else { return };
+    let (train_set, _) = read_csv(&dir.join(set).join("train.csv"), "text", label).unwrap();
+    let (test_set, _) = read_csv(&dir.join(set).join("test.csv"), "text", label).unwrap();
+    let started = Instant::now();
+    let model = train(&train_set, &TrainOptions::default()).unwrap();
+    let trained = started.elapsed();
+    let e = evaluate(&model, &test_set);
+    eprintln!(
+        "{set}: {} train, {} test, accuracy {:.4}, macro-F1 {:.4}, {:.3} ms/message, trained in {:.1} s",
+        train_set.len(),
+        e.n,
+        e.accuracy,
+        e.macro_f1,
+        e.ms_per_message,
+        trained.as_secs_f64()
+    );
+    assert!(e.accuracy >= floor, "{set}: accuracy {} below {floor}", e.accuracy);
+}
+
+#[test]
+fn banking77_is_learned() {
+    run("banking77", "category", 0.80);
+}
+
+#[test]
+fn massive_german_is_learned() {
+    run("massive_de", "intent", 0.75);
+}

@@ -1,5 +1,6 @@
 //! `kontor`: the command-line face of Kontor (serve, migrate, users, tokens, benchmarks).
 
+mod assist_cli;
 mod bench;
 mod bench_smtp;
 mod demo;
@@ -67,6 +68,11 @@ enum Command {
     Vault {
         #[command(subcommand)]
         command: vault_cli::VaultCommand,
+    },
+    /// The digital assistant: train and evaluate intent models.
+    Assist {
+        #[command(subcommand)]
+        command: assist_cli::AssistCommand,
     },
     /// Measure performance.
     Bench {
@@ -278,6 +284,7 @@ async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Vault { command } => vault_cli::run(command, load_config(&cli.store)?).await,
+        Command::Assist { command } => assist_cli::run(command),
         Command::Bench { command } => bench::run(command, load_config(&cli.store)?).await,
     }
 }

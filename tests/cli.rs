@@ -245,3 +245,45 @@ async fn token_revoked_with_the_cli_stops_working(dep: &common::Deployment, name
     })
     .await;
 }
+
+#[test]
+fn assist_train_and_eval_work_on_any_labelled_csv_and_name_a_missing_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut csv = String::from("frage,thema\n");
+    for (text, label) in [
+        ("Ich möchte meinen Vertrag kündigen", "kuendigung"),
+        ("Hiermit kündige ich fristgerecht", "kuendigung"),
+        ("Bitte bestätigen Sie meine Kündigung", "kuendigung"),
+        ("\"Kündigung, bitte\"", "kuendigung"),
+        ("Mein Zählerstand ist 4711 kWh", "zaehler"),
+        ("Zählerstand heute: 12345", "zaehler"),
+        ("Hier der Stand meines Stromzählers", "zaehler"),
+        ("Zählerstand für März", "zaehler"),
+    ] {
+        csv.push_str(&format!("{text},{label}\n"));
+    }
+    let seed = dir.path().join("seed.csv");
+    std::fs::write(&seed, csv).unwrap();
+    let seed = seed.display().to_string();
+    let model = dir.path().join("model.bin");
+    let model_arg = model.display().to_string();
+    let out = kontor(
+        dir.path(),
+        &["assist", "train", "--csv", &seed, "--out", &model_arg, "--text-column", "frage", "--label-column", "thema"],
+        None,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("Trained on 8 examples (2 labels"), "{}", text(&out.stdout));
+    let args =
+        ["assist", "eval", "--model", &model_arg, "--csv", &seed, "--text-column", "frage", "--label-column", "thema"];
+    let json = kontor(dir.path(), &[&args[..], &["--json"]].concat(), None);
+    assert!(json.status.success(), "{}", text(&json.stderr));
+    let v: serde_json::Value = serde_json::from_str(text(&json.stdout).trim()).unwrap();
+    assert_eq!((v["n"].as_u64(), v["accuracy"].as_f64()), (Some(8), Some(1.0)), "{v}");
+    assert!(v["macro_f1"].as_f64().is_some() && v["ms_per_message"].as_f64().is_some(), "{v}");
+    let human = kontor(dir.path(), &args, None);
+    assert!(text(&human.stdout).contains("accuracy        1.0000"), "{}", text(&human.stdout));
+    let missing = kontor(dir.path(), &["assist", "eval", "--model", &model_arg, "--csv", &seed], None);
+    assert!(!missing.status.success());
+    assert!(text(&missing.stderr).contains("no column \"text\""), "{}", text(&missing.stderr));
+}

@@ -4,7 +4,8 @@
 //! - [`features`]: a text as hashed word and character n-grams;
 //! - [`classifier`]: a multinomial logistic regression on those features, trained here in
 //!   Rust, saved as a small file that loads in milliseconds;
-//! - [`dataset`] / [`eval`]: labelled CSV files, accuracy, macro-F1 and the worst classes.
+//! - [`dataset`] / [`eval`]: labelled CSV files, accuracy, macro-F1 and the worst classes;
+//! - [`style`]: the style check of outgoing replies (phrase list as data, passive, long sentences).
 //!
 //! Everything runs offline on the CPU: no model download, no service.
 
@@ -13,3 +14,4 @@ pub mod dataset;
 pub mod eval;
 pub mod features;
 pub mod language;
+pub mod style;

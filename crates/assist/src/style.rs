@@ -71,7 +71,7 @@ impl StyleGuide {
             });
         }
         // Longest first, so that "sehr verehrte damen und herren" wins over "sehr verehrte".
-        phrases.sort_by(|a, b| b.words.len().cmp(&a.words.len()));
+        phrases.sort_by_key(|p| std::cmp::Reverse(p.words.len()));
         Ok(StyleGuide { phrases })
     }
 

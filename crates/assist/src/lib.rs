@@ -5,6 +5,7 @@
 //! - [`classifier`]: a multinomial logistic regression on those features, trained here in
 //!   Rust, saved as a small file that loads in milliseconds;
 //! - [`dataset`] / [`eval`]: labelled CSV files, accuracy, macro-F1 and the worst classes;
+//! - [`sentiment`]: negative, neutral or positive, negation-aware, with a score;
 //! - [`style`]: the style check of outgoing replies (phrase list as data, passive, long sentences).
 //!
 //! Everything runs offline on the CPU: no model download, no service.
@@ -14,4 +15,5 @@ pub mod dataset;
 pub mod eval;
 pub mod features;
 pub mod language;
+pub mod sentiment;
 pub mod style;

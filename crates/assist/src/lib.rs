@@ -5,6 +5,7 @@
 //! - [`classifier`]: a multinomial logistic regression on those features, trained here in
 //!   Rust, saved as a small file that loads in milliseconds;
 //! - [`dataset`] / [`eval`]: labelled CSV files, accuracy, macro-F1 and the worst classes;
+//! - [`extract`]: IBANs, BICs, dates, amounts, contacts, addresses, meter readings, numbers;
 //! - [`sentiment`]: negative, neutral or positive, negation-aware, with a score;
 //! - [`style`]: the style check of outgoing replies (phrase list as data, passive, long sentences).
 //!
@@ -13,6 +14,7 @@
 pub mod classifier;
 pub mod dataset;
 pub mod eval;
+pub mod extract;
 pub mod features;
 pub mod language;
 pub mod sentiment;

@@ -52,3 +52,46 @@ fn banking77_is_learned() {
 fn massive_german_is_learned() {
     run("massive_de", "intent", 0.75);
 }
+
+#[test]
+fn the_built_in_seed_set_covers_every_intent_in_both_languages_and_generalises() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/intents_seed.csv");
+    let (all, skipped) = read_csv(&path, "text", "label").unwrap();
+    assert_eq!(skipped, 0);
+    let (with_lang, _) = read_csv(&path, "text", "language").unwrap();
+    let intents = [
+        "address_change",
+        "bank_details_change",
+        "invoice_question",
+        "payment_arrangement",
+        "cancellation",
+        "contract_change",
+        "complaint",
+        "meter_reading",
+        "appointment",
+        "document_request",
+        "login_help",
+        "praise",
+        "other",
+    ];
+    for intent in intents {
+        for lang in ["de", "en"] {
+            let n = all.iter().zip(&with_lang).filter(|((_, l), (_, g))| l == intent && g == lang).count();
+            assert!(n >= 40, "{intent}/{lang}: {n} examples");
+        }
+    }
+    // Every fifth example held out: what the model makes of wordings it never saw.
+    let (train_set, test_set): (Vec<_>, Vec<_>) = all.iter().cloned().enumerate().partition(|(i, _)| i % 5 != 0);
+    let train_set: Vec<_> = train_set.into_iter().map(|(_, x)| x).collect();
+    let test_set: Vec<_> = test_set.into_iter().map(|(_, x)| x).collect();
+    let model = train(&train_set, &TrainOptions::default()).unwrap();
+    let e = evaluate(&model, &test_set);
+    eprintln!(
+        "seed set: {} train, {} held out, accuracy {:.4}, macro-F1 {:.4}",
+        train_set.len(),
+        e.n,
+        e.accuracy,
+        e.macro_f1
+    );
+    assert!(e.accuracy >= 0.7, "held-out accuracy {}", e.accuracy);
+}

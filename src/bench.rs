@@ -643,6 +643,31 @@ struct StreamResult {
     from_send: Histogram<u64>,
 }
 
+/// Reads an event stream (`GET /api/v1/events/stream`) in the background and calls `on` with
+/// the provider id of every message it announces and the moment its frame arrived.
+pub(crate) fn on_received_messages(
+    resp: reqwest::Response,
+    mut on: impl FnMut(String, Instant) + Send + 'static,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut bytes = resp.bytes_stream();
+        let mut buf = String::new();
+        while let Some(Ok(chunk)) = bytes.next().await {
+            let now = Instant::now();
+            buf.push_str(&String::from_utf8_lossy(&chunk));
+            while let Some(end) = buf.find("\n\n") {
+                let frame: String = buf.drain(..end + 2).collect();
+                for data in frame.lines().filter_map(|l| l.strip_prefix("data:")) {
+                    let Ok(v) = serde_json::from_str::<serde_json::Value>(data.trim()) else { continue };
+                    if let Some(p) = v.pointer("/payload/message/provider_message_id").and_then(|p| p.as_str()) {
+                        on(p.to_string(), now);
+                    }
+                }
+            }
+        }
+    })
+}
+
 async fn stream_latency(
     client: &reqwest::Client,
     base: &str,
@@ -666,28 +691,9 @@ async fn stream_latency(
     }
     let reader = {
         let arrivals = arrivals.clone();
-        tokio::spawn(async move {
-            let mut bytes = resp.bytes_stream();
-            let mut buf = String::new();
-            while let Some(Ok(chunk)) = bytes.next().await {
-                let now = Instant::now();
-                buf.push_str(&String::from_utf8_lossy(&chunk));
-                while let Some(end) = buf.find("\n\n") {
-                    let frame: String = buf.drain(..end + 2).collect();
-                    for line in frame.lines() {
-                        if let Some(data) = line.strip_prefix("data:") {
-                            if let Ok(v) = serde_json::from_str::<serde_json::Value>(data.trim()) {
-                                if let Some(p) =
-                                    v.pointer("/payload/message/provider_message_id").and_then(|p| p.as_str())
-                                {
-                                    if let Ok(mut a) = arrivals.lock() {
-                                        a.push((p.to_string(), now));
-                                    }
-                                }
-                            }
-                        }
-                    }
-                }
+        on_received_messages(resp, move |id, at| {
+            if let Ok(mut a) = arrivals.lock() {
+                a.push((id, at));
             }
         })
     };

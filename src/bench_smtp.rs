@@ -7,7 +7,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use futures::StreamExt;
 use hdrhistogram::Histogram;
 use kontor_channel::ChannelRegistry;
 use kontor_channels::email::keys::MailKeys;
@@ -277,23 +276,9 @@ impl LiveStream {
         }
         let arrivals: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
         let seen = arrivals.clone();
-        let reader = tokio::spawn(async move {
-            let mut bytes = resp.bytes_stream();
-            let mut buf = String::new();
-            while let Some(Ok(chunk)) = bytes.next().await {
-                let now = Instant::now();
-                buf.push_str(&String::from_utf8_lossy(&chunk));
-                while let Some(end) = buf.find("\n\n") {
-                    let frame: String = buf.drain(..end + 2).collect();
-                    for data in frame.lines().filter_map(|l| l.strip_prefix("data:")) {
-                        let Ok(v) = serde_json::from_str::<serde_json::Value>(data.trim()) else { continue };
-                        if let Some(p) = v.pointer("/payload/message/provider_message_id").and_then(|p| p.as_str()) {
-                            if let Ok(mut a) = seen.lock() {
-                                a.entry(p.to_string()).or_insert(now);
-                            }
-                        }
-                    }
-                }
+        let reader = crate::bench::on_received_messages(resp, move |id, at| {
+            if let Ok(mut a) = seen.lock() {
+                a.entry(id).or_insert(at);
             }
         });
         Ok(LiveStream { arrivals, reader })

@@ -18,21 +18,12 @@ const { test, before, after } = require('node:test');
 const assert = require('node:assert/strict');
 const fs = require('node:fs');
 const net = require('node:net');
-const path = require('node:path');
-const { chromium } = require('playwright-core');
+const { env, BASE, launch, shot, waitText } = require('./support');
 
-const env = (name) => {
-  const v = process.env[name];
-  if (!v) throw new Error(`environment variable ${name} is not set (run via cargo test --test e2e)`);
-  return v;
-};
-const BASE = env('BASE').replace(/\/$/, '');
 const ANNA = { email: env('ANNA_EMAIL'), password: env('ANNA_PASSWORD'), name: 'Anna Admin' };
 const SMTP_PORT = Number(env('SMTP_PORT'));
 const RELAY_PORT = Number(env('RELAY_PORT'));
 const DOMAIN = env('MAIL_DOMAIN');
-const SCREENSHOTS = process.env.SCREENSHOTS || '';
-const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 
 const STEP = { timeout: 30_000 };
 const SUBJECT = 'Lieferung fehlt – Bestellung 4711';
@@ -163,43 +154,15 @@ function startRelay(port) {
 
 // ---- page helpers ----------------------------------------------------------------------
 
-/** Waits until the text of `selector` matches `re`; on timeout, says what it showed instead. */
-async function waitText(page, selector, re, what, timeout = 10_000) {
-  const ok = await page
-    .waitForFunction(({ selector, src, flags }) => {
-      const el = document.querySelector(selector);
-      return el && new RegExp(src, flags).test(el.textContent);
-    }, { selector, src: re.source, flags: re.flags }, { timeout })
-    .then(() => true, () => false);
-  if (!ok) {
-    const seen = await page.$eval(selector, (el) => el.textContent).catch((e) => `(${e.message})`);
-    assert.fail(`${what}: ${selector} did not match ${re} within ${timeout} ms; it shows ${JSON.stringify(seen)}`);
-  }
-}
 
 const text = (page, selector) => page.$eval(selector, (el) => el.textContent.trim());
 
-async function shot(page, name) {
-  if (!SCREENSHOTS) return;
-  fs.mkdirSync(SCREENSHOTS, { recursive: true });
-  const viewport = page.viewportSize();
-  const height = await page.evaluate(() => document.documentElement.scrollHeight);
-  await page.setViewportSize({ width: viewport.width, height: Math.max(viewport.height, height) });
-  await page.evaluate(() => window.scrollTo(0, 0));
-  await page.screenshot({ path: path.join(SCREENSHOTS, name), fullPage: true });
-  await page.setViewportSize(viewport);
-}
 
 // ---- setup -----------------------------------------------------------------------------
 
 before(async () => {
   relay = await startRelay(RELAY_PORT);
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--disable-background-networking',
-      '--disable-component-update', '--no-first-run'],
-  });
+  browser = await launch();
   const context = await browser.newContext({ locale: 'de-DE', viewport: { width: 1280, height: 900 }, acceptDownloads: true });
   anna = await context.newPage();
   anna.setDefaultTimeout(10_000);

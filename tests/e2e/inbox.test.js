@@ -14,19 +14,11 @@ const { test, before, after } = require('node:test');
 const assert = require('node:assert/strict');
 const fs = require('node:fs');
 const path = require('node:path');
-const { chromium } = require('playwright-core');
+const { env, BASE, SCREENSHOTS, launch, shot, waitText } = require('./support');
 
-const env = (name) => {
-  const v = process.env[name];
-  if (!v) throw new Error(`environment variable ${name} is not set (run via cargo test --test e2e)`);
-  return v;
-};
-const BASE = env('BASE').replace(/\/$/, '');
 const TOKEN = env('TOKEN');
 const ANNA = { email: env('ANNA_EMAIL'), password: env('ANNA_PASSWORD'), name: 'Anna Admin' };
 const BEN = { email: env('BEN_EMAIL'), password: env('BEN_PASSWORD'), name: 'Ben Berger' };
-const SCREENSHOTS = process.env.SCREENSHOTS || '';
-const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 
 const STEP = { timeout: 30_000 };
 const delays = [];
@@ -76,19 +68,6 @@ async function watch(page, selector, text) {
   };
 }
 
-/** Waits until the text of `selector` matches `re`; on timeout, says what it showed instead. */
-async function waitText(page, selector, re, what, timeout = 10_000) {
-  const ok = await page
-    .waitForFunction(({ selector, src, flags }) => {
-      const el = document.querySelector(selector);
-      return el && new RegExp(src, flags).test(el.textContent);
-    }, { selector, src: re.source, flags: re.flags }, { timeout })
-    .then(() => true, () => false);
-  if (!ok) {
-    const seen = await page.$eval(selector, (el) => el.textContent).catch((e) => `(${e.message})`);
-    assert.fail(`${what}: ${selector} did not match ${re} within ${timeout} ms; it shows ${JSON.stringify(seen)}`);
-  }
-}
 
 function report(what, ms) {
   delays.push([what, ms]);
@@ -126,18 +105,6 @@ async function newDocument(page, selector, what, timeout = 10_000) {
 
 const timelineTexts = (page) => page.$$eval('#timeline li.msg .msg-text', (els) => els.map((e) => e.textContent.trim()));
 
-async function shot(page, name) {
-  if (!SCREENSHOTS) return;
-  fs.mkdirSync(SCREENSHOTS, { recursive: true });
-  // Sticky header and composer are placed relative to the viewport, so a full-page capture of
-  // a scrolled 800 px viewport draws them over the content: grow the viewport to the page.
-  const viewport = page.viewportSize();
-  const height = await page.evaluate(() => document.documentElement.scrollHeight);
-  await page.setViewportSize({ width: viewport.width, height: Math.max(viewport.height, height) });
-  await page.evaluate(() => window.scrollTo(0, 0));
-  await page.screenshot({ path: path.join(SCREENSHOTS, name), fullPage: true });
-  await page.setViewportSize(viewport);
-}
 
 /** Writes into the composer like a person does (key by key), leaving the focus in it. */
 async function typeDraft(page, text) {
@@ -153,12 +120,7 @@ async function leaveInputs(page) {
 // ---- setup -----------------------------------------------------------------------------
 
 before(async () => {
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--disable-background-networking',
-      '--disable-component-update', '--no-first-run'],
-  });
+  browser = await launch();
   const viewport = { width: 1280, height: 800 };
   const a = await browser.newContext({ locale: 'de-DE', viewport });
   const b = await browser.newContext({ locale: 'en-US', viewport });

@@ -12,6 +12,7 @@
 //! Everything runs offline on the CPU: no model download, no service.
 
 pub mod classifier;
+mod data;
 pub mod dataset;
 pub mod eval;
 pub mod extract;

@@ -82,19 +82,12 @@ impl Lexicon {
     /// A lexicon in the format of `data/sentiment_lexicon.tsv`.
     pub fn parse(tsv: &str) -> Result<Lexicon, String> {
         let mut entries = Vec::new();
-        for (n, line) in tsv.lines().enumerate() {
-            if line.trim().is_empty() || line.starts_with('#') {
-                continue;
-            }
-            let cols: Vec<&str> = line.split('\t').collect();
-            let [language, stem, score] = cols[..] else {
-                return Err(format!("line {}: three tab-separated columns expected", n + 1));
-            };
-            let score: f32 = score.trim().parse().map_err(|_| format!("line {}: the score is not a number", n + 1))?;
+        for (n, [language, stem, score]) in crate::data::rows::<3>(tsv)? {
+            let score: f32 = score.trim().parse().map_err(|_| format!("line {n}: the score is not a number"))?;
             let whole = stem.ends_with('$');
             let words: Vec<String> = stem.trim_end_matches('$').split_whitespace().map(str::to_lowercase).collect();
             if words.is_empty() {
-                return Err(format!("line {}: empty word", n + 1));
+                return Err(format!("line {n}: empty word"));
             }
             entries.push(Entry { language: language.trim().to_string(), words, whole, score });
         }

@@ -52,16 +52,9 @@ impl StyleGuide {
     /// `suggestion`, tab-separated; `#` comments).
     pub fn parse(tsv: &str) -> Result<StyleGuide, String> {
         let mut phrases = Vec::new();
-        for (n, line) in tsv.lines().enumerate() {
-            if line.trim().is_empty() || line.starts_with('#') {
-                continue;
-            }
-            let cols: Vec<&str> = line.split('\t').collect();
-            let [language, phrase, reason, suggestion] = cols[..] else {
-                return Err(format!("line {}: four tab-separated columns expected", n + 1));
-            };
+        for (n, [language, phrase, reason, suggestion]) in crate::data::rows::<4>(tsv)? {
             if phrase.trim().is_empty() {
-                return Err(format!("line {}: empty phrase", n + 1));
+                return Err(format!("line {n}: empty phrase"));
             }
             phrases.push(Phrase {
                 language: language.trim().to_string(),

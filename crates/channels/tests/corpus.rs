@@ -9,16 +9,7 @@ use kontor_channels::email::inbound::{to_inbound, Envelope};
 use kontor_channels::email::parse::parse;
 
 fn corpus() -> Option<PathBuf> {
-    let dir = std::env::var_os("KONTOR_SHARED_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data"))
-        .join("email");
-    if dir.is_dir() {
-        Some(dir)
-    } else {
-        eprintln!("skipped: the shared test corpus is not at {} (set KONTOR_SHARED_DATA)", dir.display());
-        None
-    }
+    kontor_testkit::shared_data("email")
 }
 
 fn files(dir: &Path, out: &mut Vec<PathBuf>) {

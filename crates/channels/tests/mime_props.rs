@@ -14,8 +14,6 @@
 //! `PROPTEST_CASES=20000 cargo nextest run -p kontor-channels --test mime_props` runs it
 //! longer (the suite runs proptest's default of 256 cases per property).
 
-use std::path::{Path, PathBuf};
-
 use kontor_channel::RawSource;
 use kontor_channels::email::inbound::{to_inbound, Envelope};
 use mail_builder::headers::address::Address;
@@ -59,12 +57,8 @@ fn corpus_mails() -> &'static [Vec<u8>] {
 }
 
 fn read_corpus() -> Vec<Vec<u8>> {
-    let dir = std::env::var_os("KONTOR_SHARED_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data"))
-        .join("email/stalwart_mail_parser");
     let mut out = Vec::new();
-    let mut stack = vec![dir];
+    let mut stack: Vec<_> = kontor_testkit::shared_data("email/stalwart_mail_parser").into_iter().collect();
     while let Some(d) = stack.pop() {
         for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
             let p = e.path();

@@ -480,18 +480,22 @@ fn closed_port() -> u16 {
 /// A server that sends e-mail (through a relay that is away: replies stay queued) and a sink
 /// that stores mail as the SMTP listener does (files and source in the blob store).
 async fn email_server() -> (TestServer, kontor_server::channels::StoreSink) {
+    email_server_with(|c| {
+        c.email.outbound.relay = Some(format!("smtp://127.0.0.1:{}", closed_port()));
+        c.email.outbound.from = Some("Kontor Support <support@support.example.de>".into());
+    })
+    .await
+}
+
+/// A server configured by `configure`, with staff, and the sink the e-mail channel would use.
+async fn email_server_with(
+    configure: impl FnOnce(&mut kontor_server::Config),
+) -> (TestServer, kontor_server::channels::StoreSink) {
     let slot: std::sync::Arc<std::sync::Mutex<Option<kontor_server::channels::StoreSink>>> = Default::default();
     let put = slot.clone();
-    let app = TestServer::start_with(
-        |c| {
-            c.email.outbound.relay = Some(format!("smtp://127.0.0.1:{}", closed_port()));
-            c.email.outbound.from = Some("Kontor Support <support@support.example.de>".into());
-        },
-        move |state| {
-            *put.lock().unwrap() =
-                Some(kontor_server::channels::StoreSink::new(state.store.clone(), state.vault.clone()));
-        },
-    )
+    let app = TestServer::start_with(configure, move |state| {
+        *put.lock().unwrap() = Some(kontor_server::channels::StoreSink::new(state.store.clone(), state.vault.clone()));
+    })
     .await
     .with_staff()
     .await;
@@ -653,19 +657,7 @@ async fn the_inbox_preview_shows_what_is_new_in_a_mail_not_the_quoted_conversati
 #[tokio::test]
 async fn an_email_case_without_a_relay_offers_email_marked_as_not_set_up() {
     use kontor_channel::InboundSink;
-    let slot: std::sync::Arc<std::sync::Mutex<Option<kontor_server::channels::StoreSink>>> = Default::default();
-    let put = slot.clone();
-    let app = TestServer::start_with(
-        |_| {},
-        move |state| {
-            *put.lock().unwrap() =
-                Some(kontor_server::channels::StoreSink::new(state.store.clone(), state.vault.clone()));
-        },
-    )
-    .await
-    .with_staff()
-    .await;
-    let sink = slot.lock().unwrap().take().unwrap();
+    let (app, sink) = email_server_with(|_| {}).await;
     let r = sink.accept(mail("Re: Rechnung", "Und die Rechnung?", false)).await.unwrap();
     let (anna, _) = app.sign_in("anna@example.de", "geheim123").await.unwrap();
     let (_, page) = app.page(&anna, &format!("/cases/{}", r.case_id)).await;

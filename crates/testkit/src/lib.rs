@@ -26,3 +26,19 @@ pub mod sse;
 pub mod url;
 
 pub use db::{PostgresDatabase, SqliteDatabase, StoreFixture, StoreNode, TestDatabase};
+
+/// A folder of the shared public test material (`../shared/data/<sub>` beside the repository,
+/// or `$KONTOR_SHARED_DATA/<sub>`), read in place; `None` (with a note that the test is
+/// skipped) when it is not there.
+pub fn shared_data(sub: &str) -> Option<std::path::PathBuf> {
+    let dir = std::env::var_os("KONTOR_SHARED_DATA")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data"))
+        .join(sub);
+    if dir.is_dir() {
+        Some(dir)
+    } else {
+        eprintln!("skipped: the shared test material is not at {} (set KONTOR_SHARED_DATA)", dir.display());
+        None
+    }
+}

@@ -14,16 +14,13 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
-use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_imap::{Client, Session};
 use futures::TryStreamExt;
 use kontor_channel::{Listener, ListenerContext, SinkError};
 use kontor_core::Channel;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
@@ -183,30 +180,6 @@ async fn within<T, E: std::fmt::Display>(
     step(what, tokio::time::timeout(STEP_TIMEOUT, f).await)
 }
 
-/// A TLS connector trusting the public roots and, when given, the certificates of `ca_file`.
-fn connector(ca_file: Option<&Path>) -> Result<TlsConnector, String> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    if let Some(path) = ca_file {
-        let certs = CertificateDer::pem_file_iter(path)
-            .map_err(|e| format!("ca_file {}: {e}", path.display()))?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| format!("ca_file {}: {e}", path.display()))?;
-        if certs.is_empty() {
-            return Err(format!("ca_file {}: no certificate in the file", path.display()));
-        }
-        for c in certs {
-            roots.add(c).map_err(|e| format!("ca_file {}: {e}", path.display()))?;
-        }
-    }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS: {e}"))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(TlsConnector::from(Arc::new(config)))
-}
-
 /// The pollers for the configured mailboxes.
 pub fn pollers(config: &EmailConfig, default_region: &str, keys: Option<&MailKeys>) -> Result<Vec<ImapPoller>, String> {
     let mut domains = config.normalised_domains();
@@ -219,7 +192,8 @@ pub fn pollers(config: &EmailConfig, default_region: &str, keys: Option<&MailKey
         .iter()
         .map(|account| {
             let url = ImapUrl::parse(&account.url).map_err(|e| format!("email.imap {}: {e}", account.name))?;
-            let tls = connector(account.ca_file.as_deref()).map_err(|e| format!("email.imap {}: {e}", account.name))?;
+            let tls = super::tls::connector(account.ca_file.as_deref())
+                .map_err(|e| format!("email.imap {}: {e}", account.name))?;
             Ok(ImapPoller {
                 account: account.clone(),
                 url,

@@ -4,7 +4,6 @@
 //! offers it, implicit TLS for `smtps://`). For admins the relay is probed (greeting, EHLO,
 //! TLS as the URL says, QUIT: no mail, no password) to tell whether it can be reached.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kontor_channel::{Outbound, OutboundMessage, SendError, SendReceipt};
@@ -140,7 +139,7 @@ impl EmailOutbound {
             hostname: config.hostname.clone().unwrap_or_else(|| sender.domain().to_string()),
             sender,
             timeout: Duration::from_secs(config.outbound.timeout_secs.max(1)),
-            tls: client_tls()?,
+            tls: super::tls::connector(None)?,
             dkim: config.outbound.dkim()?,
             probed: tokio::sync::Mutex::new(None),
         }))
@@ -344,18 +343,6 @@ async fn transfer<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
     c.data(body).await.map(|_| ())
 }
 
-/// A TLS client with the Mozilla roots built in (nothing is read at run time).
-fn client_tls() -> Result<TlsConnector, String> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS: {e}"))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(TlsConnector::from(Arc::new(config)))
-}
-
 /// The step of a probe that failed.
 #[derive(Clone, Copy)]
 enum ProbeStage {
@@ -456,6 +443,7 @@ impl Outbound for EmailOutbound {
 mod tests {
     use super::*;
     use kontor_channel::{Recipient, RecipientAddress};
+    use std::sync::Arc;
 
     #[test]
     fn relay_urls_are_read_with_their_defaults_and_secrets() {

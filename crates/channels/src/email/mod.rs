@@ -6,7 +6,8 @@
 //! - `parse` / `inbound`: a received mail (mail-parser) → an inbound message;
 //! - `outbound`: replies (mail-builder + mail-send), `Message-ID`/`In-Reply-To`/`References`;
 //! - `imap`: pollers for `[[email.imap]]` mailboxes (IDLE where offered);
-//! - `tls`: the listener's STARTTLS.
+//! - `dkim`: optional DKIM signing of outbound mail;
+//! - `tls`: the listener's STARTTLS and the TLS of the connections out (relay, IMAP).
 
 pub mod config;
 pub mod dkim;

@@ -36,11 +36,13 @@ pub struct Entity {
 }
 
 /// The extractor, with its configured number patterns.
+#[derive(Clone)]
 pub struct Extractor {
     custom: Vec<(String, Regex)>,
     re: Patterns,
 }
 
+#[derive(Clone)]
 struct Patterns {
     iban: Regex,
     bic: Regex,

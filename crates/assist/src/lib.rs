@@ -7,10 +7,12 @@
 //! - [`dataset`] / [`eval`]: labelled CSV files, accuracy, macro-F1 and the worst classes;
 //! - [`extract`]: IBANs, BICs, dates, amounts, contacts, addresses, meter readings, numbers;
 //! - [`sentiment`]: negative, neutral or positive, negation-aware, with a score;
-//! - [`style`]: the style check of outgoing replies (phrase list as data, passive, long sentences).
+//! - [`style`]: the style check of outgoing replies (phrase list as data, passive, long sentences);
+//! - [`analysis`]: all of it for one message, the intent taxonomy and the default model.
 //!
 //! Everything runs offline on the CPU: no model download, no service.
 
+pub mod analysis;
 pub mod classifier;
 mod data;
 pub mod dataset;

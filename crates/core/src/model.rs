@@ -113,7 +113,11 @@ string_enum! {
         TeamCreated => "team.created", TeamUpdated => "team.updated", TeamDeleted => "team.deleted",
         TeamMemberAdded => "team.member_added", TeamMemberRemoved => "team.member_removed",
         CannedCreated => "canned.created", CannedUpdated => "canned.updated", CannedDeleted => "canned.deleted",
-        SettingsUpdated => "settings.updated"
+        SettingsUpdated => "settings.updated",
+        /// The assistant analysed an inbound message (language, intent, entities, sentiment).
+        MessageAnalysed => "message.analysed",
+        /// Something needs a person's attention now (a negative message on a public channel).
+        AlertRaised => "alert.raised"
     }
 }
 
@@ -169,6 +173,12 @@ pub struct Case {
     pub last_message_at: Option<Timestamp>,
     /// Id of the newest event that touched this case (a view is current if it saw this).
     pub last_event_id: i64,
+    /// What the customer wants: the first inbound message's intent, until an agent sets it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub intent: Option<String>,
+    /// `model` or `agent`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub intent_source: Option<String>,
 }
 
 /// A file attached to a message: its bytes in Kontor's encrypted blob store (downloadable at
@@ -239,6 +249,59 @@ pub struct Message {
     #[serde(skip)]
     #[schema(ignore)]
     pub raw_blob_id: Option<String>,
+    /// What the digital assistant found in an inbound message, once it has analysed it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysis: Option<MessageAnalysis>,
+}
+
+/// The digital assistant's analysis of a message: language, intent, extracted data, sentiment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct MessageAnalysis {
+    /// `de`, `en` or `other`; absent when the text is too short to tell.
+    pub language: Option<String>,
+    /// The recognised intent (one of the assistant's intents, e.g. `bank_details_change`);
+    /// an agent's correction replaces the model's.
+    pub intent: String,
+    /// How sure the model is of it (0–1); 1 once an agent set it.
+    pub intent_confidence: f32,
+    /// `model`, or `agent` once a staff user set or corrected it.
+    pub intent_source: String,
+    /// The model's best intents, most likely first (up to three).
+    pub intents: Vec<IntentScore>,
+    /// `negative`, `neutral` or `positive`.
+    pub sentiment: String,
+    /// −1 (very negative) … +1 (very positive).
+    pub sentiment_score: f32,
+    /// Data found in the text, with spans in Unicode characters.
+    pub entities: Vec<ExtractedEntity>,
+    pub analysed_at: Timestamp,
+}
+
+/// An intent with the model's probability.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct IntentScore {
+    pub intent: String,
+    pub confidence: f32,
+}
+
+/// A value found in a message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ExtractedEntity {
+    /// `iban`, `bic`, `email`, `phone`, `date`, `amount`, `address`, `meter_reading`, or the
+    /// name of a configured pattern (`customer_number`, …).
+    pub kind: String,
+    /// Normalised (an IBAN without spaces, a date as `YYYY-MM-DD`, a phone number in E.164).
+    pub value: String,
+    /// As written.
+    pub text: String,
+    /// Start and end (exclusive), in Unicode characters.
+    pub start: usize,
+    pub end: usize,
+    /// 0–1.
+    pub confidence: f32,
+    /// The parts of an address (`street`, `number`, `postcode`, `city`).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub fields: std::collections::BTreeMap<String, String>,
 }
 
 /// A group of staff users that cases can be routed to.

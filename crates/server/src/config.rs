@@ -51,6 +51,76 @@ pub struct Config {
     pub email: EmailConfig,
     /// Background jobs.
     pub jobs: JobsConfig,
+    /// The digital assistant (`[assist]`).
+    pub assist: AssistConfig,
+}
+
+/// The digital assistant: analysis of inbound messages, extraction patterns, automatic
+/// answers, and the optional language model for reply drafts.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AssistConfig {
+    /// Analyse every inbound message after ingest (language, intent, entities, sentiment).
+    pub analyse: bool,
+    /// Messages one analysis job takes at a time.
+    pub batch: i64,
+    /// Numbers to extract by pattern: name → regular expression (e.g.
+    /// `customer_number = "\\bKD-\\d{6}\\b"`); the whole match is the value.
+    pub patterns: std::collections::BTreeMap<String, String>,
+    /// A customer gets at most one automatic answer within this many hours.
+    pub auto_answer_quiet_hours: u64,
+    /// Reply drafts from a language model (`[assist.llm]`); off unless `base_url` is set.
+    pub llm: LlmConfig,
+}
+
+impl Default for AssistConfig {
+    fn default() -> Self {
+        AssistConfig {
+            analyse: true,
+            batch: 256,
+            patterns: Default::default(),
+            auto_answer_quiet_hours: 24,
+            llm: LlmConfig::default(),
+        }
+    }
+}
+
+impl std::fmt::Debug for AssistConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AssistConfig")
+            .field("analyse", &self.analyse)
+            .field("batch", &self.batch)
+            .field("patterns", &self.patterns)
+            .field("auto_answer_quiet_hours", &self.auto_answer_quiet_hours)
+            .field("llm", &self.llm)
+            .finish()
+    }
+}
+
+/// An OpenAI-compatible chat completions API for reply drafts. Nothing else depends on it.
+#[derive(Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LlmConfig {
+    /// The API's base URL (e.g. `http://127.0.0.1:8000/v1`); unset: drafts are off.
+    pub base_url: Option<String>,
+    /// The model name sent with each request.
+    pub model: String,
+    /// Sent as `Authorization: Bearer …` when set.
+    #[serde(skip_serializing)]
+    pub api_key: Option<String>,
+    /// Longest wait for a draft, in seconds (default 30).
+    pub timeout_secs: Option<u64>,
+}
+
+impl std::fmt::Debug for LlmConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LlmConfig")
+            .field("base_url", &self.base_url)
+            .field("model", &self.model)
+            .field("api_key", &self.api_key.as_ref().map(|_| "***"))
+            .field("timeout_secs", &self.timeout_secs)
+            .finish()
+    }
 }
 
 pub use kontor_channels::api::ApiChannelConfig;
@@ -107,6 +177,7 @@ impl Default for Config {
             api_channel: ApiChannelConfig::default(),
             email: EmailConfig::default(),
             jobs: JobsConfig::default(),
+            assist: AssistConfig::default(),
         }
     }
 }
@@ -132,6 +203,7 @@ impl std::fmt::Debug for Config {
             .field("api_channel", &self.api_channel)
             .field("email", &self.email)
             .field("jobs", &self.jobs)
+            .field("assist", &self.assist)
             .finish()
     }
 }
@@ -187,6 +259,7 @@ const TOP_KEYS: &[&str] = &[
     "api_channel",
     "email",
     "jobs",
+    "assist",
 ];
 
 impl Config {
@@ -247,6 +320,17 @@ impl Config {
         }
         if self.write_queue_capacity == 0 {
             return Err("configuration: write_queue_capacity must be at least 1".into());
+        }
+        if !(1..=10_000).contains(&self.assist.batch) {
+            return Err(format!("configuration: assist.batch must be between 1 and 10000, not {}", self.assist.batch));
+        }
+        crate::assist::check_patterns(&self.assist.patterns)
+            .map_err(|e| format!("configuration: assist.patterns: {e}"))?;
+        if let Some(url) = &self.assist.llm.base_url {
+            crate::assist::llm::check_base_url(url).map_err(|e| format!("configuration: assist.llm.base_url: {e}"))?;
+            if self.assist.llm.model.trim().is_empty() {
+                return Err("configuration: assist.llm.model must be set when assist.llm.base_url is".into());
+            }
         }
         Ok(())
     }

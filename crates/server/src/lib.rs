@@ -5,6 +5,7 @@
 //! `kontor-store`.
 
 pub mod api;
+pub mod assist;
 pub mod auth;
 pub mod blobs;
 pub mod channels;
@@ -59,6 +60,8 @@ pub struct AppState {
     pub uploads: Arc<tokio::sync::Semaphore>,
     /// This node's live event hub: new events are read once and fanned out to the streams.
     pub live: Arc<live::Hub>,
+    /// The digital assistant: the analyser in use and the style guide.
+    pub assist: Arc<assist::Assistant>,
 }
 
 impl AppState {
@@ -82,6 +85,7 @@ impl AppState {
             vault: None,
             uploads: Arc::new(tokio::sync::Semaphore::new(config.max_concurrent_uploads.max(1))),
             live: live::Hub::new(store.clone()),
+            assist: Arc::new(assist::Assistant::new(&config.assist.patterns)),
             store,
             config: Arc::new(config),
             metrics: Arc::new(metrics::Metrics::new()),
@@ -161,6 +165,7 @@ pub async fn serve(
         blobs::spawn_sweeper(vault.clone(), state.store.clone());
     }
     worker::spawn(state.clone());
+    assist::spawn_kicker(state.clone());
     auth::spawn_revocation_watch(state.store.clone(), state.tokens.clone());
     metrics::spawn_sampler(state.clone());
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();

@@ -36,6 +36,12 @@ pub struct Metrics {
     /// Times a live stream read the event log itself (on opening, or after falling behind
     /// the node's hub).
     pub stream_catchups: prometheus::IntCounter,
+    /// Received messages waiting for the assistant's analysis.
+    pub assist_backlog: IntGauge,
+    /// Messages the assistant analysed on this node.
+    pub assist_analysed: prometheus::IntCounter,
+    /// Seconds one analysis batch took (the analysis only, not its commit).
+    pub assist_seconds: Histogram,
 }
 
 impl Default for Metrics {
@@ -93,8 +99,20 @@ impl Metrics {
             "Times a live stream read the event log itself instead of the node's hub",
         )
         .unwrap_or_else(|_| unreachable!());
+        let assist_backlog = IntGauge::new("assist_backlog", "Received messages waiting for their analysis")
+            .unwrap_or_else(|_| unreachable!());
+        let assist_analysed = prometheus::IntCounter::new("assist_analysed_total", "Messages analysed on this node")
+            .unwrap_or_else(|_| unreachable!());
+        let assist_seconds = Histogram::with_opts(
+            HistogramOpts::new("assist_batch_seconds", "Time to analyse one batch of messages")
+                .buckets(vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0]),
+        )
+        .unwrap_or_else(|_| unreachable!());
         for c in [
             Box::new(webhooks.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(assist_backlog.clone()),
+            Box::new(assist_analysed.clone()),
+            Box::new(assist_seconds.clone()),
             Box::new(listener_up.clone()),
             Box::new(listener_restarts.clone()),
             Box::new(http_requests.clone()),
@@ -123,6 +141,9 @@ impl Metrics {
             listener_up,
             listener_restarts,
             stream_catchups,
+            assist_backlog,
+            assist_analysed,
+            assist_seconds,
         }
     }
 
@@ -160,6 +181,9 @@ pub fn spawn_sampler(state: AppState) {
                 g.with_label_values(&["dead"]).set(s.dead);
             }
             state.metrics.latest_event_id.set(state.store.latest_event_id());
+            if let Ok(n) = state.store.analysis_backlog().await {
+                state.metrics.assist_backlog.set(n);
+            }
             tokio::time::sleep(Duration::from_secs(5)).await;
         }
     });
@@ -192,6 +216,9 @@ async fn readyz(State(state): State<AppState>) -> Response {
 
 async fn metrics(State(state): State<AppState>) -> Response {
     state.metrics.latest_event_id.set(state.store.latest_event_id());
+    if let Ok(n) = state.store.analysis_backlog().await {
+        state.metrics.assist_backlog.set(n);
+    }
     for h in state.listener_health() {
         let up = i64::from(h.state == kontor_channel::ListenerState::Running);
         state.metrics.listener_up.with_label_values(&[&h.name]).set(up);

@@ -129,6 +129,7 @@ impl Modify for NoNullParameters {
         api::inbox::members, api::inbox::add_member, api::inbox::remove_member, api::inbox::create_user,
         api::inbox::update_user, api::inbox::rename_team, api::inbox::delete_team,
         api::search::search,
+        api::assist::analyze, api::assist::style,
         api::admin::list_teams, api::admin::create_team, api::admin::list_users, api::admin::job_stats,
         api::tokens::list, api::tokens::revoke, crate::channels::status, crate::channels::channel_status,
     ),

@@ -28,6 +28,12 @@ pub enum Val {
     Bytes(Vec<u8>),
 }
 
+impl From<f64> for Val {
+    fn from(v: f64) -> Self {
+        Val::Real(v)
+    }
+}
+
 impl From<i64> for Val {
     fn from(v: i64) -> Self {
         Val::Int(v)

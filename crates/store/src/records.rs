@@ -15,7 +15,7 @@ use crate::db::{Conn, Row};
 use crate::{params, StoreError};
 
 pub(crate) const CASE_COLS: &str = "id, customer_id, subject, status, priority, assignee_id, team_id, tags, channel, \
-     created_at, updated_at, first_response_at, resolved_at, last_message_at, last_event_id";
+     created_at, updated_at, first_response_at, resolved_at, last_message_at, last_event_id, intent, intent_source";
 
 pub(crate) fn case_from_row(r: &Row) -> Result<Case, StoreError> {
     Ok(Case {
@@ -35,6 +35,8 @@ pub(crate) fn case_from_row(r: &Row) -> Result<Case, StoreError> {
         resolved_at: r.opt_ts(12, "cases.resolved_at")?,
         last_message_at: r.opt_ts(13, "cases.last_message_at")?,
         last_event_id: r.req_i64(14, "cases.last_event_id")?,
+        intent: r.opt_text(15),
+        intent_source: r.opt_text(16),
     })
 }
 
@@ -103,6 +105,7 @@ pub(crate) fn message_from_row(r: &Row) -> Result<Message, StoreError> {
         duration_seconds: r.opt_i64(15),
         auto_submitted: r.req_i64(16, "messages.auto_submitted")? != 0,
         has_raw_source: r.opt_text(17).is_some(),
+        analysis: None,
         raw_blob_id: r.opt_text(17),
         cc: serde_json::from_str(&r.req_text(18, "messages.cc")?)
             .map_err(|e| StoreError::Corrupt(format!("messages.cc is not a JSON list: {e}")))?,

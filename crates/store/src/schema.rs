@@ -24,6 +24,7 @@ const SQLITE: &[&str] = &[
     include_str!("../migrations/sqlite/0016_channel_cursors.sql"),
     include_str!("../migrations/sqlite/0017_message_recipients.sql"),
     include_str!("../migrations/sqlite/0018_message_sources.sql"),
+    include_str!("../migrations/sqlite/0019_assistant.sql"),
 ];
 
 /// PostgreSQL migrations (`migrations/postgres/NNNN_name.sql`), applied in order.
@@ -46,6 +47,7 @@ const POSTGRES: &[&str] = &[
     include_str!("../migrations/postgres/0016_channel_cursors.sql"),
     include_str!("../migrations/postgres/0017_message_recipients.sql"),
     include_str!("../migrations/postgres/0018_message_sources.sql"),
+    include_str!("../migrations/postgres/0019_assistant.sql"),
 ];
 
 /// The SQL of one migration (`version` counts from 1) for a backend, for tests and tools

@@ -1,6 +1,7 @@
 //! The JSON REST API under `/api/v1`.
 
 pub mod admin;
+pub mod assist;
 pub mod attachments;
 pub mod cases;
 pub mod contacts;
@@ -41,6 +42,8 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/events", get(events::list))
         .route("/api/v1/events/stream", get(events::stream))
         .route("/api/v1/search", get(search::search))
+        .route("/api/v1/assist/analyze", post(assist::analyze))
+        .route("/api/v1/assist/style", post(assist::style))
         .route("/api/v1/cases/{id}/merge", post(inbox::merge))
         .route("/api/v1/cases/{id}/related", get(inbox::related))
         .route("/api/v1/canned", get(inbox::list_canned).post(inbox::create_canned))

@@ -7,6 +7,7 @@
 //! Adding a job kind: a payload struct implementing `JobPayload`, a file here implementing
 //! [`Job`] for it, and one line in [`JobRegistry::standard`].
 
+mod analyse_messages;
 mod deliver_message;
 
 use std::collections::BTreeMap;
@@ -92,6 +93,7 @@ impl JobRegistry {
     pub fn standard() -> Self {
         let mut r = JobRegistry::default();
         r.register::<kontor_store::messages::DeliverMessage>();
+        r.register::<kontor_store::assist::AnalyseMessages>();
         r
     }
 

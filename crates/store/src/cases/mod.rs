@@ -122,11 +122,12 @@ impl Store {
         self.read(move |c| {
             let case = load_case(c, id)?;
             let customer = load_customer(c, case.customer_id)?;
-            let messages = c
+            let mut messages: Vec<Message> = c
                 .query(&format!("SELECT {MESSAGE_COLS} FROM messages WHERE case_id = ? ORDER BY id"), &params![id])?
                 .iter()
                 .map(message_from_row)
                 .collect::<Result<_, _>>()?;
+            crate::assist::attach_analyses(c, id, &mut messages)?;
             Ok(CaseDetail { case, customer, messages })
         })
         .await

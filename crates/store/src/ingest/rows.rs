@@ -219,6 +219,8 @@ fn new_case_value(id: i64, c: &NewCase<'_>, now: i64) -> Case {
         resolved_at: None,
         last_message_at: None,
         last_event_id: 0,
+        intent: None,
+        intent_source: None,
     }
 }
 
@@ -347,6 +349,7 @@ fn stored_message(id: i64, m: &MessageRow<'_>, now: i64) -> Message {
         duration_seconds: m.duration_seconds,
         auto_submitted: m.auto_submitted,
         has_raw_source: m.raw_blob_id.is_some(),
+        analysis: None,
         raw_blob_id: m.raw_blob_id.map(str::to_string),
         cc: m.cc.to_vec(),
         to: m.to.to_vec(),

@@ -1,0 +1,164 @@
+//! The digital assistant on a node: the analyser in use (the default model trained from the
+//! built-in seed set, or the newest model trained from agents' corrections), the style guide,
+//! and the task that queues the analysis job when messages arrive.
+
+pub mod llm;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use kontor_assist::analysis::{default_model, Analyser};
+use kontor_assist::classifier::Model;
+use kontor_assist::style::StyleGuide;
+use kontor_store::Store;
+
+use crate::AppState;
+
+/// How often a node looks for a newer model while it analyses.
+const MODEL_CHECK_EVERY: Duration = Duration::from_secs(2);
+
+/// Checks the configured extraction patterns (names and regular expressions).
+pub fn check_patterns(patterns: &BTreeMap<String, String>) -> Result<(), String> {
+    for name in patterns.keys() {
+        let ok = !name.is_empty()
+            && name.len() <= 40
+            && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        if !ok {
+            return Err(format!("{name:?} is not a name of 1 to 40 of a-z, 0-9 and '_'"));
+        }
+    }
+    kontor_assist::extract::Extractor::new(&pairs(patterns)).map(drop)
+}
+
+fn pairs(patterns: &BTreeMap<String, String>) -> Vec<(String, String)> {
+    patterns.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+}
+
+/// The default model, trained once per process from the seed set (deterministic, so every
+/// node has the same one).
+fn shared_default_model() -> Result<Arc<Model>, String> {
+    static DEFAULT: OnceLock<Result<Arc<Model>, String>> = OnceLock::new();
+    DEFAULT.get_or_init(|| default_model().map(Arc::new)).clone()
+}
+
+/// The analyser in use and the stored model it was built from (0: the default model).
+#[derive(Clone)]
+struct Loaded {
+    model_id: i64,
+    analyser: Arc<Analyser>,
+    checked: Instant,
+}
+
+/// The assistant of this node.
+pub struct Assistant {
+    patterns: Vec<(String, String)>,
+    loaded: Mutex<Option<Loaded>>,
+    /// One loader at a time.
+    loading: tokio::sync::Mutex<()>,
+    style: StyleGuide,
+}
+
+impl Assistant {
+    /// An assistant with the configured extraction patterns (checked by the configuration).
+    pub fn new(patterns: &BTreeMap<String, String>) -> Assistant {
+        Assistant {
+            patterns: pairs(patterns),
+            loaded: Mutex::new(None),
+            loading: tokio::sync::Mutex::new(()),
+            style: StyleGuide::builtin(),
+        }
+    }
+
+    /// The style guide.
+    pub fn style(&self) -> &StyleGuide {
+        &self.style
+    }
+
+    fn current(&self) -> Option<Loaded> {
+        self.loaded.lock().ok().and_then(|l| l.clone())
+    }
+
+    /// The analyser to use now: the newest stored model's (looked for every few seconds),
+    /// else the default model's. The first call trains or loads it off the async threads.
+    pub async fn analyser(&self, store: &Store) -> Result<Arc<Analyser>, String> {
+        if let Some(l) = self.current().filter(|l| l.checked.elapsed() < MODEL_CHECK_EVERY) {
+            return Ok(l.analyser);
+        }
+        let _one = self.loading.lock().await;
+        let current = self.current();
+        if let Some(l) = current.as_ref().filter(|l| l.checked.elapsed() < MODEL_CHECK_EVERY) {
+            return Ok(l.analyser.clone());
+        }
+        let newest = match store.latest_model_id().await {
+            Ok(id) => id,
+            // The store is away: keep what we have.
+            Err(e) => match &current {
+                Some(l) => {
+                    tracing::debug!(error = %e, "Cannot look for a newer intent model.");
+                    return Ok(l.analyser.clone());
+                }
+                None => 0,
+            },
+        };
+        let loaded = match current {
+            Some(l) if l.model_id == newest => Loaded { checked: Instant::now(), ..l },
+            _ => {
+                let patterns = self.patterns.clone();
+                let bytes = if newest > 0 { store.model_bytes(newest).await.ok() } else { None };
+                let (model_id, analyser) = tokio::task::spawn_blocking(move || {
+                    let stored = bytes.and_then(|b| match Model::load(&mut b.as_slice()) {
+                        Ok(m) => Some(Arc::new(m)),
+                        Err(e) => {
+                            tracing::error!(model_id = newest, error = %e, "A stored intent model cannot be read; using the default model.");
+                            None
+                        }
+                    });
+                    let (id, model) = match stored {
+                        Some(m) => (newest, m),
+                        None => (0, shared_default_model()?),
+                    };
+                    Ok::<_, String>((id, Arc::new(Analyser::new(model, &patterns)?)))
+                })
+                .await
+                .map_err(|e| format!("the model loader stopped: {e}"))??;
+                if model_id > 0 {
+                    tracing::info!(model_id, "Using a newly trained intent model.");
+                }
+                Loaded { model_id, analyser, checked: Instant::now() }
+            }
+        };
+        let analyser = loaded.analyser.clone();
+        if let Ok(mut slot) = self.loaded.lock() {
+            *slot = Some(loaded);
+        }
+        Ok(analyser)
+    }
+}
+
+/// How long the kicker waits between looks at a busy event log (it coalesces commits).
+const KICK_COALESCE: Duration = Duration::from_millis(20);
+/// How often it looks anyway (a message committed by another node, a job that failed).
+const KICK_EVERY: Duration = Duration::from_secs(5);
+
+/// Queues the analysis job whenever new events were committed and messages wait for it,
+/// and wakes this node's worker.
+pub fn spawn_kicker(state: AppState) {
+    if !state.config.assist.analyse {
+        return;
+    }
+    tokio::spawn(async move {
+        let mut events = state.store.subscribe();
+        loop {
+            match state.store.kick_analysis().await {
+                Ok(true) => state.jobs_ready.notify_one(),
+                Ok(false) => {}
+                Err(e) => tracing::debug!(error = %e, "Cannot queue the analysis job; trying again."),
+            }
+            if tokio::time::timeout(KICK_EVERY, events.changed()).await.is_ok_and(|r| r.is_err()) {
+                return; // the store is gone
+            }
+            tokio::time::sleep(KICK_COALESCE).await;
+        }
+    });
+}

@@ -54,6 +54,16 @@ pub fn default_model() -> Result<Model, String> {
     train_with(&[])
 }
 
+/// What the intent model reads of a message: its subject and the new part of its text
+/// (without a quoted earlier conversation). Training examples from agents are stored as this.
+pub fn model_input(subject: Option<&str>, text: &str) -> String {
+    let fresh = kontor_core::quote::without_quoted(text);
+    match subject.map(str::trim).filter(|s| !s.is_empty()) {
+        Some(s) => format!("{s}\n{fresh}"),
+        None => fresh.to_string(),
+    }
+}
+
 /// How many of the model's best intents an analysis lists.
 const TOP_INTENTS: usize = 3;
 
@@ -80,11 +90,7 @@ impl Analyser {
     /// part of `text` (without a quoted earlier conversation); entities from all of `text`,
     /// so their spans are offsets into it. `today` resolves dates written without a year.
     pub fn analyse(&self, subject: Option<&str>, text: &str, today: NaiveDate, now: Timestamp) -> MessageAnalysis {
-        let fresh = kontor_core::quote::without_quoted(text);
-        let whole = match subject.map(str::trim).filter(|s| !s.is_empty()) {
-            Some(s) => format!("{s}\n{fresh}"),
-            None => fresh.to_string(),
-        };
+        let whole = model_input(subject, text);
         let detected = language::detect(&whole);
         let code = detected.map(|(l, _)| l.code());
         let probabilities = self.model.probabilities(&whole);

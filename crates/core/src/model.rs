@@ -249,6 +249,9 @@ pub struct Message {
     #[serde(skip)]
     #[schema(ignore)]
     pub raw_blob_id: Option<String>,
+    /// Sent by the assistant by itself (an automatic answer), not written by a person.
+    #[serde(default)]
+    pub automatic: bool,
     /// What the digital assistant found in an inbound message, once it has analysed it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub analysis: Option<MessageAnalysis>,

@@ -69,6 +69,8 @@ pub struct AssistConfig {
     pub patterns: std::collections::BTreeMap<String, String>,
     /// A customer gets at most one automatic answer within this many hours.
     pub auto_answer_quiet_hours: u64,
+    /// The model must be at least this sure of an intent (0–1) for an automatic answer.
+    pub auto_answer_min_confidence: f32,
     /// Reply drafts from a language model (`[assist.llm]`); off unless `base_url` is set.
     pub llm: LlmConfig,
 }
@@ -80,6 +82,7 @@ impl Default for AssistConfig {
             batch: 256,
             patterns: Default::default(),
             auto_answer_quiet_hours: 24,
+            auto_answer_min_confidence: 0.5,
             llm: LlmConfig::default(),
         }
     }
@@ -92,6 +95,7 @@ impl std::fmt::Debug for AssistConfig {
             .field("batch", &self.batch)
             .field("patterns", &self.patterns)
             .field("auto_answer_quiet_hours", &self.auto_answer_quiet_hours)
+            .field("auto_answer_min_confidence", &self.auto_answer_min_confidence)
             .field("llm", &self.llm)
             .finish()
     }
@@ -320,6 +324,9 @@ impl Config {
         }
         if self.write_queue_capacity == 0 {
             return Err("configuration: write_queue_capacity must be at least 1".into());
+        }
+        if !(0.0..=1.0).contains(&self.assist.auto_answer_min_confidence) {
+            return Err("configuration: assist.auto_answer_min_confidence must be between 0 and 1".into());
         }
         if !(1..=10_000).contains(&self.assist.batch) {
             return Err(format!("configuration: assist.batch must be between 1 and 10000, not {}", self.assist.batch));

@@ -191,3 +191,186 @@ async fn the_style_check_finds_outdated_phrases_with_spans_and_suggestions() {
     let (s, r) = server.call("POST", "/api/v1/assist/style", Some(json!({ "text": "x", "language": "fr" }))).await;
     assert_eq!((s, error_field(&r)), (422, "language"), "{r}");
 }
+
+/// Records what it sends on the API channel.
+#[derive(Default)]
+struct Recorder {
+    sent: std::sync::Mutex<Vec<kontor_channel::OutboundMessage>>,
+}
+
+#[async_trait::async_trait]
+impl kontor_channel::Outbound for Recorder {
+    fn channel(&self) -> kontor_core::Channel {
+        kontor_core::Channel::Api
+    }
+
+    async fn send(
+        &self,
+        message: &kontor_channel::OutboundMessage,
+    ) -> Result<kontor_channel::SendReceipt, kontor_channel::SendError> {
+        self.sent.lock().unwrap().push(message.clone());
+        Ok(kontor_channel::SendReceipt { provider_message_id: Some(format!("rec-{}", message.message_id)) })
+    }
+}
+
+async fn start_recording() -> (TestServer, std::sync::Arc<Recorder>) {
+    let recorder = std::sync::Arc::new(Recorder::default());
+    let fake = recorder.clone();
+    let server = TestServer::start_with(
+        |c| {
+            c.jobs.poll_ms = 20;
+            c.assist.auto_answer_min_confidence = 0.0;
+        },
+        move |state| {
+            let mut channels = kontor_channels::registry(&state.config.channels()).unwrap();
+            channels.add_outbound(fake);
+            state.channels = std::sync::Arc::new(channels);
+        },
+    )
+    .await;
+    (server, recorder)
+}
+
+async fn canned(server: &TestServer, body: &str) -> i64 {
+    let (s, r) = server
+        .call("POST", "/api/v1/canned", Some(json!({ "title": "Zählerstand", "body": body, "language": "de" })))
+        .await;
+    assert_eq!(s, 201, "{r}");
+    r["id"].as_i64().unwrap()
+}
+
+#[tokio::test]
+async fn intents_have_automation_levels_that_only_admins_change() {
+    let server = start().await;
+    let (s, r) = server.call("GET", "/api/v1/assist/intents", None).await;
+    assert_eq!(s, 200, "{r}");
+    let intents = r["intents"].as_array().unwrap();
+    assert_eq!(intents.len(), 13, "{r}");
+    assert!(intents.iter().all(|i| i["level"] == "off"));
+    let id = canned(&server, "Danke für Ihren Zählerstand, wir haben ihn übernommen.").await;
+    let body = json!({ "intents": [{ "intent": "meter_reading", "level": "auto", "canned_id": id }] });
+    let agent = server.token("agent", kontor_core::Role::Agent).await;
+    let (s, _) = server.call_as(&agent, "PUT", "/api/v1/assist/intents", Some(body.clone())).await;
+    assert_eq!(s, 403);
+    let (s, r) = server.call("PUT", "/api/v1/assist/intents", Some(body)).await;
+    assert_eq!(s, 200, "{r}");
+    let m = r["intents"].as_array().unwrap().iter().find(|i| i["intent"] == "meter_reading").unwrap().clone();
+    assert_eq!((m["level"].as_str(), m["canned_id"].as_i64()), (Some("auto"), Some(id)));
+    for (bad, field) in [
+        (json!({ "intent": "weather", "level": "auto", "canned_id": id }), "intent"),
+        (json!({ "intent": "praise", "level": "always", "canned_id": id }), "level"),
+        (json!({ "intent": "praise", "level": "suggest", "canned_id": null }), "canned_id"),
+        (json!({ "intent": "praise", "level": "auto", "canned_id": 99999 }), "canned_id"),
+    ] {
+        let (s, r) = server.call("PUT", "/api/v1/assist/intents", Some(json!({ "intents": [bad] }))).await;
+        assert_eq!((s, error_field(&r)), (422, field), "{r}");
+    }
+}
+
+#[tokio::test]
+async fn an_auto_intent_is_answered_once_per_customer_never_to_a_machine_and_says_how_to_reach_a_person() {
+    let (server, recorder) = start_recording().await;
+    let id = canned(&server, "Vielen Dank, wir haben Ihren Zählerstand übernommen.").await;
+    let (s, r) = server
+        .call(
+            "PUT",
+            "/api/v1/assist/intents",
+            Some(json!({ "intents": [{ "intent": "meter_reading", "level": "auto", "canned_id": id }] })),
+        )
+        .await;
+    assert_eq!(s, 200, "{r}");
+    let reading = "Hallo, mein Zählerstand für den Stromzähler beträgt heute 12345 kWh. Zählernummer 1ESY1160";
+    let (case_id, message_id) = inbound(&server, "erika@example.de", "Zählerstand", reading).await;
+    let (case, m) = analysed(&server, case_id, message_id, Duration::from_secs(20)).await;
+    assert_eq!(m["analysis"]["intent"], "meter_reading", "{m}");
+    let answer =
+        case["messages"].as_array().unwrap().iter().find(|m| m["direction"] == "out").expect("an answer").clone();
+    assert_eq!(answer["automatic"], true, "{answer}");
+    let text = answer["text"].as_str().unwrap();
+    assert!(text.starts_with("Vielen Dank, wir haben Ihren Zählerstand übernommen."), "{text}");
+    assert!(text.contains("mit einem Menschen sprechen"), "it says how to reach a person: {text}");
+    assert_eq!(case["status"], "open", "the case stays open for a human");
+    server.wait_delivery(&json!(case_id), &answer["id"], "sent", Duration::from_secs(20)).await;
+    assert!(recorder.sent.lock().unwrap().iter().all(|s| s.automatic), "sent as automatic");
+
+    // The same customer again within the quiet period: analysed, not answered again.
+    let (s, r) = server
+        .call("POST", "/api/v1/inbound", Some(json!({ "from": { "email": "erika@example.de" }, "text": reading })))
+        .await;
+    assert_eq!(s, 201, "{r}");
+    let (case, _) = analysed(&server, case_id, r["message_id"].as_i64().unwrap(), Duration::from_secs(20)).await;
+    let answers = case["messages"].as_array().unwrap().iter().filter(|m| m["direction"] == "out").count();
+    assert_eq!(answers, 1, "one automatic answer per customer within the quiet period");
+
+    // An auto-submitted mail (an out-of-office) is never answered automatically.
+    let (s, r) = server
+        .call(
+            "POST",
+            "/api/v1/inbound",
+            Some(json!({ "from": { "email": "robot@example.de" }, "subject": "Zählerstand", "text": reading,
+                         "auto_submitted": true })),
+        )
+        .await;
+    assert_eq!(s, 201, "{r}");
+    let (robot_case, robot_message) = (r["case_id"].as_i64().unwrap(), r["message_id"].as_i64().unwrap());
+    let (case, _) = analysed(&server, robot_case, robot_message, Duration::from_secs(20)).await;
+    assert!(case["messages"].as_array().unwrap().iter().all(|m| m["direction"] == "in"), "{case}");
+    assert_eq!(recorder.sent.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn an_agents_intent_correction_trains_a_model_that_is_then_used() {
+    let server = start().await;
+    let odd = "Zorblax Quuxifikation Frobnitzmeister Blubbergrütze";
+    let (s, before) = server.call("POST", "/api/v1/assist/analyze", Some(json!({ "text": odd }))).await;
+    assert_eq!(s, 200);
+    let target = if before["intent"] == "appointment" { "praise" } else { "appointment" };
+    let mut first_case = None;
+    for i in 0..3 {
+        let (case_id, message_id) = inbound(&server, &format!("odd{i}@example.de"), "", odd).await;
+        analysed(&server, case_id, message_id, Duration::from_secs(20)).await;
+        let (s, a) = server
+            .call("PATCH", &format!("/api/v1/messages/{message_id}/analysis"), Some(json!({ "intent": target })))
+            .await;
+        assert_eq!(s, 200, "{a}");
+        assert_eq!((a["intent"].as_str(), a["intent_source"].as_str()), (Some(target), Some("agent")));
+        first_case.get_or_insert(case_id);
+    }
+    let (_, case) = server.call("GET", &format!("/api/v1/cases/{}", first_case.unwrap()), None).await;
+    assert_eq!((case["intent"].as_str(), case["intent_source"].as_str()), (Some(target), Some("agent")), "{case}");
+    assert_eq!(case["messages"][0]["analysis"]["intent_source"], "agent");
+
+    // The retraining job stores a model; the assistant uses it from its next look.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let (_, a) = server.call("POST", "/api/v1/assist/analyze", Some(json!({ "text": odd }))).await;
+        if a["intent"] == target {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the corrected intent was never learned: {a}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(server.store.latest_model_id().await.unwrap() > 0);
+
+    // Bad corrections are refused with the reason.
+    let (_, r) = server.call("GET", "/api/v1/cases", None).await;
+    let any_case = r["items"][0]["id"].as_i64().unwrap();
+    let (_, case) = server.call("GET", &format!("/api/v1/cases/{any_case}"), None).await;
+    let mid = case["messages"][0]["id"].as_i64().unwrap();
+    let (s, r) =
+        server.call("PATCH", &format!("/api/v1/messages/{mid}/analysis"), Some(json!({ "intent": "weather" }))).await;
+    assert_eq!((s, error_field(&r)), (422, "intent"), "{r}");
+    let (s, _) = server.call("PATCH", "/api/v1/messages/999999/analysis", Some(json!({ "intent": "praise" }))).await;
+    assert_eq!(s, 404);
+    let (s, note) =
+        server.call("POST", &format!("/api/v1/cases/{any_case}/notes"), Some(json!({ "text": "intern" }))).await;
+    assert_eq!(s, 201, "{note}");
+    let (s, r) = server
+        .call(
+            "PATCH",
+            &format!("/api/v1/messages/{}/analysis", note["message_id"]),
+            Some(json!({ "intent": "praise" })),
+        )
+        .await;
+    assert_eq!((s, error_field(&r)), (422, "message"), "{r}");
+}

@@ -57,6 +57,8 @@ pub struct AnalysedBatch {
     pub more: bool,
     /// Message id and its analysis.
     pub analyses: Vec<(i64, MessageAnalysis)>,
+    /// Automatic answers (intents at level `auto`); `None`: none are sent.
+    pub auto: Option<AutoAnswerPolicy>,
 }
 
 fn cursor_value(c: &mut Conn) -> Result<i64, StoreError> {
@@ -165,7 +167,11 @@ impl AnalysedBatch {
                 &params![ANALYSIS_CURSOR, self.upto.to_string(), tx.now],
             )?;
             for (message_id, analysis) in &self.analyses {
-                store_analysis(tx, *message_id, analysis)?;
+                if store_analysis(tx, *message_id, analysis)? {
+                    if let Some(policy) = &self.auto {
+                        auto_answer(tx, *message_id, analysis, policy)?;
+                    }
+                }
             }
             if self.more || backlog_exists(tx.conn)? {
                 enqueue_analysis(tx)?;
@@ -175,12 +181,13 @@ impl AnalysedBatch {
     }
 }
 
-/// Stores one message's first analysis (a later one for the same message is ignored).
-fn store_analysis(tx: &mut Tx<'_>, message_id: i64, a: &MessageAnalysis) -> Result<(), StoreError> {
+/// Stores one message's first analysis (a later one for the same message is ignored); true
+/// if it was stored.
+fn store_analysis(tx: &mut Tx<'_>, message_id: i64, a: &MessageAnalysis) -> Result<bool, StoreError> {
     let Some(row) =
         tx.conn.query_opt("SELECT case_id, customer_id, channel FROM messages WHERE id = ?", &params![message_id])?
     else {
-        return Ok(()); // erased meanwhile
+        return Ok(false); // erased meanwhile
     };
     let (case_id, customer_id) = (row.req_i64(0, "messages.case_id")?, row.req_i64(1, "messages.customer_id")?);
     let channel = row.req_text(2, "messages.channel")?;
@@ -200,7 +207,7 @@ fn store_analysis(tx: &mut Tx<'_>, message_id: i64, a: &MessageAnalysis) -> Resu
         ],
     )?;
     if inserted == 0 {
-        return Ok(());
+        return Ok(false);
     }
     tx.event(
         EventKind::MessageAnalysed,
@@ -222,7 +229,7 @@ fn store_analysis(tx: &mut Tx<'_>, message_id: i64, a: &MessageAnalysis) -> Resu
         "UPDATE cases SET intent = ?, intent_source = 'model' WHERE id = ? AND intent IS NULL",
         &params![a.intent.as_str(), case_id],
     )?;
-    Ok(())
+    Ok(true)
 }
 
 impl Store {
@@ -332,5 +339,309 @@ impl Store {
                 .collect()
         })
         .await
+    }
+}
+
+/// The retraining job: trains a model on the seed set and every example agents gave, and
+/// stores it; nodes use the newest model once it is stored.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct RetrainIntents {}
+
+impl JobPayload for RetrainIntents {
+    const KIND: &'static str = "retrain_intents";
+    const QUEUE: &'static str = "assist";
+}
+
+/// Corrections within this many milliseconds are trained on together.
+const RETRAIN_DELAY_MS: i64 = 5_000;
+/// Trained models kept (older ones are deleted when a new one is stored).
+const MODELS_KEPT: i64 = 3;
+
+/// A trained model to store (the retraining job's effect).
+pub struct TrainedModel {
+    pub bytes: Vec<u8>,
+    pub examples: i64,
+}
+
+impl TrainedModel {
+    /// Stores the model and deletes all but the newest few.
+    pub fn into_effect(self) -> JobEffect {
+        let bytes = std::sync::Arc::new(self.bytes);
+        std::sync::Arc::new(move |tx: &mut Tx<'_>, finish| {
+            if finish.end != JobEnd::Done {
+                return Ok(());
+            }
+            tx.conn.execute(
+                "INSERT INTO assist_models (model, examples, created_at) VALUES (?, ?, ?)",
+                &params![Val::Bytes(bytes.to_vec()), self.examples, tx.now],
+            )?;
+            tx.conn.execute(
+                "DELETE FROM assist_models WHERE id NOT IN (SELECT id FROM assist_models ORDER BY id DESC LIMIT ?)",
+                &params![MODELS_KEPT],
+            )?;
+            Ok(())
+        })
+    }
+}
+
+/// What an agent's intent correction changed.
+#[derive(Debug, Clone)]
+pub struct IntentCorrection {
+    pub analysis: MessageAnalysis,
+    pub case_id: i64,
+    /// The case's intent changed with it (the message is the case's first inbound one).
+    pub case_intent_changed: bool,
+}
+
+impl Store {
+    /// An agent sets or corrects the intent of an analysed inbound message: the analysis
+    /// shows it (source `agent`), the message's text becomes a training example, the case
+    /// takes the intent if this is its first inbound message, and a retraining job is queued.
+    /// `text` is what the model reads for the message (its subject and new text).
+    pub async fn correct_intent(
+        &self,
+        message_id: i64,
+        intent: String,
+        text: String,
+        user_id: Option<i64>,
+    ) -> Result<IntentCorrection, StoreError> {
+        self.write(move |tx| {
+            let row = tx
+                .conn
+                .query_opt(
+                    "SELECT m.case_id, m.customer_id, m.direction, m.internal, a.data, a.intent FROM messages m \
+                     LEFT JOIN message_analysis a ON a.message_id = m.id WHERE m.id = ?",
+                    &params![message_id],
+                )?
+                .ok_or_else(|| StoreError::NotFound(format!("message {message_id}")))?;
+            let (case_id, customer_id) = (row.req_i64(0, "messages.case_id")?, row.req_i64(1, "messages.customer_id")?);
+            if row.req_text(2, "messages.direction")? != "in" || row.req_i64(3, "messages.internal")? != 0 {
+                return Err(StoreError::invalid("message", "only a customer's message has an intent"));
+            }
+            let Some(data) = row.opt_text(4) else {
+                return Err(StoreError::Conflict(format!(
+                    "message {message_id} has not been analysed yet; try again shortly"
+                )));
+            };
+            let mut analysis = analysis_from_row(&data, intent.clone(), 1.0, "agent".into())?;
+            let data =
+                serde_json::to_string(&analysis).map_err(|e| StoreError::Database(format!("analysis as JSON: {e}")))?;
+            tx.conn.execute(
+                "UPDATE message_analysis SET intent = ?, intent_confidence = 1.0, intent_source = 'agent', data = ? \
+                 WHERE message_id = ?",
+                &params![intent.as_str(), data, message_id],
+            )?;
+            tx.conn.execute(
+                "INSERT INTO assist_examples (message_id, text, label, user_id, created_at) VALUES (?, ?, ?, ?, ?) \
+                 ON CONFLICT (message_id) DO UPDATE SET text = excluded.text, label = excluded.label, \
+                 user_id = excluded.user_id, created_at = excluded.created_at",
+                &params![message_id, text.as_str(), intent.as_str(), user_id, tx.now],
+            )?;
+            tx.event(
+                EventKind::MessageAnalysed,
+                Some(case_id),
+                Some(customer_id),
+                &json!({ "message_id": message_id, "case_id": case_id, "customer_id": customer_id,
+                         "intent": intent, "intent_source": "agent", "by_user_id": user_id }),
+            )?;
+            let first_inbound = tx
+                .conn
+                .query_opt(
+                    "SELECT MIN(id) FROM messages WHERE case_id = ? AND direction = 'in' AND internal = 0",
+                    &params![case_id],
+                )?
+                .and_then(|r| r.opt_i64(0));
+            let mut case_intent_changed = false;
+            if first_inbound == Some(message_id) {
+                let before =
+                    tx.conn.query_opt("SELECT intent, intent_source FROM cases WHERE id = ?", &params![case_id])?;
+                let before = before.map(|r| (r.opt_text(0), r.opt_text(1))).unwrap_or_default();
+                if before != (Some(intent.clone()), Some("agent".to_string())) {
+                    tx.conn.execute(
+                        "UPDATE cases SET intent = ?, intent_source = 'agent', updated_at = ? WHERE id = ?",
+                        &params![intent.as_str(), tx.now, case_id],
+                    )?;
+                    let ev = tx.event(
+                        EventKind::CaseUpdated,
+                        Some(case_id),
+                        Some(customer_id),
+                        &json!({ "case_id": case_id, "changes": { "intent": intent }, "by_user_id": user_id }),
+                    )?;
+                    tx.conn.execute("UPDATE cases SET last_event_id = ? WHERE id = ?", &params![ev, case_id])?;
+                    case_intent_changed = true;
+                }
+            }
+            if tx
+                .conn
+                .query_opt(
+                    "SELECT 1 FROM jobs WHERE kind = ? AND status = 'queued' LIMIT 1",
+                    &params![RetrainIntents::KIND],
+                )?
+                .is_none()
+            {
+                enqueue_job(tx, &RetrainIntents {}, 5, RETRAIN_DELAY_MS)?;
+            }
+            analysis.intent_source = "agent".into();
+            Ok(IntentCorrection { analysis, case_id, case_intent_changed })
+        })
+        .await
+    }
+}
+
+/// The automation level of one intent, with the canned response that answers it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct IntentSetting {
+    pub intent: String,
+    /// `off`, `suggest` (the answer goes into the composer) or `auto` (it is sent).
+    pub level: String,
+    /// The canned response mapped to the intent (required for `suggest` and `auto`).
+    pub canned_id: Option<i64>,
+}
+
+/// The automation levels.
+pub const LEVELS: &[&str] = &["off", "suggest", "auto"];
+
+impl Store {
+    /// The stored automation levels (intents not listed are `off`).
+    pub async fn intent_settings(&self) -> Result<Vec<IntentSetting>, StoreError> {
+        self.read(|c| {
+            c.query("SELECT intent, level, canned_id FROM assist_intents ORDER BY intent", &[])?
+                .iter()
+                .map(|r| {
+                    Ok(IntentSetting {
+                        intent: r.req_text(0, "assist_intents.intent")?,
+                        level: r.req_text(1, "assist_intents.level")?,
+                        canned_id: r.opt_i64(2),
+                    })
+                })
+                .collect()
+        })
+        .await
+    }
+
+    /// Sets the automation level of the given intents (others stay as they are); a level
+    /// other than `off` needs an existing canned response. Recorded as `settings.updated`.
+    pub async fn set_intent_settings(&self, settings: Vec<IntentSetting>) -> Result<(), StoreError> {
+        for s in &settings {
+            if !LEVELS.contains(&s.level.as_str()) {
+                return Err(StoreError::invalid("level", format!("must be one of {}", LEVELS.join(", "))));
+            }
+            if s.level != "off" && s.canned_id.is_none() {
+                return Err(StoreError::invalid(
+                    "canned_id",
+                    format!("{} needs a canned response for {}", s.intent, s.level),
+                ));
+            }
+        }
+        self.write(move |tx| {
+            for s in &settings {
+                if let Some(id) = s.canned_id {
+                    if tx.conn.query_opt("SELECT 1 FROM canned_responses WHERE id = ?", &params![id])?.is_none() {
+                        return Err(StoreError::invalid("canned_id", format!("no canned response {id}")));
+                    }
+                }
+                tx.conn.execute(
+                    "INSERT INTO assist_intents (intent, level, canned_id, updated_at) VALUES (?, ?, ?, ?) \
+                     ON CONFLICT (intent) DO UPDATE SET level = excluded.level, canned_id = excluded.canned_id, \
+                     updated_at = excluded.updated_at",
+                    &params![s.intent.as_str(), s.level.as_str(), s.canned_id, tx.now],
+                )?;
+            }
+            tx.event(EventKind::SettingsUpdated, None, None, &json!({ "key": "assist.intents", "value": settings }))?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+/// When the assistant answers by itself (an intent at level `auto`).
+#[derive(Debug, Clone)]
+pub struct AutoAnswerPolicy {
+    /// Channels with an outbound adapter.
+    pub deliverable: Vec<kontor_core::Channel>,
+    /// A customer gets at most one automatic answer within this many microseconds.
+    pub quiet_us: i64,
+    /// The model must be at least this sure of the intent.
+    pub min_confidence: f32,
+    /// Attempts the delivery job gets.
+    pub max_attempts: i64,
+}
+
+/// The line every automatic answer ends with: how to reach a person.
+pub fn human_contact_line(language: Option<&str>) -> &'static str {
+    match language {
+        Some("en") => {
+            "This is an automatic answer. To reach a person, simply reply to this message and a member of our team will get back to you."
+        }
+        _ => {
+            "Dies ist eine automatische Antwort. Möchten Sie mit einem Menschen sprechen, antworten Sie einfach auf diese Nachricht – eine Mitarbeiterin oder ein Mitarbeiter meldet sich bei Ihnen."
+        }
+    }
+}
+
+/// Sends the canned answer of an intent at level `auto` to the message's customer, if every
+/// condition holds: a confident model, a message not sent by a machine, a case that still
+/// stands, a channel that can answer, and no automatic answer to that customer within the
+/// quiet period. Returns the answer's message id.
+fn auto_answer(
+    tx: &mut Tx<'_>,
+    message_id: i64,
+    a: &MessageAnalysis,
+    policy: &AutoAnswerPolicy,
+) -> Result<Option<i64>, StoreError> {
+    if a.intent_confidence < policy.min_confidence {
+        return Ok(None);
+    }
+    let Some(setting) = tx.conn.query_opt(
+        "SELECT c.body FROM assist_intents i JOIN canned_responses c ON c.id = i.canned_id \
+         WHERE i.intent = ? AND i.level = 'auto'",
+        &params![a.intent.as_str()],
+    )?
+    else {
+        return Ok(None);
+    };
+    let body = setting.req_text(0, "canned_responses.body")?;
+    let Some(m) = tx.conn.query_opt(
+        "SELECT m.case_id, m.customer_id, m.channel, m.auto_submitted, c.merged_into FROM messages m \
+         JOIN cases c ON c.id = m.case_id WHERE m.id = ?",
+        &params![message_id],
+    )?
+    else {
+        return Ok(None);
+    };
+    let (case_id, customer_id) = (m.req_i64(0, "messages.case_id")?, m.req_i64(1, "messages.customer_id")?);
+    let channel = m.req_enum(2, "messages.channel", kontor_core::Channel::parse)?;
+    if m.i64(3) != 0 || m.opt_i64(4).is_some() || !policy.deliverable.contains(&channel) {
+        return Ok(None);
+    }
+    let since = tx.now.saturating_sub(policy.quiet_us);
+    if tx
+        .conn
+        .query_opt(
+            "SELECT 1 FROM messages WHERE customer_id = ? AND automatic = 1 AND created_at > ? LIMIT 1",
+            &params![customer_id, since],
+        )?
+        .is_some()
+    {
+        return Ok(None);
+    }
+    let text = format!("{}\n\n{}", body.trim_end(), human_contact_line(a.language.as_deref()));
+    let reply = crate::cases::NewReply {
+        text,
+        based_on_event_id: 0,
+        force: true,
+        channel: Some(channel),
+        author_id: None,
+        only_assignee: false,
+        attachments: Vec::new(),
+        subject: None,
+        cc: Vec::new(),
+    };
+    match crate::cases::reply_in(tx, case_id, &reply, &policy.deliverable, policy.max_attempts)? {
+        crate::cases::ReplyOutcome::Queued { message_id: answer, .. } => {
+            tx.conn.execute("UPDATE messages SET automatic = 1 WHERE id = ?", &params![answer])?;
+            Ok(Some(answer))
+        }
+        crate::cases::ReplyOutcome::Stale { .. } => Ok(None),
     }
 }

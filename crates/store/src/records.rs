@@ -82,7 +82,7 @@ pub(crate) fn follow_merges(c: &mut Conn, case_id: i64) -> Result<i64, StoreErro
 
 pub(crate) const MESSAGE_COLS: &str = "id, case_id, customer_id, direction, internal, channel, subject, text, html, \
      attachments, provider_message_id, author_id, delivery_state, delivery_error, created_at, duration_seconds, \
-     auto_submitted, raw_blob_id, cc, recipients";
+     auto_submitted, raw_blob_id, cc, recipients, automatic";
 
 pub(crate) fn message_from_row(r: &Row) -> Result<Message, StoreError> {
     Ok(Message {
@@ -105,6 +105,7 @@ pub(crate) fn message_from_row(r: &Row) -> Result<Message, StoreError> {
         duration_seconds: r.opt_i64(15),
         auto_submitted: r.req_i64(16, "messages.auto_submitted")? != 0,
         has_raw_source: r.opt_text(17).is_some(),
+        automatic: r.i64(20) != 0,
         analysis: None,
         raw_blob_id: r.opt_text(17),
         cc: serde_json::from_str(&r.req_text(18, "messages.cc")?)

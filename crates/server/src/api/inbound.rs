@@ -97,6 +97,9 @@ pub struct InboundRequest {
     /// Thread into this case instead of letting Kontor choose.
     #[schema(minimum = 1)]
     pub case_id: Option<i64>,
+    /// Sent by a machine (an auto-reply, a notification): never answered automatically.
+    #[serde(default)]
+    pub auto_submitted: bool,
 }
 
 fn non_empty(s: Option<String>) -> Option<String> {
@@ -186,7 +189,7 @@ pub fn validate(
         refers_to: Vec::new(),
         case_hint: None,
         files: Vec::new(),
-        auto_submitted: false,
+        auto_submitted: req.auto_submitted,
         raw_source: None,
         to: Vec::new(),
         cc: Vec::new(),

@@ -2,7 +2,7 @@
 //! a time, off the async threads) and stores the results with the job's completion (see
 //! `kontor_store::assist`). Never part of an ingest transaction.
 
-use kontor_store::assist::{AnalyseMessages, AnalysedBatch};
+use kontor_store::assist::{AnalyseMessages, AnalysedBatch, AutoAnswerPolicy};
 
 use super::{Job, JobResult, JobRun};
 use crate::AppState;
@@ -35,7 +35,15 @@ impl Job for AnalyseMessages {
         };
         state.metrics.assist_analysed.inc_by(analyses.len() as u64);
         state.metrics.assist_seconds.observe(started.elapsed().as_secs_f64());
-        let batch = AnalysedBatch { from: pending.from, upto: pending.upto, more: pending.more, analyses };
+        let cfg = &state.config.assist;
+        let auto = AutoAnswerPolicy {
+            deliverable: state.deliverable_channels(),
+            quiet_us: i64::try_from(cfg.auto_answer_quiet_hours.saturating_mul(3_600_000_000)).unwrap_or(i64::MAX),
+            min_confidence: cfg.auto_answer_min_confidence,
+            max_attempts: state.store.settings().job_max_attempts,
+        };
+        let batch =
+            AnalysedBatch { from: pending.from, upto: pending.upto, more: pending.more, analyses, auto: Some(auto) };
         JobResult::done().with_effect(batch.into_effect())
     }
 }

@@ -85,7 +85,7 @@ impl Job for DeliverMessage {
             html: detail.html.clone(),
             attachments,
             thread,
-            automatic: false,
+            automatic: detail.automatic,
             created_at: detail.created_at,
         };
         match sender.send(&message).await {

@@ -9,6 +9,7 @@
 
 mod analyse_messages;
 mod deliver_message;
+mod retrain_intents;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -94,6 +95,7 @@ impl JobRegistry {
         let mut r = JobRegistry::default();
         r.register::<kontor_store::messages::DeliverMessage>();
         r.register::<kontor_store::assist::AnalyseMessages>();
+        r.register::<kontor_store::assist::RetrainIntents>();
         r
     }
 

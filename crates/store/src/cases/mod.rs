@@ -373,7 +373,7 @@ fn patch_case_in(tx: &mut Tx<'_>, id: i64, p: &CasePatch) -> Result<Case, StoreE
     load_case(tx.conn, id)
 }
 
-fn reply_in(
+pub(crate) fn reply_in(
     tx: &mut Tx<'_>,
     case_id: i64,
     r: &NewReply,

@@ -349,6 +349,7 @@ fn stored_message(id: i64, m: &MessageRow<'_>, now: i64) -> Message {
         duration_seconds: m.duration_seconds,
         auto_submitted: m.auto_submitted,
         has_raw_source: m.raw_blob_id.is_some(),
+        automatic: false,
         analysis: None,
         raw_blob_id: m.raw_blob_id.map(str::to_string),
         cc: m.cc.to_vec(),

@@ -8,7 +8,8 @@
 //! - [`extract`]: IBANs, BICs, dates, amounts, contacts, addresses, meter readings, numbers;
 //! - [`sentiment`]: negative, neutral or positive, negation-aware, with a score;
 //! - [`style`]: the style check of outgoing replies (phrase list as data, passive, long sentences);
-//! - [`analysis`]: all of it for one message, the intent taxonomy and the default model.
+//! - [`analysis`]: all of it for one message, the intent taxonomy and the default model;
+//! - [`rules`]: whether a message meets a rule's conditions, and the business hours.
 //!
 //! Everything runs offline on the CPU: no model download, no service.
 
@@ -20,5 +21,6 @@ pub mod eval;
 pub mod extract;
 pub mod features;
 pub mod language;
+pub mod rules;
 pub mod sentiment;
 pub mod style;

@@ -20,6 +20,9 @@ fn rank(state: DeliveryState) -> u8 {
         DeliveryState::Delivered => 2,
         DeliveryState::Read => 3,
         DeliveryState::Failed => 1,
+        // Kontor's own states before sending: no report concerns them, none replaces them.
+        DeliveryState::PendingApproval => 0,
+        DeliveryState::Rejected => 4,
     }
 }
 

@@ -76,7 +76,13 @@ string_enum! {
 
 string_enum! {
     /// Delivery state of an outbound message.
-    DeliveryState { Queued => "queued", Sent => "sent", Delivered => "delivered", Read => "read", Failed => "failed" }
+    DeliveryState {
+        Queued => "queued", Sent => "sent", Delivered => "delivered", Read => "read", Failed => "failed",
+        /// Held until a second staff user approves it (four-eyes); not sent yet.
+        PendingApproval => "pending_approval",
+        /// Rejected in the four-eyes approval; never sent.
+        Rejected => "rejected"
+    }
 }
 
 string_enum! {
@@ -117,7 +123,12 @@ string_enum! {
         /// The assistant analysed an inbound message (language, intent, entities, sentiment).
         MessageAnalysed => "message.analysed",
         /// Something needs a person's attention now (a negative message on a public channel).
-        AlertRaised => "alert.raised"
+        AlertRaised => "alert.raised",
+        /// A reply is held for four-eyes approval.
+        ApprovalRequested => "approval.requested",
+        /// A held reply was approved (and queued) or rejected.
+        ApprovalDecided => "approval.decided",
+        RuleCreated => "rule.created", RuleUpdated => "rule.updated", RuleDeleted => "rule.deleted"
     }
 }
 
@@ -179,6 +190,73 @@ pub struct Case {
     /// `model` or `agent`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub intent_source: Option<String>,
+    /// Every reply in this case needs four-eyes approval: the name of the rule that asked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval_rule: Option<String>,
+    /// Something needs attention (a negative message on a public channel): the reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alert: Option<String>,
+}
+
+/// A rule of the digital assistant: when an analysed inbound message meets all its
+/// conditions, its actions are taken (rules run in `position` order; disabled ones do not).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Rule {
+    pub id: i64,
+    pub name: String,
+    pub position: i64,
+    pub enabled: bool,
+    pub conditions: RuleConditions,
+    pub actions: Vec<RuleAction>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+/// What a message must meet; an empty list or an absent value is no condition. Lists match
+/// when any of their values does.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuleConditions {
+    pub channels: Vec<Channel>,
+    pub intents: Vec<String>,
+    /// The model is at least this sure of the intent (0–1).
+    pub min_confidence: Option<f32>,
+    /// `negative`, `neutral`, `positive`.
+    pub sentiments: Vec<String>,
+    /// The message's language: `de`, `en`, `other`.
+    pub languages: Vec<String>,
+    /// Words or phrases in the subject or text (case-insensitive).
+    pub keywords: Vec<String>,
+    /// The customer's language as stored with the customer.
+    pub customer_languages: Vec<String>,
+    /// `inside` or `outside` the business hours (the `business_hours` setting).
+    pub business_hours: Option<String>,
+}
+
+/// What a rule does.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum RuleAction {
+    SetTeam {
+        team_id: i64,
+    },
+    SetAssignee {
+        user_id: i64,
+    },
+    SetPriority {
+        priority: Priority,
+    },
+    AddTag {
+        tag: String,
+    },
+    /// Answers with this canned response (as an automatic answer, with its safeguards).
+    AutoAnswer {
+        canned_id: i64,
+    },
+    /// Every reply in the case needs a second staff user's approval.
+    RequireApproval,
+    /// Tags the case `spam` and closes it.
+    MarkSpam,
 }
 
 /// A file attached to a message: its bytes in Kontor's encrypted blob store (downloadable at

@@ -374,3 +374,109 @@ async fn an_agents_intent_correction_trains_a_model_that_is_then_used() {
         .await;
     assert_eq!((s, error_field(&r)), (422, "message"), "{r}");
 }
+
+#[tokio::test]
+async fn rules_act_on_matching_messages_in_order_and_name_themselves_in_the_case_history() {
+    let server = start().await;
+    let (s, team) = server.call("POST", "/api/v1/teams", Some(json!({ "name": "Beschwerden" }))).await;
+    assert_eq!(s, 201, "{team}");
+    let rule = json!({
+        "name": "Anwalt droht",
+        "conditions": { "keywords": ["anwalt"], "channels": ["api"] },
+        "actions": [ { "type": "set_priority", "priority": "urgent" }, { "type": "add_tag", "tag": "rechtlich" },
+                     { "type": "set_team", "team_id": team["id"] } ]
+    });
+    let (s, created) = server.call("POST", "/api/v1/rules", Some(rule)).await;
+    assert_eq!(s, 201, "{created}");
+    assert_eq!((created["enabled"].as_bool(), created["position"].as_i64()), (Some(true), Some(1)));
+    let (s, _) = server
+        .call(
+            "POST",
+            "/api/v1/rules",
+            Some(json!({ "name": "aus", "enabled": false, "actions": [{ "type": "mark_spam" }] })),
+        )
+        .await;
+    assert_eq!(s, 201);
+
+    let (case_id, message_id) =
+        inbound(&server, "wut@example.de", "Beschwerde", "Das ist unerhört, ich schalte meinen Anwalt ein!").await;
+    let (case, _) = analysed(&server, case_id, message_id, Duration::from_secs(20)).await;
+    assert_eq!(case["priority"], "urgent", "{case}");
+    assert_eq!(case["tags"], json!(["rechtlich"]));
+    assert_eq!(case["team_id"], team["id"]);
+    assert_eq!(case["status"], "open", "the disabled spam rule did nothing");
+    let (_, events) = server.call("GET", &format!("/api/v1/events?case_id={case_id}&limit=100"), None).await;
+    let by_rule: Vec<&Value> =
+        events["items"].as_array().unwrap().iter().filter(|e| e["payload"]["rule"]["name"] == "Anwalt droht").collect();
+    assert_eq!(by_rule.len(), 1, "{events}");
+    assert_eq!(by_rule[0]["type"], "case.updated");
+    assert_eq!(by_rule[0]["payload"]["changes"]["priority"], "urgent");
+
+    // A message that does not match is left alone.
+    let (case_id, message_id) = inbound(&server, "ruhig@example.de", "Frage", "Wann kommt die nächste Rechnung?").await;
+    let (case, _) = analysed(&server, case_id, message_id, Duration::from_secs(20)).await;
+    assert_eq!((case["priority"].as_str(), case["tags"].clone()), (Some("normal"), json!([])));
+
+    // Bad rules are refused with the field.
+    for (body, field) in [
+        (json!({ "name": "", "actions": [{ "type": "mark_spam" }] }), "name"),
+        (json!({ "name": "x", "actions": [] }), "actions"),
+        (json!({ "name": "x", "actions": [{ "type": "set_team", "team_id": 9999 }] }), "actions.team_id"),
+        (
+            json!({ "name": "x", "conditions": { "min_confidence": 2 }, "actions": [{ "type": "mark_spam" }] }),
+            "conditions.min_confidence",
+        ),
+    ] {
+        let (s, r) = server.call("POST", "/api/v1/rules", Some(body)).await;
+        assert_eq!((s, error_field(&r)), (422, field), "{r}");
+    }
+    let (s, _) = server
+        .call("POST", "/api/v1/rules", Some(json!({ "name": "x", "actions": [{ "type": "launch_rocket" }] })))
+        .await;
+    assert_eq!(s, 422, "unknown action types are refused");
+    let agent = server.token("agent", kontor_core::Role::Agent).await;
+    let (s, _) = server
+        .call_as(&agent, "POST", "/api/v1/rules", Some(json!({ "name": "x", "actions": [{ "type": "mark_spam" }] })))
+        .await;
+    assert_eq!(s, 403);
+}
+
+#[tokio::test]
+async fn a_dry_run_shows_what_a_rule_would_have_done_and_changes_nothing() {
+    let server = start().await;
+    let mut last = (0, 0);
+    for (i, text) in
+        ["Gewinnen Sie jetzt 1000 Euro! Klicken Sie hier", "Meine Rechnung ist zu hoch", "Gratis Gewinn, jetzt klicken"]
+            .iter()
+            .enumerate()
+    {
+        last = inbound(&server, &format!("s{i}@example.org"), "", text).await;
+    }
+    analysed(&server, last.0, last.1, Duration::from_secs(20)).await;
+    let (_, rule) = server
+        .call(
+            "POST",
+            "/api/v1/rules",
+            Some(json!({ "name": "Spam", "enabled": false, "conditions": { "keywords": ["klicken"] },
+                         "actions": [{ "type": "mark_spam" }] })),
+        )
+        .await;
+    let (s, run) = server.call("POST", &format!("/api/v1/rules/{}/dry-run", rule["id"]), None).await;
+    assert_eq!(s, 200, "{run}");
+    assert_eq!((run["examined"].as_u64(), run["matched"].as_u64()), (Some(3), Some(2)), "{run}");
+    assert_eq!(run["matches"][0]["actions"], json!([{ "type": "mark_spam" }]));
+    let (_, cases) = server.call("GET", "/api/v1/cases?status=closed", None).await;
+    assert_eq!(cases["items"], json!([]), "a dry run changes nothing");
+    let (s, _) = server.call("POST", "/api/v1/rules/99999/dry-run", None).await;
+    assert_eq!(s, 404);
+
+    // Business hours: set, read back, refused when wrong; a rule can ask "outside".
+    let hours = json!({ "business_hours": { "timezone": "Europe/Berlin", "days": { "mon": [["08:00", "18:00"]] } } });
+    let (s, r) = server.call("PUT", "/api/v1/assist/business-hours", Some(hours.clone())).await;
+    assert_eq!(s, 200, "{r}");
+    let (_, r) = server.call("GET", "/api/v1/assist/business-hours", None).await;
+    assert_eq!(r, hours);
+    let bad = json!({ "business_hours": { "timezone": "Mars/Base", "days": {} } });
+    let (s, r) = server.call("PUT", "/api/v1/assist/business-hours", Some(bad)).await;
+    assert_eq!((s, error_field(&r)), (422, "business_hours"), "{r}");
+}

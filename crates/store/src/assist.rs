@@ -47,6 +47,8 @@ pub struct PendingAnalysis {
     pub messages: Vec<Message>,
     /// True when the batch was full: more may wait behind it.
     pub more: bool,
+    /// The stored language of each message's customer, by customer id.
+    pub customer_languages: HashMap<i64, String>,
 }
 
 /// The analyses of one batch, stored by the analysis job's effect.
@@ -59,6 +61,8 @@ pub struct AnalysedBatch {
     pub analyses: Vec<(i64, MessageAnalysis)>,
     /// Automatic answers (intents at level `auto`); `None`: none are sent.
     pub auto: Option<AutoAnswerPolicy>,
+    /// The rules each message met, in order, by message id.
+    pub rules: HashMap<i64, Vec<crate::rules::MatchedRule>>,
 }
 
 fn cursor_value(c: &mut Conn) -> Result<i64, StoreError> {
@@ -168,6 +172,9 @@ impl AnalysedBatch {
             )?;
             for (message_id, analysis) in &self.analyses {
                 if store_analysis(tx, *message_id, analysis)? {
+                    for rule in self.rules.get(message_id).into_iter().flatten() {
+                        crate::rules::apply_rule(tx, *message_id, analysis, rule, self.auto.as_ref())?;
+                    }
                     if let Some(policy) = &self.auto {
                         auto_answer(tx, *message_id, analysis, policy)?;
                     }
@@ -268,7 +275,19 @@ impl Store {
                 }
             }
             messages.sort_by_key(|m| m.id);
-            Ok(PendingAnalysis { from, upto, messages, more })
+            let mut customers: Vec<i64> = messages.iter().map(|m| m.customer_id).collect();
+            customers.sort();
+            customers.dedup();
+            let mut customer_languages = HashMap::new();
+            for chunk in customers.chunks(500) {
+                let marks = vec!["?"; chunk.len()].join(", ");
+                let p: Vec<Val> = chunk.iter().map(|id| Val::Int(*id)).collect();
+                let sql = format!("SELECT id, language FROM customers WHERE id IN ({marks}) AND language IS NOT NULL");
+                for r in c.query(&sql, &p)? {
+                    customer_languages.insert(r.req_i64(0, "customers.id")?, r.req_text(1, "customers.language")?);
+                }
+            }
+            Ok(PendingAnalysis { from, upto, messages, more, customer_languages })
         })
         .await
     }
@@ -579,10 +598,8 @@ pub fn human_contact_line(language: Option<&str>) -> &'static str {
     }
 }
 
-/// Sends the canned answer of an intent at level `auto` to the message's customer, if every
-/// condition holds: a confident model, a message not sent by a machine, a case that still
-/// stands, a channel that can answer, and no automatic answer to that customer within the
-/// quiet period. Returns the answer's message id.
+/// Sends the canned answer of an intent at level `auto` (see [`auto_answer_with`]) when the
+/// model is sure enough of the intent.
 fn auto_answer(
     tx: &mut Tx<'_>,
     message_id: i64,
@@ -593,16 +610,33 @@ fn auto_answer(
         return Ok(None);
     }
     let Some(setting) = tx.conn.query_opt(
-        "SELECT c.body FROM assist_intents i JOIN canned_responses c ON c.id = i.canned_id \
-         WHERE i.intent = ? AND i.level = 'auto'",
+        "SELECT canned_id FROM assist_intents WHERE intent = ? AND level = 'auto' AND canned_id IS NOT NULL",
         &params![a.intent.as_str()],
     )?
     else {
         return Ok(None);
     };
-    let body = setting.req_text(0, "canned_responses.body")?;
+    auto_answer_with(tx, message_id, a, policy, setting.req_i64(0, "assist_intents.canned_id")?, None)
+}
+
+/// Sends a canned response as an automatic answer to the message's customer, if every
+/// safeguard holds: a message not sent by a machine, a case that still stands and is not
+/// closed, a channel that can answer, and no automatic answer to that customer within the
+/// quiet period. It ends with how to reach a person. Returns the answer's message id.
+pub(crate) fn auto_answer_with(
+    tx: &mut Tx<'_>,
+    message_id: i64,
+    a: &MessageAnalysis,
+    policy: &AutoAnswerPolicy,
+    canned_id: i64,
+    rule: Option<&str>,
+) -> Result<Option<i64>, StoreError> {
+    let Some(canned) = tx.conn.query_opt("SELECT body FROM canned_responses WHERE id = ?", &params![canned_id])? else {
+        return Ok(None);
+    };
+    let body = canned.req_text(0, "canned_responses.body")?;
     let Some(m) = tx.conn.query_opt(
-        "SELECT m.case_id, m.customer_id, m.channel, m.auto_submitted, c.merged_into FROM messages m \
+        "SELECT m.case_id, m.customer_id, m.channel, m.auto_submitted, c.merged_into, c.status FROM messages m \
          JOIN cases c ON c.id = m.case_id WHERE m.id = ?",
         &params![message_id],
     )?
@@ -611,7 +645,8 @@ fn auto_answer(
     };
     let (case_id, customer_id) = (m.req_i64(0, "messages.case_id")?, m.req_i64(1, "messages.customer_id")?);
     let channel = m.req_enum(2, "messages.channel", kontor_core::Channel::parse)?;
-    if m.i64(3) != 0 || m.opt_i64(4).is_some() || !policy.deliverable.contains(&channel) {
+    let closed = m.opt_text(5).as_deref() == Some("closed");
+    if m.i64(3) != 0 || m.opt_i64(4).is_some() || closed || !policy.deliverable.contains(&channel) {
         return Ok(None);
     }
     let since = tx.now.saturating_sub(policy.quiet_us);
@@ -640,6 +675,9 @@ fn auto_answer(
     match crate::cases::reply_in(tx, case_id, &reply, &policy.deliverable, policy.max_attempts)? {
         crate::cases::ReplyOutcome::Queued { message_id: answer, .. } => {
             tx.conn.execute("UPDATE messages SET automatic = 1 WHERE id = ?", &params![answer])?;
+            if let Some(rule) = rule {
+                tracing::debug!(message_id, answer, rule, "A rule answered automatically.");
+            }
             Ok(Some(answer))
         }
         crate::cases::ReplyOutcome::Stale { .. } => Ok(None),

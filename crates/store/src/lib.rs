@@ -17,6 +17,7 @@ pub mod ingest;
 pub mod jobs;
 pub mod messages;
 mod records;
+pub mod rules;
 pub mod schema;
 pub mod search;
 pub mod settings;

@@ -15,7 +15,7 @@ use crate::db::{Conn, Row};
 use crate::{params, StoreError};
 
 pub(crate) const CASE_COLS: &str = "id, customer_id, subject, status, priority, assignee_id, team_id, tags, channel, \
-     created_at, updated_at, first_response_at, resolved_at, last_message_at, last_event_id, intent, intent_source";
+     created_at, updated_at, first_response_at, resolved_at, last_message_at, last_event_id, intent, intent_source, approval_rule, alert";
 
 pub(crate) fn case_from_row(r: &Row) -> Result<Case, StoreError> {
     Ok(Case {
@@ -37,6 +37,8 @@ pub(crate) fn case_from_row(r: &Row) -> Result<Case, StoreError> {
         last_event_id: r.req_i64(14, "cases.last_event_id")?,
         intent: r.opt_text(15),
         intent_source: r.opt_text(16),
+        approval_rule: r.opt_text(17),
+        alert: r.opt_text(18),
     })
 }
 

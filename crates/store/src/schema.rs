@@ -25,6 +25,7 @@ const SQLITE: &[&str] = &[
     include_str!("../migrations/sqlite/0017_message_recipients.sql"),
     include_str!("../migrations/sqlite/0018_message_sources.sql"),
     include_str!("../migrations/sqlite/0019_assistant.sql"),
+    include_str!("../migrations/sqlite/0020_rules_and_approvals.sql"),
 ];
 
 /// PostgreSQL migrations (`migrations/postgres/NNNN_name.sql`), applied in order.
@@ -48,6 +49,7 @@ const POSTGRES: &[&str] = &[
     include_str!("../migrations/postgres/0017_message_recipients.sql"),
     include_str!("../migrations/postgres/0018_message_sources.sql"),
     include_str!("../migrations/postgres/0019_assistant.sql"),
+    include_str!("../migrations/postgres/0020_rules_and_approvals.sql"),
 ];
 
 /// The SQL of one migration (`version` counts from 1) for a backend, for tests and tools

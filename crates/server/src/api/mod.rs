@@ -9,6 +9,7 @@ pub mod customers;
 pub mod events;
 pub mod inbound;
 pub mod inbox;
+pub mod rules;
 pub mod search;
 pub mod tokens;
 
@@ -47,6 +48,10 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/cases/{id}/draft", post(crate::assist::llm::draft))
         .route("/api/v1/messages/{id}/analysis", axum::routing::patch(assist::patch_analysis))
         .route("/api/v1/assist/intents", get(assist::get_intents).put(assist::put_intents))
+        .route("/api/v1/assist/business-hours", get(rules::get_hours).put(rules::put_hours))
+        .route("/api/v1/rules", get(rules::list).post(rules::create))
+        .route("/api/v1/rules/{id}", get(rules::detail).put(rules::update).delete(rules::delete))
+        .route("/api/v1/rules/{id}/dry-run", post(rules::dry_run))
         .route("/api/v1/cases/{id}/merge", post(inbox::merge))
         .route("/api/v1/cases/{id}/related", get(inbox::related))
         .route("/api/v1/canned", get(inbox::list_canned).post(inbox::create_canned))

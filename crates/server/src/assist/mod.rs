@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use kontor_assist::analysis::{default_model, Analyser};
 use kontor_assist::classifier::Model;
+use kontor_assist::rules::BusinessHours;
 use kontor_assist::style::StyleGuide;
 use kontor_store::Store;
 
@@ -161,4 +162,18 @@ pub fn spawn_kicker(state: AppState) {
             tokio::time::sleep(KICK_COALESCE).await;
         }
     });
+}
+
+/// The setting that holds the business hours (JSON, [`BusinessHours`]).
+pub const BUSINESS_HOURS: &str = "business_hours";
+
+/// The stored business hours, if set and readable.
+pub async fn business_hours(state: &AppState) -> Result<Option<BusinessHours>, kontor_store::StoreError> {
+    Ok(state.store.setting(BUSINESS_HOURS).await?.and_then(|v| match serde_json::from_str(&v) {
+        Ok(h) => Some(h),
+        Err(e) => {
+            tracing::error!(error = %e, "The business hours setting cannot be read; business-hours conditions fail.");
+            None
+        }
+    }))
 }

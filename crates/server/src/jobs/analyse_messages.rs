@@ -1,10 +1,16 @@
 //! `analyse_messages`: analyses the messages received after the analysis cursor (a batch at
-//! a time, off the async threads) and stores the results with the job's completion (see
-//! `kontor_store::assist`). Never part of an ingest transaction.
+//! a time, off the async threads), decides which rules each meets, and stores the results
+//! with the job's completion (see `kontor_store::assist`): analyses, rule actions, automatic
+//! answers. Never part of an ingest transaction.
 
+use std::collections::HashMap;
+
+use kontor_assist::rules::{matches, RuleInput};
 use kontor_store::assist::{AnalyseMessages, AnalysedBatch, AutoAnswerPolicy};
+use kontor_store::rules::MatchedRule;
 
 use super::{Job, JobResult, JobRun};
+use crate::assist::business_hours;
 use crate::AppState;
 
 #[async_trait::async_trait]
@@ -14,22 +20,50 @@ impl Job for AnalyseMessages {
             Ok(p) => p,
             Err(e) => return JobResult::retry(state, &run, e.to_string()),
         };
+        let rules = match state.store.rules().await {
+            Ok(r) => r.into_iter().filter(|r| r.enabled).collect::<Vec<_>>(),
+            Err(e) => return JobResult::retry(state, &run, e.to_string()),
+        };
+        let hours = match business_hours(state).await {
+            Ok(h) => h,
+            Err(e) => return JobResult::retry(state, &run, e.to_string()),
+        };
         let analyser = match state.assist.analyser(&state.store).await {
             Ok(a) => a,
             Err(e) => return JobResult::retry(state, &run, format!("no intent model: {e}")),
         };
         let messages = pending.messages;
+        let languages = pending.customer_languages;
         let started = std::time::Instant::now();
         let analysed = tokio::task::spawn_blocking(move || {
             let now = kontor_core::Timestamp::now();
             let today = chrono::Utc::now().date_naive();
-            messages
-                .iter()
-                .map(|m| (m.id, analyser.analyse(m.subject.as_deref(), &m.text, today, now)))
-                .collect::<Vec<_>>()
+            let mut analyses = Vec::with_capacity(messages.len());
+            let mut matched: HashMap<i64, Vec<MatchedRule>> = HashMap::new();
+            for m in &messages {
+                let a = analyser.analyse(m.subject.as_deref(), &m.text, today, now);
+                let input = RuleInput {
+                    channel: m.channel,
+                    subject: m.subject.as_deref(),
+                    text: &m.text,
+                    analysis: &a,
+                    customer_language: languages.get(&m.customer_id).map(String::as_str),
+                    at: chrono::DateTime::from_timestamp_micros(m.created_at.as_micros()).unwrap_or_default(),
+                };
+                let met: Vec<MatchedRule> = rules
+                    .iter()
+                    .filter(|r| matches(&r.conditions, &input, hours.as_ref()))
+                    .map(|r| MatchedRule { id: r.id, name: r.name.clone(), actions: r.actions.clone() })
+                    .collect();
+                if !met.is_empty() {
+                    matched.insert(m.id, met);
+                }
+                analyses.push((m.id, a));
+            }
+            (analyses, matched)
         })
         .await;
-        let analyses = match analysed {
+        let (analyses, matched) = match analysed {
             Ok(a) => a,
             Err(e) => return JobResult::retry(state, &run, format!("the analysis stopped: {e}")),
         };
@@ -42,8 +76,14 @@ impl Job for AnalyseMessages {
             min_confidence: cfg.auto_answer_min_confidence,
             max_attempts: state.store.settings().job_max_attempts,
         };
-        let batch =
-            AnalysedBatch { from: pending.from, upto: pending.upto, more: pending.more, analyses, auto: Some(auto) };
+        let batch = AnalysedBatch {
+            from: pending.from,
+            upto: pending.upto,
+            more: pending.more,
+            analyses,
+            auto: Some(auto),
+            rules: matched,
+        };
         JobResult::done().with_effect(batch.into_effect())
     }
 }

@@ -221,6 +221,8 @@ fn new_case_value(id: i64, c: &NewCase<'_>, now: i64) -> Case {
         last_event_id: 0,
         intent: None,
         intent_source: None,
+        approval_rule: None,
+        alert: None,
     }
 }
 

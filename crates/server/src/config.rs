@@ -71,6 +71,10 @@ pub struct AssistConfig {
     pub auto_answer_quiet_hours: u64,
     /// The model must be at least this sure of an intent (0–1) for an automatic answer.
     pub auto_answer_min_confidence: f32,
+    /// Channels whose messages and replies are public (social posts, reviews): every reply
+    /// on one waits for a second staff user's approval, and a negative message on one raises
+    /// an alert. None of today's channels is public, so the default is empty.
+    pub public_channels: Vec<kontor_core::Channel>,
     /// Reply drafts from a language model (`[assist.llm]`); off unless `base_url` is set.
     pub llm: LlmConfig,
 }
@@ -83,6 +87,7 @@ impl Default for AssistConfig {
             patterns: Default::default(),
             auto_answer_quiet_hours: 24,
             auto_answer_min_confidence: 0.5,
+            public_channels: Vec::new(),
             llm: LlmConfig::default(),
         }
     }
@@ -96,6 +101,7 @@ impl std::fmt::Debug for AssistConfig {
             .field("patterns", &self.patterns)
             .field("auto_answer_quiet_hours", &self.auto_answer_quiet_hours)
             .field("auto_answer_min_confidence", &self.auto_answer_min_confidence)
+            .field("public_channels", &self.public_channels)
             .field("llm", &self.llm)
             .finish()
     }

@@ -132,6 +132,7 @@ impl Modify for NoNullParameters {
         api::assist::analyze, api::assist::style, api::assist::patch_analysis, api::assist::get_intents, api::assist::put_intents,
         api::rules::list, api::rules::create, api::rules::detail, api::rules::update, api::rules::delete, api::rules::dry_run,
         api::rules::get_hours, api::rules::put_hours,
+        api::approvals::list, api::approvals::approve, api::approvals::reject,
         crate::assist::llm::draft,
         api::admin::list_teams, api::admin::create_team, api::admin::list_users, api::admin::job_stats,
         api::tokens::list, api::tokens::revoke, crate::channels::status, crate::channels::channel_status,

@@ -480,3 +480,144 @@ async fn a_dry_run_shows_what_a_rule_would_have_done_and_changes_nothing() {
     let (s, r) = server.call("PUT", "/api/v1/assist/business-hours", Some(bad)).await;
     assert_eq!((s, error_field(&r)), (422, "business_hours"), "{r}");
 }
+
+#[tokio::test]
+async fn replies_on_a_public_channel_wait_for_a_second_staff_user_and_negative_posts_raise_an_alert() {
+    let recorder = std::sync::Arc::new(Recorder::default());
+    let fake = recorder.clone();
+    let server = TestServer::start_with(
+        |c| {
+            c.jobs.poll_ms = 20;
+            c.assist.public_channels = vec![kontor_core::Channel::Api];
+        },
+        move |state| {
+            let mut channels = kontor_channels::registry(&state.config.channels()).unwrap();
+            channels.add_outbound(fake);
+            state.channels = std::sync::Arc::new(channels);
+        },
+    )
+    .await
+    .with_staff()
+    .await;
+    let anna = server.sign_in("anna@example.de", kontor_testkit::server::PASSWORD).await.unwrap();
+    let ben = server.sign_in("ben@example.de", kontor_testkit::server::PASSWORD).await.unwrap();
+    let (anna, ben) = ((anna.0.as_str(), anna.1.as_str()), (ben.0.as_str(), ben.1.as_str()));
+
+    // A negative public post raises an alert on its case.
+    let (case_id, message_id) = inbound(
+        &server,
+        "kritik@example.de",
+        "Bewertung",
+        "Schrecklicher Service, ich bin sehr enttäuscht und wütend!",
+    )
+    .await;
+    let (case, m) = analysed(&server, case_id, message_id, Duration::from_secs(20)).await;
+    assert_eq!(m["analysis"]["sentiment"], "negative", "{m}");
+    assert_eq!(case["alert"], "negative message on a public channel", "{case}");
+    let (_, events) = server.call("GET", &format!("/api/v1/events?case_id={case_id}&limit=100"), None).await;
+    assert!(events["items"].as_array().unwrap().iter().any(|e| e["type"] == "alert.raised"), "{events}");
+
+    // Ben's reply is held, not sent.
+    let (s, r) = server
+        .call_in(
+            ben,
+            "POST",
+            &format!("/api/v1/cases/{case_id}/replies"),
+            Some(json!({ "text": "Das tut uns leid, wir melden uns.", "based_on_event_id": case["last_event_id"] })),
+        )
+        .await;
+    assert_eq!((s, r["delivery_state"].as_str()), (202, Some("pending_approval")), "{r}");
+    let reply_id = r["message_id"].as_i64().unwrap();
+    let (s, list) = server.call_in(anna, "GET", "/api/v1/approvals", None).await;
+    assert_eq!(s, 200, "{list}");
+    let approval =
+        list["items"].as_array().unwrap().iter().find(|a| a["message_id"] == reply_id).expect("listed").clone();
+    assert_eq!(approval["reason"], "public channel");
+    let path = |what: &str| format!("/api/v1/approvals/{}/{what}", approval["id"]);
+
+    // Not by its author, not by an API token, not without a reason when rejecting.
+    let (s, r) = server.call_in(ben, "POST", &path("approve"), Some(json!({}))).await;
+    assert_eq!(s, 403, "{r}");
+    let (s, _) = server.call("POST", &path("approve"), Some(json!({}))).await;
+    assert_eq!(s, 403, "a token is not a second person");
+    let (s, r) = server.call_in(anna, "POST", &path("reject"), Some(json!({}))).await;
+    assert_eq!((s, error_field(&r)), (422, "comment"), "{r}");
+    assert!(recorder.sent.lock().unwrap().is_empty(), "nothing sent while held");
+
+    // Anna approves: it is sent; deciding again is a conflict.
+    let (s, r) = server.call_in(anna, "POST", &path("approve"), Some(json!({ "comment": "passt" }))).await;
+    assert_eq!((s, r["status"].as_str()), (200, Some("approved")), "{r}");
+    server.wait_delivery(&json!(case_id), &json!(reply_id), "sent", Duration::from_secs(20)).await;
+    let (s, _) = server.call_in(anna, "POST", &path("reject"), Some(json!({ "comment": "doch nicht" }))).await;
+    assert_eq!(s, 409);
+
+    // A rejected reply is never sent; both decisions are in the case history.
+    let (_, case) = server.call("GET", &format!("/api/v1/cases/{case_id}"), None).await;
+    let (s, r) = server
+        .call_in(
+            ben,
+            "POST",
+            &format!("/api/v1/cases/{case_id}/replies"),
+            Some(json!({ "text": "Zweiter Versuch", "based_on_event_id": case["last_event_id"] })),
+        )
+        .await;
+    assert_eq!(s, 202, "{r}");
+    let second = r["message_id"].as_i64().unwrap();
+    let (_, list) = server.call_in(anna, "GET", "/api/v1/approvals", None).await;
+    let pending = list["items"].as_array().unwrap();
+    assert_eq!(pending.len(), 1, "the approved one is no longer pending: {list}");
+    let (s, r) = server
+        .call_in(
+            anna,
+            "POST",
+            &format!("/api/v1/approvals/{}/reject", pending[0]["id"]),
+            Some(json!({ "comment": "Ton unpassend" })),
+        )
+        .await;
+    assert_eq!((s, r["status"].as_str()), (200, Some("rejected")), "{r}");
+    let (_, case) = server.call("GET", &format!("/api/v1/cases/{case_id}"), None).await;
+    let m = case["messages"].as_array().unwrap().iter().find(|m| m["id"] == second).unwrap().clone();
+    assert_eq!(m["delivery_state"], "rejected");
+    assert_eq!(recorder.sent.lock().unwrap().len(), 1);
+    let (_, events) = server.call("GET", &format!("/api/v1/events?case_id={case_id}&limit=100"), None).await;
+    let kinds: Vec<&str> = events["items"].as_array().unwrap().iter().filter_map(|e| e["type"].as_str()).collect();
+    assert_eq!(kinds.iter().filter(|k| **k == "approval.requested").count(), 2, "{kinds:?}");
+    assert_eq!(kinds.iter().filter(|k| **k == "approval.decided").count(), 2, "{kinds:?}");
+}
+
+#[tokio::test]
+async fn a_rule_can_require_four_eyes_for_a_case() {
+    let (server, recorder) = start_recording().await;
+    let server = server.with_staff().await;
+    let ben = server.sign_in("ben@example.de", kontor_testkit::server::PASSWORD).await.unwrap();
+    let (s, r) = server
+        .call(
+            "POST",
+            "/api/v1/rules",
+            Some(json!({ "name": "Kündigungen prüfen", "conditions": { "intents": ["cancellation"] },
+                         "actions": [{ "type": "require_approval" }] })),
+        )
+        .await;
+    assert_eq!(s, 201, "{r}");
+    let (case_id, message_id) = inbound(
+        &server,
+        "weg@example.de",
+        "Kündigung",
+        "Hiermit kündige ich meinen Vertrag fristgerecht zum Monatsende.",
+    )
+    .await;
+    let (case, _) = analysed(&server, case_id, message_id, Duration::from_secs(20)).await;
+    assert_eq!(case["approval_rule"], "Kündigungen prüfen", "{case}");
+    let (s, r) = server
+        .call_in(
+            (ben.0.as_str(), ben.1.as_str()),
+            "POST",
+            &format!("/api/v1/cases/{case_id}/replies"),
+            Some(json!({ "text": "Schade!", "based_on_event_id": case["last_event_id"] })),
+        )
+        .await;
+    assert_eq!((s, r["delivery_state"].as_str()), (202, Some("pending_approval")), "{r}");
+    let (_, list) = server.call("GET", "/api/v1/approvals", None).await;
+    assert_eq!(list["items"][0]["reason"], "rule: Kündigungen prüfen");
+    assert!(recorder.sent.lock().unwrap().is_empty());
+}

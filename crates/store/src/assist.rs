@@ -63,6 +63,8 @@ pub struct AnalysedBatch {
     pub auto: Option<AutoAnswerPolicy>,
     /// The rules each message met, in order, by message id.
     pub rules: HashMap<i64, Vec<crate::rules::MatchedRule>>,
+    /// Channels that are public: a negative message on one raises an alert.
+    pub public_channels: Vec<kontor_core::Channel>,
 }
 
 fn cursor_value(c: &mut Conn) -> Result<i64, StoreError> {
@@ -172,6 +174,9 @@ impl AnalysedBatch {
             )?;
             for (message_id, analysis) in &self.analyses {
                 if store_analysis(tx, *message_id, analysis)? {
+                    if analysis.sentiment == "negative" {
+                        raise_alert_if_public(tx, *message_id, &self.public_channels)?;
+                    }
                     for rule in self.rules.get(message_id).into_iter().flatten() {
                         crate::rules::apply_rule(tx, *message_id, analysis, rule, self.auto.as_ref())?;
                     }
@@ -186,6 +191,40 @@ impl AnalysedBatch {
             Ok(())
         })
     }
+}
+
+/// What an alert says (the inbox shows it as a badge).
+pub const NEGATIVE_ON_PUBLIC: &str = "negative message on a public channel";
+
+/// Raises an alert on the case of a negative message that came on a public channel:
+/// `alert.raised` (seen by the case's team on their live streams) and the case's badge.
+fn raise_alert_if_public(tx: &mut Tx<'_>, message_id: i64, public: &[kontor_core::Channel]) -> Result<(), StoreError> {
+    let Some(row) = tx.conn.query_opt(
+        "SELECT m.case_id, m.customer_id, m.channel, c.team_id FROM messages m JOIN cases c ON c.id = m.case_id \
+         WHERE m.id = ?",
+        &params![message_id],
+    )?
+    else {
+        return Ok(());
+    };
+    let channel = row.req_enum(2, "messages.channel", kontor_core::Channel::parse)?;
+    if !public.contains(&channel) {
+        return Ok(());
+    }
+    let (case_id, customer_id) = (row.req_i64(0, "messages.case_id")?, row.req_i64(1, "messages.customer_id")?);
+    tx.conn.execute(
+        "UPDATE cases SET alert = ?, updated_at = ? WHERE id = ?",
+        &params![NEGATIVE_ON_PUBLIC, tx.now, case_id],
+    )?;
+    let ev = tx.event(
+        EventKind::AlertRaised,
+        Some(case_id),
+        Some(customer_id),
+        &json!({ "case_id": case_id, "message_id": message_id, "channel": channel, "team_id": row.opt_i64(3),
+                 "reason": NEGATIVE_ON_PUBLIC }),
+    )?;
+    tx.conn.execute("UPDATE cases SET last_event_id = ? WHERE id = ?", &params![ev, case_id])?;
+    Ok(())
 }
 
 /// Stores one message's first analysis (a later one for the same message is ignored); true
@@ -584,6 +623,8 @@ pub struct AutoAnswerPolicy {
     pub min_confidence: f32,
     /// Attempts the delivery job gets.
     pub max_attempts: i64,
+    /// Channels whose replies are public: an automatic answer there waits for approval too.
+    pub public_channels: Vec<kontor_core::Channel>,
 }
 
 /// The line every automatic answer ends with: how to reach a person.
@@ -671,9 +712,11 @@ pub(crate) fn auto_answer_with(
         attachments: Vec::new(),
         subject: None,
         cc: Vec::new(),
+        public_channels: policy.public_channels.clone(),
     };
     match crate::cases::reply_in(tx, case_id, &reply, &policy.deliverable, policy.max_attempts)? {
-        crate::cases::ReplyOutcome::Queued { message_id: answer, .. } => {
+        crate::cases::ReplyOutcome::Queued { message_id: answer, .. }
+        | crate::cases::ReplyOutcome::Held { message_id: answer, .. } => {
             tx.conn.execute("UPDATE messages SET automatic = 1 WHERE id = ?", &params![answer])?;
             if let Some(rule) = rule {
                 tracing::debug!(message_id, answer, rule, "A rule answered automatically.");

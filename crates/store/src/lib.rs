@@ -5,6 +5,7 @@
 //! together (group commit) and answers each one only after the commit. Reads use a
 //! connection pool. This crate knows nothing of HTTP.
 
+pub mod approvals;
 pub mod assist;
 pub mod canned;
 pub mod cases;

@@ -212,6 +212,7 @@ fn reply(text: &str, based_on_event_id: i64, force: bool) -> NewReply {
         attachments: Vec::new(),
         subject: None,
         cc: Vec::new(),
+        public_channels: Vec::new(),
     }
 }
 

@@ -257,6 +257,7 @@ pub async fn reply(
         attachments: stored.clone(),
         subject: req.subject.map(|s| s.trim().to_string()).filter(|s| !s.is_empty()),
         cc,
+        public_channels: state.config.assist.public_channels.clone(),
     };
     let outcome = state.store.reply(id, r, state.deliverable_channels()).await;
     let outcome = attachments::discard_on_error(&state, &stored, outcome).await?;
@@ -272,6 +273,11 @@ pub async fn reply(
             )
                 .into_response())
         }
+        ReplyOutcome::Held { message_id, event_id, channel, .. } => Ok((
+            StatusCode::ACCEPTED,
+            Json(ReplyAccepted { message_id, case_id: id, event_id, channel, delivery_state: "pending_approval" }),
+        )
+            .into_response()),
         ReplyOutcome::Stale { events, messages } => {
             let latest = events.last().map(|e| e.id).unwrap_or(req.based_on_event_id);
             Err(AppError::Stale(

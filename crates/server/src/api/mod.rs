@@ -1,6 +1,7 @@
 //! The JSON REST API under `/api/v1`.
 
 pub mod admin;
+pub mod approvals;
 pub mod assist;
 pub mod attachments;
 pub mod cases;
@@ -52,6 +53,9 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/rules", get(rules::list).post(rules::create))
         .route("/api/v1/rules/{id}", get(rules::detail).put(rules::update).delete(rules::delete))
         .route("/api/v1/rules/{id}/dry-run", post(rules::dry_run))
+        .route("/api/v1/approvals", get(approvals::list))
+        .route("/api/v1/approvals/{id}/approve", post(approvals::approve))
+        .route("/api/v1/approvals/{id}/reject", post(approvals::reject))
         .route("/api/v1/cases/{id}/merge", post(inbox::merge))
         .route("/api/v1/cases/{id}/related", get(inbox::related))
         .route("/api/v1/canned", get(inbox::list_canned).post(inbox::create_canned))

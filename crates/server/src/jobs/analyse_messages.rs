@@ -75,6 +75,7 @@ impl Job for AnalyseMessages {
             quiet_us: i64::try_from(cfg.auto_answer_quiet_hours.saturating_mul(3_600_000_000)).unwrap_or(i64::MAX),
             min_confidence: cfg.auto_answer_min_confidence,
             max_attempts: state.store.settings().job_max_attempts,
+            public_channels: cfg.public_channels.clone(),
         };
         let batch = AnalysedBatch {
             from: pending.from,
@@ -83,6 +84,7 @@ impl Job for AnalyseMessages {
             analyses,
             auto: Some(auto),
             rules: matched,
+            public_channels: cfg.public_channels.clone(),
         };
         JobResult::done().with_effect(batch.into_effect())
     }

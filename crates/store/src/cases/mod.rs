@@ -84,6 +84,9 @@ pub struct NewReply {
     pub subject: Option<String>,
     /// Further recipients (e-mail `Cc`), normalised addresses.
     pub cc: Vec<String>,
+    /// Channels whose replies are public (social posts, reviews): a reply on one is held
+    /// for four-eyes approval, as is every reply in a case a rule marked so.
+    pub public_channels: Vec<Channel>,
 }
 
 /// What became of a reply.
@@ -91,6 +94,8 @@ pub struct NewReply {
 pub enum ReplyOutcome {
     /// Stored and queued for delivery.
     Queued { message_id: i64, event_id: i64, job_id: i64, channel: Channel },
+    /// Stored and held until a second staff user approves it (four-eyes).
+    Held { message_id: i64, event_id: i64, approval_id: i64, channel: Channel },
     /// The case changed since the agent's view; nothing was stored.
     Stale { events: Vec<Event>, messages: Vec<Message> },
 }
@@ -438,6 +443,12 @@ pub(crate) fn reply_in(
             .transpose()?
             .unwrap_or(case.channel),
     };
+    // Four-eyes: a case a rule marked, or a public channel.
+    let held = match &case.approval_rule {
+        Some(rule) => Some(format!("rule: {rule}")),
+        None if r.public_channels.contains(&channel) => Some("public channel".to_string()),
+        None => None,
+    };
     if !deliverable.contains(&channel) {
         return Err(StoreError::invalid(
             "channel",
@@ -461,7 +472,7 @@ pub(crate) fn reply_in(
             attachments: &r.attachments,
             provider_message_id: None,
             author_id: r.author_id.map(UserId::get),
-            delivery_state: Some("queued"),
+            delivery_state: Some(if held.is_some() { "pending_approval" } else { "queued" }),
             duration_seconds: None,
             auto_submitted: false,
             raw_blob_id: None,
@@ -482,6 +493,10 @@ pub(crate) fn reply_in(
         "UPDATE cases SET updated_at = ?, last_message_at = ?, last_event_id = ?, first_response_at = COALESCE(first_response_at, ?) WHERE id = ?",
         &params![now, now, event_id, now, case_id],
     )?;
+    if let Some(reason) = held {
+        let approval_id = crate::approvals::hold(tx, &message, &reason)?;
+        return Ok(ReplyOutcome::Held { message_id, event_id, approval_id, channel });
+    }
     let job_id = enqueue_job(tx, &DeliverMessage { message_id }, max_attempts, 0)?;
     Ok(ReplyOutcome::Queued { message_id, event_id, job_id, channel })
 }

@@ -21,6 +21,9 @@ pub enum BenchCommand {
     Ingest(IngestOptions),
     /// Mails per second accepted over SMTP (durable, into cases, sources and files encrypted).
     Smtp(crate::bench_smtp::SmtpOptions),
+    /// The assistant's analysis behind ingest: ingest latency at a fixed offered load with
+    /// analysis off and on, the backlog in /metrics, its drain, and an overload run.
+    Assist(crate::bench_assist::AssistOptions),
     /// The blob store: attachments stored durably (encrypted) and read back (decrypted and
     /// checked) per second, in a fresh local store (or the configured `[blobs]`).
     Blobs {
@@ -53,6 +56,7 @@ pub async fn run(cmd: BenchCommand, cfg: Config) -> Result<()> {
         BenchCommand::Blobs { objects, size, concurrency } => blobs(cfg, objects, size, concurrency).await,
         BenchCommand::Ingest(opts) => ingest(cfg, opts).await,
         BenchCommand::Smtp(opts) => crate::bench_smtp::smtp(cfg, opts).await,
+        BenchCommand::Assist(opts) => crate::bench_assist::assist(cfg, opts).await,
         BenchCommand::Pages { cases, messages, requests } => pages(cfg, cases, messages, requests).await,
     }
 }

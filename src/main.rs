@@ -2,6 +2,7 @@
 
 mod assist_cli;
 mod bench;
+mod bench_assist;
 mod bench_smtp;
 mod demo;
 mod vault_cli;

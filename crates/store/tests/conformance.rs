@@ -54,6 +54,12 @@ macro_rules! conformance {
 }
 
 conformance! {
+    check_analysis_follows_the_event_log_and_stores_each_message_once(store) =>
+        analysis_follows_the_event_log_and_stores_each_message_once_on_sqlite,
+        analysis_follows_the_event_log_and_stores_each_message_once_on_postgres;
+    check_held_replies_wait_for_a_second_staff_user(store) =>
+        held_replies_wait_for_a_second_staff_user_on_sqlite,
+        held_replies_wait_for_a_second_staff_user_on_postgres;
     check_answers_thread_by_reference_then_by_subject_within_the_customer(store) =>
         answers_thread_by_reference_then_by_subject_within_the_customer_on_sqlite,
         answers_thread_by_reference_then_by_subject_within_the_customer_on_postgres;
@@ -2277,4 +2283,115 @@ async fn check_answers_thread_by_reference_then_by_subject_within_the_customer(s
         .unwrap();
     assert!(!again.created);
     assert_eq!(again.message_id, answer.message_id);
+}
+
+fn analysis_of(intent: &str) -> kontor_core::MessageAnalysis {
+    kontor_core::MessageAnalysis {
+        language: Some("de".into()),
+        intent: intent.into(),
+        intent_confidence: 0.9,
+        intent_source: "model".into(),
+        intents: vec![],
+        sentiment: "neutral".into(),
+        sentiment_score: 0.0,
+        entities: vec![],
+        analysed_at: kontor_core::Timestamp::from_micros(0),
+    }
+}
+
+/// Runs an analysis batch's effect as the job's completion would.
+async fn commit_batch(store: &Store, batch: kontor_store::assist::AnalysedBatch) {
+    let effect = batch.into_effect();
+    store
+        .write(move |tx| {
+            effect(
+                tx,
+                kontor_store::jobs::JobFinish { end: kontor_store::jobs::JobEnd::Done, error: None, attempts: 1 },
+            )
+        })
+        .await
+        .unwrap();
+}
+
+async fn check_analysis_follows_the_event_log_and_stores_each_message_once(store: &Store) {
+    let first = store.ingest(inbound("eins@example.de", "Neue IBAN bitte")).await.unwrap();
+    store.add_note(kontor_core::CaseId(first.case_id), "intern".into(), None).await.unwrap();
+    let second = store.ingest(inbound("eins@example.de", "Und noch eine Frage zur Rechnung")).await.unwrap();
+    let third = store.ingest(inbound("zwei@example.de", "Kündigung")).await.unwrap();
+
+    let batch = store.pending_analysis(2).await.unwrap();
+    let ids: Vec<i64> = batch.messages.iter().map(|m| m.id).collect();
+    assert_eq!(ids, vec![first.message_id, second.message_id], "customer messages in order, no notes");
+    assert!(batch.more);
+    let make = |b: &kontor_store::assist::PendingAnalysis, intent: &str| kontor_store::assist::AnalysedBatch {
+        from: b.from,
+        upto: b.upto,
+        more: b.more,
+        analyses: b.messages.iter().map(|m| (m.id, analysis_of(intent))).collect(),
+        auto: None,
+        rules: HashMap::new(),
+        public_channels: vec![],
+    };
+    commit_batch(store, make(&batch, "bank_details_change")).await;
+    // A second run of the same batch (a lost lease) writes nothing.
+    commit_batch(store, make(&batch, "praise")).await;
+    let rest = store.pending_analysis(10).await.unwrap();
+    assert_eq!(rest.messages.iter().map(|m| m.id).collect::<Vec<_>>(), vec![third.message_id]);
+    assert!(!rest.more);
+    assert_eq!(store.analysis_backlog().await.unwrap(), 1);
+    commit_batch(store, make(&rest, "cancellation")).await;
+    assert_eq!(store.analysis_backlog().await.unwrap(), 0);
+    assert!(store.pending_analysis(10).await.unwrap().messages.is_empty());
+
+    let case = store.case_detail(first.case_id).await.unwrap();
+    assert_eq!(case.case.intent.as_deref(), Some("bank_details_change"), "the first message's intent");
+    let analysed: Vec<Option<&str>> =
+        case.messages.iter().map(|m| m.analysis.as_ref().map(|a| a.intent.as_str())).collect();
+    assert_eq!(analysed, vec![Some("bank_details_change"), None, Some("bank_details_change")], "notes have none");
+    let events = all_events(store).await;
+    assert_eq!(events.iter().filter(|e| e.kind == "message.analysed").count(), 3);
+
+    // An agent's correction: the analysis, a training example, the case's intent.
+    let corrected =
+        store.correct_intent(first.message_id, "complaint".into(), "Neue IBAN bitte".into(), None).await.unwrap();
+    assert!(corrected.case_intent_changed);
+    assert_eq!(corrected.analysis.intent_source, "agent");
+    let examples = store.training_examples().await.unwrap();
+    assert_eq!((examples.len(), examples[0].label.as_str()), (1, "complaint"));
+    let case = store.case_detail(first.case_id).await.unwrap().case;
+    assert_eq!((case.intent.as_deref(), case.intent_source.as_deref()), (Some("complaint"), Some("agent")));
+}
+
+async fn check_held_replies_wait_for_a_second_staff_user(store: &Store) {
+    let author =
+        store.create_user("a@example.de".into(), "A".into(), Role::Agent, "sehr geheim 123".into()).await.unwrap();
+    let other =
+        store.create_user("b@example.de".into(), "B".into(), Role::Agent, "sehr geheim 123".into()).await.unwrap();
+    let r = store.ingest(inbound("kunde@example.de", "Hallo")).await.unwrap();
+    let mut held = reply("Antwort", 0, true);
+    held.author_id = Some(kontor_core::UserId(author.id));
+    held.public_channels = vec![Channel::Api];
+    let ReplyOutcome::Held { message_id, approval_id, .. } =
+        store.reply(r.case_id, held, vec![Channel::Api]).await.unwrap()
+    else {
+        panic!("a reply on a public channel is held")
+    };
+    assert_eq!(store.queue_stats().await.unwrap().queued, 0, "no delivery job while held");
+    let pending = store.pending_approvals(None).await.unwrap();
+    assert_eq!((pending.len(), pending[0].message_id), (1, message_id));
+    let by_author = store
+        .decide_approval(approval_id, kontor_core::UserId(author.id), kontor_store::approvals::Decision::Approve, None)
+        .await;
+    assert!(matches!(by_author, Err(StoreError::Forbidden(_))), "{by_author:?}");
+    let done = store
+        .decide_approval(approval_id, kontor_core::UserId(other.id), kontor_store::approvals::Decision::Approve, None)
+        .await
+        .unwrap();
+    assert_eq!(done.status, "approved");
+    assert_eq!(store.queue_stats().await.unwrap().queued, 1, "queued for delivery once approved");
+    let again = store
+        .decide_approval(approval_id, kontor_core::UserId(other.id), kontor_store::approvals::Decision::Reject, None)
+        .await;
+    assert!(matches!(again, Err(StoreError::Conflict(_))), "{again:?}");
+    assert!(store.pending_approvals(None).await.unwrap().is_empty());
 }

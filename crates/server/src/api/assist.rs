@@ -156,7 +156,7 @@ pub async fn patch_analysis(
     let id = super::path_id(&id, "message")?;
     let message = state.app.message(&caller.actor(), id).await?;
     let intent = req.intent.trim().to_string();
-    if !known_intents(&state).await.iter().any(|i| *i == intent) {
+    if !known_intents(&state).await.contains(&intent) {
         return Err(AppError::invalid("intent", "is not one of the assistant's intents (GET /api/v1/assist/intents)"));
     }
     let input = kontor_assist::analysis::model_input(message.subject.as_deref(), &message.text);

@@ -38,13 +38,16 @@
 
   // The live event stream; EventSource reconnects by itself and resumes with Last-Event-ID.
   // A refused stream (429: too many open for this user, e.g. tabs whose connections died)
-  // ends the EventSource for good; then open a new one after a while.
-  function live(onEvent, onPresence) {
+  // ends the EventSource for good; then open a new one after a while. `after`: the event
+  // the page was rendered at (events while it loaded are then not missed); without it the
+  // stream starts now.
+  function live(onEvent, onPresence, after) {
     const indicator = $('#live');
     if (!window.EventSource || !indicator) return;
     indicator.hidden = false; // only pages that follow the stream show its state
+    let last = after !== undefined && after !== '' && Number(after) >= 0 ? Number(after) : null;
     const connect = () => {
-      const stream = new EventSource('/api/v1/events/stream');
+      const stream = new EventSource(last === null ? '/api/v1/events/stream' : `/api/v1/events/stream?after=${last}`);
       if (onPresence) {
         stream.addEventListener('presence', (e) => {
           try { onPresence(JSON.parse(e.data)); } catch (_) { /* ignore malformed */ }
@@ -56,6 +59,7 @@
         if (stream.readyState === EventSource.CLOSED) setTimeout(connect, 15000);
       };
       stream.onmessage = (e) => {
+        if (e.lastEventId && (last === null || Number(e.lastEventId) > last)) last = Number(e.lastEventId);
         let ev;
         try { ev = JSON.parse(e.data); } catch (_) { return; }
         onEvent(ev);
@@ -181,6 +185,9 @@
         if (!text.value.trim()) { location.reload(); return; }
         say(de ? 'Der Vorgang wurde zusammengeführt – bitte nach dem Sichern des Entwurfs neu laden.' : 'The case was merged – please reload after saving your draft.', true);
       }
+      // Everything but a change of the case's fields shows in the timeline: new messages,
+      // delivery states, and the assistant's analysis of a message (`message.analysed`),
+      // which also sets the case's intent in the head.
       if (ev.type !== 'case.updated') reloadTimeline();
       reloadMeta();
     }, (p) => {
@@ -190,7 +197,7 @@
       // Someone new arrived: tell them we are here too.
       if (!known && p.state !== 'left') announce(typingUntil ? 'typing' : 'viewing');
       renderPresence();
-    });
+    }, caseEl.dataset.eventsAfter);
     // Announce once the stream is likely open, so others learn of us and we of them.
     setTimeout(() => announce(typingUntil ? 'typing' : 'viewing'), 300);
 
@@ -244,6 +251,7 @@
       showMailFields();
       text.placeholder = text.dataset[m];
       $('#send').textContent = $('#send').dataset[m];
+      styleSoon();
       text.focus();
     };
     $$('.tabs button[data-mode]').forEach((b) => b.addEventListener('click', () => setMode(b.dataset.mode)));
@@ -292,6 +300,7 @@
           const r = await api('POST', `/api/v1/customers/${caseEl.dataset.customerId}/contacts`, body);
           if (r.status === 201) {
             text.value = '';
+            styleSoon();
             $('#contact-minutes').value = '';
             say(de ? 'Kontakt gespeichert.' : 'Contact saved.');
             reloadTimeline();
@@ -300,7 +309,7 @@
         }
         if (mode === 'note') {
           const r = await api('POST', `/api/v1/cases/${caseId}/notes`, { text: t });
-          if (r.status === 201) { text.value = ''; say(de ? 'Notiz gespeichert.' : 'Note saved.'); reloadTimeline(); }
+          if (r.status === 201) { text.value = ''; styleSoon(); say(de ? 'Notiz gespeichert.' : 'Note saved.'); reloadTimeline(); }
           else say((r.body && r.body.error && r.body.error.message) || 'Error', true);
           return;
         }
@@ -327,6 +336,7 @@
         const r = await api('POST', `/api/v1/cases/${caseId}/replies`, reply);
         if (r.status === 202) {
           text.value = '';
+          styleSoon();
           ccInput.value = '';
           filesInput.value = '';
           markInvalid(ccInput, false);
@@ -359,6 +369,7 @@
     $('#send-anyway').addEventListener('click', () => send(true));
     $('#discard').addEventListener('click', () => {
       text.value = '';
+      styleSoon();
       staleBox.hidden = true;
       if (pendingLatest) latestSeen = Math.max(latestSeen, pendingLatest);
       basedOn = latestSeen;
@@ -394,6 +405,91 @@
       e.preventDefault();
       insertAtCursor(c.body, text.selectionStart - m[0].length);
     });
+
+    // The assistant's chips (data found in a customer's message): one click puts the value
+    // into the composer at the cursor (delegated: the timeline is re-rendered live).
+    const composer = $('#composer');
+    document.addEventListener('click', (e) => {
+      const chip = e.target.closest && e.target.closest('button.chip[data-insert]');
+      if (!chip || composer.hidden) return;
+      const before = text.value.slice(0, text.selectionStart);
+      insertAtCursor((before && !/\s$/.test(before) ? ' ' : '') + chip.dataset.insert);
+      const kind = chip.querySelector('.chip-kind');
+      say(`${kind ? kind.textContent : ''} ${composer.dataset.inserted}`.trim());
+    });
+
+    // The style check of a reply as it is written: findings (outdated phrases, passive voice,
+    // long sentences) below the textarea; a finding's button selects its words in the text.
+    const styleBox = $('#style-check');
+    const styleList = $('#style-findings');
+    const styleSummary = $('#style-summary');
+    let styleSeq = 0;
+    // The API counts Unicode characters; the textarea counts UTF-16 code units.
+    const unitOffset = (s, chars) => {
+      let i = 0;
+      for (let n = 0; n < chars && i < s.length; n += 1) i += s.codePointAt(i) > 0xffff ? 2 : 1;
+      return i;
+    };
+    const showFindings = (draft, findings) => {
+      styleList.textContent = '';
+      const n = findings.length;
+      styleSummary.textContent = n === 0 ? `✓ ${styleBox.dataset.ok}`
+        : n === 1 ? styleBox.dataset.one : styleBox.dataset.many.replace('{n}', String(n));
+      styleBox.classList.toggle('clean', n === 0);
+      findings.forEach((f) => {
+        const li = document.createElement('li');
+        li.className = `finding f-${f.kind}`;
+        const b = document.createElement('button');
+        b.type = 'button';
+        b.className = 'finding-phrase';
+        const words = f.phrase.length > 60 ? `${f.phrase.slice(0, 57)}…` : f.phrase;
+        b.textContent = `„${words}“`;
+        b.title = styleBox.dataset.select;
+        b.setAttribute('aria-label', `${styleBox.dataset.select}: ${words}`);
+        b.addEventListener('click', () => {
+          const s = unitOffset(draft, f.start);
+          const e = unitOffset(draft, f.end);
+          // The words moved since the check: check again rather than select the wrong ones.
+          if (text.value.slice(s, e) !== draft.slice(s, e)) { checkStyle(); return; }
+          text.focus();
+          text.setSelectionRange(s, e);
+        });
+        const reason = document.createElement('span');
+        reason.className = 'finding-reason';
+        reason.textContent = f.reason;
+        li.append(b, ' ', reason);
+        if (f.suggestion) {
+          const hint = document.createElement('span');
+          hint.className = 'finding-suggestion';
+          hint.textContent = `→ ${f.suggestion}`;
+          hint.title = styleBox.dataset.suggestion;
+          li.append(' ', hint);
+        }
+        styleList.appendChild(li);
+      });
+      styleBox.hidden = false;
+    };
+    async function checkStyle() {
+      const draft = text.value;
+      const mine = ++styleSeq;
+      if (mode !== 'reply' || !draft.trim()) { styleBox.hidden = true; styleList.textContent = ''; return; }
+      const req = { text: draft };
+      // A draft of a few words says little about its language: read it in the customer's.
+      if (styleBox.dataset.lang && draft.trim().split(/\s+/).length < 8) req.language = styleBox.dataset.lang;
+      let r = null;
+      try { r = await api('POST', '/api/v1/assist/style', req); } catch (_) { r = null; }
+      if (mine !== styleSeq) return; // the draft changed meanwhile; a newer check follows
+      if (r && r.status === 200 && r.body && Array.isArray(r.body.findings)) {
+        showFindings(draft, r.body.findings);
+      } else {
+        styleList.textContent = '';
+        styleSummary.textContent = styleBox.dataset.unavailable;
+        styleBox.classList.remove('clean');
+        styleBox.hidden = false;
+      }
+    }
+    const styleSoon = debounce(checkStyle, 400);
+    text.addEventListener('input', styleSoon);
 
     // Merging another customer (with all cases and addresses) into this case's customer.
     const customerId = Number(caseEl.dataset.customerId);

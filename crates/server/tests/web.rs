@@ -738,3 +738,116 @@ async fn the_settings_page_shows_the_email_channels_settings_and_health_without_
     let (ben, _) = app.sign_in("ben@example.de", "geheim123").await.unwrap();
     assert_eq!(app.page(&ben, "/settings").await.0, 403);
 }
+
+/// The case page of `case_id` once the message `message_id` shows its analysis (waits for that
+/// state, up to `limit`): the analysis job runs after ingest.
+async fn page_once_analysed(app: &TestServer, session: &str, lang: &str, case_id: i64, message_id: i64) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let (_, case) = app.call("GET", &format!("/api/v1/cases/{case_id}"), None).await;
+        let analysed = case["messages"]
+            .as_array()
+            .and_then(|ms| ms.iter().find(|m| m["id"] == message_id))
+            .is_some_and(|m| m.get("analysis").is_some_and(|a| !a.is_null()));
+        if analysed {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "message {message_id} was never analysed: {case}");
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    let r = app
+        .with_session(session, Method::GET, &format!("/cases/{case_id}"))
+        .header(ACCEPT_LANGUAGE, lang)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    r.text().await.unwrap()
+}
+
+#[tokio::test]
+async fn the_case_page_shows_the_assistants_analysis_with_chips_and_the_style_check() {
+    let app = TestServer::start(|c| c.jobs.poll_ms = 20).await.with_staff().await;
+    let r = inbound(
+        &app,
+        json!({
+            "from": { "email": "jonas@example.de" }, "name": "Jonas Albrecht", "subject": "Neue Bankverbindung",
+            "text": "Guten Tag, ich habe mein Girokonto gewechselt. Bitte buchen Sie die Abschläge künftig von \
+                     meiner neuen IBAN DE02 1203 0000 0000 2020 51 ab. Freundliche Grüße, Jonas Albrecht"
+        }),
+    )
+    .await;
+    let (case_id, message_id) = (r["case_id"].as_i64().unwrap(), r["message_id"].as_i64().unwrap());
+    let (ben, _) = app.sign_in("ben@example.de", "geheim123").await.unwrap();
+
+    let html = page_once_analysed(&app, &ben, "de-DE", case_id, message_id).await;
+    // The strip: intent with label and confidence, language, sentiment, the IBAN as a chip.
+    assert!(html.contains(r#"class="assist" role="group" aria-label="Digitaler Assistent""#), "{html}");
+    assert!(html.contains(r#"data-intent="bank_details_change">Bankverbindung ändern</strong>"#), "{html}");
+    let confidence = shown_confidence(&html);
+    assert!(confidence.is_some_and(|p| p <= 100), "a confidence in percent: {html}");
+    assert!(html.contains("Deutsch") && html.contains("Stimmung"), "{html}");
+    assert!(
+        html.contains(r#"<button type="button" class="chip" data-insert="DE02120300000000202051" data-kind="iban""#),
+        "{html}"
+    );
+    assert!(html.contains(r#"aria-label="IBAN DE02120300000000202051: In die Antwort einfügen""#), "{html}");
+    // The case's intent in its head; the composer's style check with its empty state.
+    assert!(html.contains(r#"class="case-intent""#) && html.contains("vom Assistenten erkannt"), "{html}");
+    assert!(html.contains(r#"id="style-check""#) && html.contains(r#"data-ok="Keine Auffälligkeiten""#), "{html}");
+    assert!(html.contains(r#"data-lang="de""#), "the customer's language is the style check's hint: {html}");
+    // The page's live stream starts where the page was read (nothing that happens while it
+    // loads is missed): at an event no older than the analysis the page shows.
+    let (_, events) = app.call("GET", "/api/v1/events?limit=1000", None).await;
+    let analysed = events["items"].as_array().unwrap().iter().find(|e| e["type"] == "message.analysed").unwrap();
+    let after: i64 =
+        html.split(r#"data-events-after=""#).nth(1).and_then(|r| r.split('"').next()).unwrap().parse().unwrap();
+    assert!(after >= analysed["id"].as_i64().unwrap(), "{after} {analysed}");
+
+    // In English, with the same hooks.
+    let html = page_once_analysed(&app, &ben, "en-US", case_id, message_id).await;
+    assert!(html.contains(r#"data-intent="bank_details_change">Change of bank details</strong>"#), "{html}");
+    assert!(html.contains("German") && html.contains(r#"data-ok="No style issues""#), "{html}");
+    assert!(html.contains(r#"aria-label="IBAN DE02120300000000202051: Insert into the reply""#), "{html}");
+
+    // The live fragments carry the same: the timeline and the head.
+    let (_, timeline) = app.page(&ben, &format!("/cases/{case_id}/timeline")).await;
+    assert!(timeline.contains(r#"data-kind="iban""#), "{timeline}");
+    let (_, meta) = app.page(&ben, &format!("/cases/{case_id}/meta")).await;
+    assert!(meta.contains(r#"class="case-intent""#) && meta.contains("Bankverbindung ändern"), "{meta}");
+
+    // Staff's own writing has no strip: only the customer's message.
+    let (s, _) =
+        app.call("POST", &format!("/api/v1/cases/{case_id}/notes"), Some(json!({ "text": "IBAN geprüft" }))).await;
+    assert_eq!(s, 201);
+    let (_, timeline) = app.page(&ben, &format!("/cases/{case_id}/timeline")).await;
+    assert_eq!(timeline.matches(r#"class="assist""#).count(), 1, "{timeline}");
+}
+
+/// The intent's confidence the page shows ("87 %"), if any.
+fn shown_confidence(html: &str) -> Option<u32> {
+    let at = html.find(r#"<span class="assist-conf""#)?;
+    let rest = &html[at..];
+    let text = &rest[rest.find('>')? + 1..rest.find("</span>")?];
+    text.strip_suffix(" %")?.trim().parse().ok()
+}
+
+#[tokio::test]
+async fn messages_without_an_analysis_show_no_assistant_strip() {
+    let app = TestServer::start(|c| c.assist.analyse = false).await.with_staff().await;
+    let r = inbound(
+        &app,
+        json!({
+            "from": { "email": "jonas@example.de" }, "subject": "Neue Bankverbindung",
+            "text": "Meine neue IBAN ist DE02 1203 0000 0000 2020 51."
+        }),
+    )
+    .await;
+    let (ben, _) = app.sign_in("ben@example.de", "geheim123").await.unwrap();
+    let (s, html) = app.page(&ben, &format!("/cases/{}", r["case_id"])).await;
+    assert_eq!(s, 200);
+    assert!(html.contains("Meine neue IBAN"), "{html}");
+    assert!(!html.contains(r#"class="assist""#) && !html.contains("class=\"chip\""), "{html}");
+    assert!(!html.contains(r#"class="case-intent""#), "{html}");
+    assert!(html.contains(r#"data-lang="""#), "no language hint without an analysis: {html}");
+}

@@ -10,6 +10,7 @@ use kontor_store::cases::CaseFilter;
 use minijinja::Value;
 use serde_json::json;
 
+use super::assist::{analysis_view, intent_label};
 use super::i18n::words;
 use super::pages::*;
 use crate::AppState;
@@ -44,6 +45,9 @@ pub(super) async fn case_context(
             Err(e) => return Err(err(e)),
         }
     }
+    // Where the event log stood before the page was read: its live stream starts there, so
+    // that nothing that happens while the page loads (an analysis finishing) is missed.
+    let events_after = if part == Part::Page { Some(state.store.max_event_id().await.map_err(err)?) } else { None };
     // The messages only where the timeline is shown; elsewhere the case row is enough.
     let (case, customer, all_messages) = if want(Part::Timeline) {
         match state.store.case_detail(id).await {
@@ -63,7 +67,9 @@ pub(super) async fn case_context(
     let t = words(staff.lang);
     let mut ctx = base(Some(staff), staff.lang);
     ctx.insert("case", Value::from_serialize(&case));
+    ctx.insert("events_after", Value::from_serialize(events_after));
     ctx.insert("customer", Value::from_serialize(&customer));
+    ctx.insert("intent_label", Value::from_serialize(case.intent.as_deref().map(|i| intent_label(i, staff.lang))));
     ctx.insert(
         "status_label",
         Value::from(t.get(format!("status_{}", case.status.as_str()).as_str()).copied().unwrap_or("")),
@@ -117,6 +123,11 @@ pub(super) async fn case_context(
                     "cc": m.cc,
                     "auto_submitted": m.auto_submitted,
                     "has_raw_source": m.has_raw_source,
+                    // The assistant's analysis of what a customer wrote (absent until it ran,
+                    // and on messages from before the assistant).
+                    "analysis": m.analysis.as_ref()
+                        .filter(|_| m.direction == kontor_core::Direction::In && !m.internal)
+                        .map(|a| analysis_view(a, staff.lang)),
                 })
             })
             .collect();
@@ -187,6 +198,15 @@ pub(super) async fn case_context(
             );
         }
         ctx.insert("reply_channels", Value::from_serialize(&reply_channels));
+        // The customer's language (from the assistant): the style check reads a short draft
+        // in it, where the draft alone says too little.
+        let reply_language = all_messages
+            .iter()
+            .rev()
+            .filter(|m| m.direction == kontor_core::Direction::In && !m.internal)
+            .find_map(|m| m.analysis.as_ref().and_then(|a| a.language.clone()))
+            .filter(|l| l == "de" || l == "en");
+        ctx.insert("reply_language", Value::from_serialize(reply_language));
         ctx.insert("default_channel", Value::from_serialize(default_channel));
         ctx.insert("reply_subject", Value::from(reply_subject(case.subject.as_deref())));
         ctx.insert("max_attachment_bytes", Value::from(state.config.max_attachment_bytes));

@@ -223,6 +223,23 @@ const WORDS: &[(&str, &str, &str)] = &[
     ("listener_running", "läuft", "running"),
     ("listener_backoff", "gestört – neuer Versuch folgt", "failing – will retry"),
     ("listener_stopped", "angehalten", "stopped"),
+    ("assist_strip", "Digitaler Assistent", "Digital assistant"),
+    ("intent", "Anliegen", "Request"),
+    ("intent_by_model", "vom Assistenten erkannt", "recognised by the assistant"),
+    ("intent_by_agent", "vom Team gesetzt", "set by staff"),
+    ("intent_confidence", "Sicherheit", "Confidence"),
+    ("intent_alternatives", "Einschätzung des Assistenten", "The assistant's guesses"),
+    ("sentiment", "Stimmung", "Sentiment"),
+    ("extracted_data", "Erkannte Angaben", "Extracted data"),
+    ("insert_into_reply", "In die Antwort einfügen", "Insert into the reply"),
+    ("inserted", "eingefügt", "inserted"),
+    ("style_check", "Stilprüfung", "Style check"),
+    ("style_ok", "Keine Auffälligkeiten", "No style issues"),
+    ("style_one", "1 Hinweis zum Stil", "1 style note"),
+    ("style_many", "{n} Hinweise zum Stil", "{n} style notes"),
+    ("style_select", "Im Text markieren", "Select in the text"),
+    ("style_suggestion", "Vorschlag", "Suggestion"),
+    ("style_unavailable", "Stilprüfung gerade nicht verfügbar", "Style check not available right now"),
 ];
 
 /// All words of a language, for templates (`{{ t.sign_in }}`).

@@ -1,7 +1,8 @@
 //! Server-rendered pages for staff: sign-in, inbox, case view, profile. A small hand-written
-//! script (`static/app.js`) adds live updates, the composer's collision handling and
-//! keyboard shortcuts; there is no JavaScript build step.
+//! script (`static/app.js`) adds live updates, the composer's collision handling, the
+//! assistant's style check and keyboard shortcuts; there is no JavaScript build step.
 
+mod assist;
 mod case;
 mod format;
 pub mod i18n;

@@ -1,0 +1,162 @@
+//! What the digital assistant shows on the case page: the analysis of an inbound message
+//! (intent, language, sentiment, extracted data) with labels in the agent's language, and the
+//! case's intent. Only shapes values for templates; the analysis itself is made elsewhere.
+
+use kontor_core::MessageAnalysis;
+use serde_json::{json, Value};
+
+use super::i18n::Lang;
+
+/// (intent, German, English): the assistant's intents as agents read them.
+const INTENTS: &[(&str, &str, &str)] = &[
+    ("address_change", "Adressänderung", "Change of address"),
+    ("bank_details_change", "Bankverbindung ändern", "Change of bank details"),
+    ("invoice_question", "Frage zur Rechnung", "Invoice question"),
+    ("payment_arrangement", "Zahlungsvereinbarung", "Payment arrangement"),
+    ("cancellation", "Kündigung", "Cancellation"),
+    ("contract_change", "Vertragsänderung", "Contract change"),
+    ("complaint", "Beschwerde", "Complaint"),
+    ("meter_reading", "Zählerstand", "Meter reading"),
+    ("appointment", "Termin", "Appointment"),
+    ("document_request", "Unterlagen anfordern", "Document request"),
+    ("login_help", "Hilfe bei der Anmeldung", "Login help"),
+    ("praise", "Lob", "Praise"),
+    ("other", "Sonstiges", "Other"),
+];
+
+/// (entity kind, German, English): the kinds of data the assistant extracts.
+const ENTITY_KINDS: &[(&str, &str, &str)] = &[
+    ("iban", "IBAN", "IBAN"),
+    ("bic", "BIC", "BIC"),
+    ("email", "E-Mail", "E-mail"),
+    ("phone", "Telefon", "Phone"),
+    ("date", "Datum", "Date"),
+    ("amount", "Betrag", "Amount"),
+    ("address", "Adresse", "Address"),
+    ("meter_reading", "Zählerstand", "Meter reading"),
+    ("customer_number", "Kundennummer", "Customer number"),
+    ("contract_number", "Vertragsnummer", "Contract number"),
+    ("invoice_number", "Rechnungsnummer", "Invoice number"),
+];
+
+fn pick(table: &[(&str, &'static str, &'static str)], key: &str, lang: Lang) -> Option<&'static str> {
+    table.iter().find(|(k, _, _)| *k == key).map(|(_, de, en)| if lang == Lang::De { *de } else { *en })
+}
+
+/// An intent as agents read it; an intent the UI does not know (a configured one) shows as
+/// its name with spaces.
+pub(super) fn intent_label(intent: &str, lang: Lang) -> String {
+    pick(INTENTS, intent, lang).map(str::to_string).unwrap_or_else(|| intent.replace('_', " "))
+}
+
+/// The label of an extracted value's kind (a configured pattern's name with spaces).
+fn entity_label(kind: &str, lang: Lang) -> String {
+    pick(ENTITY_KINDS, kind, lang).map(str::to_string).unwrap_or_else(|| kind.replace('_', " "))
+}
+
+fn language_label(code: &str, lang: Lang) -> &'static str {
+    match (code, lang) {
+        ("de", Lang::De) => "Deutsch",
+        ("de", Lang::En) => "German",
+        ("en", Lang::De) => "Englisch",
+        ("en", Lang::En) => "English",
+        (_, Lang::De) => "andere Sprache",
+        (_, Lang::En) => "other language",
+    }
+}
+
+fn sentiment_label(sentiment: &str, lang: Lang) -> &'static str {
+    match (sentiment, lang) {
+        ("negative", Lang::De) => "negativ",
+        ("negative", Lang::En) => "negative",
+        ("positive", Lang::De) => "positiv",
+        ("positive", Lang::En) => "positive",
+        (_, Lang::De) => "neutral",
+        (_, Lang::En) => "neutral",
+    }
+}
+
+/// A probability (0–1) as a whole percent, in the language's notation ("87 %" / "87%").
+fn percent(p: f32, lang: Lang) -> String {
+    let n = (p.clamp(0.0, 1.0) * 100.0).round() as i32;
+    match lang {
+        Lang::De => format!("{n} %"),
+        Lang::En => format!("{n}%"),
+    }
+}
+
+/// The analysis of one message as the case page's template shows it.
+pub(super) fn analysis_view(a: &MessageAnalysis, lang: Lang) -> Value {
+    let sentiment = match a.sentiment.as_str() {
+        s @ ("negative" | "positive") => s,
+        _ => "neutral",
+    };
+    // The model's next guesses, for the intent's tooltip ("Kündigung 81 %, Vertragsänderung 9 %").
+    let alternatives = a
+        .intents
+        .iter()
+        .map(|i| format!("{} {}", intent_label(&i.intent, lang), percent(i.confidence, lang)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    json!({
+        "intent": a.intent,
+        "intent_label": intent_label(&a.intent, lang),
+        "by_agent": a.intent_source == "agent",
+        "confidence": percent(a.intent_confidence, lang),
+        "alternatives": alternatives,
+        "language": a.language,
+        "language_label": a.language.as_deref().map(|l| language_label(l, lang)),
+        "sentiment": sentiment,
+        "sentiment_label": sentiment_label(sentiment, lang),
+        "entities": a.entities.iter().map(|e| json!({
+            "kind": e.kind,
+            "label": entity_label(&e.kind, lang),
+            "value": e.value,
+            "text": e.text,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_intent_has_a_label_in_both_languages() {
+        let intents = [
+            "address_change",
+            "bank_details_change",
+            "invoice_question",
+            "payment_arrangement",
+            "cancellation",
+            "contract_change",
+            "complaint",
+            "meter_reading",
+            "appointment",
+            "document_request",
+            "login_help",
+            "praise",
+            "other",
+        ];
+        for i in intents {
+            let (de, en) = (intent_label(i, Lang::De), intent_label(i, Lang::En));
+            assert!(!de.contains('_') && !en.contains('_'), "{i}: {de} / {en}");
+        }
+        assert_eq!(intent_label("bank_details_change", Lang::De), "Bankverbindung ändern");
+        assert_eq!(intent_label("tariff_question", Lang::En), "tariff question", "a configured intent");
+    }
+
+    #[test]
+    fn percents_and_labels_follow_the_language() {
+        let table =
+            [(0.873, Lang::De, "87 %"), (0.873, Lang::En, "87%"), (1.0, Lang::De, "100 %"), (-0.1, Lang::En, "0%")];
+        for (p, lang, want) in table {
+            assert_eq!(percent(p, lang), want);
+        }
+        assert_eq!(entity_label("iban", Lang::De), "IBAN");
+        assert_eq!(entity_label("meter_reading", Lang::En), "Meter reading");
+        assert_eq!(entity_label("policy_number", Lang::De), "policy number");
+        assert_eq!(language_label("other", Lang::De), "andere Sprache");
+        assert_eq!(sentiment_label("negative", Lang::De), "negativ");
+    }
+}

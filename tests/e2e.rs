@@ -14,8 +14,11 @@ use std::time::{Duration, Instant};
 const CHROMIUM: &str = "/usr/bin/chromium";
 /// The browser scenario files, run in this order against one server, and how long each may
 /// take (together well below the harness's limit for one test).
-const SCENARIOS: &[(&str, Duration)] =
-    &[("tests/e2e/inbox.test.js", Duration::from_secs(110)), ("tests/e2e/email.test.js", Duration::from_secs(50))];
+const SCENARIOS: &[(&str, Duration)] = &[
+    ("tests/e2e/inbox.test.js", Duration::from_secs(110)),
+    ("tests/e2e/email.test.js", Duration::from_secs(50)),
+    ("tests/e2e/assist.test.js", Duration::from_secs(60)),
+];
 /// The domain the server takes mail for.
 const MAIL_DOMAIN: &str = "support.example.de";
 

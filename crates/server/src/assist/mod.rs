@@ -169,8 +169,8 @@ pub const BUSINESS_HOURS: &str = "business_hours";
 
 /// The stored business hours, if set and readable.
 pub async fn business_hours(state: &AppState) -> Result<Option<BusinessHours>, kontor_store::StoreError> {
-    Ok(state.store.setting(BUSINESS_HOURS).await?.and_then(|v| match serde_json::from_str(&v) {
-        Ok(h) => Some(h),
+    Ok(state.store.setting(BUSINESS_HOURS).await?.and_then(|v| match serde_json::from_str::<Option<BusinessHours>>(&v) {
+        Ok(h) => h,
         Err(e) => {
             tracing::error!(error = %e, "The business hours setting cannot be read; business-hours conditions fail.");
             None

@@ -92,6 +92,45 @@
       if (e.key === 'j' && list.length) { select(list[Math.min(i + 1, list.length - 1)].dataset.id); e.preventDefault(); }
       if (e.key === 'k' && list.length) { select(list[Math.max(i - 1, 0)].dataset.id); e.preventDefault(); }
       if (e.key === 'Enter' && i >= 0) { location.href = list[i].dataset.href; }
+      if (e.key === 'f') { e.preventDefault(); location.href = '/approvals'; }
+    });
+  }
+
+  // ---- Approvals: replies held for a second person's approval ---------------------------
+  if (page === 'approvals') {
+    const list = $('#approvals');
+    const note = $('#approvals-status');
+    const tell = (msg, bad) => { note.textContent = msg; note.classList.toggle('error', !!bad); };
+    const reload = debounce(() => refresh(list), 100);
+    live((ev) => { if (/^(approval\.|message\.)/.test(ev.type)) reload(); });
+    list.addEventListener('click', async (e) => {
+      const b = e.target.closest('button.approve, button.reject');
+      if (!b) return;
+      const form = b.closest('form.approval-decide');
+      const comment = form.elements.comment.value.trim();
+      const reject = b.classList.contains('reject');
+      if (reject && !comment) {
+        tell(list.dataset.needsComment, true);
+        form.elements.comment.setAttribute('aria-invalid', 'true');
+        form.elements.comment.focus();
+        return;
+      }
+      $$('button', form).forEach((x) => { x.disabled = true; });
+      let r = null;
+      try {
+        r = await api('POST', `/api/v1/approvals/${form.dataset.id}/${reject ? 'reject' : 'approve'}`, comment ? { comment } : {});
+      } catch (_) { r = null; }
+      if (r && r.status === 200) {
+        tell(reject ? list.dataset.rejected : list.dataset.approved);
+        await refresh(list);
+      } else {
+        $$('button', form).forEach((x) => { x.disabled = false; });
+        tell((r && r.body && r.body.error && r.body.error.message) || 'Error', true);
+      }
+    });
+    document.addEventListener('keydown', (e) => {
+      if (typing(e.target) || e.ctrlKey || e.metaKey || e.altKey) return;
+      if (e.key === 'i') { e.preventDefault(); location.href = '/inbox'; }
     });
   }
 
@@ -488,8 +527,79 @@
         styleBox.hidden = false;
       }
     }
-    const styleSoon = debounce(checkStyle, 400);
+    const styleSoon = debounce(() => { syncSuggestion(); checkStyle(); }, 400);
     text.addEventListener('input', styleSoon);
+
+    // Setting or correcting what a customer wants: the select in a message's strip sets that
+    // message's intent; the one in the head the case's, i.e. its first analysed customer
+    // message's (delegated: both are re-rendered live).
+    document.addEventListener('change', async (e) => {
+      const sel = e.target.closest && e.target.closest('select.intent-set');
+      if (!sel) return;
+      let id = sel.dataset.messageId;
+      if (!id) {
+        const first = timeline.querySelector('select.intent-set[data-message-id]');
+        id = first && first.dataset.messageId;
+      }
+      if (!id) return;
+      sel.disabled = true;
+      let r = null;
+      try { r = await api('PATCH', `/api/v1/messages/${id}/analysis`, { intent: sel.value }); } catch (_) { r = null; }
+      sel.disabled = false;
+      sel.blur();
+      if (r && r.status === 200) { say(composer.dataset.intentSaved); reloadTimeline(); reloadMeta(); }
+      else say((r && r.body && r.body.error && r.body.error.message) || 'Error', true);
+    });
+
+    // The assistant's suggestion (the canned response of the case's intent, where set to
+    // `suggest`): put into an empty composer when the page opens, marked until it is sent,
+    // cleared or emptied.
+    const suggestionBox = $('#suggestion');
+    let suggested = null;
+    function syncSuggestion() {
+      if (!suggestionBox || suggested === null) return;
+      if (!text.value.trim() || mode !== 'reply') {
+        suggested = null;
+        suggestionBox.hidden = true;
+        text.classList.remove('suggested');
+      }
+    }
+    if (suggestionBox && !composer.hidden && !text.value.trim()) {
+      suggested = suggestionBox.dataset.body;
+      text.value = suggested;
+      text.classList.add('suggested');
+      suggestionBox.hidden = false;
+      styleSoon();
+    }
+    const clearSuggestion = $('#suggestion-clear');
+    if (clearSuggestion) clearSuggestion.addEventListener('click', () => {
+      text.value = '';
+      syncSuggestion();
+      styleSoon();
+      text.focus();
+    });
+
+    // A reply draft from the language model (only offered where one is configured).
+    const draftButton = $('#draft');
+    if (draftButton) draftButton.addEventListener('click', async () => {
+      if (text.value.trim() && text.value !== suggested && !window.confirm(draftButton.dataset.replace)) return;
+      draftButton.disabled = true;
+      say(draftButton.dataset.loading);
+      let r = null;
+      try { r = await api('POST', `/api/v1/cases/${caseId}/draft`); } catch (_) { r = null; }
+      draftButton.disabled = false;
+      if (r && r.status === 200 && r.body && typeof r.body.draft === 'string' && r.body.draft.trim()) {
+        if (mode !== 'reply') setMode('reply');
+        text.value = r.body.draft;
+        if (suggestionBox) { suggested = null; suggestionBox.hidden = true; text.classList.remove('suggested'); }
+        styleSoon();
+        text.focus();
+        say(draftButton.dataset.done);
+      } else {
+        const why = r && r.body && r.body.error && r.body.error.message;
+        say(`${draftButton.dataset.failed}${why ? `: ${why}` : ''}`, true);
+      }
+    });
 
     // Merging another customer (with all cases and addresses) into this case's customer.
     const customerId = Number(caseEl.dataset.customerId);

@@ -851,3 +851,126 @@ async fn messages_without_an_analysis_show_no_assistant_strip() {
     assert!(!html.contains(r#"class="case-intent""#), "{html}");
     assert!(html.contains(r#"data-lang="""#), "no language hint without an analysis: {html}");
 }
+
+#[tokio::test]
+async fn a_held_reply_the_alert_and_the_approvals_page() {
+    let app = TestServer::start(|c| {
+        c.jobs.poll_ms = 20;
+        c.assist.public_channels = vec![kontor_core::Channel::Api];
+    })
+    .await
+    .with_staff()
+    .await;
+    let r = inbound(
+        &app,
+        json!({ "from": { "email": "kritik@example.de" }, "subject": "Bewertung",
+                "text": "Schrecklicher Service, ich bin sehr enttäuscht und wütend!" }),
+    )
+    .await;
+    let (case_id, message_id) = (r["case_id"].as_i64().unwrap(), r["message_id"].as_i64().unwrap());
+    let ben = app.sign_in("ben@example.de", "geheim123").await.unwrap();
+    let anna = app.sign_in("anna@example.de", "geheim123").await.unwrap();
+
+    // The alert in the case's head; the intent can be corrected there and in the strip.
+    let html = page_once_analysed(&app, &ben.0, "de-DE", case_id, message_id).await;
+    assert!(html.contains(r#"class="case-alert""#) && html.contains("negative message on a public channel"), "{html}");
+    assert!(html.contains(&format!(r#"class="intent-set" data-message-id="{message_id}""#)), "{html}");
+    assert!(html.contains(r#"class="intent-set" data-head"#), "{html}");
+    assert_eq!(html.matches(r#"<option value="bank_details_change""#).count(), 2, "13 intents in each select: {html}");
+    assert!(html.contains(">Bankverbindung ändern</option>"), "{html}");
+    assert!(!html.contains(r#"id="draft""#), "no draft button without a language model: {html}");
+
+    // The inbox marks the case; the approvals list is one click (or key) away.
+    let (_, inbox) = app.page(&anna.0, "/inbox").await;
+    assert!(inbox.contains(r#"class="alert-mark""#), "{inbox}");
+    assert!(inbox.contains(r#"id="approvals-link""#) && !inbox.contains(r#"id="approvals-count""#), "{inbox}");
+    let (_, empty) = app.page(&anna.0, "/approvals").await;
+    assert!(empty.contains(r#"id="approvals-empty""#), "{empty}");
+
+    // Ben's reply is held: the case shows it waiting; the list shows it to Anna with buttons,
+    // to Ben without.
+    let (_, case) = app.call("GET", &format!("/api/v1/cases/{case_id}"), None).await;
+    let (s, r) = app
+        .call_in(
+            (&ben.0, &ben.1),
+            "POST",
+            &format!("/api/v1/cases/{case_id}/replies"),
+            Some(json!({ "text": "Das tut uns leid, wir melden uns.", "based_on_event_id": case["last_event_id"] })),
+        )
+        .await;
+    assert_eq!((s, r["delivery_state"].as_str()), (202, Some("pending_approval")), "{r}");
+    let (_, timeline) = app.page(&ben.0, &format!("/cases/{case_id}/timeline")).await;
+    assert!(timeline.contains(r#"class="delivery d-pending_approval">wartet auf Freigabe"#), "{timeline}");
+    assert!(timeline.contains("msg out held"), "{timeline}");
+    let (_, inbox) = app.page(&anna.0, "/inbox").await;
+    assert!(inbox.contains(r#"<span class="count" id="approvals-count">1</span>"#), "{inbox}");
+    let (s, list) = app.page(&anna.0, "/approvals").await;
+    assert_eq!(s, 200);
+    assert!(
+        list.contains("Das tut uns leid, wir melden uns.") && list.contains(&format!(r#"href="/cases/{case_id}""#))
+    );
+    assert!(list.contains("Antwort auf einem öffentlichen Kanal") && list.contains("Verfasst von Ben"), "{list}");
+    assert!(list.contains(r#"class="approve""#) && list.contains(r#"class="reject secondary""#), "{list}");
+    let (_, own) = app.page(&ben.0, "/approvals/items").await;
+    assert!(own.contains(r#"class="approval-own""#) && !own.contains(r#"class="approve""#), "{own}");
+
+    // Rejected: the case says so and the list is empty again.
+    let (_, pending) = app.call_in((&anna.0, &anna.1), "GET", "/api/v1/approvals", None).await;
+    let id = pending["items"][0]["id"].as_i64().unwrap();
+    let (s, r) = app
+        .call_in(
+            (&anna.0, &anna.1),
+            "POST",
+            &format!("/api/v1/approvals/{id}/reject"),
+            Some(json!({ "comment": "Ton" })),
+        )
+        .await;
+    assert_eq!(s, 200, "{r}");
+    let (_, timeline) = app.page(&ben.0, &format!("/cases/{case_id}/timeline")).await;
+    assert!(timeline.contains(r#"class="delivery d-rejected">abgelehnt"#), "{timeline}");
+    let (_, list) = app.page(&anna.0, "/approvals/items").await;
+    assert!(list.contains(r#"id="approvals-empty""#), "{list}");
+}
+
+#[tokio::test]
+async fn automatic_answers_carry_a_badge_and_a_suggest_intent_offers_its_canned_response() {
+    let (app, sink) = email_server_with(|c| {
+        c.email.outbound.relay = Some(format!("smtp://127.0.0.1:{}", closed_port()));
+        c.email.outbound.from = Some("Kontor Support <support@support.example.de>".into());
+        c.jobs.poll_ms = 20;
+        c.assist.auto_answer_min_confidence = 0.0;
+    })
+    .await;
+    let (s, canned) = app
+        .call(
+            "POST",
+            "/api/v1/canned",
+            Some(json!({ "title": "Zählerstand erhalten", "body": "Vielen Dank für Ihren Zählerstand.", "language": "de" })),
+        )
+        .await;
+    assert_eq!(s, 201, "{canned}");
+    let set =
+        |level: &str| json!({ "intents": [{ "intent": "meter_reading", "level": level, "canned_id": canned["id"] }] });
+    let (s, r) = app.call("PUT", "/api/v1/assist/intents", Some(set("auto"))).await;
+    assert_eq!(s, 200, "{r}");
+    let reading = "Hallo, mein Zählerstand für den Stromzähler beträgt heute 12345 kWh. Zählernummer 1ESY1160";
+    use kontor_channel::InboundSink;
+    let got = sink.accept(mail("Zählerstand", reading, false)).await.unwrap();
+    let anna = app.sign_in("anna@example.de", "geheim123").await.unwrap();
+    page_once_analysed(&app, &anna.0, "de-DE", got.case_id, got.message_id).await;
+    let (_, timeline) = app.page(&anna.0, &format!("/cases/{}/timeline", got.case_id)).await;
+    assert!(timeline.contains(r#"class="badge automatic""#) && timeline.contains("automatisch"), "{timeline}");
+    assert_eq!(timeline.matches(r#"class="badge automatic""#).count(), 1, "only the answer: {timeline}");
+
+    // `suggest`: the canned response waits for the agent in the composer, marked as such.
+    let (s, r) = app.call("PUT", "/api/v1/assist/intents", Some(set("suggest"))).await;
+    assert_eq!(s, 200, "{r}");
+    let r =
+        inbound(&app, json!({ "from": { "email": "erika@example.de" }, "subject": "Zählerstand", "text": reading }))
+            .await;
+    let (case_id, message_id) = (r["case_id"].as_i64().unwrap(), r["message_id"].as_i64().unwrap());
+    let html = page_once_analysed(&app, &anna.0, "de-DE", case_id, message_id).await;
+    assert!(html.contains(r#"id="suggestion""#) && html.contains("Vorschlag des Assistenten"), "{html}");
+    assert_eq!(attribute(&html, "suggestion", "data-body").as_deref(), Some("Vielen Dank für Ihren Zählerstand."));
+    assert!(html.contains(r#"id="suggestion-clear""#), "{html}");
+}

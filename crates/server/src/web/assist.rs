@@ -49,6 +49,17 @@ pub(super) fn intent_label(intent: &str, lang: Lang) -> String {
     pick(INTENTS, intent, lang).map(str::to_string).unwrap_or_else(|| intent.replace('_', " "))
 }
 
+/// The assistant's intents with their labels, for the select that sets a message's intent;
+/// `current` is added when the model knows an intent the UI does not.
+pub(super) fn intent_options(current: Option<&str>, lang: Lang) -> Vec<Value> {
+    let mut all: Vec<Value> =
+        INTENTS.iter().map(|(k, _, _)| json!({ "intent": k, "label": intent_label(k, lang) })).collect();
+    if let Some(c) = current.filter(|c| !INTENTS.iter().any(|(k, _, _)| k == c)) {
+        all.push(json!({ "intent": c, "label": intent_label(c, lang) }));
+    }
+    all
+}
+
 /// The label of an extracted value's kind (a configured pattern's name with spaces).
 fn entity_label(kind: &str, lang: Lang) -> String {
     pick(ENTITY_KINDS, kind, lang).map(str::to_string).unwrap_or_else(|| kind.replace('_', " "))

@@ -10,7 +10,7 @@ use kontor_store::cases::CaseFilter;
 use minijinja::Value;
 use serde_json::json;
 
-use super::assist::{analysis_view, intent_label};
+use super::assist::{analysis_view, intent_label, intent_options};
 use super::i18n::words;
 use super::pages::*;
 use crate::AppState;
@@ -70,6 +70,13 @@ pub(super) async fn case_context(
     ctx.insert("events_after", Value::from_serialize(events_after));
     ctx.insert("customer", Value::from_serialize(&customer));
     ctx.insert("intent_label", Value::from_serialize(case.intent.as_deref().map(|i| intent_label(i, staff.lang))));
+    // The select that sets or corrects an intent (in the head and per analysed message).
+    let options = intent_options(case.intent.as_deref(), staff.lang);
+    ctx.insert(
+        "intent_keys",
+        Value::from_serialize(options.iter().filter_map(|o| o["intent"].as_str()).collect::<Vec<_>>()),
+    );
+    ctx.insert("intent_options", Value::from_serialize(&options));
     ctx.insert(
         "status_label",
         Value::from(t.get(format!("status_{}", case.status.as_str()).as_str()).copied().unwrap_or("")),
@@ -122,6 +129,8 @@ pub(super) async fn case_context(
                     "to": to.filter(|_| email),
                     "cc": m.cc,
                     "auto_submitted": m.auto_submitted,
+                    // An automatic answer of the assistant (a canned response it sent).
+                    "automatic": m.automatic,
                     "has_raw_source": m.has_raw_source,
                     // The assistant's analysis of what a customer wrote (absent until it ran,
                     // and on messages from before the assistant).
@@ -208,6 +217,9 @@ pub(super) async fn case_context(
             .filter(|l| l == "de" || l == "en");
         ctx.insert("reply_language", Value::from_serialize(reply_language));
         ctx.insert("default_channel", Value::from_serialize(default_channel));
+        // Reply drafts from a language model, where one is configured.
+        ctx.insert("drafts_on", Value::from(state.config.assist.llm.base_url.is_some()));
+        ctx.insert("suggestion", Value::from_serialize(suggestion(state, &case, &all_messages).await.map_err(err)?));
         ctx.insert("reply_subject", Value::from(reply_subject(case.subject.as_deref())));
         ctx.insert("max_attachment_bytes", Value::from(state.config.max_attachment_bytes));
         ctx.insert("merged_into", Value::from_serialize(state.store.case_merged_into(id).await.map_err(err)?));
@@ -234,6 +246,30 @@ pub(super) async fn case_context(
         ctx.insert("history", Value::from_serialize(&history));
     }
     Ok(ctx)
+}
+
+/// The canned response the assistant suggests for this case: its intent is set to `suggest`
+/// with a canned response, and the customer waits for an answer (the newest message that
+/// is not a note is theirs). The composer puts it in while empty, marked as a suggestion.
+async fn suggestion(
+    state: &AppState,
+    case: &kontor_core::Case,
+    messages: &[kontor_core::Message],
+) -> Result<Option<serde_json::Value>, kontor_store::StoreError> {
+    let Some(intent) = case.intent.as_deref() else { return Ok(None) };
+    let waiting =
+        messages.iter().rev().find(|m| !m.internal).is_some_and(|m| m.direction == kontor_core::Direction::In);
+    if !waiting {
+        return Ok(None);
+    }
+    let settings = state.store.intent_settings().await?;
+    let Some(canned_id) =
+        settings.iter().find(|s| s.intent == intent && s.level == "suggest").and_then(|s| s.canned_id)
+    else {
+        return Ok(None);
+    };
+    let canned = state.store.list_canned(None).await?;
+    Ok(canned.into_iter().find(|c| c.id == canned_id).map(|c| json!({ "id": c.id, "title": c.title, "body": c.body })))
 }
 
 pub(super) fn not_found(staff: &Staff) -> Response {

@@ -93,6 +93,9 @@ pub(super) async fn inbox_context(
                 "awaiting": s.is_some_and(|s| s.awaiting_reply),
                 "unread": seen.get(&CaseId(c.id)).is_none_or(|e| *e < c.last_event_id),
                 "tags": c.tags,
+                // Something needs attention (the assistant's alert, e.g. a negative message
+                // on a public channel).
+                "alert": c.alert,
             })
         })
         .collect();
@@ -128,7 +131,10 @@ pub(super) async fn inbox(
     Query(p): Query<HashMap<String, String>>,
 ) -> Response {
     match inbox_context(&state, &staff, &InboxQuery::from(&p)).await {
-        Ok(ctx) => page("inbox.html", ctx),
+        Ok(mut ctx) => {
+            ctx.insert("approvals_pending", Value::from(pending_count(&state, &staff).await));
+            page("inbox.html", ctx)
+        }
         Err(r) => r,
     }
 }

@@ -2,6 +2,7 @@
 //! script (`static/app.js`) adds live updates, the composer's collision handling, the
 //! assistant's style check and keyboard shortcuts; there is no JavaScript build step.
 
+mod approvals;
 mod assist;
 mod case;
 mod format;
@@ -47,6 +48,8 @@ fn templates() -> &'static Environment<'static> {
             ("profile.html", include_str!("../../templates/profile.html")),
             ("message.html", include_str!("../../templates/message.html")),
             ("settings.html", include_str!("../../templates/settings.html")),
+            ("approvals.html", include_str!("../../templates/approvals.html")),
+            ("approvals_items.html", include_str!("../../templates/approvals_items.html")),
         ] {
             if let Err(e) = env.add_template(name, source) {
                 tracing::error!(error = %e, name, "Template does not compile.");

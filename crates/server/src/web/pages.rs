@@ -15,6 +15,7 @@ use super::i18n::{words, Lang};
 use super::render;
 use crate::AppState;
 
+pub(super) use super::approvals::*;
 pub(super) use super::case::*;
 pub(super) use super::format::*;
 pub(super) use super::inbox::*;
@@ -59,6 +60,8 @@ pub fn routes() -> Router<AppState> {
         .route("/cases/{id}/{part}", get(case_fragment))
         .route("/profile", get(profile).post(profile_save))
         .route("/settings", get(settings))
+        .route("/approvals", get(approvals))
+        .route("/approvals/items", get(approval_items))
 }
 
 #[cfg(test)]

@@ -700,6 +700,197 @@
     report(await api(method, url));
   }));
 
+  // ---- Settings: the assistant (automation per intent, business hours, rules) ----------
+  if (page === 'settings' && $('#assistant-settings')) {
+    const saved = de ? 'Gespeichert.' : 'Saved.';
+    const tell = (form, msg, bad) => {
+      const el = $('.form-status', form);
+      if (el) { el.textContent = msg; el.classList.toggle('error', !!bad); }
+    };
+    const problem = (r) => {
+      const e = r && r.body && r.body.error;
+      if (!e) return `Error ${r ? r.status : ''}`.trim();
+      const field = e.details && e.details.field;
+      return field ? `${e.message} (${field})` : e.message;
+    };
+    const call = async (method, url, data) => {
+      try { return await api(method, url, data); } catch (_) { return null; }
+    };
+
+    // The automation level of every intent, saved at once.
+    const intentsForm = $('#intents-form');
+    intentsForm.addEventListener('submit', async (e) => {
+      e.preventDefault();
+      const intents = $$('tr[data-intent]', intentsForm).map((tr) => {
+        const canned = $('.intent-canned', tr).value;
+        return { intent: tr.dataset.intent, level: $('.intent-level', tr).value, canned_id: canned ? Number(canned) : null };
+      });
+      const r = await call('PUT', '/api/v1/assist/intents', { intents });
+      if (r && r.status === 200) tell(intentsForm, saved); else tell(intentsForm, problem(r), true);
+    });
+
+    // Business hours: "08:00-12:00, 13:00-17:00" per day; none at all when switched off.
+    const hoursForm = $('#hours-form');
+    hoursForm.addEventListener('submit', async (e) => {
+      e.preventDefault();
+      let hours = null;
+      if (!$('#hours-off').checked) {
+        const days = {};
+        for (const input of $$('input[data-day]', hoursForm)) {
+          const spans = input.value.split(/[,;]+/).map((x) => x.trim()).filter(Boolean).map((x) => x.split(/\s*[-–]\s*/));
+          if (spans.some((p) => p.length !== 2 || !p[0] || !p[1])) {
+            input.setAttribute('aria-invalid', 'true');
+            input.focus();
+            tell(hoursForm, `${input.labels[0].textContent}: ${input.placeholder}`, true);
+            return;
+          }
+          input.removeAttribute('aria-invalid');
+          if (spans.length) days[input.dataset.day] = spans;
+        }
+        hours = { timezone: $('#hours-zone').value.trim() || 'Europe/Berlin', days };
+      }
+      const r = await call('PUT', '/api/v1/assist/business-hours', { business_hours: hours });
+      if (r && r.status === 200) tell(hoursForm, saved); else tell(hoursForm, problem(r), true);
+    });
+
+    // Rules: the list (order, on/off, delete, dry run) and one form to create or edit.
+    let rules = [];
+    try { rules = JSON.parse($('#rules-json').textContent) || []; } catch (_) { rules = []; }
+    const byId = (id) => rules.find((r) => r.id === Number(id));
+    const ruleList = $('#rules-list');
+    const ruleForm = $('#rule-form');
+    const cancel = $('#rule-cancel');
+    let editing = null;
+    const asBody = (r) => ({ name: r.name, position: r.position, enabled: r.enabled, conditions: r.conditions, actions: r.actions });
+    const words = (v) => v.split(',').map((x) => x.trim()).filter(Boolean);
+    const checked = (name) => $$(`input[name="${name}"]:checked`, ruleForm).map((i) => i.value);
+    const fromForm = () => {
+      const f = ruleForm.elements;
+      const conditions = {
+        channels: checked('channels'),
+        intents: [...f.intents.selectedOptions].map((o) => o.value),
+        sentiments: checked('sentiments'),
+        languages: checked('languages'),
+        keywords: words(f.keywords.value),
+        customer_languages: words(f.customer_languages.value),
+      };
+      if (f.min_confidence.value !== '') conditions.min_confidence = Number(f.min_confidence.value) / 100;
+      if (f.business_hours.value) conditions.business_hours = f.business_hours.value;
+      const actions = [];
+      if (f.set_team.value) actions.push({ type: 'set_team', team_id: Number(f.set_team.value) });
+      if (f.set_assignee.value) actions.push({ type: 'set_assignee', user_id: Number(f.set_assignee.value) });
+      if (f.set_priority.value) actions.push({ type: 'set_priority', priority: f.set_priority.value });
+      if (f.add_tag.value.trim()) actions.push({ type: 'add_tag', tag: f.add_tag.value.trim() });
+      if (f.auto_answer.value) actions.push({ type: 'auto_answer', canned_id: Number(f.auto_answer.value) });
+      if (f.require_approval.checked) actions.push({ type: 'require_approval' });
+      if (f.mark_spam.checked) actions.push({ type: 'mark_spam' });
+      return { name: f.name.value.trim(), enabled: f.enabled.checked, conditions, actions };
+    };
+    const toForm = (r) => {
+      const f = ruleForm.elements;
+      const c = r.conditions || {};
+      f.name.value = r.name;
+      f.enabled.checked = r.enabled;
+      for (const name of ['channels', 'sentiments', 'languages']) {
+        $$(`input[name="${name}"]`, ruleForm).forEach((i) => { i.checked = (c[name] || []).includes(i.value); });
+      }
+      [...f.intents.options].forEach((o) => { o.selected = (c.intents || []).includes(o.value); });
+      f.min_confidence.value = c.min_confidence === undefined || c.min_confidence === null ? '' : Math.round(c.min_confidence * 100);
+      f.keywords.value = (c.keywords || []).join(', ');
+      f.customer_languages.value = (c.customer_languages || []).join(', ');
+      f.business_hours.value = c.business_hours || '';
+      const act = (type) => (r.actions || []).find((a) => a.type === type);
+      f.set_team.value = act('set_team') ? String(act('set_team').team_id) : '';
+      f.set_assignee.value = act('set_assignee') ? String(act('set_assignee').user_id) : '';
+      f.set_priority.value = act('set_priority') ? act('set_priority').priority : '';
+      f.add_tag.value = act('add_tag') ? act('add_tag').tag : '';
+      f.auto_answer.value = act('auto_answer') ? String(act('auto_answer').canned_id) : '';
+      f.require_approval.checked = !!act('require_approval');
+      f.mark_spam.checked = !!act('mark_spam');
+    };
+    const startEdit = (r) => {
+      editing = r;
+      if (r) toForm(r); else ruleForm.reset();
+      $('#rule-form-title').textContent = r ? `${ruleForm.dataset.edit}: ${r.name}` : ruleForm.dataset.new;
+      cancel.hidden = !r;
+      tell(ruleForm, '');
+      if (r) { ruleForm.scrollIntoView({ block: 'start' }); ruleForm.elements.name.focus(); }
+    };
+    cancel.addEventListener('click', () => startEdit(null));
+    ruleForm.addEventListener('submit', async (e) => {
+      e.preventDefault();
+      const data = fromForm();
+      if (editing) data.position = editing.position;
+      const r = editing ? await call('PUT', `/api/v1/rules/${editing.id}`, data) : await call('POST', '/api/v1/rules', data);
+      if (r && (r.status === 200 || r.status === 201)) { location.hash = 'rules-list'; location.reload(); }
+      else tell(ruleForm, problem(r), true);
+    });
+    const listStatus = (li, msg) => { const box = $('.dry-run', li); box.textContent = msg; box.hidden = false; };
+    const intentLabel = (v) => { const o = [...ruleForm.elements.intents.options].find((x) => x.value === v); return o ? o.textContent : v; };
+    ruleList.addEventListener('change', async (e) => {
+      if (!e.target.classList.contains('rule-enabled')) return;
+      const li = e.target.closest('li[data-id]');
+      const rule = byId(li.dataset.id);
+      const r = await call('PUT', `/api/v1/rules/${rule.id}`, { ...asBody(rule), enabled: e.target.checked });
+      if (r && r.status === 200) { Object.assign(rule, r.body); li.classList.toggle('off', !rule.enabled); }
+      else { e.target.checked = rule.enabled; listStatus(li, problem(r)); }
+    });
+    ruleList.addEventListener('click', async (e) => {
+      const b = e.target.closest('button');
+      const li = b && b.closest('li[data-id]');
+      if (!li) return;
+      const rule = byId(li.dataset.id);
+      if (b.classList.contains('rule-edit')) { startEdit(rule); return; }
+      if (b.classList.contains('rule-delete')) {
+        if (!window.confirm(ruleList.dataset.confirm)) return;
+        const r = await call('DELETE', `/api/v1/rules/${rule.id}`);
+        if (r && r.status < 300) location.reload(); else listStatus(li, problem(r));
+        return;
+      }
+      if (b.classList.contains('rule-move')) {
+        // The new order, numbered 1…n; only the rules whose place changed are written.
+        const order = rules.slice();
+        const i = order.indexOf(rule);
+        const j = i + Number(b.dataset.by);
+        if (j < 0 || j >= order.length) return;
+        [order[i], order[j]] = [order[j], order[i]];
+        for (const [n, r] of order.entries()) {
+          if (r.position === n + 1) continue;
+          const res = await call('PUT', `/api/v1/rules/${r.id}`, { ...asBody(r), position: n + 1 });
+          if (!res || res.status !== 200) { listStatus(li, problem(res)); return; }
+        }
+        location.reload();
+        return;
+      }
+      if (b.classList.contains('rule-dry-run')) {
+        b.disabled = true;
+        const r = await call('POST', `/api/v1/rules/${rule.id}/dry-run`);
+        b.disabled = false;
+        const box = $('.dry-run', li);
+        if (!r || r.status !== 200) { listStatus(li, problem(r)); return; }
+        const d = r.body;
+        box.textContent = '';
+        const p = document.createElement('p');
+        p.className = 'dry-run-summary';
+        p.textContent = ruleList.dataset.result.replace('{matched}', d.matched).replace('{examined}', d.examined)
+          + (d.not_analysed ? ` · ${ruleList.dataset.unanalysed.replace('{n}', d.not_analysed)}` : '');
+        box.appendChild(p);
+        const ul = document.createElement('ul');
+        ul.className = 'dry-run-matches';
+        (d.matches || []).slice(0, 10).forEach((m) => {
+          const item = document.createElement('li');
+          const a = document.createElement('a');
+          a.href = `/cases/${m.case_id}`;
+          a.textContent = `#${m.case_id}`;
+          item.append(a, ` · ${m.channel} · ${intentLabel(m.intent)} · ${m.sentiment}`);
+          ul.appendChild(item);
+        });
+        box.appendChild(ul);
+        box.hidden = false;
+      }
+    });
+  }
+
   // ---- Everywhere ---------------------------------------------------------------------
   document.addEventListener('keydown', (e) => {
     if (e.key === 'Escape') { if (typing(e.target)) e.target.blur(); const h = $('#help'); if (h) h.hidden = true; return; }

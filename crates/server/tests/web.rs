@@ -974,3 +974,69 @@ async fn automatic_answers_carry_a_badge_and_a_suggest_intent_offers_its_canned_
     assert_eq!(attribute(&html, "suggestion", "data-body").as_deref(), Some("Vielen Dank für Ihren Zählerstand."));
     assert!(html.contains(r#"id="suggestion-clear""#), "{html}");
 }
+
+#[tokio::test]
+async fn the_settings_page_has_the_assistants_levels_business_hours_and_rules() {
+    let app = start().await;
+    let (s, canned) = app
+        .call(
+            "POST",
+            "/api/v1/canned",
+            Some(json!({ "title": "Kündigung erhalten", "body": "Wir bestätigen Ihre Kündigung." })),
+        )
+        .await;
+    assert_eq!(s, 201, "{canned}");
+    let (s, r) = app
+        .call(
+            "PUT",
+            "/api/v1/assist/intents",
+            Some(json!({ "intents": [{ "intent": "cancellation", "level": "suggest", "canned_id": canned["id"] }] })),
+        )
+        .await;
+    assert_eq!(s, 200, "{r}");
+    let (s, r) = app
+        .call(
+            "PUT",
+            "/api/v1/assist/business-hours",
+            Some(json!({ "business_hours": { "timezone": "Europe/Berlin", "days": { "mon": [["08:00", "12:00"], ["13:00", "17:00"]] } } })),
+        )
+        .await;
+    assert_eq!(s, 200, "{r}");
+    let (s, r) = app
+        .call(
+            "POST",
+            "/api/v1/rules",
+            Some(json!({ "name": "Kündigungen prüfen", "enabled": false,
+                         "conditions": { "intents": ["cancellation"], "sentiments": ["negative"], "keywords": ["sofort"] },
+                         "actions": [{ "type": "require_approval" }, { "type": "add_tag", "tag": "kuendigung" }] })),
+        )
+        .await;
+    assert_eq!(s, 201, "{r}");
+
+    let (anna, _) = app.sign_in("anna@example.de", "geheim123").await.unwrap();
+    let (s, html) = app.page(&anna, "/settings").await;
+    assert_eq!(s, 200);
+    assert!(html.contains(r#"id="assistant-settings""#) && html.contains("<h2>Assistent</h2>"), "{html}");
+    assert_eq!(html.matches("<tr data-intent=").count(), 13, "one row per intent: {html}");
+    assert!(html.contains(r#"<tr data-intent="cancellation"><th scope="row">Kündigung</th>"#), "{html}");
+    assert!(html.contains(r#"<option value="suggest" selected>Vorschlag</option>"#), "{html}");
+    assert!(html.contains(&format!(r#"<option value="{}" selected>Kündigung erhalten"#, canned["id"])), "{html}");
+    // Business hours: Monday's two spans, closed on the other days.
+    assert_eq!(attribute(&html, "hours-mon", "value").as_deref(), Some("08:00-12:00, 13:00-17:00"));
+    assert_eq!(attribute(&html, "hours-tue", "value").as_deref(), Some(""));
+    assert_eq!(attribute(&html, "hours-zone", "value").as_deref(), Some("Europe&#x2f;Berlin"), "escaped as HTML");
+    // The rule, disabled, in words; its data for the edit form.
+    assert!(html.contains(r#"<li class="rule off""#) && html.contains("Kündigungen prüfen"), "{html}");
+    assert!(
+        html.contains("Anliegen: Kündigung · Stimmung: negativ · Stichwörter: „sofort“ → Antworten brauchen Freigabe, Schlagwort kuendigung"),
+        "{html}"
+    );
+    assert!(html.contains(r#"class="secondary rule-dry-run">Probelauf</button>"#), "{html}");
+    assert!(html.contains(r#"id="rules-json""#) && html.contains(r#""require_approval""#), "{html}");
+    assert!(html.contains(r#"id="rule-form""#) && html.contains(r#"name="require_approval""#), "{html}");
+
+    // Agents do not get the settings.
+    let (ben, _) = app.sign_in("ben@example.de", "geheim123").await.unwrap();
+    let (s, _) = app.page(&ben, "/settings").await;
+    assert_eq!(s, 403);
+}

@@ -2,7 +2,7 @@
 //! (intent, language, sentiment, extracted data) with labels in the agent's language, and the
 //! case's intent. Only shapes values for templates; the analysis itself is made elsewhere.
 
-use kontor_core::MessageAnalysis;
+use kontor_core::{MessageAnalysis, RuleAction};
 use serde_json::{json, Value};
 
 use super::i18n::Lang;
@@ -126,6 +126,93 @@ pub(super) fn analysis_view(a: &MessageAnalysis, lang: Lang) -> Value {
             "text": e.text,
         })).collect::<Vec<_>>(),
     })
+}
+
+/// Names the summary of a rule needs: teams, users, canned responses by id.
+pub(super) struct RuleNames {
+    pub teams: std::collections::HashMap<i64, String>,
+    pub users: std::collections::HashMap<i64, String>,
+    pub canned: std::collections::HashMap<i64, String>,
+}
+
+/// A rule in one line, in the page's language: "Kanal: E-Mail · Anliegen: Kündigung →
+/// Team Vertrieb, Antworten brauchen Freigabe".
+pub(super) fn rule_summary(rule: &kontor_core::Rule, names: &RuleNames, lang: Lang) -> String {
+    let de = lang == Lang::De;
+    let c = &rule.conditions;
+    let mut when: Vec<String> = Vec::new();
+    let list = |key_de: &str, key_en: &str, items: Vec<String>| {
+        format!("{}: {}", if de { key_de } else { key_en }, items.join(", "))
+    };
+    if !c.channels.is_empty() {
+        when.push(list("Kanal", "Channel", c.channels.iter().map(|ch| ch.as_str().to_string()).collect()));
+    }
+    if !c.intents.is_empty() {
+        when.push(list("Anliegen", "Request", c.intents.iter().map(|i| intent_label(i, lang)).collect()));
+    }
+    if let Some(m) = c.min_confidence {
+        when.push(format!("≥ {}", percent(m, lang)));
+    }
+    if !c.sentiments.is_empty() {
+        when.push(list(
+            "Stimmung",
+            "Sentiment",
+            c.sentiments.iter().map(|s| sentiment_label(s, lang).to_string()).collect(),
+        ));
+    }
+    if !c.languages.is_empty() {
+        when.push(list(
+            "Sprache",
+            "Language",
+            c.languages.iter().map(|l| language_label(l, lang).to_string()).collect(),
+        ));
+    }
+    if !c.keywords.is_empty() {
+        when.push(list("Stichwörter", "Keywords", c.keywords.iter().map(|k| format!("„{k}“")).collect()));
+    }
+    if !c.customer_languages.is_empty() {
+        when.push(list("Sprache des Kunden", "Customer's language", c.customer_languages.clone()));
+    }
+    match (c.business_hours.as_deref(), de) {
+        (Some("inside"), true) => when.push("innerhalb der Geschäftszeiten".into()),
+        (Some("inside"), false) => when.push("inside business hours".into()),
+        (Some("outside"), true) => when.push("außerhalb der Geschäftszeiten".into()),
+        (Some("outside"), false) => when.push("outside business hours".into()),
+        _ => {}
+    }
+    if when.is_empty() {
+        when.push((if de { "jede Nachricht" } else { "every message" }).into());
+    }
+    let name =
+        |map: &std::collections::HashMap<i64, String>, id: i64| map.get(&id).cloned().unwrap_or(format!("#{id}"));
+    let then: Vec<String> = rule
+        .actions
+        .iter()
+        .map(|a| match a {
+            RuleAction::SetTeam { team_id } => {
+                format!("{} {}", if de { "Team" } else { "team" }, name(&names.teams, *team_id))
+            }
+            RuleAction::SetAssignee { user_id } => {
+                format!("{} {}", if de { "zuweisen an" } else { "assign to" }, name(&names.users, *user_id))
+            }
+            RuleAction::SetPriority { priority } => {
+                format!("{} {}", if de { "Priorität" } else { "priority" }, priority.as_str())
+            }
+            RuleAction::AddTag { tag } => format!("{} {tag}", if de { "Schlagwort" } else { "tag" }),
+            RuleAction::AutoAnswer { canned_id } => {
+                format!(
+                    "{} „{}“",
+                    if de { "automatisch antworten:" } else { "answer automatically:" },
+                    name(&names.canned, *canned_id)
+                )
+            }
+            RuleAction::RequireApproval => {
+                (if de { "Antworten brauchen Freigabe" } else { "replies need approval" }).into()
+            }
+            RuleAction::MarkSpam => (if de { "als Spam schließen" } else { "close as spam" }).into(),
+        })
+        .collect();
+    format!("{} → {}", when.join(" · "), then.join(", "))
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ use kontor_core::Role;
 use minijinja::Value;
 use serde_json::json;
 
+use super::assist::{intent_label, intent_options, rule_summary, RuleNames};
 use super::i18n::Lang;
 use super::pages::*;
 use crate::AppState;
@@ -44,13 +45,67 @@ pub(super) async fn settings(State(state): State<AppState>, staff: Staff) -> Res
             Ok(axum::Json(s)) => serde_json::to_value(s).unwrap_or_default(),
             Err(e) => return e.into_response(),
         };
+    let assistant = match assistant_section(&state, &staff, &users, &teams, &canned).await {
+        Ok(v) => v,
+        Err(e) => return e.into_response(),
+    };
     let mut ctx = base(Some(&staff), staff.lang);
+    ctx.insert("assistant", Value::from_serialize(assistant));
     ctx.insert("email", Value::from_serialize(email_section(&state, &status, staff.lang)));
     ctx.insert("users", Value::from_serialize(&users));
     ctx.insert("teams", Value::from_serialize(&teams));
     ctx.insert("canned", Value::from_serialize(&canned));
     ctx.insert("reply_only_assignee", Value::from(only_assignee));
     page("settings.html", ctx)
+}
+
+/// The assistant's section: the automation level per intent, business hours and the rules
+/// (as the API gives them: the same handlers), with what the forms need to choose from.
+async fn assistant_section(
+    state: &AppState,
+    staff: &Staff,
+    users: &[kontor_core::StaffUser],
+    teams: &[serde_json::Value],
+    canned: &[kontor_core::CannedResponse],
+) -> Result<serde_json::Value, crate::error::AppError> {
+    let lang = staff.lang;
+    let axum::Json(intents) = crate::api::assist::get_intents(State(state.clone()), staff.caller()).await?;
+    let axum::Json(hours) = crate::api::rules::get_hours(State(state.clone()), staff.caller()).await?;
+    let rules = state.store.rules().await?;
+    let names = RuleNames {
+        teams: teams.iter().filter_map(|t| Some((t["id"].as_i64()?, t["name"].as_str()?.to_string()))).collect(),
+        users: users.iter().map(|u| (u.id, u.name.clone())).collect(),
+        canned: canned.iter().map(|c| (c.id, c.title.clone())).collect(),
+    };
+    let days = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+        .iter()
+        .map(|d| {
+            let spans = hours
+                .business_hours
+                .as_ref()
+                .and_then(|h| h.days.get(*d))
+                .map(|spans| spans.iter().map(|[a, b]| format!("{a}-{b}")).collect::<Vec<_>>().join(", "))
+                .unwrap_or_default();
+            json!({ "day": d, "spans": spans })
+        })
+        .collect::<Vec<_>>();
+    Ok(json!({
+        "intents": intents.intents.iter().map(|i| json!({
+            "intent": i.intent, "label": intent_label(&i.intent, lang), "level": i.level, "canned_id": i.canned_id,
+        })).collect::<Vec<_>>(),
+        "intent_options": intent_options(None, lang),
+        "hours_on": hours.business_hours.is_some(),
+        "timezone": hours.business_hours.as_ref().map(|h| h.timezone.clone()).unwrap_or_else(|| "Europe/Berlin".into()),
+        "days": days,
+        "rules": rules.iter().map(|r| json!({
+            "id": r.id, "name": r.name, "enabled": r.enabled, "position": r.position,
+            "summary": rule_summary(r, &names, lang),
+        })).collect::<Vec<_>>(),
+        "rules_raw": rules,
+        "channels": kontor_core::Channel::ALL.iter().filter(|c| **c != kontor_core::Channel::Note)
+            .map(|c| json!({ "code": c, "label": channel_label(*c, lang) })).collect::<Vec<_>>(),
+        "priorities": kontor_core::Priority::ALL,
+    }))
 }
 
 /// "5 min ago" / "vor 5 min", with the moment itself: `{at, ago}`, or null.

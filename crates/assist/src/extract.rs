@@ -112,10 +112,36 @@ impl Patterns {
     }
 }
 
-/// Character offset of a byte offset in `text`.
-fn chars_to(text: &str, byte: usize) -> usize {
-    text[..byte].chars().count()
+/// Character offsets of byte offsets in one text, computed once (offsets of every candidate
+/// would otherwise count from the start each time: quadratic in a long text).
+struct CharIndex(Vec<u32>);
+
+impl CharIndex {
+    fn new(text: &str) -> CharIndex {
+        let mut table = vec![0u32; text.len() + 1];
+        let mut n = 0u32;
+        for (i, c) in text.char_indices() {
+            for slot in &mut table[i..i + c.len_utf8()] {
+                *slot = n;
+            }
+            n += 1;
+        }
+        table[text.len()] = n;
+        CharIndex(table)
+    }
+
+    /// The character offset of byte offset `byte` (a character boundary).
+    fn at(&self, byte: usize) -> usize {
+        self.0.get(byte).copied().unwrap_or_default() as usize
+    }
 }
+
+/// The extractor reads at most this many characters of a text (the rest is not searched).
+pub const MAX_TEXT_CHARS: usize = 20_000;
+/// At most this many entities are reported for one text (the first in text order).
+pub const MAX_ENTITIES: usize = 200;
+/// Candidates collected before overlaps are resolved (bounds the work on hostile input).
+const MAX_CANDIDATES: usize = 2_000;
 
 /// `1.234,56` / `1,234.56` / `12,50` / `12.50` / `1.234` → the number.
 fn parse_amount(number: &str) -> Option<f64> {
@@ -167,13 +193,18 @@ impl Extractor {
     /// Everything found in `text`, in text order, without overlaps (the more specific kind
     /// wins). Dates without a year are resolved relative to `today`.
     pub fn extract(&self, text: &str, today: NaiveDate) -> Vec<Entity> {
+        let text = match text.char_indices().nth(MAX_TEXT_CHARS) {
+            Some((cut, _)) => &text[..cut],
+            None => text,
+        };
+        let index = CharIndex::new(text);
         let mut found: Vec<(u8, Entity)> = Vec::new();
         let make = |kind: &str, value: String, start: usize, end: usize, confidence: f32| Entity {
             kind: kind.to_string(),
             value,
             text: text[start..end].to_string(),
-            start: chars_to(text, start),
-            end: chars_to(text, end),
+            start: index.at(start),
+            end: index.at(end),
             confidence,
             fields: BTreeMap::new(),
         };
@@ -270,8 +301,10 @@ impl Extractor {
                 Some(frac) => format!("{whole}.{} {unit}", frac.as_str()),
                 None => format!("{whole} {unit}"),
             };
-            let context = text[..all.start()].to_lowercase();
-            let near = &context[context.len().saturating_sub(40)..];
+            // The 40 characters before it (on character boundaries).
+            let before = &text[..all.start()];
+            let from = before.char_indices().rev().nth(39).map(|(i, _)| i).unwrap_or(0);
+            let near = before[from..].to_lowercase();
             let named = ["zählerstand", "zaehlerstand", "stand", "meter reading", "reading", "zähler"]
                 .iter()
                 .any(|w| near.contains(w));
@@ -290,6 +323,7 @@ impl Extractor {
             }
         }
         // The more specific kind wins an overlap; then the longer match.
+        found.truncate(MAX_CANDIDATES);
         found.sort_by(|(ra, a), (rb, b)| ra.cmp(rb).then((b.end - b.start).cmp(&(a.end - a.start))));
         let mut kept: Vec<Entity> = Vec::new();
         for (_, e) in found {
@@ -298,6 +332,7 @@ impl Extractor {
             }
         }
         kept.sort_by_key(|e| (e.start, e.end));
+        kept.truncate(MAX_ENTITIES);
         kept
     }
 }
@@ -394,5 +429,34 @@ mod tests {
         let chars: Vec<char> = text.chars().collect();
         assert_eq!(chars[e[0].start..e[0].end].iter().collect::<String>(), e[0].text);
         assert_eq!(e[0].kind, "iban", "not a phone number");
+    }
+
+    #[test]
+    fn multibyte_text_before_a_meter_reading_is_no_problem() {
+        let x = Extractor::new(&[]).unwrap();
+        let today = NaiveDate::from_ymd_opt(2026, 12, 6).unwrap();
+        let e = x.extract("Hallo, Zählerstand gemäß Ablesung übermittle 4711 kWh", today);
+        assert_eq!(e.iter().find(|e| e.kind == "meter_reading").map(|e| e.value.as_str()), Some("4711 kWh"));
+        // Every cut of umlauts, euro signs and emoji before numbers and units.
+        let pieces = ["ä", "ß", "€", "😀", "1", "2 ", "kWh ", "m³ ", "Zähler ", ",", "."];
+        for n in 0..3000usize {
+            let text: String = (0..40).map(|i| pieces[(n * 7 + i * i * 3 + n / 5) % pieces.len()]).collect();
+            for e in x.extract(&text, today) {
+                let chars: Vec<char> = text.chars().collect();
+                assert_eq!(chars[e.start..e.end].iter().collect::<String>(), e.text, "{text}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_long_hostile_text_is_read_in_bounded_time_and_gives_bounded_entities() {
+        let x = Extractor::new(&[]).unwrap();
+        let today = NaiveDate::from_ymd_opt(2026, 12, 6).unwrap();
+        for unit in ["1€ ", "1kWh ", "IBAN DE02 1203 0000 0000 2020 51, "] {
+            let text = unit.repeat(200_000 / unit.len());
+            let e = x.extract(&text, today);
+            assert!(!e.is_empty() && e.len() <= MAX_ENTITIES, "{unit}: {}", e.len());
+            assert!(e.iter().all(|e| e.end <= MAX_TEXT_CHARS));
+        }
     }
 }

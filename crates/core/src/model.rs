@@ -220,6 +220,7 @@ pub struct RuleConditions {
     pub channels: Vec<Channel>,
     pub intents: Vec<String>,
     /// The model is at least this sure of the intent (0–1).
+    #[schema(minimum = 0, maximum = 1)]
     pub min_confidence: Option<f32>,
     /// `negative`, `neutral`, `positive`.
     pub sentiments: Vec<String>,
@@ -230,6 +231,7 @@ pub struct RuleConditions {
     /// The customer's language as stored with the customer.
     pub customer_languages: Vec<String>,
     /// `inside` or `outside` the business hours (the `business_hours` setting).
+    #[schema(pattern = "^(inside|outside)$")]
     pub business_hours: Option<String>,
 }
 
@@ -336,25 +338,35 @@ pub struct Message {
 }
 
 /// The digital assistant's analysis of a message: language, intent, extracted data, sentiment.
+/// Every field has a default, so analyses stored by an earlier version stay readable.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct MessageAnalysis {
     /// `de`, `en` or `other`; absent when the text is too short to tell.
+    #[serde(default)]
     pub language: Option<String>,
     /// The recognised intent (one of the assistant's intents, e.g. `bank_details_change`);
     /// an agent's correction replaces the model's.
+    #[serde(default)]
     pub intent: String,
     /// How sure the model is of it (0–1); 1 once an agent set it.
+    #[serde(default)]
     pub intent_confidence: f32,
     /// `model`, or `agent` once a staff user set or corrected it.
+    #[serde(default)]
     pub intent_source: String,
     /// The model's best intents, most likely first (up to three).
+    #[serde(default)]
     pub intents: Vec<IntentScore>,
     /// `negative`, `neutral` or `positive`.
+    #[serde(default)]
     pub sentiment: String,
     /// −1 (very negative) … +1 (very positive).
+    #[serde(default)]
     pub sentiment_score: f32,
     /// Data found in the text, with spans in Unicode characters.
+    #[serde(default)]
     pub entities: Vec<ExtractedEntity>,
+    #[serde(default = "Timestamp::epoch")]
     pub analysed_at: Timestamp,
 }
 

@@ -35,6 +35,11 @@ pub struct TimestampError {
 const MICROS_PER_SECOND: i64 = 1_000_000;
 
 impl Timestamp {
+    /// 1970-01-01T00:00:00Z (a default for times an older record lacks).
+    pub fn epoch() -> Timestamp {
+        Timestamp::from_micros(0)
+    }
+
     /// The moment `us` microseconds after the Unix epoch (before it, if negative).
     pub const fn from_micros(us: i64) -> Timestamp {
         Timestamp(us)

@@ -71,6 +71,9 @@ pub struct AssistConfig {
     pub auto_answer_quiet_hours: u64,
     /// The model must be at least this sure of an intent (0–1) for an automatic answer.
     pub auto_answer_min_confidence: f32,
+    /// At most this many automatic answers in any hour, to all customers together (a flood of
+    /// forged senders cannot make Kontor mail the world).
+    pub auto_answer_max_per_hour: i64,
     /// Channels whose messages and replies are public (social posts, reviews): every reply
     /// on one waits for a second staff user's approval, and a negative message on one raises
     /// an alert. None of today's channels is public, so the default is empty.
@@ -87,6 +90,7 @@ impl Default for AssistConfig {
             patterns: Default::default(),
             auto_answer_quiet_hours: 24,
             auto_answer_min_confidence: 0.5,
+            auto_answer_max_per_hour: 200,
             public_channels: Vec::new(),
             llm: LlmConfig::default(),
         }
@@ -101,6 +105,7 @@ impl std::fmt::Debug for AssistConfig {
             .field("patterns", &self.patterns)
             .field("auto_answer_quiet_hours", &self.auto_answer_quiet_hours)
             .field("auto_answer_min_confidence", &self.auto_answer_min_confidence)
+            .field("auto_answer_max_per_hour", &self.auto_answer_max_per_hour)
             .field("public_channels", &self.public_channels)
             .field("llm", &self.llm)
             .finish()
@@ -330,6 +335,12 @@ impl Config {
         }
         if self.write_queue_capacity == 0 {
             return Err("configuration: write_queue_capacity must be at least 1".into());
+        }
+        if self.assist.auto_answer_quiet_hours == 0 {
+            return Err("configuration: assist.auto_answer_quiet_hours must be at least 1 (it keeps two auto-responders from answering each other)".into());
+        }
+        if self.assist.auto_answer_max_per_hour < 0 {
+            return Err("configuration: assist.auto_answer_max_per_hour must not be negative".into());
         }
         if !(0.0..=1.0).contains(&self.assist.auto_answer_min_confidence) {
             return Err("configuration: assist.auto_answer_min_confidence must be between 0 and 1".into());

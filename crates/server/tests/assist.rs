@@ -621,3 +621,76 @@ async fn a_rule_can_require_four_eyes_for_a_case() {
     assert_eq!(list["items"][0]["reason"], "rule: Kündigungen prüfen");
     assert!(recorder.sent.lock().unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn an_old_backlog_is_analysed_but_rules_leave_its_cases_alone() {
+    let server = TestServer::start(|c| {
+        c.jobs.poll_ms = 20;
+        c.assist.analyse = false;
+    })
+    .await;
+    let (s, r) = server
+        .call(
+            "POST",
+            "/api/v1/rules",
+            Some(json!({ "name": "Spam", "conditions": { "keywords": ["gewinn"] }, "actions": [{ "type": "mark_spam" }] })),
+        )
+        .await;
+    assert_eq!(s, 201, "{r}");
+    let old = inbound(&server, "alt@example.org", "", "Ihr Gewinn wartet, jetzt klicken").await;
+    // Received two hours ago (an installation that ran without the assistant).
+    let two_hours_ago = kontor_core::Timestamp::now().as_micros() - 2 * 3_600_000_000;
+    let id = old.1;
+    server
+        .store
+        .write(move |tx| {
+            tx.conn
+                .execute("UPDATE messages SET created_at = ? WHERE id = ?", &kontor_store::params![two_hours_ago, id])
+        })
+        .await
+        .unwrap();
+    let fresh = inbound(&server, "neu@example.org", "", "Ihr Gewinn wartet, jetzt klicken").await;
+    server
+        .start_node(|state| {
+            let mut config = (*state.config).clone();
+            config.assist.analyse = true;
+            state.config = std::sync::Arc::new(config);
+        })
+        .await;
+    let (case, _) = analysed(&server, fresh.0, fresh.1, Duration::from_secs(20)).await;
+    assert_eq!(case["status"], "closed", "a fresh message meets the rule: {case}");
+    let (case, m) = analysed(&server, old.0, old.1, Duration::from_secs(20)).await;
+    assert!(m["analysis"]["intent"].is_string());
+    assert_eq!(case["status"], "open", "the old message is analysed, its case left alone: {case}");
+}
+
+#[tokio::test]
+async fn an_unreadable_stored_analysis_does_not_break_the_case_and_dry_runs_are_for_admins() {
+    let server = start().await;
+    let (case_id, message_id) = inbound(&server, "x@example.org", "Frage", "Wann kommt meine Rechnung?").await;
+    analysed(&server, case_id, message_id, Duration::from_secs(20)).await;
+    server
+        .store
+        .write(move |tx| {
+            tx.conn.execute(
+                "UPDATE message_analysis SET data = 'not json' WHERE message_id = ?",
+                &kontor_store::params![message_id],
+            )
+        })
+        .await
+        .unwrap();
+    let (s, case) = server.call("GET", &format!("/api/v1/cases/{case_id}"), None).await;
+    assert_eq!(s, 200, "{case}");
+    assert!(case["messages"][0].get("analysis").is_none(), "{case}");
+
+    let (_, rule) = server
+        .call(
+            "POST",
+            "/api/v1/rules",
+            Some(json!({ "name": "x", "enabled": false, "actions": [{ "type": "mark_spam" }] })),
+        )
+        .await;
+    let agent = server.token("agent", kontor_core::Role::Agent).await;
+    let (s, _) = server.call_as(&agent, "POST", &format!("/api/v1/rules/{}/dry-run", rule["id"]), None).await;
+    assert_eq!(s, 403, "a dry run reads every team's messages");
+}

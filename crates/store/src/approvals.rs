@@ -1,7 +1,8 @@
 //! Four-eyes approval: a reply that a rule or a public channel holds is stored with the
 //! delivery state `pending_approval` and no delivery job; a second staff user (not its
 //! author) approves it — then it is queued for delivery — or rejects it. Every step is in the
-//! case history (`approval.requested`, `approval.decided`).
+//! case history (`approval.requested`, `approval.decided`; the comment stays in the
+//! approval, not in the event log).
 
 use kontor_core::{EventKind, Message, UserId};
 use serde_json::json;
@@ -162,7 +163,7 @@ impl Store {
                 Some(case_id),
                 Some(customer_id),
                 &json!({ "approval_id": id, "message_id": message_id, "case_id": case_id, "status": status,
-                         "decided_by": by.get(), "comment": comment }),
+                         "decided_by": by.get(), "has_comment": comment.is_some() }),
             )?;
             tx.conn.execute("UPDATE cases SET last_event_id = ? WHERE id = ?", &params![ev, case_id])?;
             tx.conn

@@ -65,6 +65,10 @@ pub struct AnalysedBatch {
     pub rules: HashMap<i64, Vec<crate::rules::MatchedRule>>,
     /// Channels that are public: a negative message on one raises an alert.
     pub public_channels: Vec<kontor_core::Channel>,
+    /// The messages rules, alerts and automatic answers act on: those received recently. An
+    /// older backlog (the first start on an existing installation, analysis switched back on)
+    /// is analysed, but nothing is done to its cases.
+    pub act_on: std::collections::HashSet<i64>,
 }
 
 fn cursor_value(c: &mut Conn) -> Result<i64, StoreError> {
@@ -131,15 +135,20 @@ pub(crate) fn analyses_of_case(c: &mut Conn, case_id: i64) -> Result<HashMap<i64
     let mut out = HashMap::with_capacity(rows.len());
     for r in &rows {
         let confidence = r.f64(3);
-        out.insert(
-            r.req_i64(0, "message_analysis.message_id")?,
-            analysis_from_row(
-                &r.req_text(1, "message_analysis.data")?,
-                r.req_text(2, "message_analysis.intent")?,
-                confidence,
-                r.req_text(4, "message_analysis.intent_source")?,
-            )?,
+        let message_id = r.req_i64(0, "message_analysis.message_id")?;
+        let read = analysis_from_row(
+            &r.req_text(1, "message_analysis.data")?,
+            r.req_text(2, "message_analysis.intent")?,
+            confidence,
+            r.req_text(4, "message_analysis.intent_source")?,
         );
+        // One unreadable analysis must not make the case (and its replies' delivery) fail.
+        match read {
+            Ok(a) => {
+                out.insert(message_id, a);
+            }
+            Err(error) => tracing::error!(message_id, %error, "A stored analysis cannot be read; it is left out."),
+        }
     }
     Ok(out)
 }
@@ -173,7 +182,7 @@ impl AnalysedBatch {
                 &params![ANALYSIS_CURSOR, self.upto.to_string(), tx.now],
             )?;
             for (message_id, analysis) in &self.analyses {
-                if store_analysis(tx, *message_id, analysis)? {
+                if store_analysis(tx, *message_id, analysis)? && self.act_on.contains(message_id) {
                     if analysis.sentiment == "negative" {
                         raise_alert_if_public(tx, *message_id, &self.public_channels)?;
                     }
@@ -412,6 +421,11 @@ impl JobPayload for RetrainIntents {
 
 /// Corrections within this many milliseconds are trained on together.
 const RETRAIN_DELAY_MS: i64 = 5_000;
+/// At most one retraining in this many microseconds (ten minutes): agents' corrections cannot
+/// keep the CPU busy.
+const RETRAIN_EVERY_US: i64 = 600_000_000;
+/// A training example keeps at most this many characters of the message.
+const EXAMPLE_MAX_CHARS: usize = 2_000;
 /// Trained models kept (older ones are deleted when a new one is stored).
 const MODELS_KEPT: i64 = 3;
 
@@ -463,6 +477,7 @@ impl Store {
         text: String,
         user_id: Option<i64>,
     ) -> Result<IntentCorrection, StoreError> {
+        let text: String = text.chars().take(EXAMPLE_MAX_CHARS).collect();
         self.write(move |tx| {
             let row = tx
                 .conn
@@ -537,7 +552,11 @@ impl Store {
                 )?
                 .is_none()
             {
-                enqueue_job(tx, &RetrainIntents {}, 5, RETRAIN_DELAY_MS)?;
+                // At most one retraining per RETRAIN_EVERY: corrections in between wait for it.
+                let last =
+                    tx.conn.query_opt("SELECT MAX(created_at) FROM assist_models", &[])?.and_then(|r| r.opt_i64(0));
+                let wait_ms = last.map(|at| (at + RETRAIN_EVERY_US - tx.now) / 1000).unwrap_or(0).max(RETRAIN_DELAY_MS);
+                enqueue_job(tx, &RetrainIntents {}, 5, wait_ms)?;
             }
             analysis.intent_source = "agent".into();
             Ok(IntentCorrection { analysis, case_id, case_intent_changed })
@@ -548,9 +567,11 @@ impl Store {
 
 /// The automation level of one intent, with the canned response that answers it.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct IntentSetting {
     pub intent: String,
     /// `off`, `suggest` (the answer goes into the composer) or `auto` (it is sent).
+    #[schema(pattern = "^(off|suggest|auto)$")]
     pub level: String,
     /// The canned response mapped to the intent (required for `suggest` and `auto`).
     pub canned_id: Option<i64>,
@@ -625,6 +646,8 @@ pub struct AutoAnswerPolicy {
     pub max_attempts: i64,
     /// Channels whose replies are public: an automatic answer there waits for approval too.
     pub public_channels: Vec<kontor_core::Channel>,
+    /// At most this many automatic answers in any hour, to all customers together.
+    pub max_per_hour: i64,
 }
 
 /// The line every automatic answer ends with: how to reach a person.
@@ -670,7 +693,7 @@ pub(crate) fn auto_answer_with(
     a: &MessageAnalysis,
     policy: &AutoAnswerPolicy,
     canned_id: i64,
-    rule: Option<&str>,
+    rule: Option<(i64, &str)>,
 ) -> Result<Option<i64>, StoreError> {
     let Some(canned) = tx.conn.query_opt("SELECT body FROM canned_responses WHERE id = ?", &params![canned_id])? else {
         return Ok(None);
@@ -688,6 +711,20 @@ pub(crate) fn auto_answer_with(
     let channel = m.req_enum(2, "messages.channel", kontor_core::Channel::parse)?;
     let closed = m.opt_text(5).as_deref() == Some("closed");
     if m.i64(3) != 0 || m.opt_i64(4).is_some() || closed || !policy.deliverable.contains(&channel) {
+        return Ok(None);
+    }
+    let hour_ago = tx.now.saturating_sub(3_600_000_000);
+    let sent_last_hour = tx
+        .conn
+        .query_opt("SELECT COUNT(*) FROM messages WHERE automatic = 1 AND created_at > ?", &params![hour_ago])?
+        .map(|r| r.i64(0))
+        .unwrap_or(0);
+    if sent_last_hour >= policy.max_per_hour {
+        tracing::warn!(
+            message_id,
+            limit = policy.max_per_hour,
+            "Automatic answers paused: the hourly limit is reached."
+        );
         return Ok(None);
     }
     let since = tx.now.saturating_sub(policy.quiet_us);
@@ -718,8 +755,15 @@ pub(crate) fn auto_answer_with(
         crate::cases::ReplyOutcome::Queued { message_id: answer, .. }
         | crate::cases::ReplyOutcome::Held { message_id: answer, .. } => {
             tx.conn.execute("UPDATE messages SET automatic = 1 WHERE id = ?", &params![answer])?;
-            if let Some(rule) = rule {
-                tracing::debug!(message_id, answer, rule, "A rule answered automatically.");
+            if let Some((rule_id, rule_name)) = rule {
+                let ev = tx.event(
+                    EventKind::CaseUpdated,
+                    Some(case_id),
+                    Some(customer_id),
+                    &json!({ "case_id": case_id, "changes": { "auto_answer": answer },
+                             "rule": { "id": rule_id, "name": rule_name }, "message_id": message_id }),
+                )?;
+                tx.conn.execute("UPDATE cases SET last_event_id = ? WHERE id = ?", &params![ev, case_id])?;
             }
             Ok(Some(answer))
         }

@@ -170,7 +170,12 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<(Message, Option<MessageAnalysis>, Option<String>)>, StoreError> {
         self.read(move |c| {
-            let cols: String = MESSAGE_COLS.split(", ").map(|col| format!("m.{col}")).collect::<Vec<_>>().join(", ");
+            // Rules read at most the first 20,000 characters of a text (as the extractor does).
+            let cols: String = MESSAGE_COLS
+                .split(", ")
+                .map(|col| if col == "text" { "substr(m.text, 1, 20000)".to_string() } else { format!("m.{col}") })
+                .collect::<Vec<_>>()
+                .join(", ");
             let rows = c.query(
                 &format!(
                     "SELECT {cols}, a.data, cu.language FROM messages m \
@@ -184,12 +189,8 @@ impl Store {
             rows.iter()
                 .map(|r| {
                     let m = message_from_row(r)?;
-                    let a = match r.opt_text(n) {
-                        Some(data) => Some(serde_json::from_str(&data).map_err(|e| {
-                            StoreError::Corrupt(format!("message_analysis.data is not an analysis: {e}"))
-                        })?),
-                        None => None,
-                    };
+                    // An unreadable analysis counts as none (the message is not judged).
+                    let a = r.opt_text(n).and_then(|data| serde_json::from_str(&data).ok());
                     Ok((m, a, r.opt_text(n + 1)))
                 })
                 .collect()
@@ -295,7 +296,14 @@ pub(crate) fn apply_rule(
     if let Some(policy) = policy {
         for action in &rule.actions {
             if let RuleAction::AutoAnswer { canned_id } = action {
-                crate::assist::auto_answer_with(tx, message_id, analysis, policy, *canned_id, Some(&rule.name))?;
+                crate::assist::auto_answer_with(
+                    tx,
+                    message_id,
+                    analysis,
+                    policy,
+                    *canned_id,
+                    Some((rule.id, &rule.name)),
+                )?;
             }
         }
     }

@@ -12,6 +12,11 @@ use crate::auth::Caller;
 use crate::error::{ApiJson, AppError};
 use crate::AppState;
 
+/// The answer when every turn for text requests is taken.
+pub fn busy() -> AppError {
+    AppError::Busy("the assistant is busy; try again shortly".into())
+}
+
 /// Longest text the assistant takes, in characters.
 pub const MAX_TEXT_CHARS: usize = 100_000;
 
@@ -41,6 +46,7 @@ pub async fn analyze(
     if let Some(s) = &req.subject {
         check_len("subject", s, 1000)?;
     }
+    let _turn = state.assist.turn().await.ok_or_else(busy)?;
     let analyser = state
         .assist
         .analyser(&state.store)
@@ -63,10 +69,11 @@ pub async fn analyze(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StyleRequest {
-    #[schema(min_length = 1, max_length = 100000)]
+    #[schema(min_length = 1, max_length = 100000, pattern = r"\S")]
     pub text: String,
     /// `de` or `en`; detected from the text when absent.
     #[serde(default)]
+    #[schema(pattern = "^(de|en)$")]
     pub language: Option<String>,
 }
 
@@ -102,7 +109,7 @@ pub async fn style(
     _caller: Caller,
     ApiJson(req): ApiJson<StyleRequest>,
 ) -> Result<Json<StyleReport>, AppError> {
-    check_len("text", &req.text, MAX_TEXT_CHARS)?;
+    required_text("text", &req.text, MAX_TEXT_CHARS)?;
     let language = match req.language.as_deref().map(str::trim).map(str::to_ascii_lowercase) {
         Some(l) if l == "de" || l == "en" => l,
         Some(_) => return Err(AppError::invalid("language", "must be de or en")),
@@ -111,6 +118,7 @@ pub async fn style(
             _ => "de".into(),
         },
     };
+    let _turn = state.assist.turn().await.ok_or_else(busy)?;
     let text = req.text;
     let assist = state.assist.clone();
     let lang = language.clone();

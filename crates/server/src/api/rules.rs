@@ -141,14 +141,18 @@ pub struct DryRun {
 }
 
 /// Shows what the rule would have done to the last 1,000 customer messages, changing nothing
-/// (a disabled rule too: that is how one tries a rule before enabling it).
+/// (a disabled rule too: that is how one tries a rule before enabling it). Admins only: it
+/// looks at every team's messages.
 #[utoipa::path(post, path = "/api/v1/rules/{id}/dry-run", tag = "assist", params(("id" = i64, Path)),
     responses((status = 200, body = DryRun), (status = 404, description = "No such rule")), security(("bearer" = [])))]
 pub async fn dry_run(
     State(state): State<AppState>,
-    _caller: Caller,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<DryRun>, AppError> {
+    // It looks at every team's messages: an admin's tool.
+    caller.require_admin()?;
+    let _turn = state.assist.turn().await.ok_or_else(super::assist::busy)?;
     let rule = state.store.rule(path_id(&id, "rule")?).await?;
     let recent = state.store.recent_inbound(DRY_RUN_MESSAGES).await?;
     let hours = business_hours(&state).await?;

@@ -58,7 +58,14 @@ pub struct Assistant {
     /// One loader at a time.
     loading: tokio::sync::Mutex<()>,
     style: StyleGuide,
+    /// Requests that analyse or check text at the same time on this node (each takes a core).
+    requests: tokio::sync::Semaphore,
 }
+
+/// Text requests (`analyze`, `style`, a dry run) at the same time on one node.
+const CONCURRENT_REQUESTS: usize = 4;
+/// How long such a request waits for its turn before it is told to come back.
+const REQUEST_WAIT: Duration = Duration::from_secs(10);
 
 impl Assistant {
     /// An assistant with the configured extraction patterns (checked by the configuration).
@@ -68,7 +75,14 @@ impl Assistant {
             loaded: Mutex::new(None),
             loading: tokio::sync::Mutex::new(()),
             style: StyleGuide::builtin(),
+            requests: tokio::sync::Semaphore::new(CONCURRENT_REQUESTS),
         }
+    }
+
+    /// A turn for a request that analyses text; `None` if none came free in time (the caller
+    /// answers 503 with `Retry-After`).
+    pub async fn turn(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        tokio::time::timeout(REQUEST_WAIT, self.requests.acquire()).await.ok()?.ok()
     }
 
     /// The style guide.

@@ -3,7 +3,7 @@
 //! with the job's completion (see `kontor_store::assist`): analyses, rule actions, automatic
 //! answers. Never part of an ingest transaction.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use kontor_assist::rules::{matches, RuleInput};
 use kontor_store::assist::{AnalyseMessages, AnalysedBatch, AutoAnswerPolicy};
@@ -12,6 +12,25 @@ use kontor_store::rules::MatchedRule;
 use super::{Job, JobResult, JobRun};
 use crate::assist::business_hours;
 use crate::AppState;
+
+/// Rules, alerts and automatic answers act only on messages received this recently (one hour):
+/// an older backlog is analysed, but its cases are left as they are.
+const ACT_WINDOW_US: i64 = 3_600_000_000;
+
+/// The analysis of a message the analyser failed on.
+fn unanalysable(now: kontor_core::Timestamp) -> kontor_core::MessageAnalysis {
+    kontor_core::MessageAnalysis {
+        language: None,
+        intent: "other".into(),
+        intent_confidence: 0.0,
+        intent_source: "model".into(),
+        intents: Vec::new(),
+        sentiment: "neutral".into(),
+        sentiment_score: 0.0,
+        entities: Vec::new(),
+        analysed_at: now,
+    }
+}
 
 #[async_trait::async_trait]
 impl Job for AnalyseMessages {
@@ -40,8 +59,24 @@ impl Job for AnalyseMessages {
             let today = chrono::Utc::now().date_naive();
             let mut analyses = Vec::with_capacity(messages.len());
             let mut matched: HashMap<i64, Vec<MatchedRule>> = HashMap::new();
+            let recent = now.as_micros().saturating_sub(ACT_WINDOW_US);
+            let mut act_on = HashSet::new();
             for m in &messages {
-                let a = analyser.analyse(m.subject.as_deref(), &m.text, today, now);
+                // One message must never stop the analysis of all after it: a panic in the
+                // analysis is logged and the message gets an empty analysis.
+                let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    analyser.analyse(m.subject.as_deref(), &m.text, today, now)
+                }));
+                let a = match run {
+                    Ok(a) => a,
+                    Err(_) => {
+                        tracing::error!(message_id = m.id, "The analysis of a message failed; it is stored as other.");
+                        unanalysable(now)
+                    }
+                };
+                if m.created_at.as_micros() >= recent {
+                    act_on.insert(m.id);
+                }
                 let input = RuleInput {
                     channel: m.channel,
                     subject: m.subject.as_deref(),
@@ -60,10 +95,10 @@ impl Job for AnalyseMessages {
                 }
                 analyses.push((m.id, a));
             }
-            (analyses, matched)
+            (analyses, matched, act_on)
         })
         .await;
-        let (analyses, matched) = match analysed {
+        let (analyses, matched, act_on) = match analysed {
             Ok(a) => a,
             Err(e) => return JobResult::retry(state, &run, format!("the analysis stopped: {e}")),
         };
@@ -76,6 +111,7 @@ impl Job for AnalyseMessages {
             min_confidence: cfg.auto_answer_min_confidence,
             max_attempts: state.store.settings().job_max_attempts,
             public_channels: cfg.public_channels.clone(),
+            max_per_hour: cfg.auto_answer_max_per_hour,
         };
         let batch = AnalysedBatch {
             from: pending.from,
@@ -85,6 +121,7 @@ impl Job for AnalyseMessages {
             auto: Some(auto),
             rules: matched,
             public_channels: cfg.public_channels.clone(),
+            act_on,
         };
         JobResult::done().with_effect(batch.into_effect())
     }

@@ -29,6 +29,10 @@ impl Job for DeliverMessage {
         let Some(detail) = case.messages.iter().find(|m| m.id == message_id).cloned() else {
             return JobResult::retry(state, &run, format!("message {message_id} moved while it was being sent"));
         };
+        // A reply held for approval, or rejected, is never sent (only an approval queues it).
+        if matches!(detail.delivery_state, Some(DeliveryState::PendingApproval | DeliveryState::Rejected)) {
+            return JobResult::fail(format!("message {message_id} is not approved for sending"));
+        }
         let Some(sender) = state.channels.outbound(detail.channel) else {
             let err = format!("no outbound adapter for channel {}", detail.channel);
             return JobResult::fail(err.clone()).with_effect(update(DeliveryState::Failed, Some(err), None));

@@ -163,6 +163,13 @@ impl Store {
                 .map(|r| r.req_i64(0, "messages.id"))
                 .collect::<Result<_, _>>()?;
             tx.conn.execute("UPDATE messages SET case_id = ? WHERE case_id = ?", &params![target_id, source_id])?;
+            // Held replies go along, and a four-eyes mark on either case holds for the merged one.
+            tx.conn.execute("UPDATE approvals SET case_id = ? WHERE case_id = ?", &params![target_id, source_id])?;
+            tx.conn.execute(
+                "UPDATE cases SET approval_rule = (SELECT approval_rule FROM cases WHERE id = ?) \
+                 WHERE id = ? AND approval_rule IS NULL",
+                &params![source_id, target_id],
+            )?;
             // A redelivered inbound message must report the case its message is in now.
             tx.conn.execute("UPDATE inbound_keys SET case_id = ? WHERE case_id = ?", &params![target_id, source_id])?;
 

@@ -493,6 +493,10 @@ pub(crate) fn reply_in(
         "UPDATE cases SET updated_at = ?, last_message_at = ?, last_event_id = ?, first_response_at = COALESCE(first_response_at, ?) WHERE id = ?",
         &params![now, now, event_id, now, case_id],
     )?;
+    // A staff user's answer takes care of an alert (the badge goes).
+    if r.author_id.is_some() && case.alert.is_some() {
+        tx.conn.execute("UPDATE cases SET alert = NULL WHERE id = ?", &params![case_id])?;
+    }
     if let Some(reason) = held {
         let approval_id = crate::approvals::hold(tx, &message, &reason)?;
         return Ok(ReplyOutcome::Held { message_id, event_id, approval_id, channel });

@@ -18,6 +18,7 @@ const SCENARIOS: &[(&str, Duration)] = &[
     ("tests/e2e/inbox.test.js", Duration::from_secs(110)),
     ("tests/e2e/email.test.js", Duration::from_secs(50)),
     ("tests/e2e/assist.test.js", Duration::from_secs(60)),
+    ("tests/e2e/assist_admin.test.js", Duration::from_secs(90)),
 ];
 /// The domain the server takes mail for.
 const MAIL_DOMAIN: &str = "support.example.de";

@@ -382,7 +382,9 @@
           markInvalid(subjectInput, false);
           staleBox.hidden = true;
           basedOn = latestSeen = Math.max(latestSeen, r.body.event_id);
-          say(de ? 'Gesendet.' : 'Sent.');
+          // A reply held for four-eyes approval is not sent yet: say so.
+          if (r.body && r.body.delivery_state === 'pending_approval') say(composer.dataset.held);
+          else say(de ? 'Gesendet.' : 'Sent.');
           reloadTimeline();
         } else if (r.status === 409 && r.body && r.body.error && r.body.error.code === 'stale') {
           showStale(r.body.error.details || {});

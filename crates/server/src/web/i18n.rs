@@ -316,6 +316,7 @@ const WORDS: &[(&str, &str, &str)] = &[
     ("move_down", "nach unten", "move down"),
     ("delete_rule_confirm", "Diese Regel löschen?", "Delete this rule?"),
     ("cancel", "Abbrechen", "Cancel"),
+    ("reply_held", "Gespeichert – die Antwort wartet auf Freigabe durch eine zweite Person.", "Saved – the reply waits for a second person's approval."),
 ];
 
 /// All words of a language, for templates (`{{ t.sign_in }}`).

@@ -83,7 +83,19 @@
     const reload = debounce(async () => {
       if (await refresh(rows, location.search) && selected) select(selected);
     }, 100);
-    live((ev) => { if (/^(message|case|note|customer)\./.test(ev.type)) reload(); });
+    // The approvals badge: replies waiting for a second person.
+    const count = $('#approvals-count');
+    const recount = debounce(async () => {
+      const res = await fetch('/approvals/count', { credentials: 'same-origin' }).catch(() => null);
+      if (!res || !res.ok || !count) return;
+      const n = Number(await res.text());
+      count.textContent = String(n);
+      count.hidden = !(n > 0);
+    }, 150);
+    live((ev) => {
+      if (/^(message|case|note|customer)\./.test(ev.type)) reload();
+      if (/^approval\./.test(ev.type)) recount();
+    });
     $$('select[data-autosubmit]').forEach((s) => s.addEventListener('change', () => s.form.submit()));
     document.addEventListener('keydown', (e) => {
       if (typing(e.target) || e.ctrlKey || e.metaKey || e.altKey) return;

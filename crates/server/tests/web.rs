@@ -883,7 +883,7 @@ async fn a_held_reply_the_alert_and_the_approvals_page() {
     // The inbox marks the case; the approvals list is one click (or key) away.
     let (_, inbox) = app.page(&anna.0, "/inbox").await;
     assert!(inbox.contains(r#"class="alert-mark""#), "{inbox}");
-    assert!(inbox.contains(r#"id="approvals-link""#) && !inbox.contains(r#"id="approvals-count""#), "{inbox}");
+    assert!(inbox.contains(r#"<span class="count" id="approvals-count" hidden>0</span>"#), "{inbox}");
     let (_, empty) = app.page(&anna.0, "/approvals").await;
     assert!(empty.contains(r#"id="approvals-empty""#), "{empty}");
 
@@ -904,6 +904,8 @@ async fn a_held_reply_the_alert_and_the_approvals_page() {
     assert!(timeline.contains("msg out held"), "{timeline}");
     let (_, inbox) = app.page(&anna.0, "/inbox").await;
     assert!(inbox.contains(r#"<span class="count" id="approvals-count">1</span>"#), "{inbox}");
+    let (_, count) = app.page(&anna.0, "/approvals/count").await;
+    assert_eq!(count, "1");
     let (s, list) = app.page(&anna.0, "/approvals").await;
     assert_eq!(s, 200);
     assert!(
@@ -1039,4 +1041,19 @@ async fn the_settings_page_has_the_assistants_levels_business_hours_and_rules() 
     let (ben, _) = app.sign_in("ben@example.de", "geheim123").await.unwrap();
     let (s, _) = app.page(&ben, "/settings").await;
     assert_eq!(s, 403);
+}
+
+#[tokio::test]
+async fn the_composer_offers_a_draft_only_where_a_language_model_is_configured() {
+    let app = TestServer::start(|c| c.assist.llm.base_url = Some(format!("http://127.0.0.1:{}/v1", closed_port())))
+        .await
+        .with_staff()
+        .await;
+    let r =
+        inbound(&app, json!({ "from": { "email": "jonas@example.de" }, "text": "Wo bleibt meine Rechnung?" })).await;
+    let (ben, _) = app.sign_in("ben@example.de", "geheim123").await.unwrap();
+    let (s, html) = app.page(&ben, &format!("/cases/{}", r["case_id"])).await;
+    assert_eq!(s, 200);
+    assert!(html.contains(r#"<button type="button" id="draft" class="secondary""#), "{html}");
+    assert_eq!(attribute(&html, "draft", "data-failed").as_deref(), Some("Kein Entwurf möglich"));
 }

@@ -62,6 +62,11 @@ pub(super) async fn approvals(State(state): State<AppState>, staff: Staff) -> Re
     }
 }
 
+/// The number for the inbox's badge, refreshed live.
+pub(super) async fn approval_count(State(state): State<AppState>, staff: Staff) -> Response {
+    pending_count(&state, &staff).await.to_string().into_response()
+}
+
 pub(super) async fn approval_items(State(state): State<AppState>, staff: Staff) -> Response {
     match approvals_context(&state, &staff).await {
         Ok(ctx) => page("approvals_items.html", ctx),

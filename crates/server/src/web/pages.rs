@@ -62,6 +62,7 @@ pub fn routes() -> Router<AppState> {
         .route("/settings", get(settings))
         .route("/approvals", get(approvals))
         .route("/approvals/items", get(approval_items))
+        .route("/approvals/count", get(approval_count))
 }
 
 #[cfg(test)]

@@ -29,7 +29,8 @@ pub struct RuleInput<'a> {
 pub struct BusinessHours {
     #[serde(default = "default_zone")]
     pub timezone: String,
-    pub days: BTreeMap<String, Vec<[String; 2]>>,
+    /// Each span is `[from, to]` (two times of day, `HH:MM`).
+    pub days: BTreeMap<String, Vec<Vec<String>>>,
 }
 
 fn default_zone() -> String {
@@ -55,7 +56,10 @@ impl BusinessHours {
             if !DAYS.contains(&day.as_str()) {
                 return Err(format!("{day:?} is not a weekday ({})", DAYS.join(", ")));
             }
-            for [from, to] in spans {
+            for span in spans {
+                let [from, to] = span.as_slice() else {
+                    return Err(format!("{day}: a span is two times, [from, to], not {} values", span.len()));
+                };
                 if time(from)? >= time(to)? {
                     return Err(format!("{day}: {from}–{to} does not start before it ends"));
                 }
@@ -71,7 +75,10 @@ impl BusinessHours {
         let day = DAYS[local.weekday().num_days_from_monday() as usize];
         let now = NaiveTime::from_hms_opt(local.hour(), local.minute(), local.second()).unwrap_or(NaiveTime::MIN);
         self.days.get(day).is_some_and(|spans| {
-            spans.iter().any(|[from, to]| matches!((time(from), time(to)), (Ok(f), Ok(t)) if f <= now && now < t))
+            spans.iter().any(|span| match span.as_slice() {
+                [from, to] => matches!((time(from), time(to)), (Ok(f), Ok(t)) if f <= now && now < t),
+                _ => false,
+            })
         })
     }
 }
@@ -178,11 +185,13 @@ mod tests {
         assert!(bad.validate().is_err());
         let bad = BusinessHours {
             timezone: "UTC".into(),
-            days: [("mon".into(), vec![["18:00".into(), "08:00".into()]])].into(),
+            days: [("mon".into(), vec![vec!["18:00".into(), "08:00".into()]])].into(),
         };
         assert!(bad.validate().is_err());
         let bad = BusinessHours { timezone: "UTC".into(), days: [("monday".into(), vec![])].into() };
         assert!(bad.validate().is_err());
+        let bad = BusinessHours { timezone: "UTC".into(), days: [("mon".into(), vec![vec!["08:00".into()]])].into() };
+        assert!(bad.validate().is_err(), "a span of one time");
     }
 
     #[test]

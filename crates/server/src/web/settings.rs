@@ -84,7 +84,7 @@ async fn assistant_section(
                 .business_hours
                 .as_ref()
                 .and_then(|h| h.days.get(*d))
-                .map(|spans| spans.iter().map(|[a, b]| format!("{a}-{b}")).collect::<Vec<_>>().join(", "))
+                .map(|spans| spans.iter().map(|span| span.join("-")).collect::<Vec<_>>().join(", "))
                 .unwrap_or_default();
             json!({ "day": d, "spans": spans })
         })

@@ -190,6 +190,7 @@ test('an agent corrects the intent the assistant recognised', STEP, async () => 
   await ben.goto(`${BASE}/cases/${caseId}`);
   await ben.waitForSelector('#live.on');
   const strip = `#timeline li.msg[data-id="${messageId}"] .assist`;
+  await ben.click(`${strip} .intent-fix summary`); // "korrigieren" opens the choice
   await ben.selectOption(`${strip} select.intent-set`, want);
   await waitText(ben, '#composer-status', /Anliegen gespeichert/, 'the correction is confirmed');
   await waitText(ben, `${strip} .assist-intent`, new RegExp(`${label}\\s+vom Team gesetzt`), 'the strip shows the correction');

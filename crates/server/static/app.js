@@ -544,6 +544,11 @@
     const styleSoon = debounce(() => { syncSuggestion(); checkStyle(); }, 400);
     text.addEventListener('input', styleSoon);
 
+    // "korrigieren" opens the choice of intents: straight into it (keyboard users too).
+    document.addEventListener('toggle', (e) => {
+      const d = e.target;
+      if (d.matches && d.matches('details.intent-fix') && d.open) { const sel = $('select', d); if (sel) sel.focus(); }
+    }, true);
     // Setting or correcting what a customer wants: the select in a message's strip sets that
     // message's intent; the one in the head the case's, i.e. its first analysed customer
     // message's (delegated: both are re-rendered live).

@@ -245,6 +245,7 @@ const WORDS: &[(&str, &str, &str)] = &[
     ("automatic", "automatisch", "automatic"),
     ("automatic_hint", "Vom Assistenten automatisch gesendet", "Sent automatically by the assistant"),
     ("intent_set", "Anliegen korrigieren", "Correct the request"),
+    ("intent_fix", "korrigieren", "correct"),
     ("intent_saved", "Anliegen gespeichert.", "Request saved."),
     ("alert", "Achtung", "Attention"),
     ("alert_badge", "Hinweis", "Alert"),

@@ -103,7 +103,7 @@ after(async () => {
   if (browser) await browser.close();
 });
 
-test('an admin writes a rule in the settings and its dry run finds the message it is meant for', STEP, async () => {
+test('an admin writes a rule in the settings, its dry run finds the message it is meant for; on, edit, delete; levels and hours', STEP, async () => {
   const r = await inbound(`kunde.${STAMP}@kunde.example`, 'Ratenzahlung',
     `Guten Tag, ich möchte meine Rechnung in Raten zahlen. Stichwort ${DRY_WORD}. Viele Grüße`);
   await caseWhen(r.case_id, analysed(r.message_id), 'the message is analysed');
@@ -127,7 +127,41 @@ test('an admin writes a rule in the settings and its dry run finds the message i
   const link = `${row} .dry-run-matches a[href="/cases/${r.case_id}"]`;
   await anna.waitForSelector(link);
   await shot(anna, 'settings-assistant.png');
-  await Promise.all([anna.waitForURL(new RegExp(`/cases/${r.case_id}$`)), anna.click(link)]);
+
+  // Switched on from the list; edited in the form (filled with the rule); deleted.
+  await anna.check(`${row} input.rule-enabled`);
+  await anna.waitForSelector(`#rules-list li.rule:not(.off):has-text("${name}")`);
+  const rules = await call('GET', '/api/v1/rules');
+  assert.equal(rules.body.items.find((x) => x.name === name).enabled, true, 'the rule is on');
+  await anna.click(`${row} button.rule-edit`);
+  await waitText(anna, '#rule-form-title', /^Regel bearbeiten: Probelauf/, 'the form edits the rule');
+  assert.equal(await anna.inputValue('#rule-form input[name=keywords]'), DRY_WORD);
+  assert.equal(await anna.inputValue('#rule-form input[name=add_tag]'), 'ratenzahlung');
+  const renamed = `Raten ${STAMP}`;
+  await anna.fill('#rule-form input[name=name]', renamed);
+  await anna.click('#rule-form button[type=submit]');
+  const renamedRow = `#rules-list li.rule:has-text("${renamed}")`;
+  await anna.waitForSelector(renamedRow);
+  anna.once('dialog', (d) => d.accept());
+  await anna.click(`${renamedRow} button.rule-delete`);
+  await anna.waitForSelector(renamedRow, { state: 'detached' });
+
+  // An automation level that needs a canned response says so; business hours are saved.
+  await anna.selectOption('#intents-form tr[data-intent="praise"] select.intent-level', 'suggest');
+  await anna.click('#intents-form button[type=submit]');
+  await waitText(anna, '#intents-form .form-status', /canned_id/, 'the missing canned response is named');
+  await anna.selectOption('#intents-form tr[data-intent="praise"] select.intent-level', 'off');
+  await anna.uncheck('#hours-off');
+  await anna.fill('#hours-mon', '08:00-12:00, 13:00-17:00');
+  await anna.click('#hours-form button[type=submit]');
+  await waitText(anna, '#hours-form .form-status', /^Gespeichert\.$/, 'business hours saved');
+  const hours = await call('GET', '/api/v1/assist/business-hours');
+  assert.deepEqual(hours.body.business_hours.days.mon, [['08:00', '12:00'], ['13:00', '17:00']]);
+  // Back to none, as the other scenarios expect.
+  await anna.check('#hours-off');
+  await anna.click('#hours-form button[type=submit]');
+  await waitText(anna, '#hours-form .form-status', /^Gespeichert\.$/, 'business hours removed');
+  assert.equal((await call('GET', '/api/v1/assist/business-hours')).body.business_hours, null);
 });
 
 test('a reply held by a rule waits for a second person, who approves it in the approvals list', STEP, async () => {

@@ -740,6 +740,7 @@
     const intentsForm = $('#intents-form');
     intentsForm.addEventListener('submit', async (e) => {
       e.preventDefault();
+      tell(intentsForm, ''); // a status below is always this save's
       const intents = $$('tr[data-intent]', intentsForm).map((tr) => {
         const canned = $('.intent-canned', tr).value;
         return { intent: tr.dataset.intent, level: $('.intent-level', tr).value, canned_id: canned ? Number(canned) : null };
@@ -752,6 +753,7 @@
     const hoursForm = $('#hours-form');
     hoursForm.addEventListener('submit', async (e) => {
       e.preventDefault();
+      tell(hoursForm, ''); // a status below is always this save's
       let hours = null;
       if (!$('#hours-off').checked) {
         const days = {};
@@ -838,6 +840,7 @@
     cancel.addEventListener('click', () => startEdit(null));
     ruleForm.addEventListener('submit', async (e) => {
       e.preventDefault();
+      tell(ruleForm, '');
       const data = fromForm();
       if (editing) data.position = editing.position;
       const r = editing ? await call('PUT', `/api/v1/rules/${editing.id}`, data) : await call('POST', '/api/v1/rules', data);

@@ -2,7 +2,8 @@
 // driven by playwright-core): an admin writes a rule in the settings and its dry run finds
 // the message it is meant for; a reply held by a rule waits in the approvals list until a
 // second staff user approves it, and then goes out; an agent corrects the intent the
-// assistant recognised. Started by `cargo test --test e2e` (tests/e2e.rs), which runs
+// assistant recognised; an intent set to `suggest` puts its canned response into an empty
+// composer, marked as a suggestion. Started by `cargo test --test e2e` (tests/e2e.rs), which runs
 // `kontor serve` and passes:
 //   BASE          http://127.0.0.1:PORT of the running server
 //   TOKEN         an admin API token (to post inbound messages and rules as an integration would)
@@ -231,4 +232,30 @@ test('an agent corrects the intent the assistant recognised', STEP, async () => 
   await waitText(ben, '#meta .case-intent', new RegExp(`${label}\\s+\\(vom Team gesetzt\\)`), 'the case\'s intent follows');
   const after = await caseWhen(caseId, (x) => x.intent === want, 'the case\'s intent is stored');
   assert.equal(after.intent_source, 'agent');
+});
+
+test('the assistant\'s suggestion waits in an empty composer, marked, and is cleared with one click', STEP, async () => {
+  const canned = await call('POST', '/api/v1/canned', {
+    title: `Zählerstand ${STAMP}`, body: `Vielen Dank, wir haben Ihren Zählerstand übernommen (${STAMP}).`, language: 'de',
+  });
+  assert.equal(canned.status, 201, JSON.stringify(canned.body));
+  const level = (l) => call('PUT', '/api/v1/assist/intents',
+    { intents: [{ intent: 'meter_reading', level: l, canned_id: canned.body.id }] });
+  assert.equal((await level('suggest')).status, 200);
+  try {
+    const r = await inbound(`zaehler.${STAMP}@kunde.example`, 'Zählerstand',
+      'Hallo, mein Zählerstand für den Stromzähler beträgt heute 12345 kWh. Zählernummer 1ESY1160');
+    const c = await caseWhen(r.case_id, analysed(r.message_id), 'the message is analysed');
+    assert.equal(c.intent, 'meter_reading', 'the scenario needs a meter reading');
+    await ben.goto(`${BASE}/cases/${r.case_id}`);
+    await ben.waitForSelector('#suggestion', { state: 'visible' });
+    await waitText(ben, '#suggestion', new RegExp(`Vorschlag des Assistenten: Zählerstand ${STAMP}`), 'the suggestion is named');
+    assert.equal(await ben.inputValue('#composer-text'), canned.body.body, 'the canned response is in the composer');
+    assert.ok(await ben.$eval('#composer-text', (t) => t.classList.contains('suggested')), 'marked as a suggestion');
+    await ben.click('#suggestion-clear');
+    await ben.waitForSelector('#suggestion', { state: 'hidden' });
+    assert.equal(await ben.inputValue('#composer-text'), '', 'cleared');
+  } finally {
+    await level('off');
+  }
 });

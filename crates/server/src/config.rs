@@ -86,7 +86,7 @@ impl Default for AssistConfig {
     fn default() -> Self {
         AssistConfig {
             analyse: true,
-            batch: 256,
+            batch: 64,
             patterns: Default::default(),
             auto_answer_quiet_hours: 24,
             auto_answer_min_confidence: 0.5,

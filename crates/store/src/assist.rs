@@ -340,14 +340,18 @@ impl Store {
         .await
     }
 
-    /// Queues the analysis job if messages wait for it and none is queued or running; true if
-    /// it queued one. Cheap when there is nothing to do (one read).
+    /// Queues the analysis job if messages wait for it and none is queued or running. True if
+    /// messages wait (then a job is queued or running, and a worker should look). Cheap when
+    /// there is nothing to do (one read).
     pub async fn kick_analysis(&self) -> Result<bool, StoreError> {
-        let needed = self.read(|c| Ok(backlog_exists(c)? && !job_pending(c)?)).await?;
-        if !needed {
+        let (backlog, pending) = self.read(|c| Ok((backlog_exists(c)?, job_pending(c)?))).await?;
+        if !backlog {
             return Ok(false);
         }
-        self.write(|tx| if backlog_exists(tx.conn)? { enqueue_analysis(tx) } else { Ok(false) }).await
+        if !pending {
+            self.write(|tx| if backlog_exists(tx.conn)? { enqueue_analysis(tx).map(drop) } else { Ok(()) }).await?;
+        }
+        Ok(true)
     }
 
     /// How many received messages wait for their analysis (counted up to 1,000,000).

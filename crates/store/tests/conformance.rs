@@ -2331,6 +2331,7 @@ async fn check_analysis_follows_the_event_log_and_stores_each_message_once(store
         auto: None,
         rules: HashMap::new(),
         public_channels: vec![],
+        act_on: HashSet::new(),
     };
     commit_batch(store, make(&batch, "bank_details_change")).await;
     // A second run of the same batch (a lost lease) writes nothing.

@@ -60,7 +60,44 @@ pub struct Assistant {
     style: StyleGuide,
     /// Requests that analyse or check text at the same time on this node (each takes a core).
     requests: tokio::sync::Semaphore,
+    /// The analysis job's thread, started on first use.
+    background: OnceLock<std::sync::mpsc::Sender<Task>>,
 }
+
+type Task = Box<dyn FnOnce() + Send>;
+
+/// How much lower than the rest of Kontor the analysis thread runs (Linux `nice` steps): it
+/// takes the CPU that ingest and the HTTP threads leave, so ingest keeps its latency.
+const BACKGROUND_NICENESS: i32 = 10;
+
+/// Starts the analysis thread: it runs the tasks it is handed one after another, at a lower
+/// priority.
+fn start_background() -> std::sync::mpsc::Sender<Task> {
+    let (tx, rx) = std::sync::mpsc::channel::<Task>();
+    let spawned = std::thread::Builder::new().name("kontor-assist".into()).spawn(move || {
+        lower_priority();
+        while let Ok(task) = rx.recv() {
+            task();
+        }
+    });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "Cannot start the analysis thread.");
+    }
+    tx
+}
+
+#[cfg(target_os = "linux")]
+fn lower_priority() {
+    // SAFETY: setpriority with PRIO_PROCESS and who = 0 changes the calling thread's nice
+    // value on Linux (threads are scheduled separately); it reads and writes no memory of ours.
+    let done = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, BACKGROUND_NICENESS) };
+    if done != 0 {
+        tracing::debug!("Cannot lower the analysis thread's priority; it runs at the normal one.");
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn lower_priority() {}
 
 /// Text requests (`analyze`, `style`, a dry run) at the same time on one node.
 const CONCURRENT_REQUESTS: usize = 4;
@@ -76,7 +113,26 @@ impl Assistant {
             loading: tokio::sync::Mutex::new(()),
             style: StyleGuide::builtin(),
             requests: tokio::sync::Semaphore::new(CONCURRENT_REQUESTS),
+            background: OnceLock::new(),
         }
+    }
+
+    /// Runs `work` on the analysis thread (at a lower priority than the rest of Kontor) and
+    /// waits for its result. A panic in `work` is an error, not a lost thread.
+    pub async fn in_background<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, String> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let task: Task = Box::new(move || {
+            let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work));
+            let _ = tx.send(out.map_err(|_| "the analysis panicked".to_string()));
+        });
+        let sender = self.background.get_or_init(start_background);
+        if sender.send(task).is_err() {
+            return Err("the analysis thread is gone".into());
+        }
+        rx.await.map_err(|_| "the analysis thread is gone".to_string())?
     }
 
     /// A turn for a request that analyses text; `None` if none came free in time (the caller
@@ -157,7 +213,8 @@ const KICK_COALESCE: Duration = Duration::from_millis(20);
 const KICK_EVERY: Duration = Duration::from_secs(5);
 
 /// Queues the analysis job whenever new events were committed and messages wait for it,
-/// and wakes this node's worker.
+/// and wakes this node's worker (also when the job is already queued: the next batch, queued
+/// by the one before, must not wait for the worker's idle poll).
 pub fn spawn_kicker(state: AppState) {
     if !state.config.assist.analyse {
         return;

@@ -54,50 +54,55 @@ impl Job for AnalyseMessages {
         let messages = pending.messages;
         let languages = pending.customer_languages;
         let started = std::time::Instant::now();
-        let analysed = tokio::task::spawn_blocking(move || {
-            let now = kontor_core::Timestamp::now();
-            let today = chrono::Utc::now().date_naive();
-            let mut analyses = Vec::with_capacity(messages.len());
-            let mut matched: HashMap<i64, Vec<MatchedRule>> = HashMap::new();
-            let recent = now.as_micros().saturating_sub(ACT_WINDOW_US);
-            let mut act_on = HashSet::new();
-            for m in &messages {
-                // One message must never stop the analysis of all after it: a panic in the
-                // analysis is logged and the message gets an empty analysis.
-                let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    analyser.analyse(m.subject.as_deref(), &m.text, today, now)
-                }));
-                let a = match run {
-                    Ok(a) => a,
-                    Err(_) => {
-                        tracing::error!(message_id = m.id, "The analysis of a message failed; it is stored as other.");
-                        unanalysable(now)
+        let analysed = state
+            .assist
+            .in_background(move || {
+                let now = kontor_core::Timestamp::now();
+                let today = chrono::Utc::now().date_naive();
+                let mut analyses = Vec::with_capacity(messages.len());
+                let mut matched: HashMap<i64, Vec<MatchedRule>> = HashMap::new();
+                let recent = now.as_micros().saturating_sub(ACT_WINDOW_US);
+                let mut act_on = HashSet::new();
+                for m in &messages {
+                    // One message must never stop the analysis of all after it: a panic in the
+                    // analysis is logged and the message gets an empty analysis.
+                    let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        analyser.analyse(m.subject.as_deref(), &m.text, today, now)
+                    }));
+                    let a = match run {
+                        Ok(a) => a,
+                        Err(_) => {
+                            tracing::error!(
+                                message_id = m.id,
+                                "The analysis of a message failed; it is stored as other."
+                            );
+                            unanalysable(now)
+                        }
+                    };
+                    if m.created_at.as_micros() >= recent {
+                        act_on.insert(m.id);
                     }
-                };
-                if m.created_at.as_micros() >= recent {
-                    act_on.insert(m.id);
+                    let input = RuleInput {
+                        channel: m.channel,
+                        subject: m.subject.as_deref(),
+                        text: &m.text,
+                        analysis: &a,
+                        customer_language: languages.get(&m.customer_id).map(String::as_str),
+                        at: chrono::DateTime::from_timestamp_micros(m.created_at.as_micros()).unwrap_or_default(),
+                    };
+                    let met: Vec<MatchedRule> = rules
+                        .iter()
+                        .filter(|r| matches(&r.conditions, &input, hours.as_ref()))
+                        .map(|r| MatchedRule { id: r.id, name: r.name.clone(), actions: r.actions.clone() })
+                        .collect();
+                    if !met.is_empty() {
+                        matched.insert(m.id, met);
+                    }
+                    analyses.push((m.id, a));
                 }
-                let input = RuleInput {
-                    channel: m.channel,
-                    subject: m.subject.as_deref(),
-                    text: &m.text,
-                    analysis: &a,
-                    customer_language: languages.get(&m.customer_id).map(String::as_str),
-                    at: chrono::DateTime::from_timestamp_micros(m.created_at.as_micros()).unwrap_or_default(),
-                };
-                let met: Vec<MatchedRule> = rules
-                    .iter()
-                    .filter(|r| matches(&r.conditions, &input, hours.as_ref()))
-                    .map(|r| MatchedRule { id: r.id, name: r.name.clone(), actions: r.actions.clone() })
-                    .collect();
-                if !met.is_empty() {
-                    matched.insert(m.id, met);
-                }
-                analyses.push((m.id, a));
-            }
-            (analyses, matched, act_on)
-        })
-        .await;
+                (analyses, matched, act_on)
+            })
+            .await;
         let (analyses, matched, act_on) = match analysed {
             Ok(a) => a,
             Err(e) => return JobResult::retry(state, &run, format!("the analysis stopped: {e}")),

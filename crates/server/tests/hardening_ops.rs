@@ -161,7 +161,7 @@ async fn a_handler_whose_lease_was_taken_over_is_stopped() {
     // Another node takes the job over (as after an expired lease).
     let mut conn = Conn::open(Backend::Sqlite, &app.database_url()).unwrap();
     let n = conn
-        .execute("UPDATE jobs SET locked_by = 'another-node', attempts = attempts + 1 WHERE status = 'running'", &[])
+        .execute("UPDATE jobs SET locked_by = 'another-node', attempts = attempts + 1 WHERE status = 'running' AND kind = 'deliver_message'", &[])
         .unwrap();
     assert_eq!(n, 1);
     drop(conn);

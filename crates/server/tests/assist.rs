@@ -128,6 +128,8 @@ async fn a_backlog_is_analysed_in_order_and_shown_in_metrics_until_it_drains() {
     let mut want: Vec<i64> = ids.iter().map(|(_, m)| *m).collect();
     want.sort();
     assert_eq!(announced, want, "each message analysed once, oldest first");
+    let (_, jobs) = server.call("GET", "/api/v1/jobs", None).await;
+    assert_eq!(jobs["done"], 0, "finished analysis jobs leave no rows: {jobs}");
 }
 
 #[tokio::test]

@@ -194,6 +194,10 @@ impl AnalysedBatch {
                     }
                 }
             }
+            // A finished analysis job leaves nothing to look at (the analyses are the record, and
+            // the metrics count the runs): its row goes, so the queue does not grow with every
+            // message.
+            tx.conn.execute("DELETE FROM jobs WHERE kind = ? AND status = 'done'", &params![AnalyseMessages::KIND])?;
             if self.more || backlog_exists(tx.conn)? {
                 enqueue_analysis(tx)?;
             }

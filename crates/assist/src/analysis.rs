@@ -108,15 +108,7 @@ impl Analyser {
             .extractor
             .extract(text, today)
             .into_iter()
-            .map(|e| ExtractedEntity {
-                kind: e.kind,
-                value: e.value,
-                text: e.text,
-                start: e.start,
-                end: e.end,
-                confidence: round(e.confidence),
-                fields: e.fields,
-            })
+            .map(|e| ExtractedEntity { confidence: round(e.confidence), ..e })
             .collect();
         MessageAnalysis {
             language: code.map(str::to_string),

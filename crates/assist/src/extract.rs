@@ -12,28 +12,11 @@ use iban::IbanLike;
 
 use chrono::{Datelike, NaiveDate};
 use regex::Regex;
-use serde::Serialize;
 
-/// One value found in a text.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Entity {
-    /// `iban`, `bic`, `email`, `phone`, `date`, `amount`, `address`, `meter_reading`, or the
-    /// name of a configured pattern.
-    pub kind: String,
-    /// Normalised: an IBAN without spaces, a date as `YYYY-MM-DD`, an amount as `1234.56 EUR`,
-    /// a phone number in E.164, a reading as `12345 kWh`.
-    pub value: String,
-    /// As written.
-    pub text: String,
-    /// Start and end (exclusive), in characters.
-    pub start: usize,
-    pub end: usize,
-    /// 0–1.
-    pub confidence: f32,
-    /// The parts of an address (`street`, `number`, `postcode`, `city`).
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    pub fields: BTreeMap<String, String>,
-}
+/// One value found in a text: kind, normalised value, the text as written, its span in
+/// characters, a confidence and (for an address) its parts — the type Kontor stores with a
+/// message's analysis.
+pub use kontor_core::ExtractedEntity as Entity;
 
 /// The extractor, with its configured number patterns.
 #[derive(Clone)]

@@ -37,7 +37,8 @@ fn default_zone() -> String {
     "Europe/Berlin".into()
 }
 
-const DAYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+/// The weekdays as the schedule names them, Monday first.
+pub const DAYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
 
 fn time(s: &str) -> Result<NaiveTime, String> {
     if s == "24:00" {

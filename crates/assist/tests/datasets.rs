@@ -59,21 +59,7 @@ fn the_built_in_seed_set_covers_every_intent_in_both_languages_and_generalises()
     let (all, skipped) = read_csv(&path, "text", "label").unwrap();
     assert_eq!(skipped, 0);
     let (with_lang, _) = read_csv(&path, "text", "language").unwrap();
-    let intents = [
-        "address_change",
-        "bank_details_change",
-        "invoice_question",
-        "payment_arrangement",
-        "cancellation",
-        "contract_change",
-        "complaint",
-        "meter_reading",
-        "appointment",
-        "document_request",
-        "login_help",
-        "praise",
-        "other",
-    ];
+    let intents = kontor_assist::analysis::INTENTS;
     for intent in intents {
         for lang in ["de", "en"] {
             let n = all.iter().zip(&with_lang).filter(|((_, l), (_, g))| l == intent && g == lang).count();

@@ -12,7 +12,7 @@ use crate::jobs::enqueue_job;
 use crate::messages::DeliverMessage;
 use crate::records::VISIBLE_TO_SQL;
 use crate::writer::Tx;
-use crate::{params, Row, Store, StoreError};
+use crate::{params, Conn, Row, Store, StoreError, Val};
 
 /// A held reply.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
@@ -37,6 +37,15 @@ pub struct Approval {
 
 const COLS: &str = "a.id, a.message_id, a.case_id, a.author_id, a.reason, a.status, a.decided_by, a.comment, \
      a.created_at, a.decided_at, m.text, c.subject";
+/// The tables [`COLS`] reads from.
+const FROM: &str = "FROM approvals a JOIN messages m ON m.id = a.message_id JOIN cases c ON c.id = a.case_id";
+
+/// One approval, read with the reply's text and the case's subject.
+fn load(c: &mut Conn, id: i64) -> Result<Approval, StoreError> {
+    c.query_opt(&format!("SELECT {COLS} {FROM} WHERE a.id = ?"), &params![id])?
+        .map(|r| from_row(&r))
+        .ok_or_else(|| StoreError::NotFound(format!("approval {id}")))?
+}
 
 fn from_row(r: &Row) -> Result<Approval, StoreError> {
     Ok(Approval {
@@ -74,6 +83,14 @@ pub(crate) fn hold(tx: &mut Tx<'_>, message: &Message, reason: &str) -> Result<i
     Ok(id)
 }
 
+/// The condition (and its parameters) that keeps to the cases `viewer` may see.
+fn visible_to(viewer: Option<UserId>) -> (String, Vec<Val>) {
+    match viewer {
+        Some(u) => (format!(" AND {}", VISIBLE_TO_SQL.replace("cases.", "c.")), params![u.get(), u.get()].to_vec()),
+        None => (String::new(), Vec::new()),
+    }
+}
+
 /// A decision on a held reply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision {
@@ -85,36 +102,26 @@ impl Store {
     /// Pending approvals, oldest first, of the cases `viewer` may see (`None`: all).
     pub async fn pending_approvals(&self, viewer: Option<UserId>) -> Result<Vec<Approval>, StoreError> {
         self.read(move |c| {
-            let base = format!(
-                "SELECT {COLS} FROM approvals a JOIN messages m ON m.id = a.message_id \
-                 JOIN cases c ON c.id = a.case_id WHERE a.status = 'pending'"
-            );
-            let rows = match viewer {
-                Some(u) => c.query(
-                    &format!("{base} AND {} ORDER BY a.id LIMIT 500", VISIBLE_TO_SQL.replace("cases.", "c.")),
-                    &params![u.get(), u.get()],
-                )?,
-                None => c.query(&format!("{base} ORDER BY a.id LIMIT 500"), &[])?,
-            };
-            rows.iter().map(from_row).collect()
+            let (visible, p) = visible_to(viewer);
+            let sql = format!("SELECT {COLS} {FROM} WHERE a.status = 'pending'{visible} ORDER BY a.id LIMIT 500");
+            c.query(&sql, &p)?.iter().map(from_row).collect()
+        })
+        .await
+    }
+
+    /// How many approvals are pending in the cases `viewer` may see (`None`: all).
+    pub async fn pending_approval_count(&self, viewer: Option<UserId>) -> Result<i64, StoreError> {
+        self.read(move |c| {
+            let (visible, p) = visible_to(viewer);
+            let sql = format!("SELECT COUNT(*) {FROM} WHERE a.status = 'pending'{visible}");
+            Ok(c.query_opt(&sql, &p)?.map(|r| r.i64(0)).unwrap_or(0))
         })
         .await
     }
 
     /// One approval.
     pub async fn approval(&self, id: i64) -> Result<Approval, StoreError> {
-        self.read(move |c| {
-            c.query_opt(
-                &format!(
-                    "SELECT {COLS} FROM approvals a JOIN messages m ON m.id = a.message_id \
-                     JOIN cases c ON c.id = a.case_id WHERE a.id = ?"
-                ),
-                &params![id],
-            )?
-            .map(|r| from_row(&r))
-            .ok_or_else(|| StoreError::NotFound(format!("approval {id}")))?
-        })
-        .await
+        self.read(move |c| load(c, id)).await
     }
 
     /// Approves (the reply is queued for delivery) or rejects (it is never sent) a pending
@@ -166,16 +173,7 @@ impl Store {
                          "decided_by": by.get(), "has_comment": comment.is_some() }),
             )?;
             tx.conn.execute("UPDATE cases SET last_event_id = ? WHERE id = ?", &params![ev, case_id])?;
-            tx.conn
-                .query_opt(
-                    &format!(
-                        "SELECT {COLS} FROM approvals a JOIN messages m ON m.id = a.message_id \
-                         JOIN cases c ON c.id = a.case_id WHERE a.id = ?"
-                    ),
-                    &params![id],
-                )?
-                .map(|r| from_row(&r))
-                .ok_or_else(|| StoreError::NotFound(format!("approval {id}")))?
+            load(tx.conn, id)
         })
         .await
     }

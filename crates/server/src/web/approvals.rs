@@ -27,7 +27,7 @@ pub(super) fn reason_text(reason: &str, lang: Lang) -> String {
 
 /// How many replies wait for approval in the cases this user may see (for the inbox's badge).
 pub(super) async fn pending_count(state: &AppState, staff: &Staff) -> usize {
-    state.store.pending_approvals(restricted(staff)).await.map(|a| a.len()).unwrap_or(0)
+    state.store.pending_approval_count(restricted(staff)).await.map(|n| n as usize).unwrap_or(0)
 }
 
 async fn approvals_context(state: &AppState, staff: &Staff) -> Result<BTreeMap<&'static str, Value>, Response> {

@@ -221,21 +221,7 @@ mod tests {
 
     #[test]
     fn every_intent_has_a_label_in_both_languages() {
-        let intents = [
-            "address_change",
-            "bank_details_change",
-            "invoice_question",
-            "payment_arrangement",
-            "cancellation",
-            "contract_change",
-            "complaint",
-            "meter_reading",
-            "appointment",
-            "document_request",
-            "login_help",
-            "praise",
-            "other",
-        ];
+        let intents = kontor_assist::analysis::INTENTS;
         for i in intents {
             let (de, en) = (intent_label(i, Lang::De), intent_label(i, Lang::En));
             assert!(!de.contains('_') && !en.contains('_'), "{i}: {de} / {en}");

@@ -77,7 +77,7 @@ async fn assistant_section(
         users: users.iter().map(|u| (u.id, u.name.clone())).collect(),
         canned: canned.iter().map(|c| (c.id, c.title.clone())).collect(),
     };
-    let days = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+    let days = kontor_assist::rules::DAYS
         .iter()
         .map(|d| {
             let spans = hours

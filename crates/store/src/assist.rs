@@ -4,11 +4,15 @@
 //! **Analysis after ingest.** The analysis job (`analyse_messages`) follows the event log:
 //! it reads the `message.received` events after its cursor (event ids become visible in
 //! commit order, so nothing behind the cursor can appear later), analyses their messages off
-//! the writer, and its effect — committed with the job's completion — stores the analyses,
-//! appends `message.analysed` events, sets the cases' intents and moves the cursor, which it
-//! compares first: a second run that raced it writes nothing. Ingest itself writes nothing
-//! for the assistant. At most one analysis job is queued or running at a time; it queues its
-//! successor while a backlog remains, and [`Store::kick_analysis`] queues one when new
+//! the writer, and stores the results in parts of a few messages ([`ROWS_PER_WRITE`]), each a
+//! short transaction of its own ([`Store::store_analysed`]) so that ingest, which shares the
+//! single writer, never waits behind a whole batch. Each part stores its analyses, appends
+//! `message.analysed` events, sets the cases' intents and moves the cursor, which it compares
+//! first: a second run that raced it writes nothing. These writes may commit without waiting
+//! for the disk (lost in a power failure, the cursor goes back with them and the messages are
+//! analysed again). Ingest itself writes nothing for the assistant. At most one analysis job
+//! is queued or running at a time; its completion queues its successor while a backlog
+//! remains ([`analysis_done_effect`]), and [`Store::kick_analysis`] queues one when new
 //! messages arrived.
 
 use std::collections::HashMap;
@@ -43,12 +47,14 @@ pub struct PendingAnalysis {
     pub from: i64,
     /// Where the cursor goes once these are stored.
     pub upto: i64,
-    /// Inbound messages (not notes), oldest first.
+    /// Inbound messages (not notes), in the order they were received.
     pub messages: Vec<Message>,
     /// True when the batch was full: more may wait behind it.
     pub more: bool,
     /// The stored language of each message's customer, by customer id.
     pub customer_languages: HashMap<i64, String>,
+    /// The `message.received` event of each message, by message id.
+    pub received: HashMap<i64, i64>,
 }
 
 /// The analyses of one batch, stored by the analysis job's effect.
@@ -162,56 +168,133 @@ pub(crate) fn attach_analyses(c: &mut Conn, case_id: i64, messages: &mut [Messag
     Ok(())
 }
 
+/// Messages per write of the analysis' results: each part is its own short transaction, so
+/// an ingest request that arrives meanwhile waits for at most that many rows, not a whole batch
+/// (the writer is single and ingest shares it).
+pub const ROWS_PER_WRITE: usize = 8;
+
 impl AnalysedBatch {
-    /// The job's effect: stores the analyses (each once), appends `message.analysed`, sets
-    /// the intent of cases that have none, moves the cursor, and queues the next job while a
-    /// backlog remains. If the cursor is no longer where this batch started, another run
-    /// stored it already: nothing is written.
-    pub fn into_effect(self) -> JobEffect {
-        std::sync::Arc::new(move |tx: &mut Tx<'_>, finish| {
-            if finish.end != JobEnd::Done {
-                return Ok(());
-            }
-            let current = cursor_value(tx.conn)?;
-            if current != self.from {
-                return Ok(());
-            }
-            tx.conn.execute(
-                "INSERT INTO channel_cursors (name, value, updated_at) VALUES (?, ?, ?) \
+    /// This batch in parts of up to `rows` messages, in the order of their receipt events,
+    /// each moving the cursor from where the part before left it to the receipt event of its
+    /// own last message (the last part to where the whole batch goes). `received` gives each
+    /// message's receipt event ([`PendingAnalysis::received`]).
+    pub fn into_parts(self, received: &HashMap<i64, i64>, rows: usize) -> Vec<AnalysedBatch> {
+        let rows = rows.max(1);
+        let mut analyses = self.analyses;
+        analyses.sort_by_key(|(id, _)| (received.get(id).copied().unwrap_or(i64::MAX), *id));
+        let count = analyses.len().div_ceil(rows).max(1);
+        let mut parts = Vec::with_capacity(count);
+        let mut from = self.from;
+        let mut rules = self.rules;
+        let mut rest = analyses.into_iter();
+        for i in 0..count {
+            let chunk: Vec<(i64, MessageAnalysis)> = rest.by_ref().take(rows).collect();
+            let last = i + 1 == count;
+            let upto = match (last, chunk.last().and_then(|(id, _)| received.get(id))) {
+                (false, Some(event)) => *event,
+                _ => self.upto,
+            };
+            let part_rules = chunk.iter().filter_map(|(id, _)| rules.remove_entry(id)).collect();
+            let act_on = chunk.iter().map(|(id, _)| *id).filter(|id| self.act_on.contains(id)).collect();
+            parts.push(AnalysedBatch {
+                from,
+                upto,
+                more: last && self.more,
+                analyses: chunk,
+                auto: self.auto.clone(),
+                rules: part_rules,
+                public_channels: self.public_channels.clone(),
+                act_on,
+            });
+            from = upto;
+        }
+        parts
+    }
+
+    /// Stores the analyses (each once), appends `message.analysed`, sets the intent of cases
+    /// that have none, applies rules, alerts and automatic answers to recent messages, and
+    /// moves the cursor. If the cursor is no longer where this batch starts, another run
+    /// stored it already: nothing is written (false).
+    fn store(&self, tx: &mut Tx<'_>, data: &Result<Vec<String>, String>) -> Result<bool, StoreError> {
+        let current = cursor_value(tx.conn)?;
+        if current != self.from {
+            return Ok(false);
+        }
+        tx.conn.execute(
+            "INSERT INTO channel_cursors (name, value, updated_at) VALUES (?, ?, ?) \
                  ON CONFLICT (name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
-                &params![ANALYSIS_CURSOR, self.upto.to_string(), tx.now],
-            )?;
-            for (message_id, analysis) in &self.analyses {
-                if store_analysis(tx, *message_id, analysis)? && self.act_on.contains(message_id) {
-                    if analysis.sentiment == "negative" {
-                        raise_alert_if_public(tx, *message_id, &self.public_channels)?;
-                    }
-                    for rule in self.rules.get(message_id).into_iter().flatten() {
-                        crate::rules::apply_rule(tx, *message_id, analysis, rule, self.auto.as_ref())?;
-                    }
-                    if let Some(policy) = &self.auto {
-                        auto_answer(tx, *message_id, analysis, policy)?;
+            &params![ANALYSIS_CURSOR, self.upto.to_string(), tx.now],
+        )?;
+        let data = data.as_ref().map_err(|e| StoreError::Database(format!("analysis as JSON: {e}")))?;
+        let stored = store_analyses(tx, &self.analyses, data)?;
+        // Automatic answers by intent: read once for the batch.
+        let auto_intents = match &self.auto {
+            Some(_) => auto_intents(tx.conn)?,
+            None => HashMap::new(),
+        };
+        for (message_id, analysis, placed) in stored {
+            if !self.act_on.contains(&message_id) {
+                continue;
+            }
+            if analysis.sentiment == "negative" && self.public_channels.iter().any(|c| c.as_str() == placed.channel) {
+                raise_alert(tx, message_id)?;
+            }
+            for rule in self.rules.get(&message_id).into_iter().flatten() {
+                crate::rules::apply_rule(tx, message_id, analysis, rule, self.auto.as_ref())?;
+            }
+            if let Some(policy) = &self.auto {
+                if analysis.intent_confidence >= policy.min_confidence {
+                    if let Some(canned_id) = auto_intents.get(analysis.intent.as_str()) {
+                        auto_answer_with(tx, message_id, analysis, policy, *canned_id, None)?;
                     }
                 }
             }
-            // A finished analysis job leaves nothing to look at (the analyses are the record, and
-            // the metrics count the runs): its row goes, so the queue does not grow with every
-            // message.
-            tx.conn.execute("DELETE FROM jobs WHERE kind = ? AND status = 'done'", &params![AnalyseMessages::KIND])?;
-            if self.more || backlog_exists(tx.conn)? {
-                enqueue_analysis(tx)?;
-            }
-            Ok(())
-        })
+        }
+        Ok(true)
+    }
+
+    /// Each analysis as its row stores it (made before the write, off the writer thread).
+    fn stored_data(&self) -> Result<Vec<String>, String> {
+        self.analyses.iter().map(|(_, a)| serde_json::to_string(a).map_err(|e| e.to_string())).collect()
+    }
+}
+
+/// The analysis job's effect, committed with its completion once its results are stored
+/// ([`Store::store_analysed`]): the finished job's row goes, and the next job is queued while
+/// a backlog remains (`more`: the batch was full).
+pub fn analysis_done_effect(more: bool) -> JobEffect {
+    std::sync::Arc::new(move |tx: &mut Tx<'_>, finish| {
+        if finish.end != JobEnd::Done {
+            return Ok(());
+        }
+        // A finished analysis job leaves nothing to look at (the analyses are the record, and
+        // the metrics count the runs): its row goes, so the queue does not grow with every
+        // message.
+        tx.conn.execute("DELETE FROM jobs WHERE kind = ? AND status = 'done'", &params![AnalyseMessages::KIND])?;
+        if more || backlog_exists(tx.conn)? {
+            enqueue_analysis(tx)?;
+        }
+        Ok(())
+    })
+}
+
+impl Store {
+    /// Stores (a part of) an analysed batch in one short transaction that may commit without
+    /// waiting for the disk: lost in a power failure, the cursor is lost with it and the
+    /// messages are analysed again. False if another run had stored it already.
+    pub async fn store_analysed(&self, batch: AnalysedBatch) -> Result<bool, StoreError> {
+        let data = batch.stored_data();
+        self.write_relaxed(move |tx| batch.store(tx, &data)).await
     }
 }
 
 /// What an alert says (the inbox shows it as a badge).
 pub const NEGATIVE_ON_PUBLIC: &str = "negative message on a public channel";
 
-/// Raises an alert on the case of a negative message that came on a public channel:
-/// `alert.raised` (seen by the case's team on their live streams) and the case's badge.
-fn raise_alert_if_public(tx: &mut Tx<'_>, message_id: i64, public: &[kontor_core::Channel]) -> Result<(), StoreError> {
+/// Raises an alert on the case of a negative message that came on a public channel (the
+/// caller checked both): `alert.raised` (seen by the case's team on their live streams) and
+/// the case's badge.
+fn raise_alert(tx: &mut Tx<'_>, message_id: i64) -> Result<(), StoreError> {
     let Some(row) = tx.conn.query_opt(
         "SELECT m.case_id, m.customer_id, m.channel, c.team_id FROM messages m JOIN cases c ON c.id = m.case_id \
          WHERE m.id = ?",
@@ -221,9 +304,6 @@ fn raise_alert_if_public(tx: &mut Tx<'_>, message_id: i64, public: &[kontor_core
         return Ok(());
     };
     let channel = row.req_enum(2, "messages.channel", kontor_core::Channel::parse)?;
-    if !public.contains(&channel) {
-        return Ok(());
-    }
     let (case_id, customer_id) = (row.req_i64(0, "messages.case_id")?, row.req_i64(1, "messages.customer_id")?);
     tx.conn.execute(
         "UPDATE cases SET alert = ?, updated_at = ? WHERE id = ?",
@@ -240,55 +320,131 @@ fn raise_alert_if_public(tx: &mut Tx<'_>, message_id: i64, public: &[kontor_core
     Ok(())
 }
 
-/// Stores one message's first analysis (a later one for the same message is ignored); true
-/// if it was stored.
-fn store_analysis(tx: &mut Tx<'_>, message_id: i64, a: &MessageAnalysis) -> Result<bool, StoreError> {
-    let Some(row) =
-        tx.conn.query_opt("SELECT case_id, customer_id, channel FROM messages WHERE id = ?", &params![message_id])?
-    else {
-        return Ok(false); // erased meanwhile
-    };
-    let (case_id, customer_id) = (row.req_i64(0, "messages.case_id")?, row.req_i64(1, "messages.customer_id")?);
-    let channel = row.req_text(2, "messages.channel")?;
-    let data = serde_json::to_string(a).map_err(|e| StoreError::Database(format!("analysis as JSON: {e}")))?;
-    let inserted = tx.conn.execute(
-        "INSERT INTO message_analysis (message_id, intent, intent_confidence, intent_source, sentiment, language, data, analysed_at) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (message_id) DO NOTHING",
-        &params![
-            message_id,
-            a.intent.as_str(),
-            a.intent_confidence as f64,
-            a.intent_source.as_str(),
-            a.sentiment.as_str(),
-            a.language.as_deref(),
-            data,
-            tx.now
-        ],
-    )?;
-    if inserted == 0 {
-        return Ok(false);
+/// Where a message belongs, as storing its analysis needs it.
+struct Placed {
+    case_id: i64,
+    customer_id: i64,
+    channel: String,
+}
+
+/// Rows per multi-row statement of the analysis effect (8 values a row stays far below the
+/// databases' limits on bound values).
+const ROWS_PER_STATEMENT: usize = 500;
+
+/// Stores each message's first analysis (a later one for the same message is ignored, as is
+/// one of a message erased meanwhile), appends a `message.analysed` event for each stored one,
+/// and gives cases without an intent that of their first message here. A batch is written
+/// with one statement per table (per 500 messages), not one per message, so that the writer
+/// — which ingest shares — is held briefly. Returns the stored ones, in the given order.
+fn store_analyses<'a>(
+    tx: &mut Tx<'_>,
+    analyses: &'a [(i64, MessageAnalysis)],
+    data: &[String],
+) -> Result<Vec<(i64, &'a MessageAnalysis, Placed)>, StoreError> {
+    if data.len() != analyses.len() {
+        return Err(StoreError::Database("an analysis without its stored form".into()));
     }
-    tx.event(
-        EventKind::MessageAnalysed,
-        Some(case_id),
-        Some(customer_id),
-        &json!({
-            "message_id": message_id,
-            "case_id": case_id,
-            "customer_id": customer_id,
-            "channel": channel,
-            "language": a.language,
-            "intent": a.intent,
-            "intent_confidence": a.intent_confidence,
-            "sentiment": a.sentiment,
-            "sentiment_score": a.sentiment_score,
-        }),
-    )?;
-    tx.conn.execute(
-        "UPDATE cases SET intent = ?, intent_source = 'model' WHERE id = ? AND intent IS NULL",
-        &params![a.intent.as_str(), case_id],
-    )?;
-    Ok(true)
+    let mut placed: HashMap<i64, Placed> = HashMap::with_capacity(analyses.len());
+    for chunk in analyses.chunks(ROWS_PER_STATEMENT) {
+        let marks = vec!["?"; chunk.len()].join(", ");
+        let p: Vec<Val> = chunk.iter().map(|(id, _)| Val::Int(*id)).collect();
+        let sql = format!("SELECT id, case_id, customer_id, channel FROM messages WHERE id IN ({marks})");
+        for r in tx.conn.query(&sql, &p)? {
+            placed.insert(
+                r.req_i64(0, "messages.id")?,
+                Placed {
+                    case_id: r.req_i64(1, "messages.case_id")?,
+                    customer_id: r.req_i64(2, "messages.customer_id")?,
+                    channel: r.req_text(3, "messages.channel")?,
+                },
+            );
+        }
+    }
+    let present: Vec<(&(i64, MessageAnalysis), &String)> =
+        analyses.iter().zip(data).filter(|((id, _), _)| placed.contains_key(id)).collect();
+    let mut inserted = std::collections::HashSet::with_capacity(present.len());
+    for chunk in present.chunks(ROWS_PER_STATEMENT) {
+        let mut p: Vec<Val> = Vec::with_capacity(chunk.len() * 8);
+        for ((message_id, a), data) in chunk {
+            p.extend(params![
+                *message_id,
+                a.intent.as_str(),
+                a.intent_confidence as f64,
+                a.intent_source.as_str(),
+                a.sentiment.as_str(),
+                a.language.as_deref(),
+                data.as_str(),
+                tx.now
+            ]);
+        }
+        let sql = format!(
+            "INSERT INTO message_analysis (message_id, intent, intent_confidence, intent_source, sentiment, language, data, analysed_at) \
+             VALUES {} ON CONFLICT (message_id) DO NOTHING RETURNING message_id",
+            crate::ingest::value_rows(chunk.len(), 8)
+        );
+        for r in tx.conn.query(&sql, &p)? {
+            inserted.insert(r.req_i64(0, "message_analysis.message_id")?);
+        }
+    }
+    let mut stored = Vec::with_capacity(inserted.len());
+    for ((message_id, a), _) in present {
+        if inserted.contains(message_id) {
+            if let Some(at) = placed.remove(message_id) {
+                stored.push((*message_id, a, at));
+            }
+        }
+    }
+    for chunk in stored.chunks(ROWS_PER_STATEMENT) {
+        let events: Vec<crate::ingest::NewEvent> = chunk
+            .iter()
+            .map(|(message_id, a, at)| crate::ingest::NewEvent {
+                kind: EventKind::MessageAnalysed,
+                case_id: Some(at.case_id),
+                customer_id: at.customer_id,
+                payload: json!({
+                    "message_id": message_id,
+                    "case_id": at.case_id,
+                    "customer_id": at.customer_id,
+                    "channel": at.channel,
+                    "language": a.language,
+                    "intent": a.intent,
+                    "intent_confidence": a.intent_confidence,
+                    "sentiment": a.sentiment,
+                    "sentiment_score": a.sentiment_score,
+                }),
+            })
+            .collect();
+        crate::ingest::insert_events(tx, &events)?;
+    }
+    // A case's intent is that of its first analysed inbound message: the first here, unless it
+    // has one already.
+    let mut first: Vec<(i64, &str)> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for (_, a, at) in &stored {
+        if seen.insert(at.case_id) {
+            first.push((at.case_id, a.intent.as_str()));
+        }
+    }
+    for chunk in first.chunks(ROWS_PER_STATEMENT) {
+        // The first row types the columns (PostgreSQL infers VALUES types from it).
+        let sql = format!(
+            "UPDATE cases SET intent = v.intent, intent_source = 'model' \
+             FROM (SELECT CAST(NULL AS BIGINT) AS cid, CAST(NULL AS TEXT) AS intent UNION ALL VALUES {}) AS v \
+             WHERE cases.id = v.cid AND cases.intent IS NULL",
+            vec!["(CAST(? AS BIGINT), CAST(? AS TEXT))"; chunk.len()].join(", ")
+        );
+        let p: Vec<Val> = chunk.iter().flat_map(|(case_id, intent)| params![*case_id, *intent]).collect();
+        tx.conn.execute(&sql, &p)?;
+    }
+    Ok(stored)
+}
+
+/// The canned response of each intent whose level is `auto`.
+fn auto_intents(c: &mut Conn) -> Result<HashMap<String, i64>, StoreError> {
+    c.query("SELECT intent, canned_id FROM assist_intents WHERE level = 'auto' AND canned_id IS NOT NULL", &[])?
+        .iter()
+        .map(|r| Ok((r.req_text(0, "assist_intents.intent")?, r.req_i64(1, "assist_intents.canned_id")?)))
+        .collect()
 }
 
 impl Store {
@@ -308,11 +464,13 @@ impl Store {
             let upto =
                 if more { rows.last().map(|r| r.req_i64(0, "events.id")).transpose()?.unwrap_or(from) } else { newest };
             let mut ids = Vec::with_capacity(rows.len());
+            let mut received = HashMap::with_capacity(rows.len());
             for r in &rows {
                 let payload: serde_json::Value = serde_json::from_str(&r.req_text(1, "events.payload")?)
                     .map_err(|e| StoreError::Corrupt(format!("events.payload is not JSON: {e}")))?;
                 if let Some(id) = crate::events::event_message_id(EventKind::MessageReceived.as_str(), &payload) {
                     ids.push(id);
+                    received.insert(id, r.req_i64(0, "events.id")?);
                 }
             }
             let mut messages = Vec::with_capacity(ids.len());
@@ -326,7 +484,7 @@ impl Store {
                     }
                 }
             }
-            messages.sort_by_key(|m| m.id);
+            messages.sort_by_key(|m| (received.get(&m.id).copied().unwrap_or(i64::MAX), m.id));
             let mut customers: Vec<i64> = messages.iter().map(|m| m.customer_id).collect();
             customers.sort();
             customers.dedup();
@@ -339,7 +497,7 @@ impl Store {
                     customer_languages.insert(r.req_i64(0, "customers.id")?, r.req_text(1, "customers.language")?);
                 }
             }
-            Ok(PendingAnalysis { from, upto, messages, more, customer_languages })
+            Ok(PendingAnalysis { from, upto, messages, more, customer_languages, received })
         })
         .await
     }
@@ -353,7 +511,9 @@ impl Store {
             return Ok(false);
         }
         if !pending {
-            self.write(|tx| if backlog_exists(tx.conn)? { enqueue_analysis(tx).map(drop) } else { Ok(()) }).await?;
+            // Lost in a power failure, the job is queued again by the next look.
+            self.write_relaxed(|tx| if backlog_exists(tx.conn)? { enqueue_analysis(tx).map(drop) } else { Ok(()) })
+                .await?;
         }
         Ok(true)
     }
@@ -668,27 +828,6 @@ pub fn human_contact_line(language: Option<&str>) -> &'static str {
             "Dies ist eine automatische Antwort. Möchten Sie mit einem Menschen sprechen, antworten Sie einfach auf diese Nachricht – eine Mitarbeiterin oder ein Mitarbeiter meldet sich bei Ihnen."
         }
     }
-}
-
-/// Sends the canned answer of an intent at level `auto` (see [`auto_answer_with`]) when the
-/// model is sure enough of the intent.
-fn auto_answer(
-    tx: &mut Tx<'_>,
-    message_id: i64,
-    a: &MessageAnalysis,
-    policy: &AutoAnswerPolicy,
-) -> Result<Option<i64>, StoreError> {
-    if a.intent_confidence < policy.min_confidence {
-        return Ok(None);
-    }
-    let Some(setting) = tx.conn.query_opt(
-        "SELECT canned_id FROM assist_intents WHERE intent = ? AND level = 'auto' AND canned_id IS NOT NULL",
-        &params![a.intent.as_str()],
-    )?
-    else {
-        return Ok(None);
-    };
-    auto_answer_with(tx, message_id, a, policy, setting.req_i64(0, "assist_intents.canned_id")?, None)
 }
 
 /// Sends a canned response as an automatic answer to the message's customer, if every

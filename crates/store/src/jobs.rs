@@ -125,7 +125,7 @@ impl Store {
     /// would stop the whole queue at that row, and defaulting its values would run it with
     /// made-up ones.
     pub async fn claim_jobs(&self, node: String, limit: i64, lease_ms: i64) -> Result<Vec<ClaimedJob>, StoreError> {
-        self.write(move |tx| {
+        self.write_relaxed(move |tx| {
             let lock = if tx.backend() == Backend::Postgres { " FOR UPDATE SKIP LOCKED" } else { "" };
             let now = tx.now;
             let sql = format!(
@@ -169,7 +169,7 @@ impl Store {
         attempts: i64,
         lease_ms: i64,
     ) -> Result<bool, StoreError> {
-        self.write(move |tx| {
+        self.write_relaxed(move |tx| {
             let until = tx.now.saturating_add(lease_ms.saturating_mul(1000));
             let n = tx.conn.execute(
                 "UPDATE jobs SET locked_until = ?, updated_at = ? \
@@ -191,7 +191,7 @@ impl Store {
         outcome: JobOutcome,
         effect: Option<JobEffect>,
     ) -> Result<bool, StoreError> {
-        self.finish(job_id, node, None, outcome, effect).await
+        self.finish(job_id, node, None, outcome, effect, false).await
     }
 
     /// Records how the run of `job` (as claimed) ended, together with its effect, in one
@@ -205,7 +205,10 @@ impl Store {
         outcome: JobOutcome,
         effect: Option<JobEffect>,
     ) -> Result<bool, StoreError> {
-        self.finish(job.id, node, Some(job.attempts), outcome, effect).await
+        // The analysis job's outcome is derived data kept with its own cursor: lost in a power
+        // failure, the same batch is analysed again.
+        let relaxed = job.kind == crate::assist::AnalyseMessages::KIND;
+        self.finish(job.id, node, Some(job.attempts), outcome, effect, relaxed).await
     }
 
     async fn finish(
@@ -215,8 +218,9 @@ impl Store {
         claim: Option<i64>,
         outcome: JobOutcome,
         effect: Option<JobEffect>,
+        relaxed: bool,
     ) -> Result<bool, StoreError> {
-        self.write(move |tx| {
+        let record = move |tx: &mut Tx<'_>| {
             let Some(row) = tx.conn.query_opt(
                 "SELECT attempts, max_attempts FROM jobs WHERE id = ? AND status = 'running' AND locked_by = ?",
                 &params![job_id, node.as_str()],
@@ -235,7 +239,9 @@ impl Store {
                     let delay_us = i64::try_from(*delay_ms).unwrap_or(i64::MAX).saturating_mul(1000);
                     (JobEnd::Retrying, Some(error.clone()), now.saturating_add(delay_us))
                 }
-                JobOutcome::Retry { error, .. } | JobOutcome::Fail { error } => (JobEnd::Dead, Some(error.clone()), now),
+                JobOutcome::Retry { error, .. } | JobOutcome::Fail { error } => {
+                    (JobEnd::Dead, Some(error.clone()), now)
+                }
             };
             let status = match end {
                 JobEnd::Done => "done",
@@ -250,8 +256,12 @@ impl Store {
                 effect(tx, JobFinish { end, error: error.as_deref(), attempts })?;
             }
             Ok(true)
-        })
-        .await
+        };
+        if relaxed {
+            self.write_relaxed(record).await
+        } else {
+            self.write(record).await
+        }
     }
 
     /// How many jobs are in each state.

@@ -211,7 +211,27 @@ impl Store {
         R: Send + 'static,
         F: FnOnce(&mut Tx<'_>) -> Result<R, StoreError> + Send + 'static,
     {
-        let (op, rx) = writer::Op::new(f);
+        self.write_op(f, false).await
+    }
+
+    /// Like [`Store::write`], for changes that are redone when lost (a job claim, a derived
+    /// record kept with its own cursor): they may commit without waiting for the disk (see
+    /// [`writer::WriteOp::relaxed`]), so they hold the writer — which every request shares —
+    /// for less time.
+    pub async fn write_relaxed<R, F>(&self, f: F) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut Tx<'_>) -> Result<R, StoreError> + Send + 'static,
+    {
+        self.write_op(f, true).await
+    }
+
+    async fn write_op<R, F>(&self, f: F, relaxed: bool) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut Tx<'_>) -> Result<R, StoreError> + Send + 'static,
+    {
+        let (op, rx) = if relaxed { writer::Op::relaxed(f) } else { writer::Op::new(f) };
         self.submit(Box::new(op))?;
         rx.await.map_err(|_| StoreError::Unavailable("writer stopped".into()))?
     }

@@ -121,6 +121,16 @@ pub trait WriteOp: std::any::Any + Send {
     }
     /// After a failed `apply`: the parts to run one by one instead (`Err(self)` if it has none).
     fn split(self: Box<Self>) -> Result<Vec<Box<dyn WriteOp>>, Box<dyn WriteOp>>;
+    /// True if this operation's changes may be lost in a power failure or an operating-system
+    /// crash after it was answered — because what it writes is redone anyway when lost (a job
+    /// claim, a lease, an analysis that is computed again from the cursor). A transaction made
+    /// only of such operations commits without waiting for the disk (SQLite
+    /// `synchronous=NORMAL`, PostgreSQL `synchronous_commit = off`); it stays atomic, and the
+    /// next durable commit makes it durable too, since the log is written in order. False (the
+    /// default) for everything else.
+    fn relaxed(&self) -> bool {
+        false
+    }
 }
 
 /// Operations queued for the writer.
@@ -160,12 +170,19 @@ pub struct Op<R, F> {
     f: Option<F>,
     out: Option<Result<R, StoreError>>,
     reply: oneshot::Sender<Result<R, StoreError>>,
+    relaxed: bool,
 }
 
 impl<R, F> Op<R, F> {
     pub fn new(f: F) -> (Self, oneshot::Receiver<Result<R, StoreError>>) {
         let (reply, rx) = oneshot::channel();
-        (Op { f: Some(f), out: None, reply }, rx)
+        (Op { f: Some(f), out: None, reply, relaxed: false }, rx)
+    }
+
+    /// An operation whose changes are redone when lost (see [`WriteOp::relaxed`]).
+    pub fn relaxed(f: F) -> (Self, oneshot::Receiver<Result<R, StoreError>>) {
+        let (op, rx) = Op::new(f);
+        (Op { relaxed: true, ..op }, rx)
     }
 }
 
@@ -188,6 +205,10 @@ where
 
     fn split(self: Box<Self>) -> Result<Vec<Box<dyn WriteOp>>, Box<dyn WriteOp>> {
         Err(self)
+    }
+
+    fn relaxed(&self) -> bool {
+        self.relaxed
     }
 }
 
@@ -216,6 +237,9 @@ fn writer_loop(
     max_batch: usize,
     counters: Arc<WriterCounters>,
 ) {
+    // Whether the SQLite connection commits without waiting for the disk (see
+    // `WriteOp::relaxed`); a new connection starts durable.
+    let mut relaxed_now = false;
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while batch.len() < max_batch {
@@ -228,6 +252,7 @@ fn writer_loop(
         counters.batches.fetch_add(1, Ordering::Relaxed);
         let batch = merge_batch(batch, &counters);
         if conn.as_ref().is_none_or(|c| c.is_broken()) {
+            relaxed_now = false;
             conn = match Conn::open(backend, &url) {
                 Ok(c) => Some(c),
                 Err(e) => {
@@ -239,7 +264,19 @@ fn writer_loop(
             };
         }
         let Some(c) = conn.as_mut() else { continue };
-        let (result, max_event, done) = run_batch(c, batch, &counters);
+        let relaxed = batch.iter().all(|op| op.relaxed());
+        if backend == Backend::Sqlite && relaxed != relaxed_now {
+            let pragma = if relaxed { "PRAGMA synchronous=NORMAL" } else { "PRAGMA synchronous=FULL" };
+            if let Err(e) = c.batch(pragma) {
+                tracing::warn!(error = %e, "Writer cannot set how commits reach the disk.");
+                let err = Err(e);
+                batch.into_iter().for_each(|op| op.finish(&err));
+                conn = None;
+                continue;
+            }
+            relaxed_now = relaxed;
+        }
+        let (result, max_event, done) = run_batch(c, batch, &counters, relaxed);
         if let Err(e) = &result {
             tracing::warn!(error = %e, ops = done.len(), "Group commit failed.");
             if e.is_unavailable() || c.is_broken() {
@@ -286,9 +323,13 @@ fn run_batch(
     c: &mut Conn,
     ops: Vec<Box<dyn WriteOp>>,
     counters: &WriterCounters,
+    relaxed: bool,
 ) -> (Result<(), StoreError>, i64, Vec<Box<dyn WriteOp>>) {
     let begin = match c.backend() {
         Backend::Sqlite => "BEGIN IMMEDIATE".to_string(),
+        Backend::Postgres if relaxed => {
+            format!("BEGIN; SET LOCAL synchronous_commit TO OFF; SELECT pg_advisory_xact_lock({WRITE_LOCK})")
+        }
         Backend::Postgres => format!("BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK})"),
     };
     if let Err(e) = c.batch(&begin) {
@@ -321,7 +362,7 @@ fn run_batch(
                 // A bulk operation failed as a whole: run its parts one by one.
                 Ok(parts) => {
                     counters.bulk_fallbacks.fetch_add(1, Ordering::Relaxed);
-                    run_batch(c, parts, counters)
+                    run_batch(c, parts, counters, relaxed)
                 }
                 Err(op) => (Ok(()), 0, vec![op]),
             };
@@ -509,5 +550,31 @@ mod tests {
         assert_eq!(sizes(&ops), vec![1]);
         assert!(ops[0].merge().is_some(), "the operation itself, not a combination");
         assert_eq!(counters.snapshot().bulk_messages, 0);
+    }
+
+    /// SQLite's `synchronous` as the writer's connection has it inside a write.
+    async fn synchronous(store: &crate::Store, relaxed: bool) -> i64 {
+        let read = |tx: &mut super::Tx<'_>| {
+            tx.conn
+                .query_opt("PRAGMA synchronous", &[])?
+                .map(|r| r.i64(0))
+                .ok_or_else(|| StoreError::Database("PRAGMA synchronous returned nothing".into()))
+        };
+        if relaxed {
+            store.write_relaxed(read).await.unwrap()
+        } else {
+            store.write(read).await.unwrap()
+        }
+    }
+
+    #[tokio::test]
+    async fn only_relaxed_writes_commit_without_waiting_for_the_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite:{}", dir.path().join("k.db").display());
+        let store = crate::Store::open(&url, crate::StoreSettings::default()).unwrap();
+        // 2 is FULL (the commit waits for the disk), 1 is NORMAL.
+        assert_eq!(synchronous(&store, false).await, 2);
+        assert_eq!(synchronous(&store, true).await, 1);
+        assert_eq!(synchronous(&store, false).await, 2, "a durable write after a relaxed one waits again");
     }
 }

@@ -54,6 +54,9 @@ macro_rules! conformance {
 }
 
 conformance! {
+    check_analysis_is_stored_in_parts_that_each_move_the_cursor(store) =>
+        analysis_is_stored_in_parts_that_each_move_the_cursor_on_sqlite,
+        analysis_is_stored_in_parts_that_each_move_the_cursor_on_postgres;
     check_analysis_follows_the_event_log_and_stores_each_message_once(store) =>
         analysis_follows_the_event_log_and_stores_each_message_once_on_sqlite,
         analysis_follows_the_event_log_and_stores_each_message_once_on_postgres;
@@ -2299,18 +2302,9 @@ fn analysis_of(intent: &str) -> kontor_core::MessageAnalysis {
     }
 }
 
-/// Runs an analysis batch's effect as the job's completion would.
+/// Stores an analysis batch as the analysis job does.
 async fn commit_batch(store: &Store, batch: kontor_store::assist::AnalysedBatch) {
-    let effect = batch.into_effect();
-    store
-        .write(move |tx| {
-            effect(
-                tx,
-                kontor_store::jobs::JobFinish { end: kontor_store::jobs::JobEnd::Done, error: None, attempts: 1 },
-            )
-        })
-        .await
-        .unwrap();
+    store.store_analysed(batch).await.unwrap();
 }
 
 async fn check_analysis_follows_the_event_log_and_stores_each_message_once(store: &Store) {
@@ -2361,6 +2355,55 @@ async fn check_analysis_follows_the_event_log_and_stores_each_message_once(store
     assert_eq!((examples.len(), examples[0].label.as_str()), (1, "complaint"));
     let case = store.case_detail(first.case_id).await.unwrap().case;
     assert_eq!((case.intent.as_deref(), case.intent_source.as_deref()), (Some("complaint"), Some("agent")));
+}
+
+async fn check_analysis_is_stored_in_parts_that_each_move_the_cursor(store: &Store) {
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let r = store.ingest(inbound(&format!("k{i}@example.de"), &format!("Frage Nummer {i}"))).await.unwrap();
+        ids.push(r.message_id);
+        if i == 2 {
+            // An event between two messages that is not a receipt (an internal note).
+            store.add_note(kontor_core::CaseId(r.case_id), "intern".into(), None).await.unwrap();
+        }
+    }
+    let pending = store.pending_analysis(100).await.unwrap();
+    assert_eq!(pending.messages.iter().map(|m| m.id).collect::<Vec<_>>(), ids);
+    let batch = kontor_store::assist::AnalysedBatch {
+        from: pending.from,
+        upto: pending.upto,
+        more: pending.more,
+        analyses: pending.messages.iter().map(|m| (m.id, analysis_of("invoice_question"))).collect(),
+        auto: None,
+        rules: HashMap::new(),
+        public_channels: vec![],
+        act_on: HashSet::new(),
+    };
+    let parts = batch.clone().into_parts(&pending.received, 2);
+    assert_eq!(parts.iter().map(|p| p.analyses.len()).collect::<Vec<_>>(), vec![2, 2, 1]);
+    assert_eq!(parts[0].from, pending.from);
+    assert_eq!(parts[2].upto, pending.upto, "the last part takes the cursor where the batch goes");
+    for w in parts.windows(2) {
+        assert_eq!(w[0].upto, w[1].from, "each part starts where the one before ends");
+        assert_eq!(w[0].upto, pending.received[&w[0].analyses.last().unwrap().0]);
+    }
+
+    // The run stops after its first part (a crash, a lost lease): only that part is stored,
+    // and the next read starts after it.
+    assert!(store.store_analysed(parts[0].clone()).await.unwrap());
+    assert_eq!(store.analysis_backlog().await.unwrap(), 3);
+    let rest = store.pending_analysis(100).await.unwrap();
+    assert_eq!(rest.from, parts[0].upto);
+    assert_eq!(rest.messages.iter().map(|m| m.id).collect::<Vec<_>>(), ids[2..].to_vec());
+    // The stopped run's later parts, or the whole batch again, would store nothing twice: the
+    // whole batch no longer starts at the cursor.
+    assert!(!store.store_analysed(batch).await.unwrap());
+    for part in parts.into_iter().skip(1) {
+        assert!(store.store_analysed(part).await.unwrap());
+    }
+    assert_eq!(store.analysis_backlog().await.unwrap(), 0);
+    let events = all_events(store).await;
+    assert_eq!(events.iter().filter(|e| e.kind == "message.analysed").count(), 5, "each message once");
 }
 
 async fn check_held_replies_wait_for_a_second_staff_user(store: &Store) {

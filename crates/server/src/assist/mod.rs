@@ -66,11 +66,11 @@ pub struct Assistant {
 
 type Task = Box<dyn FnOnce() + Send>;
 
-/// How much lower than the rest of Kontor the analysis thread runs (Linux `nice` steps): it
-/// takes the CPU that ingest and the HTTP threads leave, so ingest keeps its latency.
+/// How much lower than the rest of Kontor the analysis thread runs (Linux `nice` steps) where
+/// the idle scheduling class is not available.
 const BACKGROUND_NICENESS: i32 = 10;
 
-/// Starts the analysis thread: it runs the tasks it is handed one after another, at a lower
+/// Starts the analysis thread: it runs the tasks it is handed one after another, at the lowest
 /// priority.
 fn start_background() -> std::sync::mpsc::Sender<Task> {
     let (tx, rx) = std::sync::mpsc::channel::<Task>();
@@ -86,8 +86,19 @@ fn start_background() -> std::sync::mpsc::Sender<Task> {
     tx
 }
 
+/// Puts the calling thread in Linux's idle scheduling class (`SCHED_IDLE`): it gets only the
+/// CPU no other thread of the machine wants, and any other thread that wakes up takes the CPU
+/// from it at once — so ingest and the HTTP threads keep their latency, and the analysis
+/// catches up when they are quiet. (A high `nice` value alone lowers its share, but a
+/// waking thread may still wait for it.) Falls back to `nice` where the class is refused.
 #[cfg(target_os = "linux")]
 fn lower_priority() {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: sched_setscheduler with pid 0 changes the calling thread's policy on Linux; it
+    // only reads `param`, which lives until the call returns.
+    if unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) } == 0 {
+        return;
+    }
     // SAFETY: setpriority with PRIO_PROCESS and who = 0 changes the calling thread's nice
     // value on Linux (threads are scheduled separately); it reads and writes no memory of ours.
     let done = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, BACKGROUND_NICENESS) };

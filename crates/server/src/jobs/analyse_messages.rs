@@ -1,12 +1,13 @@
 //! `analyse_messages`: analyses the messages received after the analysis cursor (a batch at
-//! a time, off the async threads), decides which rules each meets, and stores the results
-//! with the job's completion (see `kontor_store::assist`): analyses, rule actions, automatic
-//! answers. Never part of an ingest transaction.
+//! a time, off the async threads), decides which rules each meets, and stores the results in
+//! short writes of a few messages each, every one moving the cursor (see
+//! `kontor_store::assist`): analyses, rule actions, automatic answers. The job's completion
+//! queues the next batch while a backlog remains. Never part of an ingest transaction.
 
 use std::collections::{HashMap, HashSet};
 
 use kontor_assist::rules::{matches, RuleInput};
-use kontor_store::assist::{AnalyseMessages, AnalysedBatch, AutoAnswerPolicy};
+use kontor_store::assist::{analysis_done_effect, AnalyseMessages, AnalysedBatch, AutoAnswerPolicy, ROWS_PER_WRITE};
 use kontor_store::rules::MatchedRule;
 
 use super::{Job, JobResult, JobRun};
@@ -128,6 +129,15 @@ impl Job for AnalyseMessages {
             public_channels: cfg.public_channels.clone(),
             act_on,
         };
-        JobResult::done().with_effect(batch.into_effect())
+        // The results go in parts of a few messages, each its own short write, so ingest —
+        // which shares the writer — never waits behind a whole batch. A part another run stored
+        // first is skipped (the cursor tells); one that fails is redone by the retry, from the
+        // cursor where the parts before it left it.
+        for part in batch.into_parts(&pending.received, ROWS_PER_WRITE) {
+            if let Err(e) = state.store.store_analysed(part).await {
+                return JobResult::retry(state, &run, e.to_string());
+            }
+        }
+        JobResult::done().with_effect(analysis_done_effect(pending.more))
     }
 }

@@ -13,7 +13,7 @@ mod keys;
 mod rows;
 mod single;
 
-pub(crate) use rows::MessageRow;
+pub(crate) use rows::{insert_events, value_rows, MessageRow, NewEvent};
 pub(crate) use single::{insert_message, thread_case};
 
 use tokio::sync::oneshot;

@@ -111,7 +111,7 @@ impl Table {
 }
 
 /// `(?, ?, ...), (?, ...)` for `rows` rows of `cols` placeholders.
-pub(super) fn value_rows(rows: usize, cols: usize) -> String {
+pub(crate) fn value_rows(rows: usize, cols: usize) -> String {
     let one = format!("({})", vec!["?"; cols].join(", "));
     vec![one; rows].join(", ")
 }
@@ -360,7 +360,7 @@ fn stored_message(id: i64, m: &MessageRow<'_>, now: i64) -> Message {
 }
 
 /// An event row.
-pub(super) struct NewEvent {
+pub(crate) struct NewEvent {
     pub kind: kontor_core::EventKind,
     pub case_id: Option<i64>,
     pub customer_id: i64,
@@ -368,7 +368,7 @@ pub(super) struct NewEvent {
 }
 
 /// Appends events with one statement; returns their ids (in order, as `Tx::event` would).
-pub(super) fn insert_events(tx: &mut Tx<'_>, events: &[NewEvent]) -> Result<Vec<i64>, StoreError> {
+pub(crate) fn insert_events(tx: &mut Tx<'_>, events: &[NewEvent]) -> Result<Vec<i64>, StoreError> {
     let now = tx.now;
     let p: Vec<Val> = events
         .iter()

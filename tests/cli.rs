@@ -291,14 +291,20 @@ fn assist_train_and_eval_work_on_any_labelled_csv_and_name_a_missing_column() {
 #[test]
 fn bench_assist_runs_a_tiny_load_with_and_without_analysis() {
     let dir = tempfile::tempdir().unwrap();
-    let args = ["bench", "assist", "--rate", "40", "--seconds", "1", "--warmup", "0", "--sample-ms", "100"];
+    let args =
+        ["bench", "assist", "--rate", "40", "--seconds", "1", "--warmup", "0", "--sample-ms", "100", "--pairs", "2"];
     let out = kontor(dir.path(), &[&args[..], &["--overload-rate", "120", "--overload-seconds", "1"]].concat(), None);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let table = text(&out.stdout);
-    for row in ["| baseline (analysis off) | 40 msg/s × 1 s = 40 | 40 |", "| analysis on | 40 msg/s × 1 s = 40 | 40 |"]
-    {
+    for row in [
+        "| baseline (analysis off) #1 | 40 msg/s × 1 s = 40 | 40 |",
+        "| analysis on #1 | 40 msg/s × 1 s = 40 | 40 |",
+        "| baseline (analysis off) #2 | 40 msg/s × 1 s = 40 | 40 |",
+        "| analysis on #2 | 40 msg/s × 1 s = 40 | 40 |",
+    ] {
         assert!(table.contains(row), "{row}: {table}");
     }
+    assert!(table.contains("median of 2 runs each"), "{table}");
     assert!(table.contains("| overload (analysis on) | 120 msg/s × 1 s = 120 | 120 |"), "{table}");
     assert!(table.contains("| 40 / 40 |") && table.contains("| 120 / 120 |"), "every message analysed: {table}");
     assert!(table.contains("ingest p99 at 40 msg/s") && table.contains("backlog in /metrics over time"), "{table}");

@@ -8,9 +8,8 @@
 //! short transaction of its own ([`Store::store_analysed`]) so that ingest, which shares the
 //! single writer, never waits behind a whole batch. Each part stores its analyses, appends
 //! `message.analysed` events, sets the cases' intents and moves the cursor, which it compares
-//! first: a second run that raced it writes nothing. These writes may commit without waiting
-//! for the disk (lost in a power failure, the cursor goes back with them and the messages are
-//! analysed again). Ingest itself writes nothing for the assistant. At most one analysis job
+//! first: a second run that raced it writes nothing. Ingest itself writes nothing for the
+//! assistant. At most one analysis job
 //! is queued or running at a time; its completion queues its successor while a backlog
 //! remains ([`analysis_done_effect`]), and [`Store::kick_analysis`] queues one when new
 //! messages arrived.
@@ -190,9 +189,12 @@ impl AnalysedBatch {
         for i in 0..count {
             let chunk: Vec<(i64, MessageAnalysis)> = rest.by_ref().take(rows).collect();
             let last = i + 1 == count;
+            // (A message without a known receipt sorts last, so only the last part can end with
+            // one; should another, it leaves the cursor where it is rather than guess.)
             let upto = match (last, chunk.last().and_then(|(id, _)| received.get(id))) {
+                (true, _) => self.upto,
                 (false, Some(event)) => *event,
-                _ => self.upto,
+                (false, None) => from,
             };
             let part_rules = chunk.iter().filter_map(|(id, _)| rules.remove_entry(id)).collect();
             let act_on = chunk.iter().map(|(id, _)| *id).filter(|id| self.act_on.contains(id)).collect();
@@ -279,12 +281,14 @@ pub fn analysis_done_effect(more: bool) -> JobEffect {
 }
 
 impl Store {
-    /// Stores (a part of) an analysed batch in one short transaction that may commit without
-    /// waiting for the disk: lost in a power failure, the cursor is lost with it and the
-    /// messages are analysed again. False if another run had stored it already.
+    /// Stores (a part of) an analysed batch. False if another run had stored it already.
+    /// Durable like any write that appends events: what it writes is seen at once (events with
+    /// their ids, rule actions, automatic answers and their delivery), so it must not be lost
+    /// afterwards. It shares the commit of the writes around it (see [`Store::write_shared`]),
+    /// so under load it costs the writer its statements but no commit of its own.
     pub async fn store_analysed(&self, batch: AnalysedBatch) -> Result<bool, StoreError> {
         let data = batch.stored_data();
-        self.write_relaxed(move |tx| batch.store(tx, &data)).await
+        self.write_shared(move |tx| batch.store(tx, &data)).await
     }
 }
 

@@ -211,11 +211,11 @@ impl Store {
         R: Send + 'static,
         F: FnOnce(&mut Tx<'_>) -> Result<R, StoreError> + Send + 'static,
     {
-        self.write_op(f, false).await
+        self.write_op(f, writer::Commit::Durable).await
     }
 
-    /// Like [`Store::write`], for changes that are redone when lost (a job claim, a derived
-    /// record kept with its own cursor): they may commit without waiting for the disk (see
+    /// Like [`Store::write`], for changes that are redone when lost and append no events (a job
+    /// claim, a lease): they may commit without waiting for the disk (see
     /// [`writer::WriteOp::relaxed`]), so they hold the writer — which every request shares —
     /// for less time.
     pub async fn write_relaxed<R, F>(&self, f: F) -> Result<R, StoreError>
@@ -223,15 +223,27 @@ impl Store {
         R: Send + 'static,
         F: FnOnce(&mut Tx<'_>) -> Result<R, StoreError> + Send + 'static,
     {
-        self.write_op(f, true).await
+        self.write_op(f, writer::Commit::Relaxed).await
     }
 
-    async fn write_op<R, F>(&self, f: F, relaxed: bool) -> Result<R, StoreError>
+    /// Like [`Store::write`], for a background write nobody waits for: it may wait up to
+    /// [`writer::SHARE_WAIT`] to share the commit of other writes (see
+    /// [`writer::WriteOp::waits_to_share`]), so it costs the writer — which every request
+    /// shares — no commit of its own while others write. Durable all the same.
+    pub async fn write_shared<R, F>(&self, f: F) -> Result<R, StoreError>
     where
         R: Send + 'static,
         F: FnOnce(&mut Tx<'_>) -> Result<R, StoreError> + Send + 'static,
     {
-        let (op, rx) = if relaxed { writer::Op::relaxed(f) } else { writer::Op::new(f) };
+        self.write_op(f, writer::Commit::Shared).await
+    }
+
+    async fn write_op<R, F>(&self, f: F, mode: writer::Commit) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut Tx<'_>) -> Result<R, StoreError> + Send + 'static,
+    {
+        let (op, rx) = writer::Op::with(f, mode);
         self.submit(Box::new(op))?;
         rx.await.map_err(|_| StoreError::Unavailable("writer stopped".into()))?
     }

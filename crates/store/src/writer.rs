@@ -123,7 +123,8 @@ pub trait WriteOp: std::any::Any + Send {
     fn split(self: Box<Self>) -> Result<Vec<Box<dyn WriteOp>>, Box<dyn WriteOp>>;
     /// True if this operation's changes may be lost in a power failure or an operating-system
     /// crash after it was answered — because what it writes is redone anyway when lost (a job
-    /// claim, a lease, an analysis that is computed again from the cursor). A transaction made
+    /// claim, a lease) and appends no events (those are seen at once, so their ids must never
+    /// be handed out twice after a crash). A transaction made
     /// only of such operations commits without waiting for the disk (SQLite
     /// `synchronous=NORMAL`, PostgreSQL `synchronous_commit = off`); it stays atomic, and the
     /// next durable commit makes it durable too, since the log is written in order. False (the
@@ -131,7 +132,21 @@ pub trait WriteOp: std::any::Any + Send {
     fn relaxed(&self) -> bool {
         false
     }
+    /// True if this operation may wait a little ([`SHARE_WAIT`]) for other operations to
+    /// commit with: while other durable operations came in within that time, a batch made only of
+    /// such operations waits for the next one to arrive, so that they share its commit instead
+    /// of holding the writer for a commit (and its wait for the disk) of their own. For
+    /// background writes that nobody waits for (the analysis' results): under load they ride
+    /// along with ingest's commits; when all else is quiet they commit at once. False (the
+    /// default) for everything else.
+    fn waits_to_share(&self) -> bool {
+        false
+    }
 }
+
+/// How long a batch of operations that wait to share a commit ([`WriteOp::waits_to_share`])
+/// waits for another operation before it commits alone.
+pub const SHARE_WAIT: Duration = Duration::from_millis(20);
 
 /// Operations queued for the writer.
 pub type Ops = Vec<Box<dyn WriteOp>>;
@@ -170,19 +185,30 @@ pub struct Op<R, F> {
     f: Option<F>,
     out: Option<Result<R, StoreError>>,
     reply: oneshot::Sender<Result<R, StoreError>>,
-    relaxed: bool,
+    mode: Commit,
+}
+
+/// How an operation's transaction commits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Commit {
+    /// Durable, at once (the default).
+    Durable,
+    /// Without waiting for the disk (see [`WriteOp::relaxed`]).
+    Relaxed,
+    /// Durable, sharing the commit of operations that arrive within [`SHARE_WAIT`] (see
+    /// [`WriteOp::waits_to_share`]).
+    Shared,
 }
 
 impl<R, F> Op<R, F> {
     pub fn new(f: F) -> (Self, oneshot::Receiver<Result<R, StoreError>>) {
-        let (reply, rx) = oneshot::channel();
-        (Op { f: Some(f), out: None, reply, relaxed: false }, rx)
+        Op::with(f, Commit::Durable)
     }
 
-    /// An operation whose changes are redone when lost (see [`WriteOp::relaxed`]).
-    pub fn relaxed(f: F) -> (Self, oneshot::Receiver<Result<R, StoreError>>) {
-        let (op, rx) = Op::new(f);
-        (Op { relaxed: true, ..op }, rx)
+    /// An operation that commits as `mode` says.
+    pub fn with(f: F, mode: Commit) -> (Self, oneshot::Receiver<Result<R, StoreError>>) {
+        let (reply, rx) = oneshot::channel();
+        (Op { f: Some(f), out: None, reply, mode }, rx)
     }
 }
 
@@ -208,7 +234,11 @@ where
     }
 
     fn relaxed(&self) -> bool {
-        self.relaxed
+        self.mode == Commit::Relaxed
+    }
+
+    fn waits_to_share(&self) -> bool {
+        self.mode == Commit::Shared
     }
 }
 
@@ -240,12 +270,33 @@ fn writer_loop(
     // Whether the SQLite connection commits without waiting for the disk (see
     // `WriteOp::relaxed`); a new connection starts durable.
     let mut relaxed_now = false;
+    // When the writer last took a durable operation that does not wait to share a commit.
+    let mut others_at: Option<std::time::Instant> = None;
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while batch.len() < max_batch {
             match rx.try_recv() {
                 Ok(op) => batch.push(op),
                 Err(_) => break,
+            }
+        }
+        let sharing = batch.iter().all(|op| op.waits_to_share());
+        // Others: writes with a commit that waits for the disk (relaxed ones, the background's
+        // own job claims among them, cost little and do not count).
+        if batch.iter().any(|op| !op.waits_to_share() && !op.relaxed()) {
+            others_at = Some(std::time::Instant::now());
+        }
+        // Nobody waits for these: while other writes come in, let them share the next one's
+        // commit. When all else is quiet they commit at once (a backlog drains at full speed).
+        if sharing && others_at.is_some_and(|t| t.elapsed() < SHARE_WAIT) {
+            if let Ok(op) = rx.recv_timeout(SHARE_WAIT) {
+                batch.push(op);
+                while batch.len() < max_batch {
+                    match rx.try_recv() {
+                        Ok(op) => batch.push(op),
+                        Err(_) => break,
+                    }
+                }
             }
         }
         counters.ops.fetch_add(batch.len() as u64, Ordering::Relaxed);
@@ -269,7 +320,7 @@ fn writer_loop(
             let pragma = if relaxed { "PRAGMA synchronous=NORMAL" } else { "PRAGMA synchronous=FULL" };
             if let Err(e) = c.batch(pragma) {
                 tracing::warn!(error = %e, "Writer cannot set how commits reach the disk.");
-                let err = Err(e);
+                let err = Err(StoreError::Unavailable(e.to_string()));
                 batch.into_iter().for_each(|op| op.finish(&err));
                 conn = None;
                 continue;
@@ -576,5 +627,56 @@ mod tests {
         assert_eq!(synchronous(&store, false).await, 2);
         assert_eq!(synchronous(&store, true).await, 1);
         assert_eq!(synchronous(&store, false).await, 2, "a durable write after a relaxed one waits again");
+    }
+
+    #[tokio::test]
+    async fn a_shared_write_alone_commits_durably() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite:{}", dir.path().join("k.db").display());
+        let store = crate::Store::open(&url, crate::StoreSettings::default()).unwrap();
+        let before = store.writer_stats().batches;
+        let mode = store
+            .write_shared(|tx| {
+                tx.conn
+                    .query_opt("PRAGMA synchronous", &[])?
+                    .map(|r| r.i64(0))
+                    .ok_or_else(|| StoreError::Database("PRAGMA synchronous returned nothing".into()))
+            })
+            .await
+            .unwrap();
+        assert_eq!(mode, 2, "durable");
+        assert_eq!(store.writer_stats().batches, before + 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_relaxed_write_in_one_transaction_with_a_durable_one_waits_for_the_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite:{}", dir.path().join("k.db").display());
+        let store = crate::Store::open(&url, crate::StoreSettings::default()).unwrap();
+        // Hold the writer in a write until both of the next two are queued: it then takes them
+        // as one batch.
+        let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
+        let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+        let holder = store.clone();
+        let held = tokio::spawn(async move {
+            holder
+                .write(move |_| {
+                    let _ = started_tx.send(());
+                    let _ = go_rx.recv();
+                    Ok(())
+                })
+                .await
+        });
+        started_rx.await.unwrap();
+        let (a, b) = (store.clone(), store.clone());
+        let relaxed = tokio::spawn(async move { synchronous(&a, true).await });
+        let durable = tokio::spawn(async move { synchronous(&b, false).await });
+        while store.write_queue_len() < 2 {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        go_tx.send(()).unwrap();
+        held.await.unwrap().unwrap();
+        assert_eq!((relaxed.await.unwrap(), durable.await.unwrap()), (2, 2), "the shared transaction is durable");
+        assert_eq!(store.writer_stats().batches, 2, "the held write, then one batch of the two");
     }
 }

@@ -311,7 +311,7 @@ fn bench_assist_runs_a_tiny_load_with_and_without_analysis() {
 
     let bad = kontor(dir.path(), &["bench", "assist", "--rate", "0"], None);
     assert!(!bad.status.success());
-    assert!(text(&bad.stderr).contains("--rate and --seconds must be at least 1"), "{}", text(&bad.stderr));
+    assert!(text(&bad.stderr).contains("--rate, --seconds and --pairs must be at least 1"), "{}", text(&bad.stderr));
     let unknown = kontor(dir.path(), &["bench", "assist", "--rat", "10"], None);
     assert!(!unknown.status.success());
     assert!(text(&unknown.stderr).contains("--rat"), "{}", text(&unknown.stderr));

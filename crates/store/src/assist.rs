@@ -61,7 +61,6 @@ pub struct PendingAnalysis {
 pub struct AnalysedBatch {
     pub from: i64,
     pub upto: i64,
-    pub more: bool,
     /// Message id and its analysis.
     pub analyses: Vec<(i64, MessageAnalysis)>,
     /// Automatic answers (intents at level `auto`); `None`: none are sent.
@@ -201,7 +200,6 @@ impl AnalysedBatch {
             parts.push(AnalysedBatch {
                 from,
                 upto,
-                more: last && self.more,
                 analyses: chunk,
                 auto: self.auto.clone(),
                 rules: part_rules,
@@ -238,11 +236,11 @@ impl AnalysedBatch {
             if !self.act_on.contains(&message_id) {
                 continue;
             }
-            if analysis.sentiment == "negative" && self.public_channels.iter().any(|c| c.as_str() == placed.channel) {
-                raise_alert(tx, message_id)?;
+            if analysis.sentiment == "negative" && self.public_channels.contains(&placed.channel) {
+                raise_alert(tx, message_id, &placed)?;
             }
             for rule in self.rules.get(&message_id).into_iter().flatten() {
-                crate::rules::apply_rule(tx, message_id, analysis, rule, self.auto.as_ref())?;
+                crate::rules::apply_rule(tx, message_id, &placed, analysis, rule, self.auto.as_ref())?;
             }
             if let Some(policy) = &self.auto {
                 if analysis.intent_confidence >= policy.min_confidence {
@@ -298,37 +296,30 @@ pub const NEGATIVE_ON_PUBLIC: &str = "negative message on a public channel";
 /// Raises an alert on the case of a negative message that came on a public channel (the
 /// caller checked both): `alert.raised` (seen by the case's team on their live streams) and
 /// the case's badge.
-fn raise_alert(tx: &mut Tx<'_>, message_id: i64) -> Result<(), StoreError> {
-    let Some(row) = tx.conn.query_opt(
-        "SELECT m.case_id, m.customer_id, m.channel, c.team_id FROM messages m JOIN cases c ON c.id = m.case_id \
-         WHERE m.id = ?",
-        &params![message_id],
-    )?
-    else {
+fn raise_alert(tx: &mut Tx<'_>, message_id: i64, at: &Placed) -> Result<(), StoreError> {
+    let Some(case) = tx.conn.query_opt("SELECT team_id FROM cases WHERE id = ?", &params![at.case_id])? else {
         return Ok(());
     };
-    let channel = row.req_enum(2, "messages.channel", kontor_core::Channel::parse)?;
-    let (case_id, customer_id) = (row.req_i64(0, "messages.case_id")?, row.req_i64(1, "messages.customer_id")?);
     tx.conn.execute(
         "UPDATE cases SET alert = ?, updated_at = ? WHERE id = ?",
-        &params![NEGATIVE_ON_PUBLIC, tx.now, case_id],
+        &params![NEGATIVE_ON_PUBLIC, tx.now, at.case_id],
     )?;
     let ev = tx.event(
         EventKind::AlertRaised,
-        Some(case_id),
-        Some(customer_id),
-        &json!({ "case_id": case_id, "message_id": message_id, "channel": channel, "team_id": row.opt_i64(3),
+        Some(at.case_id),
+        Some(at.customer_id),
+        &json!({ "case_id": at.case_id, "message_id": message_id, "channel": at.channel, "team_id": case.opt_i64(0),
                  "reason": NEGATIVE_ON_PUBLIC }),
     )?;
-    tx.conn.execute("UPDATE cases SET last_event_id = ? WHERE id = ?", &params![ev, case_id])?;
+    tx.conn.execute("UPDATE cases SET last_event_id = ? WHERE id = ?", &params![ev, at.case_id])?;
     Ok(())
 }
 
-/// Where a message belongs, as storing its analysis needs it.
-struct Placed {
-    case_id: i64,
-    customer_id: i64,
-    channel: String,
+/// Where a message belongs, as storing its analysis (and acting on it) needs it.
+pub(crate) struct Placed {
+    pub case_id: i64,
+    pub customer_id: i64,
+    pub channel: kontor_core::Channel,
 }
 
 /// Rows per multi-row statement of the analysis effect (8 values a row stays far below the
@@ -359,7 +350,7 @@ fn store_analyses<'a>(
                 Placed {
                     case_id: r.req_i64(1, "messages.case_id")?,
                     customer_id: r.req_i64(2, "messages.customer_id")?,
-                    channel: r.req_text(3, "messages.channel")?,
+                    channel: r.req_enum(3, "messages.channel", kontor_core::Channel::parse)?,
                 },
             );
         }

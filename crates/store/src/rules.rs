@@ -213,15 +213,12 @@ pub struct MatchedRule {
 pub(crate) fn apply_rule(
     tx: &mut Tx<'_>,
     message_id: i64,
+    at: &crate::assist::Placed,
     analysis: &MessageAnalysis,
     rule: &MatchedRule,
     policy: Option<&crate::assist::AutoAnswerPolicy>,
 ) -> Result<(), StoreError> {
-    let Some(m) = tx.conn.query_opt("SELECT case_id, customer_id FROM messages WHERE id = ?", &params![message_id])?
-    else {
-        return Ok(());
-    };
-    let (case_id, customer_id) = (m.req_i64(0, "messages.case_id")?, m.req_i64(1, "messages.customer_id")?);
+    let (case_id, customer_id) = (at.case_id, at.customer_id);
     let case = crate::records::load_case(tx.conn, case_id)?;
     let mut changes = serde_json::Map::new();
     let mut tags = case.tags.clone();

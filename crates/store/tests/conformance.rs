@@ -2320,7 +2320,6 @@ async fn check_analysis_follows_the_event_log_and_stores_each_message_once(store
     let make = |b: &kontor_store::assist::PendingAnalysis, intent: &str| kontor_store::assist::AnalysedBatch {
         from: b.from,
         upto: b.upto,
-        more: b.more,
         analyses: b.messages.iter().map(|m| (m.id, analysis_of(intent))).collect(),
         auto: None,
         rules: HashMap::new(),
@@ -2372,7 +2371,6 @@ async fn check_analysis_is_stored_in_parts_that_each_move_the_cursor(store: &Sto
     let batch = kontor_store::assist::AnalysedBatch {
         from: pending.from,
         upto: pending.upto,
-        more: pending.more,
         analyses: pending.messages.iter().map(|m| (m.id, analysis_of("invoice_question"))).collect(),
         auto: None,
         rules: HashMap::new(),

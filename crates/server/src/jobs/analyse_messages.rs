@@ -122,7 +122,6 @@ impl Job for AnalyseMessages {
         let batch = AnalysedBatch {
             from: pending.from,
             upto: pending.upto,
-            more: pending.more,
             analyses,
             auto: Some(auto),
             rules: matched,
